@@ -1,0 +1,82 @@
+//! The `#[procpool::task]` attribute. Use it through the `procpool` crate, which re-exports it;
+//! the code it generates names paths in `procpool`.
+
+use proc_macro::TokenStream;
+use quote::{format_ident, quote};
+use syn::{FnArg, ItemFn, ReturnType, parse_macro_input, spanned::Spanned};
+
+/// The most arguments a task may take; the `Task` trait is implemented up to this arity.
+const MAX_ARGS: usize = 6;
+
+/// Registers a plain function as a task that pool workers can run by name.
+///
+/// The function is left as it was and stays callable as a normal function. Beside it the
+/// attribute adds an entry to procpool's link-time task registry under the name
+/// `module::path::function`, which is what crosses the wire to a worker.
+///
+/// The function must be a free `fn` with zero to six arguments, no generics, not `async`,
+/// whose argument types are `serde::de::DeserializeOwned` and whose result is
+/// `serde::Serialize`.
+#[proc_macro_attribute]
+pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
+    let function = parse_macro_input!(item as ItemFn);
+    match expand(attr.into(), &function) {
+        Ok(tokens) => tokens.into(),
+        Err(error) => {
+            let error = error.to_compile_error();
+            quote!(#function #error).into()
+        }
+    }
+}
+
+fn expand(attr: proc_macro2::TokenStream, function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+    if !attr.is_empty() {
+        return Err(syn::Error::new(attr.span(), "#[procpool::task] takes no arguments"));
+    }
+    let sig = &function.sig;
+    if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
+        return Err(syn::Error::new(sig.generics.span(), "a task cannot be generic: its name must stand for one function"));
+    }
+    if let Some(asyncness) = sig.asyncness {
+        return Err(syn::Error::new(asyncness.span(), "a task cannot be `async`"));
+    }
+    if let Some(variadic) = &sig.variadic {
+        return Err(syn::Error::new(variadic.span(), "a task cannot be variadic"));
+    }
+    if sig.inputs.len() > MAX_ARGS {
+        return Err(syn::Error::new(
+            sig.inputs.span(),
+            format!("a task takes at most {MAX_ARGS} arguments, found {}", sig.inputs.len()),
+        ));
+    }
+    let mut types = Vec::new();
+    for input in &sig.inputs {
+        match input {
+            FnArg::Typed(arg) => types.push(&arg.ty),
+            FnArg::Receiver(receiver) => {
+                return Err(syn::Error::new(receiver.span(), "a task must be a free function, not a method"));
+            }
+        }
+    }
+    let output = match &sig.output {
+        ReturnType::Default => quote!(()),
+        ReturnType::Type(_, ty) => quote!(#ty),
+    };
+    let ident = &sig.ident;
+    let entry = format_ident!("__PROCPOOL_TASK_{}", ident);
+    Ok(quote! {
+        #function
+
+        #[doc(hidden)]
+        #[allow(non_upper_case_globals)]
+        #[::procpool::__private::linkme::distributed_slice(::procpool::__private::TASKS)]
+        #[linkme(crate = ::procpool::__private::linkme)]
+        static #entry: ::procpool::__private::TaskEntry = ::procpool::__private::TaskEntry {
+            name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+            type_name: || ::procpool::__private::type_name_of(&#ident),
+            call: |input, output| {
+                ::procpool::__private::invoke::<_, (#(#types,)*), #output>(#ident, input, output)
+            },
+        };
+    })
+}

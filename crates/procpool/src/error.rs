@@ -1,0 +1,376 @@
+//! Errors: what a caller sees ([`Error`], [`BuildError`]) and what a worker reports
+//! (`TaskFailure`, which crosses the wire).
+
+use std::any::Any;
+use std::fmt;
+use std::io;
+use std::sync::Arc;
+use std::time::Duration;
+
+/// Which worker ran (or was running) a task: its slot index in the pool and its process id.
+///
+/// A replacement worker takes the index of the worker it replaces, with a new pid.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+pub struct WorkerInfo {
+    /// The worker's slot, `0..processes`.
+    pub index: usize,
+    /// The worker's process id.
+    pub pid: u32,
+}
+
+impl fmt::Display for WorkerInfo {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "worker {} (pid {})", self.index, self.pid)
+    }
+}
+
+/// How a worker process ended.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum WorkerExit {
+    /// It exited with this status code.
+    Code(i32),
+    /// It was killed by this signal.
+    Signal(i32),
+}
+
+impl fmt::Display for WorkerExit {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match *self {
+            WorkerExit::Code(code) => write!(f, "exited with code {code}"),
+            WorkerExit::Signal(signal) => match signal_name(signal) {
+                Some(name) => write!(f, "was killed by signal {signal} ({name})"),
+                None => write!(f, "was killed by signal {signal}"),
+            },
+        }
+    }
+}
+
+fn signal_name(signal: i32) -> Option<&'static str> {
+    Some(match signal {
+        libc::SIGHUP => "SIGHUP",
+        libc::SIGINT => "SIGINT",
+        libc::SIGQUIT => "SIGQUIT",
+        libc::SIGILL => "SIGILL",
+        libc::SIGABRT => "SIGABRT",
+        libc::SIGBUS => "SIGBUS",
+        libc::SIGFPE => "SIGFPE",
+        libc::SIGKILL => "SIGKILL",
+        libc::SIGSEGV => "SIGSEGV",
+        libc::SIGPIPE => "SIGPIPE",
+        libc::SIGTERM => "SIGTERM",
+        libc::SIGXCPU => "SIGXCPU",
+        _ => return None,
+    })
+}
+
+/// What kind of failure an [`Error`] is. More kinds may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum ErrorKind {
+    /// The task panicked; the message and location are in [`Error::panic_message`] and
+    /// [`Error::panic_location`]. The worker carried on.
+    Panicked,
+    /// The worker process died while it held the task; see [`Error::worker_exit`].
+    WorkerDied,
+    /// Arguments or a result could not be encoded or decoded with the wire codec.
+    Codec,
+    /// The function was not registered with `#[procpool::task]`.
+    Unregistered,
+    /// The pool was closed or terminated before the task was submitted.
+    Closed,
+    /// The pool was terminated before the task finished.
+    Terminated,
+    /// The pool cannot start workers any more (an initializer failed in a replacement worker).
+    PoolBroken,
+    /// A wait with a timeout ran out; the task itself goes on.
+    WaitTimeout,
+    /// `join` was called while the pool was still running.
+    StillRunning,
+    /// A call's argument was out of range, such as a chunk size of zero.
+    InvalidInput,
+}
+
+/// The error of a task or of a call on a [`Pool`](crate::Pool).
+///
+/// It is cheap to clone. Use [`kind`](Error::kind) and the accessors to tell failures apart;
+/// its `Display` names the task, the worker and how it ended, where they are known.
+#[derive(Clone)]
+pub struct Error {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    kind: ErrorKind,
+    task: Option<String>,
+    worker: Option<WorkerInfo>,
+    exit: Option<WorkerExit>,
+    message: String,
+    location: Option<String>,
+}
+
+impl Error {
+    pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
+        Error {
+            inner: Arc::new(Inner { kind, task: None, worker: None, exit: None, message: message.into(), location: None }),
+        }
+    }
+
+    fn with(self, edit: impl FnOnce(&mut Inner)) -> Error {
+        let mut inner = Arc::try_unwrap(self.inner).unwrap_or_else(|shared| Inner {
+            kind: shared.kind,
+            task: shared.task.clone(),
+            worker: shared.worker,
+            exit: shared.exit,
+            message: shared.message.clone(),
+            location: shared.location.clone(),
+        });
+        edit(&mut inner);
+        Error { inner: Arc::new(inner) }
+    }
+
+    pub(crate) fn task(self, name: &str) -> Error {
+        self.with(|inner| inner.task = Some(name.to_owned()))
+    }
+
+    pub(crate) fn worker(self, worker: WorkerInfo) -> Error {
+        self.with(|inner| inner.worker = Some(worker))
+    }
+
+    pub(crate) fn died(task: &str, worker: WorkerInfo, exit: WorkerExit) -> Error {
+        Error::new(ErrorKind::WorkerDied, "").task(task).worker(worker).with(|inner| inner.exit = Some(exit))
+    }
+
+    pub(crate) fn closed() -> Error {
+        Error::new(ErrorKind::Closed, "the pool is closed: it accepts no new tasks")
+    }
+
+    pub(crate) fn terminated(task: &str) -> Error {
+        Error::new(ErrorKind::Terminated, "the pool was terminated").task(task)
+    }
+
+    pub(crate) fn wait_timeout(task: &str, after: Duration) -> Error {
+        Error::new(ErrorKind::WaitTimeout, format!("timed out after {after:?}")).task(task)
+    }
+
+    /// Turns what a worker reported into the caller's error.
+    pub(crate) fn from_failure(failure: TaskFailure, task: &str, worker: WorkerInfo) -> Error {
+        let error = match failure {
+            TaskFailure::Panic { message, location } => {
+                Error::new(ErrorKind::Panicked, message).with(|inner| inner.location = location)
+            }
+            TaskFailure::ArgsDecode(detail) => {
+                Error::new(ErrorKind::Codec, format!("cannot decode the arguments in the worker: {detail}"))
+            }
+            TaskFailure::ResultEncode(detail) => {
+                Error::new(ErrorKind::Codec, format!("cannot encode the result: {detail}"))
+            }
+            TaskFailure::Unregistered(name) => {
+                Error::new(ErrorKind::Unregistered, format!("the worker has no task named `{name}`"))
+            }
+        };
+        error.task(task).worker(worker)
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.inner.kind
+    }
+
+    /// Whether the task panicked.
+    pub fn is_panic(&self) -> bool {
+        self.inner.kind == ErrorKind::Panicked
+    }
+
+    /// Whether the worker died while it held the task.
+    pub fn is_worker_died(&self) -> bool {
+        self.inner.kind == ErrorKind::WorkerDied
+    }
+
+    /// The panic message, if the task panicked.
+    pub fn panic_message(&self) -> Option<&str> {
+        self.is_panic().then_some(self.inner.message.as_str())
+    }
+
+    /// Where the task panicked (`file:line:column`), if it panicked and the worker knew.
+    pub fn panic_location(&self) -> Option<&str> {
+        self.inner.location.as_deref()
+    }
+
+    /// The registered name of the task, where the error belongs to one.
+    pub fn task_name(&self) -> Option<&str> {
+        self.inner.task.as_deref()
+    }
+
+    /// The worker that ran the task, where one did.
+    pub fn worker_info(&self) -> Option<WorkerInfo> {
+        self.inner.worker
+    }
+
+    /// How the worker ended, if it died while it held the task.
+    pub fn worker_exit(&self) -> Option<WorkerExit> {
+        self.inner.exit
+    }
+}
+
+impl fmt::Debug for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Error")
+            .field("kind", &self.inner.kind)
+            .field("task", &self.inner.task)
+            .field("worker", &self.inner.worker)
+            .field("exit", &self.inner.exit)
+            .field("message", &self.inner.message)
+            .field("location", &self.inner.location)
+            .finish()
+    }
+}
+
+impl fmt::Display for Error {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let inner = &*self.inner;
+        let task = inner.task.as_deref().unwrap_or("?");
+        match inner.kind {
+            ErrorKind::WorkerDied => {
+                let worker = inner.worker.map(|w| w.to_string()).unwrap_or_else(|| "a worker".into());
+                let exit = inner.exit.map(|e| e.to_string()).unwrap_or_else(|| "died".into());
+                write!(f, "{worker} {exit} while running task `{task}`")
+            }
+            ErrorKind::Panicked => {
+                write!(f, "task `{task}` panicked")?;
+                if let Some(location) = &inner.location {
+                    write!(f, " at {location}")?;
+                }
+                if let Some(worker) = inner.worker {
+                    write!(f, " in {worker}")?;
+                }
+                write!(f, ": {}", inner.message)
+            }
+            _ => {
+                if inner.task.is_some() {
+                    write!(f, "task `{task}`: ")?;
+                }
+                f.write_str(&inner.message)?;
+                if let Some(worker) = inner.worker {
+                    write!(f, " (in {worker})")?;
+                }
+                Ok(())
+            }
+        }
+    }
+}
+
+impl std::error::Error for Error {}
+
+/// Why [`Builder::build`](crate::Builder::build) could not start a pool.
+#[derive(Debug)]
+pub struct BuildError {
+    kind: BuildErrorKind,
+}
+
+#[derive(Debug)]
+enum BuildErrorKind {
+    Invalid(String),
+    Spawn(io::Error),
+    Initializer(Error),
+    Handshake(String),
+}
+
+impl BuildError {
+    pub(crate) fn invalid(message: String) -> BuildError {
+        BuildError { kind: BuildErrorKind::Invalid(message) }
+    }
+
+    pub(crate) fn spawn(error: io::Error) -> BuildError {
+        BuildError { kind: BuildErrorKind::Spawn(error) }
+    }
+
+    pub(crate) fn initializer(error: Error) -> BuildError {
+        BuildError { kind: BuildErrorKind::Initializer(error) }
+    }
+
+    pub(crate) fn handshake(message: String) -> BuildError {
+        BuildError { kind: BuildErrorKind::Handshake(message) }
+    }
+
+    /// The initializer's failure, if that is why the pool did not start.
+    pub fn initializer_error(&self) -> Option<&Error> {
+        match &self.kind {
+            BuildErrorKind::Initializer(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+impl fmt::Display for BuildError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.kind {
+            BuildErrorKind::Invalid(message) => f.write_str(message),
+            BuildErrorKind::Spawn(_) => f.write_str("cannot start a worker process"),
+            BuildErrorKind::Initializer(error) => write!(f, "the initializer failed: {error}"),
+            BuildErrorKind::Handshake(message) => write!(f, "worker handshake failed: {message}"),
+        }
+    }
+}
+
+impl std::error::Error for BuildError {
+    fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
+        match &self.kind {
+            BuildErrorKind::Spawn(error) => Some(error),
+            _ => None,
+        }
+    }
+}
+
+/// A task's failure as a worker reports it.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum TaskFailure {
+    /// The task panicked.
+    Panic {
+        /// The panic's message, or a placeholder when the payload was not a string.
+        message: String,
+        /// `file:line:column`, as the worker's panic hook saw it.
+        location: Option<String>,
+    },
+    /// The arguments did not decode in the worker.
+    ArgsDecode(String),
+    /// The result did not encode in the worker.
+    ResultEncode(String),
+    /// The worker has no task of that name.
+    Unregistered(String),
+}
+
+impl TaskFailure {
+    pub(crate) fn from_panic(payload: Box<dyn Any + Send>) -> TaskFailure {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "(a panic payload that is not a string)".to_owned()
+        };
+        TaskFailure::Panic { message, location: crate::worker::take_panic_location() }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn worker_died_names_worker_exit_and_task() {
+        let error = Error::died("demo::boom", WorkerInfo { index: 3, pid: 4711 }, WorkerExit::Signal(9));
+        assert_eq!(error.to_string(), "worker 3 (pid 4711) was killed by signal 9 (SIGKILL) while running task `demo::boom`");
+        assert!(error.is_worker_died());
+        assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(9)));
+    }
+
+    #[test]
+    fn panic_names_location_and_message() {
+        let failure = TaskFailure::Panic { message: "boom".into(), location: Some("src/a.rs:1:2".into()) };
+        let error = Error::from_failure(failure, "t", WorkerInfo { index: 0, pid: 1 });
+        assert_eq!(error.to_string(), "task `t` panicked at src/a.rs:1:2 in worker 0 (pid 1): boom");
+        assert_eq!(error.panic_message(), Some("boom"));
+    }
+}

@@ -1,0 +1,131 @@
+//! A pool of worker **processes** with the vocabulary of Python's `multiprocessing.Pool`.
+//!
+//! Rust threads already run in parallel; processes add **isolation**. A task may panic,
+//! abort, segfault or call a library that is not thread-safe, and the caller still gets a
+//! typed [`Error`] while the pool and every other task carry on. Every submitted task ends in
+//! exactly one final state, no call hangs, and no worker is left behind.
+//!
+//! # A first pool
+//!
+//! ```no_run
+//! use procpool::Pool;
+//!
+//! #[procpool::task]
+//! fn square(x: u64) -> u64 {
+//!     x * x
+//! }
+//!
+//! fn main() -> Result<(), Box<dyn std::error::Error>> {
+//!     let pool = Pool::new()?; // cpu_count() workers
+//!     assert_eq!(pool.apply(square, (7,))?, 49);
+//!     assert_eq!(pool.map(square, 1..=4)?, [1, 4, 9, 16]);
+//!     let pending = pool.apply_async(square, (9,))?;
+//!     assert_eq!(pending.get()?, 81);
+//!     pool.close();
+//!     pool.join()?;
+//!     Ok(())
+//! }
+//! ```
+//!
+//! The methods are those of `multiprocessing.Pool`: [`apply`](Pool::apply),
+//! [`apply_async`](Pool::apply_async) (an [`AsyncResult`]), [`map`](Pool::map),
+//! [`map_async`](Pool::map_async) (a [`MapResult`]), [`imap`](Pool::imap),
+//! [`imap_unordered`](Pool::imap_unordered), [`starmap`](Pool::starmap),
+//! [`starmap_async`](Pool::starmap_async), [`close`](Pool::close), [`join`](Pool::join) and
+//! [`terminate`](Pool::terminate); the `*_with` variants take [`MapOptions`] such as a chunk
+//! size. [`Pool::builder`] sets the number of processes, an initializer and
+//! `max_tasks_per_child`.
+//!
+//! # Registering tasks
+//!
+//! A task is a plain `fn` marked [`#[procpool::task]`](macro@task), with zero to six
+//! arguments of serde types and a serde result. It stays callable as a normal function. The
+//! attribute registers it under its path (`my_crate::module::square`) in a table built at
+//! link time; that name, not a code address, is what a worker receives. Arguments go as a
+//! tuple: `pool.apply(add, (1, 2))`, `pool.starmap(add, [(1, 2), (3, 4)])`. A function that
+//! is not registered, a closure for instance, is refused when submitted with an
+//! [`ErrorKind::Unregistered`] error that names it. A task that returns `Result<T, E>` gives
+//! the caller that `Result` inside procpool's own.
+//!
+//! Arguments and results travel encoded with `bincode`.
+//!
+//! # Start methods
+//!
+//! Workers are started with [`StartMethod::Spawn`]: the pool re-executes the current binary
+//! (`/proc/self/exe`) with the worker's socket inherited and a marker in the child's
+//! environment. The worker is entered before `main`, by a hook in the binary's
+//! initialisation section, so none of the program's own code runs in a worker, except
+//! its tasks and other before-`main` hooks. Pools therefore work from `main`, from
+//! `examples/` and from `cargo test` and `cargo nextest` test binaries, with no set-up.
+//! Workers are started in parallel; each is killed when the pool's supervisor thread ends,
+//! and ends by itself when the parent dies (`PR_SET_PDEATHSIG` and end of stream).
+//!
+//! # Failures, panics and restarts
+//!
+//! - A task that panics gives [`ErrorKind::Panicked`] with the panic's message and location
+//!   ([`Error::panic_message`], [`Error::panic_location`]); the worker carries on.
+//! - A worker that dies while running a task (abort, segfault, a stack overflow, a kill from
+//!   outside, `process::exit`) gives that task [`ErrorKind::WorkerDied`] with the worker's
+//!   index, pid and exit code or signal ([`Error::worker_exit`]), and a replacement starts.
+//!   Every other task completes. If the dying worker held a chunk of several calls of a
+//!   `map`, the calls of that chunk without a result are run again one by one, so that only
+//!   the call that kills a worker again fails: a task with side effects that must not repeat
+//!   should use a chunk size of 1.
+//! - A result that does not encode, or arguments that do not decode, fail that task alone
+//!   with [`ErrorKind::Codec`].
+//! - An initializer that fails makes [`Builder::build`] fail; in a replacement worker later,
+//!   it breaks the pool ([`ErrorKind::PoolBroken`]) instead of restarting forever. So do
+//!   three replacement workers in a row that die before they are ready.
+//!
+//! # Shutdown and drop
+//!
+//! [`close`](Pool::close) stops new work; queued work finishes; [`join`](Pool::join) then
+//! waits for every worker to exit and be reaped. [`terminate`](Pool::terminate) kills the
+//! workers now, and every unfinished result ends with [`ErrorKind::Terminated`]. Dropping a
+//! pool terminates it.
+//!
+//! ## Caveats
+//!
+//! - Dropping a pool does not wait for queued work: close and join first to keep it.
+//! - [`AsyncResult::get_timeout`] and the other waits with a timeout only stop waiting; the
+//!   task goes on in its worker. Dropping a result handle does not cancel its task either.
+//! - A worker runs before `main`: the standard library's own set-up has not run, so a stack
+//!   overflow in a task ends the worker with `SIGSEGV` instead of a message.
+//! - Other before-`main` hooks of the program (from crates such as `ctor`) run in every
+//!   worker too.
+//!
+//! # Platforms
+//!
+//! Linux only, for now.
+//!
+//! # Testing code that uses a pool
+//!
+//! Tasks can be declared in an integration test file and pools started in its tests, under
+//! `cargo test` or `cargo nextest`: the workers are the test binary itself.
+#![deny(missing_docs)]
+#![deny(unsafe_code)]
+
+mod error;
+mod pool;
+mod registry;
+mod result;
+mod start;
+mod supervisor;
+mod sys;
+mod wire;
+mod worker;
+
+pub use error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
+pub use pool::{Builder, MapOptions, Pool, cpu_count};
+pub use procpool_macros::task;
+pub use registry::Task;
+pub use result::{AsyncResult, Imap, MapResult};
+pub use start::StartMethod;
+pub use worker::current_worker;
+
+#[doc(hidden)]
+pub mod __private {
+    pub use crate::error::TaskFailure;
+    pub use crate::registry::{TASKS, TaskEntry, invoke, type_name_of};
+    pub use linkme;
+}

@@ -1,0 +1,709 @@
+//! The public pool: [`Pool`], its [`Builder`], and the methods of `multiprocessing.Pool`.
+
+use std::sync::mpsc;
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+
+use serde::Serialize;
+
+use crate::error::{BuildError, Error, ErrorKind};
+use crate::registry::{self, Task, TaskEntry};
+use crate::result::{AsyncResult, Collector, Fed, Feed, Imap, MapResult};
+use crate::start::StartMethod;
+use crate::supervisor::{self, Config, Job, Phase, Shared};
+use crate::sys;
+use crate::wire::RunFrame;
+
+/// The number of CPUs this process may run on.
+///
+/// It respects the process's CPU affinity mask and a cgroup CPU quota, so in a container
+/// limited to two CPUs it says 2 however many the machine has. It is at least 1.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}
+
+/// Options for one call of the map family.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct MapOptions {
+    chunksize: Option<usize>,
+}
+
+impl MapOptions {
+    /// Options with every default: an automatic chunk size.
+    pub fn new() -> MapOptions {
+        MapOptions::default()
+    }
+
+    /// Sends the calls to workers in chunks of `chunksize` (the last may be smaller).
+    ///
+    /// Larger chunks cost fewer round trips; smaller ones balance uneven work better. A chunk
+    /// size of 0 is refused when the options are used. Without one, `map` and `starmap` cut
+    /// the input into chunks that shrink as the input runs out, and `imap` sends one call at
+    /// a time.
+    pub fn chunksize(mut self, chunksize: usize) -> MapOptions {
+        self.chunksize = Some(chunksize);
+        self
+    }
+}
+
+/// Configures and starts a [`Pool`].
+///
+/// # Examples
+///
+/// ```no_run
+/// #[procpool::task]
+/// fn setup(greeting: String) {
+///     eprintln!("{greeting} from worker {:?}", procpool::current_worker());
+/// }
+///
+/// let pool = procpool::Pool::builder()
+///     .processes(4)
+///     .initializer(setup, ("hello".to_string(),))
+///     .max_tasks_per_child(100)
+///     .build()?;
+/// # Ok::<(), procpool::BuildError>(())
+/// ```
+#[derive(Debug)]
+pub struct Builder {
+    processes: Option<usize>,
+    method: StartMethod,
+    initializer: Option<Result<(&'static str, Vec<u8>), String>>,
+    max_tasks_per_child: Option<usize>,
+}
+
+impl Builder {
+    /// How many worker processes to run; the default is [`cpu_count()`]. Zero is refused by
+    /// [`build`](Builder::build).
+    pub fn processes(mut self, processes: usize) -> Builder {
+        self.processes = Some(processes);
+        self
+    }
+
+    /// How to start workers; the default is [`StartMethod::Spawn`].
+    pub fn start_method(mut self, method: StartMethod) -> Builder {
+        self.method = method;
+        self
+    }
+
+    /// A registered task that every worker runs once with `args` before its first task,
+    /// replacement workers included; its result is discarded.
+    ///
+    /// If it panics (or its worker dies) in a first worker, `build` fails with the error; if
+    /// it fails in a replacement later, the pool stops taking work and says why, instead of
+    /// starting workers forever.
+    pub fn initializer<F, Args>(mut self, f: F, args: Args) -> Builder
+    where
+        F: Task<Args>,
+        Args: Serialize,
+    {
+        let _ = f;
+        self.initializer = Some(
+            registry::lookup::<F>()
+                .map_err(|name| unregistered(name).to_string())
+                .and_then(|entry| {
+                    bincode::serialize(&args)
+                        .map(|args| (entry.name, args))
+                        .map_err(|e| format!("cannot encode the initializer's arguments: {e}"))
+                }),
+        );
+        self
+    }
+
+    /// Replaces each worker after it has run `n` jobs (a chunk of a map counts as one job, as
+    /// in Python), to bound what a leaky task can hoard. No task is lost or held up: the
+    /// replacement starts as the old worker finishes. Zero is refused by `build`.
+    pub fn max_tasks_per_child(mut self, n: usize) -> Builder {
+        self.max_tasks_per_child = Some(n);
+        self
+    }
+
+    /// Starts the workers (in parallel) and returns once every one is ready.
+    ///
+    /// # Errors
+    ///
+    /// A setting out of range (zero processes, zero tasks per child, an unregistered
+    /// initializer), a worker that cannot be started, a worker whose handshake fails, or an
+    /// initializer that fails.
+    pub fn build(self) -> Result<Pool, BuildError> {
+        let processes = self.processes.unwrap_or_else(cpu_count);
+        if processes == 0 {
+            return Err(BuildError::invalid("a pool needs at least 1 process, got 0".into()));
+        }
+        let max_tasks_per_child = match self.max_tasks_per_child {
+            Some(0) => return Err(BuildError::invalid("max_tasks_per_child must be at least 1, got 0".into())),
+            Some(n) => Some(n as u64),
+            None => None,
+        };
+        let initializer = self.initializer.transpose().map_err(BuildError::invalid)?;
+        sys::keep_worker_entry();
+        let config = Config { processes, method: self.method, initializer, max_tasks_per_child };
+        let (ready_tx, ready_rx) = mpsc::channel();
+        let (shared, handle) = supervisor::launch(config, ready_tx).map_err(BuildError::spawn)?;
+        let outcome = ready_rx.recv();
+        match outcome {
+            Ok(Ok(())) => Ok(Pool { shared, supervisor: Mutex::new(Some(handle)), processes }),
+            Ok(Err(error)) => {
+                let _ = handle.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = handle.join();
+                Err(BuildError::spawn(std::io::Error::other("the supervisor stopped during start-up")))
+            }
+        }
+    }
+}
+
+fn unregistered(name: &str) -> Error {
+    Error::new(
+        ErrorKind::Unregistered,
+        format!("`{name}` is not a registered task: mark the function with #[procpool::task]"),
+    )
+}
+
+fn lookup<F: 'static>() -> Result<&'static TaskEntry, Error> {
+    registry::lookup::<F>().map_err(unregistered)
+}
+
+fn encode_error(task: &str, error: bincode::Error) -> Error {
+    Error::new(ErrorKind::Codec, format!("cannot encode the arguments: {error}")).task(task)
+}
+
+/// A pool of worker processes.
+///
+/// Tasks are functions marked `#[procpool::task]`; the pool sends their registered names and
+/// encoded arguments to its workers and their encoded results back. See the [crate
+/// docs](crate) for a tour.
+///
+/// A `Pool` is `Send` and `Sync`: share it between threads by reference or in an `Arc`.
+///
+/// # Dropping
+///
+/// Dropping a pool [terminates](Pool::terminate) it: workers are killed and reaped, and every
+/// unfinished result ends with [`ErrorKind::Terminated`]. To let queued work finish, call
+/// [`close`](Pool::close) and [`join`](Pool::join) first.
+#[derive(Debug)]
+pub struct Pool {
+    shared: Arc<Shared>,
+    supervisor: Mutex<Option<JoinHandle<()>>>,
+    processes: usize,
+}
+
+impl Pool {
+    /// Starts a pool of [`cpu_count()`] workers.
+    ///
+    /// # Errors
+    ///
+    /// As for [`Builder::build`].
+    pub fn new() -> Result<Pool, BuildError> {
+        Pool::builder().build()
+    }
+
+    /// A [`Builder`] with every default.
+    pub fn builder() -> Builder {
+        Builder { processes: None, method: StartMethod::default(), initializer: None, max_tasks_per_child: None }
+    }
+
+    /// The number of worker processes.
+    pub fn processes(&self) -> usize {
+        self.processes
+    }
+
+    /// The process ids of the workers running now, by slot. A slot whose worker is being
+    /// replaced is left out.
+    pub fn worker_pids(&self) -> Vec<u32> {
+        self.shared.lock().pids.iter().flatten().copied().collect()
+    }
+
+    /// Runs `f(args)` in a worker and waits for its result.
+    ///
+    /// `args` is a tuple of the arguments: `(x,)` for one, `()` for none.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`apply_async`](Pool::apply_async) and of [`AsyncResult::get`].
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[procpool::task]
+    /// fn add(a: u64, b: u64) -> u64 {
+    ///     a + b
+    /// }
+    ///
+    /// let pool = procpool::Pool::new()?;
+    /// assert_eq!(pool.apply(add, (2, 3))?, 5);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply<F, Args>(&self, f: F, args: Args) -> Result<F::Output, Error>
+    where
+        F: Task<Args>,
+        Args: Serialize,
+    {
+        self.apply_async(f, args)?.get()
+    }
+
+    /// Submits `f(args)` and returns a handle to its result at once.
+    ///
+    /// # Errors
+    ///
+    /// At submission: `f` is not registered ([`ErrorKind::Unregistered`]), the arguments do
+    /// not encode ([`ErrorKind::Codec`]), or the pool was closed, terminated
+    /// ([`ErrorKind::Closed`]) or broken ([`ErrorKind::PoolBroken`]).
+    pub fn apply_async<F, Args>(&self, f: F, args: Args) -> Result<AsyncResult<F::Output>, Error>
+    where
+        F: Task<Args>,
+        Args: Serialize,
+    {
+        let _ = f;
+        let entry = lookup::<F>()?;
+        let id = self.shared.next_job_id();
+        let mut frame = RunFrame::new(id, entry.name);
+        frame.push(|buf| bincode::serialize_into(buf, &args)).map_err(|e| encode_error(entry.name, e))?;
+        let collector = Collector::new(1, false);
+        let job = Job { id, task: entry.name, frame: frame.finish(), sink: Arc::clone(&collector), start: 0, count: 1 };
+        self.shared.submit([job])?;
+        Ok(AsyncResult::new(collector, entry.name))
+    }
+
+    /// Runs `f` on every item in workers and returns the results in input order.
+    ///
+    /// The input is collected first, then cut into chunks automatically (see
+    /// [`MapOptions::chunksize`]). An empty input gives an empty result.
+    ///
+    /// # Errors
+    ///
+    /// Those of [`map_async`](Pool::map_async), and the failure of the first call, in input
+    /// order, that failed.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[procpool::task]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = procpool::Pool::new()?;
+    /// assert_eq!(pool.map(square, 1..=4)?, [1, 4, 9, 16]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn map<F, A, I>(&self, f: F, items: I) -> Result<Vec<F::Output>, Error>
+    where
+        F: Task<(A,)>,
+        A: Serialize,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async(f, items)?.get()
+    }
+
+    /// [`map`](Pool::map) with options, such as a chunk size.
+    ///
+    /// # Errors
+    ///
+    /// As for `map`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    pub fn map_with<F, A, I>(&self, f: F, items: I, options: MapOptions) -> Result<Vec<F::Output>, Error>
+    where
+        F: Task<(A,)>,
+        A: Serialize,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_with(f, items, options)?.get()
+    }
+
+    /// Submits `f` on every item and returns a handle to the results at once.
+    ///
+    /// # Errors
+    ///
+    /// At submission, as for [`apply_async`](Pool::apply_async); an item whose arguments do
+    /// not encode fails the whole call before anything is submitted.
+    pub fn map_async<F, A, I>(&self, f: F, items: I) -> Result<MapResult<F::Output>, Error>
+    where
+        F: Task<(A,)>,
+        A: Serialize,
+        I: IntoIterator<Item = A>,
+    {
+        self.map_async_with(f, items, MapOptions::new())
+    }
+
+    /// [`map_async`](Pool::map_async) with options.
+    ///
+    /// # Errors
+    ///
+    /// As for `map_async`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    pub fn map_async_with<F, A, I>(&self, f: F, items: I, options: MapOptions) -> Result<MapResult<F::Output>, Error>
+    where
+        F: Task<(A,)>,
+        A: Serialize,
+        I: IntoIterator<Item = A>,
+    {
+        let _ = f;
+        self.submit_all::<F, (A,), A>(items, options, |item, buf| bincode::serialize_into(buf, &(item,)))
+    }
+
+    /// Runs `f` on every tuple of arguments in workers: `f(a, b)` for each `(a, b)`.
+    ///
+    /// # Errors
+    ///
+    /// As for [`map`](Pool::map).
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[procpool::task]
+    /// fn add(a: u64, b: u64) -> u64 {
+    ///     a + b
+    /// }
+    ///
+    /// let pool = procpool::Pool::new()?;
+    /// assert_eq!(pool.starmap(add, [(1, 2), (3, 4)])?, [3, 7]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn starmap<F, Args, I>(&self, f: F, items: I) -> Result<Vec<F::Output>, Error>
+    where
+        F: Task<Args>,
+        Args: Serialize,
+        I: IntoIterator<Item = Args>,
+    {
+        self.starmap_async(f, items)?.get()
+    }
+
+    /// [`starmap`](Pool::starmap) with options.
+    ///
+    /// # Errors
+    ///
+    /// As for `starmap`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    pub fn starmap_with<F, Args, I>(&self, f: F, items: I, options: MapOptions) -> Result<Vec<F::Output>, Error>
+    where
+        F: Task<Args>,
+        Args: Serialize,
+        I: IntoIterator<Item = Args>,
+    {
+        self.starmap_async_with(f, items, options)?.get()
+    }
+
+    /// Submits [`starmap`](Pool::starmap)'s calls and returns a handle to the results at once.
+    ///
+    /// # Errors
+    ///
+    /// As for [`map_async`](Pool::map_async).
+    pub fn starmap_async<F, Args, I>(&self, f: F, items: I) -> Result<MapResult<F::Output>, Error>
+    where
+        F: Task<Args>,
+        Args: Serialize,
+        I: IntoIterator<Item = Args>,
+    {
+        self.starmap_async_with(f, items, MapOptions::new())
+    }
+
+    /// [`starmap_async`](Pool::starmap_async) with options.
+    ///
+    /// # Errors
+    ///
+    /// As for `starmap_async`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    pub fn starmap_async_with<F, Args, I>(
+        &self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<MapResult<F::Output>, Error>
+    where
+        F: Task<Args>,
+        Args: Serialize,
+        I: IntoIterator<Item = Args>,
+    {
+        let _ = f;
+        self.submit_all::<F, Args, Args>(items, options, |args, buf| bincode::serialize_into(buf, args))
+    }
+
+    /// A lazy iterator of `f`'s results on every item, in input order.
+    ///
+    /// The input is pulled only as results are consumed, with a bounded number of calls in
+    /// flight (twice the workers, in chunks), so an endless input works in bounded memory.
+    /// Calls are sent one at a time unless [`imap_with`](Pool::imap_with) sets a chunk size.
+    ///
+    /// # Errors
+    ///
+    /// At submission, `f` is not registered or the pool does not take work. Each item is the
+    /// result of one call; an item whose arguments do not encode yields its own error.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[procpool::task]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = procpool::Pool::new()?;
+    /// let firsts: Vec<u64> = pool.imap(square, 1..)?.take(3).collect::<Result<_, _>>()?;
+    /// assert_eq!(firsts, [1, 4, 9]);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn imap<'a, F, A, I>(&self, f: F, items: I) -> Result<Imap<'a, F::Output>, Error>
+    where
+        F: Task<(A,)>,
+        A: Serialize + 'a,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        self.imap_with(f, items, MapOptions::new())
+    }
+
+    /// [`imap`](Pool::imap) with options.
+    ///
+    /// # Errors
+    ///
+    /// As for `imap`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    pub fn imap_with<'a, F, A, I>(&self, f: F, items: I, options: MapOptions) -> Result<Imap<'a, F::Output>, Error>
+    where
+        F: Task<(A,)>,
+        A: Serialize + 'a,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        let _ = f;
+        self.stream::<F, (A,), _>(items.into_iter(), options, true, |item, buf| bincode::serialize_into(buf, &(item,)))
+    }
+
+    /// Like [`imap`](Pool::imap), but yields each result as soon as it arrives, in any order.
+    ///
+    /// # Errors
+    ///
+    /// As for `imap`.
+    pub fn imap_unordered<'a, F, A, I>(&self, f: F, items: I) -> Result<Imap<'a, F::Output>, Error>
+    where
+        F: Task<(A,)>,
+        A: Serialize + 'a,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        self.imap_unordered_with(f, items, MapOptions::new())
+    }
+
+    /// [`imap_unordered`](Pool::imap_unordered) with options.
+    ///
+    /// # Errors
+    ///
+    /// As for `imap_unordered`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    pub fn imap_unordered_with<'a, F, A, I>(
+        &self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<Imap<'a, F::Output>, Error>
+    where
+        F: Task<(A,)>,
+        A: Serialize + 'a,
+        I: IntoIterator<Item = A>,
+        I::IntoIter: 'a,
+    {
+        let _ = f;
+        self.stream::<F, (A,), _>(items.into_iter(), options, false, |item, buf| bincode::serialize_into(buf, &(item,)))
+    }
+
+    fn submit_all<F, Args, T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        options: MapOptions,
+        encode: impl Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
+    ) -> Result<MapResult<F::Output>, Error>
+    where
+        F: Task<Args>,
+    {
+        let entry = lookup::<F>()?;
+        let chunksize = checked_chunksize(options)?;
+        let items: Vec<T> = items.into_iter().collect();
+        let collector = Collector::new(items.len(), false);
+        let sizes: Box<dyn Iterator<Item = usize>> = match chunksize {
+            Some(size) => Box::new(std::iter::repeat(size)),
+            None => Box::new(auto_chunks(items.len(), self.processes)),
+        };
+        let mut jobs = Vec::new();
+        let mut rest = items.as_slice();
+        let mut start = 0;
+        for size in sizes {
+            if rest.is_empty() {
+                break;
+            }
+            let (chunk, tail) = rest.split_at(size.min(rest.len()));
+            rest = tail;
+            let id = self.shared.next_job_id();
+            let mut frame = RunFrame::new(id, entry.name);
+            for item in chunk {
+                frame.push(|buf| encode(item, buf)).map_err(|e| encode_error(entry.name, e))?;
+            }
+            let sink = Arc::clone(&collector);
+            jobs.push(Job { id, task: entry.name, frame: frame.finish(), sink, start, count: chunk.len() });
+            start += chunk.len();
+        }
+        self.shared.submit(jobs)?;
+        Ok(MapResult::new(collector, items.len(), entry.name))
+    }
+
+    fn stream<'a, F, Args, I>(
+        &self,
+        items: I,
+        options: MapOptions,
+        ordered: bool,
+        encode: impl Fn(&I::Item, &mut Vec<u8>) -> bincode::Result<()> + 'a,
+    ) -> Result<Imap<'a, F::Output>, Error>
+    where
+        F: Task<Args>,
+        I: Iterator + 'a,
+    {
+        let entry = lookup::<F>()?;
+        let chunksize = checked_chunksize(options)?.unwrap_or(1);
+        if let Phase::Broken(error) = &self.shared.lock().phase {
+            return Err(error.clone());
+        }
+        let window = chunksize.saturating_mul(2 * self.processes.max(1));
+        let feed = Stream { shared: Arc::clone(&self.shared), entry, items, chunksize, encode };
+        Ok(Imap::new(Box::new(feed), ordered, window, entry.name))
+    }
+
+    /// Stops the pool from taking new work; queued work still runs. Then
+    /// [`join`](Pool::join) waits for it.
+    ///
+    /// An [`Imap`] that is still pulling its input can submit no more after `close`: its
+    /// next call not yet submitted ends with [`ErrorKind::Closed`], and the iterator ends.
+    pub fn close(&self) {
+        let mut state = self.shared.lock();
+        if let Phase::Running = state.phase {
+            state.phase = Phase::Closed;
+        }
+        drop(state);
+        self.shared.wake();
+    }
+
+    /// Waits until every worker has exited and been reaped, after [`close`](Pool::close) (once
+    /// queued work is done) or [`terminate`](Pool::terminate).
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::StillRunning`] if the pool was neither closed nor terminated: it would
+    /// wait forever.
+    pub fn join(&self) -> Result<(), Error> {
+        if let Phase::Running = self.shared.lock().phase {
+            return Err(Error::new(
+                ErrorKind::StillRunning,
+                "join called on a running pool: call close or terminate first",
+            ));
+        }
+        let handle = self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        if let Some(handle) = handle {
+            // The supervisor settles every job before it returns, even when it fails.
+            let _ = handle.join();
+        }
+        Ok(())
+    }
+
+    /// Stops the workers now: kills them, reaps them, and ends every unfinished result with
+    /// [`ErrorKind::Terminated`]. Returns once no worker is left. Dropping the pool does the
+    /// same.
+    pub fn terminate(&self) {
+        for job in self.shared.set_phase(Phase::Terminating) {
+            let error = Error::terminated(job.task);
+            job.sink.deliver(job.start, (0..job.count).map(|_| Err(error.clone())));
+        }
+        let _ = self.join();
+    }
+}
+
+impl Drop for Pool {
+    fn drop(&mut self) {
+        self.terminate();
+    }
+}
+
+fn checked_chunksize(options: MapOptions) -> Result<Option<usize>, Error> {
+    match options.chunksize {
+        Some(0) => Err(Error::new(ErrorKind::InvalidInput, "chunksize must be at least 1, got 0")),
+        other => Ok(other),
+    }
+}
+
+/// The chunk sizes `map` uses when none is given: each chunk takes a share of what is left
+/// (guided self-scheduling), so chunks shrink as the input runs out. Fixed chunks would put
+/// the last, often heaviest, items into one big chunk that one worker runs alone while the
+/// others idle; shrinking chunks keep the tail fine-grained and the start cheap.
+pub(crate) fn auto_chunks(len: usize, workers: usize) -> impl Iterator<Item = usize> {
+    let workers = workers.max(1);
+    let smallest = (len / (workers * 32)).max(1);
+    let mut left = len;
+    std::iter::from_fn(move || {
+        if left == 0 {
+            return None;
+        }
+        let size = left.div_ceil(2 * workers).max(smallest).min(left);
+        left -= size;
+        Some(size)
+    })
+}
+
+/// Feeds an [`Imap`] from an iterator, one chunk a call.
+struct Stream<I, E> {
+    shared: Arc<Shared>,
+    entry: &'static TaskEntry,
+    items: I,
+    chunksize: usize,
+    encode: E,
+}
+
+impl<I, E> Feed for Stream<I, E>
+where
+    I: Iterator,
+    E: Fn(&I::Item, &mut Vec<u8>) -> bincode::Result<()>,
+{
+    fn feed(&mut self, start: usize, collector: &Arc<Collector>) -> Fed {
+        let name = self.entry.name;
+        let id = self.shared.next_job_id();
+        let mut frame = RunFrame::new(id, name);
+        let mut failed = None;
+        let mut exhausted = false;
+        while frame.len() < self.chunksize {
+            let Some(item) = self.items.next() else {
+                exhausted = true;
+                break;
+            };
+            if let Err(e) = frame.push(|buf| (self.encode)(&item, buf)) {
+                failed = Some(encode_error(name, e));
+                break;
+            }
+        }
+        let count = frame.len();
+        if count > 0 {
+            let job = Job { id, task: name, frame: frame.finish(), sink: Arc::clone(collector), start, count };
+            if let Err(error) = self.shared.submit([job]) {
+                collector.deliver(start, (0..count).map(|_| Err(error.clone())));
+                return Fed::Exhausted(count);
+            }
+        }
+        let taken = match failed {
+            Some(error) => {
+                collector.deliver(start + count, [Err(error)]);
+                count + 1
+            }
+            None => count,
+        };
+        if exhausted { Fed::Exhausted(taken) } else { Fed::Took(taken) }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::auto_chunks;
+
+    #[test]
+    fn auto_chunks_cover_the_input_and_shrink() {
+        for (len, workers) in [(0, 2), (1, 2), (100, 2), (3000, 2), (100_000, 2), (7, 100), (100, 1)] {
+            let sizes: Vec<usize> = auto_chunks(len, workers).collect();
+            assert_eq!(sizes.iter().sum::<usize>(), len, "{len} over {workers}");
+            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
+            assert!(sizes.iter().all(|&s| s > 0));
+        }
+        let sizes: Vec<usize> = auto_chunks(100_000, 2).collect();
+        assert!(sizes.len() < 64, "{} chunks", sizes.len());
+        assert!(*sizes.last().unwrap() <= 100_000 / 64);
+    }
+}

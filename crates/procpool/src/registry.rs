@@ -1,0 +1,196 @@
+//! The task registry: registered name → type-erased call, filled at link time.
+//!
+//! `#[procpool::task]` puts one [`TaskEntry`] per function into the [`TASKS`] slice. The parent
+//! looks a function up by its type (every fn item has its own type) to find the registered
+//! name; a worker, which is the same binary, looks the name up to find the call.
+
+use std::any::type_name;
+use std::collections::HashMap;
+use std::panic::{AssertUnwindSafe, catch_unwind};
+use std::sync::OnceLock;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+use crate::error::TaskFailure;
+
+/// Everything the registry knows of one task.
+#[doc(hidden)]
+#[derive(Debug)]
+pub struct TaskEntry {
+    /// The stable name that crosses the wire: `module::path::function`.
+    pub name: &'static str,
+    /// The name of the function's own type, the parent's key from a fn item to `name`.
+    pub type_name: fn() -> &'static str,
+    /// Decodes the arguments, runs the function and appends the encoded result to the output.
+    pub call: fn(&[u8], &mut Vec<u8>) -> Result<(), TaskFailure>,
+}
+
+#[doc(hidden)]
+#[linkme::distributed_slice]
+pub static TASKS: [TaskEntry];
+
+/// A function that can run as a task with arguments `Args`, a tuple of its argument types.
+///
+/// It is implemented for every `Fn` of zero to six arguments whose argument and result types
+/// are serde types. Only functions marked `#[procpool::task]` can be submitted: others are
+/// refused when submitted, with an error that names them.
+pub trait Task<Args>: Copy + Send + Sync + 'static {
+    /// What the function returns.
+    type Output: Serialize + DeserializeOwned;
+
+    /// Calls the function with its arguments unpacked from the tuple.
+    fn call(self, args: Args) -> Self::Output;
+}
+
+macro_rules! impl_task {
+    ($($arg:ident),*) => {
+        impl<Func, Out, $($arg,)*> Task<($($arg,)*)> for Func
+        where
+            Func: Fn($($arg),*) -> Out + Copy + Send + Sync + 'static,
+            Out: Serialize + DeserializeOwned,
+            $($arg: Serialize + DeserializeOwned,)*
+        {
+            type Output = Out;
+
+            #[allow(non_snake_case)]
+            fn call(self, ($($arg,)*): ($($arg,)*)) -> Out {
+                self($($arg),*)
+            }
+        }
+    };
+}
+
+impl_task!();
+impl_task!(A);
+impl_task!(A, B);
+impl_task!(A, B, C);
+impl_task!(A, B, C, D);
+impl_task!(A, B, C, D, E);
+impl_task!(A, B, C, D, E, G);
+
+#[doc(hidden)]
+pub fn type_name_of<F>(_: &F) -> &'static str {
+    type_name::<F>()
+}
+
+/// The body of every registered call: decode, run, encode. Runs in a worker.
+#[doc(hidden)]
+pub fn invoke<F, Args, Out>(f: F, input: &[u8], output: &mut Vec<u8>) -> Result<(), TaskFailure>
+where
+    F: Task<Args, Output = Out>,
+    Args: DeserializeOwned,
+    Out: Serialize,
+{
+    let args: Args = bincode::deserialize(input).map_err(|e| TaskFailure::ArgsDecode(e.to_string()))?;
+    let result = f.call(args);
+    let start = output.len();
+    bincode::serialize_into(&mut *output, &result).map_err(|e| {
+        output.truncate(start);
+        TaskFailure::ResultEncode(e.to_string())
+    })
+}
+
+/// Runs a registered call, turning a panic into [`TaskFailure::Panic`].
+///
+/// The worker's panic hook records the message and location of the last panic; see `worker`.
+pub(crate) fn run(entry: &TaskEntry, input: &[u8], output: &mut Vec<u8>) -> Result<(), TaskFailure> {
+    let start = output.len();
+    match catch_unwind(AssertUnwindSafe(|| (entry.call)(input, output))) {
+        Ok(result) => result,
+        Err(payload) => {
+            output.truncate(start);
+            Err(TaskFailure::from_panic(payload))
+        }
+    }
+}
+
+struct Index {
+    by_type: HashMap<&'static str, &'static TaskEntry>,
+    by_name: HashMap<&'static str, &'static TaskEntry>,
+    fingerprint: u64,
+}
+
+fn index() -> &'static Index {
+    static INDEX: OnceLock<Index> = OnceLock::new();
+    INDEX.get_or_init(|| {
+        let mut by_type = HashMap::with_capacity(TASKS.len());
+        let mut by_name = HashMap::with_capacity(TASKS.len());
+        for entry in TASKS.iter() {
+            by_type.insert((entry.type_name)(), entry);
+            by_name.insert(entry.name, entry);
+        }
+        let mut names: Vec<&str> = by_name.keys().copied().collect();
+        names.sort_unstable();
+        Index { by_type, by_name, fingerprint: fingerprint(&names) }
+    })
+}
+
+/// The registered entry of the function type `F`, or `Err` with the type's name.
+pub(crate) fn lookup<F: 'static>() -> Result<&'static TaskEntry, &'static str> {
+    let name = type_name::<F>();
+    index().by_type.get(name).copied().ok_or(name)
+}
+
+/// The entry registered under `name`; used by workers.
+pub(crate) fn by_name(name: &str) -> Option<&'static TaskEntry> {
+    index().by_name.get(name).copied()
+}
+
+/// A digest of every registered name, so that a parent and a worker built from different
+/// binaries (a rebuild between start and respawn) notice it at the handshake.
+pub(crate) fn registry_fingerprint() -> u64 {
+    index().fingerprint
+}
+
+/// FNV-1a over the sorted names, each followed by a zero byte.
+fn fingerprint(sorted_names: &[&str]) -> u64 {
+    let mut hash: u64 = 0xcbf2_9ce4_8422_2325;
+    for name in sorted_names {
+        for &byte in name.as_bytes().iter().chain(&[0]) {
+            hash ^= u64::from(byte);
+            hash = hash.wrapping_mul(0x0100_0000_01b3);
+        }
+    }
+    hash
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn double(x: u32) -> u32 {
+        x * 2
+    }
+
+    #[test]
+    fn task_call_unpacks_tuples() {
+        assert_eq!(Task::call(double, (21,)), 42);
+        assert_eq!(Task::call(|a: u8, b: u8| a + b, (1, 2)), 3);
+        assert_eq!(Task::call(|| 7u8, ()), 7);
+    }
+
+    #[test]
+    fn invoke_round_trips_and_reports_bad_input() {
+        let input = bincode::serialize(&(21u32,)).unwrap();
+        let mut out = vec![9];
+        invoke::<_, (u32,), u32>(double, &input, &mut out).unwrap();
+        assert_eq!(out[0], 9);
+        assert_eq!(bincode::deserialize::<u32>(&out[1..]).unwrap(), 42);
+
+        let err = invoke::<_, (u32,), u32>(double, &[1], &mut out).unwrap_err();
+        assert!(matches!(err, TaskFailure::ArgsDecode(_)), "{err:?}");
+    }
+
+    #[test]
+    fn unregistered_functions_are_named() {
+        let name = lookup::<fn(u32) -> u32>().unwrap_err();
+        assert_eq!(name, "fn(u32) -> u32");
+    }
+
+    #[test]
+    fn fingerprint_depends_on_every_name() {
+        assert_ne!(fingerprint(&["a", "b"]), fingerprint(&["a", "c"]));
+        assert_ne!(fingerprint(&["ab"]), fingerprint(&["a", "b"]));
+    }
+}

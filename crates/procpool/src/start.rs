@@ -1,0 +1,56 @@
+//! Turning a start method into a running worker process and the parent's end of its socket.
+
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
+use std::process::{Child, Command, ExitStatus, Stdio};
+
+use crate::error::WorkerExit;
+use crate::sys;
+use crate::worker;
+
+/// How a pool starts its worker processes.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum StartMethod {
+    /// Re-execute the current binary (`/proc/self/exe`) with the worker's socket inherited
+    /// and a marker in the child's environment; the worker is entered before `main`, so no
+    /// code of the program's own runs in it, other than the tasks.
+    #[default]
+    Spawn,
+}
+
+/// A freshly started worker process, not yet through its handshake.
+pub(crate) struct Started {
+    pub(crate) child: Child,
+    pub(crate) socket: UnixStream,
+}
+
+pub(crate) fn start(method: StartMethod) -> io::Result<Started> {
+    match method {
+        StartMethod::Spawn => spawn(),
+    }
+}
+
+fn spawn() -> io::Result<Started> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let mut command = Command::new("/proc/self/exe");
+    if let Some(arg0) = std::env::args_os().next() {
+        command.arg0(arg0);
+    }
+    command.env(worker::ENV, "1").stdin(Stdio::null());
+    sys::hand_over_socket(&mut command, &theirs);
+    let child = command.spawn()?;
+    drop(theirs);
+    ours.set_nonblocking(true)?;
+    Ok(Started { child, socket: ours })
+}
+
+pub(crate) fn exit_of(status: ExitStatus) -> WorkerExit {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => WorkerExit::Code(code),
+        (None, Some(signal)) => WorkerExit::Signal(signal),
+        // Neither an exit code nor a signal: stopped or continued, which `wait` does not report.
+        (None, None) => WorkerExit::Code(-1),
+    }
+}

@@ -1,0 +1,676 @@
+//! The supervisor: one thread per pool that owns the workers. It hands queued jobs to
+//! workers, collects their results, notices deaths, reaps, fails or re-queues what a dead
+//! worker held, starts replacements, and recycles workers after `max_tasks_per_child` jobs.
+//!
+//! Callers never touch a worker: they put jobs on the shared queue and wake the supervisor
+//! through a socket; the supervisor does all I/O, non-blocking, from one `poll` loop.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice, Read, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
+use std::process::Child;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, MutexGuard};
+
+use crate::error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
+use crate::registry;
+use crate::result::{Collector, Outcome, Payload};
+use crate::start::{self, StartMethod};
+use crate::sys::{self, PollFd};
+use crate::wire::{self, FrameReader, FromWorker, RunFrame, ToWorker};
+
+/// How many jobs a worker may hold at once: one running, one waiting behind it, so that the
+/// round trip between them is hidden.
+const DEPTH: usize = 2;
+
+/// How many replacement workers in a row may die before their handshake before the pool
+/// stops starting them.
+const MAX_START_FAILURES: u32 = 3;
+
+/// One RUN frame: one or more calls of one task, whose outcomes go to `sink` at
+/// `start..start + count`.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) id: u64,
+    pub(crate) task: &'static str,
+    pub(crate) frame: Vec<u8>,
+    pub(crate) sink: Arc<Collector>,
+    pub(crate) start: usize,
+    pub(crate) count: usize,
+}
+
+impl Job {
+    fn fail(self, error: &Error) {
+        self.sink.deliver(self.start, (0..self.count).map(|_| Err(error.clone())));
+    }
+}
+
+/// The lifecycle of a pool, as callers and the supervisor both see it.
+#[derive(Clone, Debug)]
+pub(crate) enum Phase {
+    Running,
+    Closed,
+    Terminating,
+    /// Workers cannot be replaced any more; the error says why.
+    Broken(Error),
+}
+
+/// What callers and the supervisor share.
+#[derive(Debug)]
+pub(crate) struct Shared {
+    state: Mutex<State>,
+    wake_tx: UnixStream,
+    wake_pending: AtomicBool,
+    next_job: AtomicU64,
+}
+
+#[derive(Debug)]
+pub(crate) struct State {
+    pub(crate) phase: Phase,
+    queue: VecDeque<Job>,
+    /// The pid of the worker in each slot, where one runs.
+    pub(crate) pids: Vec<Option<u32>>,
+}
+
+impl Shared {
+    pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    pub(crate) fn next_job_id(&self) -> u64 {
+        self.next_job.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Queues jobs, or refuses them all if the pool no longer takes work.
+    pub(crate) fn submit(&self, jobs: impl IntoIterator<Item = Job>) -> Result<(), Error> {
+        let mut state = self.lock();
+        match &state.phase {
+            Phase::Running => {}
+            Phase::Broken(error) => return Err(error.clone()),
+            Phase::Closed | Phase::Terminating => return Err(Error::closed()),
+        }
+        state.queue.extend(jobs);
+        drop(state);
+        self.wake();
+        Ok(())
+    }
+
+    pub(crate) fn wake(&self) {
+        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+            // A full socket means a wake-up is already pending.
+            let _ = (&self.wake_tx).write(&[1]);
+        }
+    }
+
+    /// Moves the pool to `phase` and returns the queued jobs when that drops them.
+    pub(crate) fn set_phase(&self, phase: Phase) -> Vec<Job> {
+        let mut state = self.lock();
+        let drained = match phase {
+            Phase::Terminating => state.queue.drain(..).collect(),
+            _ => Vec::new(),
+        };
+        state.phase = phase;
+        drop(state);
+        self.wake();
+        drained
+    }
+}
+
+/// What the supervisor needs to start workers.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) processes: usize,
+    pub(crate) method: StartMethod,
+    /// The initializer's registered name and encoded arguments.
+    pub(crate) initializer: Option<(&'static str, Vec<u8>)>,
+    pub(crate) max_tasks_per_child: Option<u64>,
+}
+
+/// Starts the supervisor thread; `ready` hears once whether every first worker started.
+pub(crate) fn launch(
+    config: Config,
+    ready: Sender<Result<(), BuildError>>,
+) -> io::Result<(Arc<Shared>, std::thread::JoinHandle<()>)> {
+    let (wake_tx, wake_rx) = UnixStream::pair()?;
+    wake_tx.set_nonblocking(true)?;
+    wake_rx.set_nonblocking(true)?;
+    let shared = Arc::new(Shared {
+        state: Mutex::new(State { phase: Phase::Running, queue: VecDeque::new(), pids: vec![None; config.processes] }),
+        wake_tx,
+        wake_pending: AtomicBool::new(false),
+        next_job: AtomicU64::new(0),
+    });
+    let supervisor = Supervisor {
+        slots: (0..config.processes).map(|_| None).collect(),
+        retiring: Vec::new(),
+        config,
+        shared: Arc::clone(&shared),
+        wake_rx,
+        startup: Some(ready),
+        start_failures: 0,
+        fingerprint: registry::registry_fingerprint(),
+    };
+    let handle = std::thread::Builder::new().name("procpool-supervisor".into()).spawn(move || supervisor.run())?;
+    Ok((shared, handle))
+}
+
+struct Worker {
+    info: WorkerInfo,
+    child: Child,
+    socket: UnixStream,
+    reader: FrameReader,
+    /// Control frames (SETUP, SHUTDOWN) to write before any job, and how much of the first
+    /// is written.
+    control: VecDeque<Vec<u8>>,
+    control_written: usize,
+    /// Jobs sent or being sent, oldest first; `in_flight[unsent..]` are not fully written.
+    in_flight: VecDeque<Job>,
+    unsent: usize,
+    job_written: usize,
+    ready: bool,
+    /// Jobs given to this worker so far, against `max_tasks_per_child`.
+    assigned: u64,
+}
+
+impl Worker {
+    fn wants_write(&self) -> bool {
+        !self.control.is_empty() || self.unsent < self.in_flight.len()
+    }
+
+    /// Writes what the socket takes now. An error means the worker is gone; the caller
+    /// finds out through the socket's end of stream.
+    fn flush(&mut self) -> io::Result<()> {
+        loop {
+            let mut slices = Vec::with_capacity(8);
+            let mut written = self.control_written;
+            for frame in &self.control {
+                slices.push(IoSlice::new(&frame[written..]));
+                written = 0;
+            }
+            if self.control.is_empty() {
+                let mut written = self.job_written;
+                for job in self.in_flight.iter().skip(self.unsent).take(8) {
+                    slices.push(IoSlice::new(&job.frame[written..]));
+                    written = 0;
+                }
+            }
+            if slices.is_empty() {
+                return Ok(());
+            }
+            let mut n = match (&self.socket).write_vectored(&slices) {
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            while n > 0 {
+                if let Some(frame) = self.control.front() {
+                    let left = frame.len() - self.control_written;
+                    if n >= left {
+                        n -= left;
+                        self.control.pop_front();
+                        self.control_written = 0;
+                    } else {
+                        self.control_written += n;
+                        n = 0;
+                    }
+                } else {
+                    let left = self.in_flight[self.unsent].frame.len() - self.job_written;
+                    if n >= left {
+                        n -= left;
+                        self.unsent += 1;
+                        self.job_written = 0;
+                    } else {
+                        self.job_written += n;
+                        n = 0;
+                    }
+                }
+            }
+        }
+    }
+}
+
+struct Supervisor {
+    config: Config,
+    shared: Arc<Shared>,
+    wake_rx: UnixStream,
+    slots: Vec<Option<Worker>>,
+    /// Workers told to shut down, waited for until they exit.
+    retiring: Vec<Worker>,
+    /// Present until every first worker is ready (or one failed).
+    startup: Option<Sender<Result<(), BuildError>>>,
+    start_failures: u32,
+    fingerprint: u64,
+}
+
+/// What a worker's socket said during one turn of the loop.
+enum Event {
+    Frame(Vec<u8>),
+    Gone,
+}
+
+impl Supervisor {
+    fn run(mut self) {
+        for index in 0..self.config.processes {
+            if let Err(error) = self.start(index) {
+                self.fail_startup(BuildError::spawn(error));
+                break;
+            }
+        }
+        let mut fds = Vec::new();
+        let mut owners = Vec::new();
+        loop {
+            if !self.turn() {
+                break;
+            }
+            fds.clear();
+            owners.clear();
+            fds.push(PollFd::new(self.wake_rx.as_raw_fd(), false));
+            for (index, worker) in self.slots.iter().enumerate() {
+                if let Some(worker) = worker {
+                    fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
+                    owners.push(Owner::Slot(index));
+                }
+            }
+            for (at, worker) in self.retiring.iter().enumerate() {
+                fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
+                owners.push(Owner::Retiring(at));
+            }
+            if let Err(error) = sys::poll(&mut fds, None) {
+                // poll fails only on bad arguments or a lack of kernel memory; neither gets
+                // better by spinning, so stop as if terminated.
+                let error = Error::new(ErrorKind::PoolBroken, format!("the supervisor cannot poll: {error}"));
+                self.shared.set_phase(Phase::Broken(error));
+                break;
+            }
+            if fds[0].readable() {
+                self.shared.wake_pending.store(false, Ordering::Release);
+                let mut sink = [0; 64];
+                while matches!((&self.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+            }
+            // Retiring workers are handled last and from the back, so that removing one does
+            // not shift the positions of the others still to be handled.
+            let mut gone_retiring = Vec::new();
+            for (fd, owner) in fds[1..].iter().zip(&owners) {
+                if !(fd.readable() || fd.writable()) {
+                    continue;
+                }
+                match *owner {
+                    Owner::Slot(index) => self.service_slot(index, fd),
+                    Owner::Retiring(at) => {
+                        if Self::service_retiring(&mut self.retiring[at], fd) {
+                            gone_retiring.push(at);
+                        }
+                    }
+                }
+            }
+            for at in gone_retiring.into_iter().rev() {
+                let worker = self.retiring.swap_remove(at);
+                reap(worker);
+            }
+        }
+        self.shut_down();
+    }
+
+    /// Takes in what callers asked for and hands out queued jobs. Returns false when the
+    /// supervisor's work is done.
+    fn turn(&mut self) -> bool {
+        let shared = Arc::clone(&self.shared);
+        let mut state = shared.lock();
+        match state.phase.clone() {
+            Phase::Terminating => return false,
+            Phase::Broken(error) => {
+                let dropped: Vec<Job> = state.queue.drain(..).collect();
+                drop(state);
+                for job in dropped {
+                    job.fail(&error);
+                }
+                return self.wind_down();
+            }
+            Phase::Closed if state.queue.is_empty() => {
+                drop(state);
+                return self.wind_down();
+            }
+            Phase::Running | Phase::Closed => {}
+        }
+        if self.startup.is_some() {
+            return true;
+        }
+        self.dispatch(&mut state);
+        for (index, pid) in state.pids.iter_mut().enumerate() {
+            *pid = self.slots[index].as_ref().map(|w| w.info.pid);
+        }
+        drop(state);
+        for index in 0..self.slots.len() {
+            if let Some(worker) = &mut self.slots[index]
+                && worker.wants_write()
+                && worker.flush().is_err()
+            {
+                // The end of stream that follows tells the rest.
+            }
+        }
+        true
+    }
+
+    /// Gives queued jobs to ready workers: idle ones first, then a second job each.
+    fn dispatch(&mut self, state: &mut State) {
+        for depth in 0..DEPTH {
+            for worker in self.slots.iter_mut().flatten() {
+                if state.queue.is_empty() {
+                    return;
+                }
+                let budget = self.config.max_tasks_per_child.unwrap_or(u64::MAX);
+                if worker.ready && worker.in_flight.len() == depth && worker.assigned < budget {
+                    let job = state.queue.pop_front().expect("the queue is not empty");
+                    worker.in_flight.push_back(job);
+                    worker.assigned += 1;
+                }
+            }
+        }
+    }
+
+    /// With no new work coming: once no worker holds a job, tell them all to exit; returns
+    /// false once every worker has exited and been reaped.
+    fn wind_down(&mut self) -> bool {
+        if self.slots.iter().flatten().any(|w| !w.in_flight.is_empty()) {
+            return true;
+        }
+        for slot in &mut self.slots {
+            if let Some(mut worker) = slot.take() {
+                worker.control.push_back(wire::shutdown_frame());
+                let _ = worker.flush();
+                self.retiring.push(worker);
+            }
+        }
+        !self.retiring.is_empty()
+    }
+
+    fn service_slot(&mut self, index: usize, fd: &PollFd) {
+        let Some(worker) = &mut self.slots[index] else { return };
+        if fd.writable() && worker.flush().is_err() {
+            // Reading below meets the end of stream.
+        }
+        if !fd.readable() {
+            return;
+        }
+        let mut events = Vec::new();
+        let more = worker.reader.read_from(|buf| (&worker.socket).read(buf), |frame| events.push(Event::Frame(frame)));
+        match more {
+            Ok(true) => {}
+            Ok(false) | Err(_) => events.push(Event::Gone),
+        }
+        for event in events {
+            let outcome = match event {
+                Event::Frame(frame) => self.on_frame(index, frame),
+                Event::Gone => Err(None),
+            };
+            if let Err(reason) = outcome {
+                self.on_death(index, reason);
+                return;
+            }
+        }
+    }
+
+    /// Handles a frame from the worker in slot `index`; `Err` means the worker must go, with
+    /// a protocol error to report, if any.
+    fn on_frame(&mut self, index: usize, frame: Vec<u8>) -> Result<(), Option<String>> {
+        let worker = self.slots[index].as_mut().expect("a worker is in the slot");
+        let message = FromWorker::decode(&frame).map_err(|e| Some(e.to_string()))?;
+        match message {
+            FromWorker::Ready { pid, fingerprint } => {
+                if worker.ready {
+                    return Err(Some("a second READY frame".into()));
+                }
+                if fingerprint != self.fingerprint || pid != worker.info.pid {
+                    return Err(Some(format!(
+                        "task registry {fingerprint:#x} from pid {pid}, expected {:#x} from pid {} (was the binary rebuilt?)",
+                        self.fingerprint, worker.info.pid
+                    )));
+                }
+                worker.ready = true;
+                self.start_failures = 0;
+                if self.slots.iter().flatten().all(|w| w.ready)
+                    && let Some(ready) = self.startup.take()
+                {
+                    let _ = ready.send(Ok(()));
+                }
+                Ok(())
+            }
+            FromWorker::InitFailed(failure) => {
+                let name = self.config.initializer.as_ref().map_or("?", |(name, _)| name);
+                let error = Error::from_failure(failure, name, worker.info);
+                if self.startup.is_some() {
+                    self.fail_startup(BuildError::initializer(error));
+                } else {
+                    let error = Error::new(
+                        ErrorKind::PoolBroken,
+                        format!("the pool cannot start workers any more: the initializer failed: {error}"),
+                    );
+                    self.shared.set_phase(Phase::Broken(error));
+                }
+                Err(None)
+            }
+            FromWorker::Results { job, items } => {
+                let Some(front) = worker.in_flight.front() else {
+                    return Err(Some(format!("results for job {job}, which it does not hold")));
+                };
+                if front.id != job || front.count != items.len() || worker.unsent == 0 {
+                    return Err(Some(format!(
+                        "results for job {job} with {} items, expected job {} with {}",
+                        items.len(),
+                        front.id,
+                        front.count
+                    )));
+                }
+                let done = worker.in_flight.pop_front().expect("checked above");
+                worker.unsent -= 1;
+                let info = worker.info;
+                let frame = Arc::new(frame);
+                let outcomes = items.into_iter().map(|item| -> Outcome {
+                    match item {
+                        Ok(range) => Ok(Payload { frame: Arc::clone(&frame), range }),
+                        Err(failure) => Err(Error::from_failure(failure, done.task, info)),
+                    }
+                });
+                done.sink.deliver(done.start, outcomes);
+                let spent = self.config.max_tasks_per_child.is_some_and(|max| worker.assigned >= max);
+                if spent && worker.in_flight.is_empty() {
+                    self.retire(index);
+                }
+                Ok(())
+            }
+        }
+    }
+
+    /// Sends the worker in slot `index` its SHUTDOWN and starts its replacement.
+    fn retire(&mut self, index: usize) {
+        let mut worker = self.slots[index].take().expect("a worker is in the slot");
+        worker.control.push_back(wire::shutdown_frame());
+        let _ = worker.flush();
+        self.retiring.push(worker);
+        self.replace(index);
+    }
+
+    /// Handles a message from a retiring worker; true once it has gone.
+    fn service_retiring(worker: &mut Worker, fd: &PollFd) -> bool {
+        if fd.writable() && worker.flush().is_err() {
+            return true;
+        }
+        if !fd.readable() {
+            return false;
+        }
+        // A retiring worker holds no jobs and has nothing left to say but its end of stream.
+        !matches!(worker.reader.read_from(|buf| (&worker.socket).read(buf), |_| ()), Ok(true))
+    }
+
+    /// The worker in slot `index` is gone or misbehaved: reap it, settle what it held, and
+    /// start a replacement.
+    fn on_death(&mut self, index: usize, protocol_error: Option<String>) {
+        let worker = self.slots[index].take().expect("a worker is in the slot");
+        let info = worker.info;
+        let was_ready = worker.ready;
+        let (exit, mut held) = worker.in_flight_and_reap();
+        let mut requeue = VecDeque::new();
+        if let Some(first) = held.pop_front() {
+            if first.count == 1 {
+                let error = match &protocol_error {
+                    Some(message) => Error::new(ErrorKind::WorkerDied, format!("protocol error: {message}"))
+                        .task(first.task)
+                        .worker(info),
+                    None => Error::died(first.task, info, exit),
+                };
+                first.fail(&error);
+            } else {
+                // Which call of the chunk killed the worker is unknown: run each of its calls
+                // on its own, so that only the one that kills a worker again fails.
+                requeue.extend(split(&first, &self.shared));
+            }
+        }
+        // The jobs behind the first had not started: they go back to the front of the queue.
+        requeue.extend(held);
+        {
+            let mut state = self.shared.lock();
+            for job in requeue.into_iter().rev() {
+                state.queue.push_front(job);
+            }
+        }
+        if self.startup.is_some() {
+            let message = match protocol_error {
+                Some(message) => format!("{info}: {message}"),
+                None => format!("{info} {exit} before it was ready"),
+            };
+            self.fail_startup(BuildError::handshake(message));
+            return;
+        }
+        if !was_ready {
+            self.start_failures += 1;
+            if self.start_failures >= MAX_START_FAILURES {
+                let error = Error::new(
+                    ErrorKind::PoolBroken,
+                    format!("the pool cannot start workers any more: {} in a row died before they were ready, the last: {info} {exit}", self.start_failures),
+                );
+                self.shared.set_phase(Phase::Broken(error));
+                return;
+            }
+        }
+        self.replace(index);
+    }
+
+    /// Starts a worker in slot `index` unless the pool is winding down.
+    fn replace(&mut self, index: usize) {
+        let running = matches!(self.shared.lock().phase, Phase::Running | Phase::Closed);
+        if !running {
+            return;
+        }
+        if let Err(error) = self.start(index) {
+            let error = Error::new(ErrorKind::PoolBroken, format!("cannot start a replacement worker: {error}"));
+            self.shared.set_phase(Phase::Broken(error));
+        }
+    }
+
+    fn start(&mut self, index: usize) -> io::Result<()> {
+        let start::Started { child, socket } = start::start(self.config.method)?;
+        let info = WorkerInfo { index, pid: child.id() };
+        let initializer = self.config.initializer.as_ref().map(|(name, args)| (*name, args.as_slice()));
+        let mut worker = Worker {
+            info,
+            child,
+            socket,
+            reader: FrameReader::default(),
+            control: VecDeque::from([wire::setup_frame(index as u32, initializer)]),
+            control_written: 0,
+            in_flight: VecDeque::new(),
+            unsent: 0,
+            job_written: 0,
+            ready: false,
+            assigned: 0,
+        };
+        let _ = worker.flush();
+        self.slots[index] = Some(worker);
+        Ok(())
+    }
+
+    fn fail_startup(&mut self, error: BuildError) {
+        if let Some(ready) = self.startup.take() {
+            let _ = ready.send(Err(error));
+        }
+        self.shared.set_phase(Phase::Terminating);
+    }
+
+    /// Kills and reaps every worker left; whatever they held ends as terminated.
+    fn shut_down(&mut self) {
+        let dropped: Vec<Job> = self.shared.lock().queue.drain(..).collect();
+        for job in dropped {
+            let error = Error::terminated(job.task);
+            job.fail(&error);
+        }
+        let workers: Vec<Worker> = self.slots.iter_mut().filter_map(Option::take).chain(self.retiring.drain(..)).collect();
+        for mut worker in workers {
+            let _ = worker.child.kill();
+            let (_, jobs) = worker.in_flight_and_reap();
+            for job in jobs {
+                let error = Error::terminated(job.task);
+                job.fail(&error);
+            }
+        }
+        for pid in self.shared.lock().pids.iter_mut() {
+            *pid = None;
+        }
+    }
+}
+
+impl Worker {
+    /// Ends the worker for good: kills it if it still runs, waits for it, and returns how it
+    /// ended and the jobs it held.
+    fn in_flight_and_reap(mut self) -> (WorkerExit, VecDeque<Job>) {
+        let jobs = std::mem::take(&mut self.in_flight);
+        (reap(self), jobs)
+    }
+}
+
+/// Kills (if needed) and waits for a worker. Killing through the owned `Child`, before it is
+/// reaped, can never hit a recycled pid.
+fn reap(mut worker: Worker) -> WorkerExit {
+    let status = match worker.child.try_wait() {
+        Ok(Some(status)) => Ok(status),
+        _ => {
+            let _ = worker.child.kill();
+            worker.child.wait()
+        }
+    };
+    match status {
+        Ok(status) => start::exit_of(status),
+        Err(_) => WorkerExit::Code(-1),
+    }
+}
+
+/// Splits a job of several calls into one job per call.
+fn split(job: &Job, shared: &Shared) -> Vec<Job> {
+    let body = &job.frame[4..];
+    let Ok(ToWorker::Run { name, items, .. }) = ToWorker::decode(body) else {
+        unreachable!("the parent's own RUN frame decodes")
+    };
+    items
+        .into_iter()
+        .enumerate()
+        .map(|(i, item)| {
+            let id = shared.next_job_id();
+            let mut frame = RunFrame::new(id, name);
+            frame
+                .push(|buf| -> Result<(), ()> {
+                    buf.extend_from_slice(item);
+                    Ok(())
+                })
+                .expect("copying bytes cannot fail");
+            Job { id, task: job.task, frame: frame.finish(), sink: Arc::clone(&job.sink), start: job.start + i, count: 1 }
+        })
+        .collect()
+}
+
+#[derive(Clone, Copy)]
+enum Owner {
+    Slot(usize),
+    Retiring(usize),
+}

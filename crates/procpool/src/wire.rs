@@ -1,0 +1,673 @@
+//! The wire between a parent and its workers: length-prefixed frames over one socket per
+//! worker, a handshake, and the serde codec. See `wire.md` beside this file for the layout.
+//!
+//! Nothing here knows about processes; decoding never panics and never allocates more than
+//! the frame limit, whatever the input.
+
+use std::fmt;
+use std::io::{self, Read};
+use std::ops::Range;
+
+use crate::error::TaskFailure;
+
+/// "PPL" and a 1: the first four bytes of both sides' handshake frames.
+pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PPL1");
+/// Bumped on every change of the frame layout.
+pub(crate) const VERSION: u16 = 1;
+/// The largest frame body either side accepts.
+pub(crate) const MAX_FRAME: usize = 1 << 30;
+
+const TAG_SETUP: u8 = 1;
+const TAG_RUN: u8 = 2;
+const TAG_SHUTDOWN: u8 = 3;
+const TAG_READY: u8 = 10;
+const TAG_INIT_FAILED: u8 = 11;
+const TAG_RESULTS: u8 = 12;
+
+/// Why a frame could not be read.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum WireError {
+    TooLarge { len: usize },
+    Truncated,
+    UnknownTag(u8),
+    BadUtf8,
+    Trailing(usize),
+    Handshake { expected: String, found: String },
+}
+
+impl fmt::Display for WireError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            WireError::TooLarge { len } => write!(f, "frame of {len} bytes exceeds the limit of {MAX_FRAME}"),
+            WireError::Truncated => f.write_str("frame ends in the middle of a field"),
+            WireError::UnknownTag(tag) => write!(f, "unknown frame tag {tag}"),
+            WireError::BadUtf8 => f.write_str("name is not valid UTF-8"),
+            WireError::Trailing(n) => write!(f, "{n} unexpected bytes after the frame's last field"),
+            WireError::Handshake { expected, found } => write!(f, "expected {expected}, found {found}"),
+        }
+    }
+}
+
+impl From<WireError> for io::Error {
+    fn from(error: WireError) -> io::Error {
+        io::Error::new(io::ErrorKind::InvalidData, error.to_string())
+    }
+}
+
+/// Builds one frame: a length prefix, patched by `finish`, then the body.
+pub(crate) struct FrameWriter {
+    buf: Vec<u8>,
+}
+
+impl FrameWriter {
+    pub(crate) fn new(tag: u8) -> FrameWriter {
+        let mut buf = Vec::with_capacity(64);
+        buf.extend_from_slice(&[0; 4]);
+        buf.push(tag);
+        FrameWriter { buf }
+    }
+
+    pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
+        self.buf.push(v);
+        self
+    }
+
+    pub(crate) fn u16(&mut self, v: u16) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
+        self.buf.extend_from_slice(&v.to_le_bytes());
+        self
+    }
+
+    pub(crate) fn bytes(&mut self, v: &[u8]) -> &mut Self {
+        self.u32(len_u32(v.len()));
+        self.buf.extend_from_slice(v);
+        self
+    }
+
+    pub(crate) fn str(&mut self, v: &str) -> &mut Self {
+        self.bytes(v.as_bytes())
+    }
+
+    /// Appends a length-prefixed field written by `write`; `write` may fail and leave nothing.
+    pub(crate) fn field<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<&mut Self, E> {
+        let at = self.buf.len();
+        self.buf.extend_from_slice(&[0; 4]);
+        if let Err(error) = write(&mut self.buf) {
+            self.buf.truncate(at);
+            return Err(error);
+        }
+        let len = len_u32(self.buf.len() - at - 4);
+        self.buf[at..at + 4].copy_from_slice(&len.to_le_bytes());
+        Ok(self)
+    }
+
+    fn failure(&mut self, failure: &TaskFailure) -> &mut Self {
+        match failure {
+            TaskFailure::Panic { message, location } => {
+                self.u8(0).str(message);
+                match location {
+                    Some(location) => self.u8(1).str(location),
+                    None => self.u8(0),
+                }
+            }
+            TaskFailure::ArgsDecode(detail) => self.u8(1).str(detail),
+            TaskFailure::ResultEncode(detail) => self.u8(2).str(detail),
+            TaskFailure::Unregistered(name) => self.u8(3).str(name),
+        }
+    }
+
+    /// The position where the next byte goes, for `patch_u32`.
+    pub(crate) fn position(&self) -> usize {
+        self.buf.len()
+    }
+
+    pub(crate) fn patch_u32(&mut self, at: usize, v: u32) {
+        self.buf[at..at + 4].copy_from_slice(&v.to_le_bytes());
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        let len = len_u32(self.buf.len() - 4);
+        self.buf[..4].copy_from_slice(&len.to_le_bytes());
+        self.buf
+    }
+}
+
+fn len_u32(len: usize) -> u32 {
+    // A longer field is refused by the frame limit on the reading side; saturating keeps the
+    // writer from wrapping into a shorter, wrong length.
+    u32::try_from(len).unwrap_or(u32::MAX)
+}
+
+/// A `RUN` frame: one job of one or more calls of the same task.
+pub(crate) struct RunFrame {
+    frame: FrameWriter,
+    count_at: usize,
+    count: u32,
+}
+
+impl RunFrame {
+    pub(crate) fn new(job: u64, name: &str) -> RunFrame {
+        let mut frame = FrameWriter::new(TAG_RUN);
+        frame.u64(job).str(name);
+        let count_at = frame.position();
+        frame.u32(0);
+        RunFrame { frame, count_at, count: 0 }
+    }
+
+    pub(crate) fn push<E>(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+        self.frame.field(encode)?;
+        self.count += 1;
+        Ok(())
+    }
+
+    pub(crate) fn len(&self) -> usize {
+        self.count as usize
+    }
+
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.frame.patch_u32(self.count_at, self.count);
+        self.frame.finish()
+    }
+}
+
+/// A `RESULTS` frame, built by a worker.
+pub(crate) struct ResultsFrame {
+    frame: FrameWriter,
+}
+
+impl ResultsFrame {
+    pub(crate) fn new(job: u64, count: u32) -> ResultsFrame {
+        let mut frame = FrameWriter::new(TAG_RESULTS);
+        frame.u64(job).u32(count);
+        ResultsFrame { frame }
+    }
+
+    /// Appends one call's outcome; `run` writes the encoded result into the buffer it gets.
+    pub(crate) fn push(&mut self, run: impl FnOnce(&mut Vec<u8>) -> Result<(), TaskFailure>) {
+        let at = self.frame.position();
+        self.frame.u8(0);
+        if let Err(failure) = self.frame.field(run) {
+            self.frame.buf.truncate(at);
+            self.frame.u8(1).failure(&failure);
+        }
+    }
+
+    pub(crate) fn finish(self) -> Vec<u8> {
+        self.frame.finish()
+    }
+}
+
+pub(crate) fn setup_frame(index: u32, initializer: Option<(&str, &[u8])>) -> Vec<u8> {
+    let mut frame = FrameWriter::new(TAG_SETUP);
+    frame.u32(MAGIC).u16(VERSION).u32(index);
+    match initializer {
+        Some((name, args)) => frame.u8(1).str(name).bytes(args),
+        None => frame.u8(0),
+    };
+    frame.finish()
+}
+
+pub(crate) fn shutdown_frame() -> Vec<u8> {
+    FrameWriter::new(TAG_SHUTDOWN).finish()
+}
+
+pub(crate) fn ready_frame(pid: u32, fingerprint: u64) -> Vec<u8> {
+    let mut frame = FrameWriter::new(TAG_READY);
+    frame.u32(MAGIC).u16(VERSION).u32(pid).u64(fingerprint);
+    frame.finish()
+}
+
+pub(crate) fn init_failed_frame(failure: &TaskFailure) -> Vec<u8> {
+    let mut frame = FrameWriter::new(TAG_INIT_FAILED);
+    frame.failure(failure);
+    frame.finish()
+}
+
+/// A bounds-checked reader over one frame body.
+struct Cursor<'a> {
+    buf: &'a [u8],
+    pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len()).ok_or(WireError::Truncated)?;
+        let bytes = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    fn u16(&mut self) -> Result<u16, WireError> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    fn u32(&mut self) -> Result<u32, WireError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    fn u64(&mut self) -> Result<u64, WireError> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    fn bytes_range(&mut self) -> Result<Range<usize>, WireError> {
+        let len = self.u32()? as usize;
+        let start = self.pos;
+        self.take(len)?;
+        Ok(start..self.pos)
+    }
+
+    fn bytes(&mut self) -> Result<&'a [u8], WireError> {
+        let range = self.bytes_range()?;
+        Ok(&self.buf[range])
+    }
+
+    fn str(&mut self) -> Result<&'a str, WireError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| WireError::BadUtf8)
+    }
+
+    /// A count of fields that each take at least `min_size` bytes, checked against what is
+    /// left so that no caller allocates for more fields than the frame can hold.
+    fn count(&mut self, min_size: usize) -> Result<usize, WireError> {
+        let count = self.u32()? as usize;
+        if count.saturating_mul(min_size) > self.buf.len() - self.pos {
+            return Err(WireError::Truncated);
+        }
+        Ok(count)
+    }
+
+    fn failure(&mut self) -> Result<TaskFailure, WireError> {
+        Ok(match self.u8()? {
+            0 => {
+                let message = self.str()?.to_owned();
+                let location = match self.u8()? {
+                    0 => None,
+                    _ => Some(self.str()?.to_owned()),
+                };
+                TaskFailure::Panic { message, location }
+            }
+            1 => TaskFailure::ArgsDecode(self.str()?.to_owned()),
+            2 => TaskFailure::ResultEncode(self.str()?.to_owned()),
+            3 => TaskFailure::Unregistered(self.str()?.to_owned()),
+            tag => return Err(WireError::UnknownTag(tag)),
+        })
+    }
+
+    fn handshake(&mut self) -> Result<(), WireError> {
+        let magic = self.u32()?;
+        if magic != MAGIC {
+            return Err(WireError::Handshake { expected: format!("magic {MAGIC:#x}"), found: format!("{magic:#x}") });
+        }
+        let version = self.u16()?;
+        if version != VERSION {
+            return Err(WireError::Handshake {
+                expected: format!("protocol version {VERSION}"),
+                found: version.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    fn end(&self) -> Result<(), WireError> {
+        match self.buf.len() - self.pos {
+            0 => Ok(()),
+            n => Err(WireError::Trailing(n)),
+        }
+    }
+}
+
+/// A frame a worker receives.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ToWorker<'a> {
+    Setup { index: u32, initializer: Option<(&'a str, &'a [u8])> },
+    Run { job: u64, name: &'a str, items: Vec<&'a [u8]> },
+    Shutdown,
+}
+
+impl<'a> ToWorker<'a> {
+    pub(crate) fn decode(body: &'a [u8]) -> Result<ToWorker<'a>, WireError> {
+        let mut cursor = Cursor { buf: body, pos: 0 };
+        let message = match cursor.u8()? {
+            TAG_SETUP => {
+                cursor.handshake()?;
+                let index = cursor.u32()?;
+                let initializer = match cursor.u8()? {
+                    0 => None,
+                    _ => Some((cursor.str()?, cursor.bytes()?)),
+                };
+                ToWorker::Setup { index, initializer }
+            }
+            TAG_RUN => {
+                let job = cursor.u64()?;
+                let name = cursor.str()?;
+                let count = cursor.count(4)?;
+                let mut items = Vec::with_capacity(count);
+                for _ in 0..count {
+                    items.push(cursor.bytes()?);
+                }
+                ToWorker::Run { job, name, items }
+            }
+            TAG_SHUTDOWN => ToWorker::Shutdown,
+            tag => return Err(WireError::UnknownTag(tag)),
+        };
+        cursor.end()?;
+        Ok(message)
+    }
+}
+
+/// A frame the parent receives. Results point into the frame body by range, so that the body
+/// can be handed on whole without a copy per result.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FromWorker {
+    Ready { pid: u32, fingerprint: u64 },
+    InitFailed(TaskFailure),
+    Results { job: u64, items: Vec<Result<Range<usize>, TaskFailure>> },
+}
+
+impl FromWorker {
+    pub(crate) fn decode(body: &[u8]) -> Result<FromWorker, WireError> {
+        let mut cursor = Cursor { buf: body, pos: 0 };
+        let message = match cursor.u8()? {
+            TAG_READY => {
+                cursor.handshake()?;
+                FromWorker::Ready { pid: cursor.u32()?, fingerprint: cursor.u64()? }
+            }
+            TAG_INIT_FAILED => FromWorker::InitFailed(cursor.failure()?),
+            TAG_RESULTS => {
+                let job = cursor.u64()?;
+                let count = cursor.count(5)?;
+                let mut items = Vec::with_capacity(count);
+                for _ in 0..count {
+                    items.push(match cursor.u8()? {
+                        0 => Ok(cursor.bytes_range()?),
+                        1 => Err(cursor.failure()?),
+                        tag => return Err(WireError::UnknownTag(tag)),
+                    });
+                }
+                FromWorker::Results { job, items }
+            }
+            tag => return Err(WireError::UnknownTag(tag)),
+        };
+        cursor.end()?;
+        Ok(message)
+    }
+}
+
+/// Reads one frame body from a blocking stream; `Ok(None)` on a clean end of stream.
+pub(crate) fn read_frame(reader: &mut impl Read, body: &mut Vec<u8>) -> io::Result<Option<()>> {
+    let mut header = [0; 4];
+    match reader.read_exact(&mut header) {
+        Ok(()) => {}
+        Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
+        Err(e) => return Err(e),
+    }
+    let len = u32::from_le_bytes(header) as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge { len }.into());
+    }
+    body.clear();
+    body.resize(len, 0);
+    reader.read_exact(body)?;
+    Ok(Some(()))
+}
+
+/// Splits frames out of a non-blocking byte stream, as bytes arrive.
+///
+/// Small frames are gathered in one buffer and copied out; a large frame gets a buffer of its
+/// own, read into directly, so that a big result is not copied twice.
+#[derive(Debug, Default)]
+pub(crate) struct FrameReader {
+    /// Bytes `start..end` are read and not yet split off; allocated on first use.
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    /// The body of a large frame being read straight into its own buffer, and how much of it
+    /// is filled.
+    large: Option<(Vec<u8>, usize)>,
+}
+
+/// Above this, a frame body gets its own buffer.
+const LARGE: usize = 64 * 1024;
+
+impl FrameReader {
+    /// Reads what `read` has now and hands each complete frame body to `on_frame`. Returns
+    /// `Ok(false)` at the end of the stream, `Ok(true)` when it would block.
+    pub(crate) fn read_from(
+        &mut self,
+        mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
+        mut on_frame: impl FnMut(Vec<u8>),
+    ) -> io::Result<bool> {
+        if self.buf.is_empty() {
+            self.buf = vec![0; 2 * LARGE];
+        }
+        loop {
+            let target = match &mut self.large {
+                Some((body, filled)) => &mut body[*filled..],
+                None => {
+                    if self.end == self.buf.len() {
+                        self.buf.copy_within(self.start..self.end, 0);
+                        self.end -= self.start;
+                        self.start = 0;
+                    }
+                    &mut self.buf[self.end..]
+                }
+            };
+            let got = match read(target) {
+                Ok(0) => return Ok(false),
+                Ok(n) => n,
+                Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                Err(e) => return Err(e),
+            };
+            match &mut self.large {
+                Some((body, filled)) => {
+                    *filled += got;
+                    if *filled == body.len() {
+                        let (body, _) = self.large.take().expect("a large frame is being read");
+                        on_frame(body);
+                    }
+                }
+                None => {
+                    self.end += got;
+                    self.split(&mut on_frame)?;
+                }
+            }
+        }
+    }
+
+    fn split(&mut self, on_frame: &mut impl FnMut(Vec<u8>)) -> io::Result<()> {
+        while self.end - self.start >= 4 {
+            let at = self.start;
+            let len = u32::from_le_bytes(self.buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+            if len > MAX_FRAME {
+                return Err(WireError::TooLarge { len }.into());
+            }
+            let available = self.end - at - 4;
+            if available >= len {
+                on_frame(self.buf[at + 4..at + 4 + len].to_vec());
+                self.start = at + 4 + len;
+            } else if len > LARGE {
+                let mut body = vec![0; len];
+                body[..available].copy_from_slice(&self.buf[at + 4..self.end]);
+                self.large = Some((body, available));
+                self.start = self.end;
+                break;
+            } else {
+                break;
+            }
+        }
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn body(frame: &[u8]) -> &[u8] {
+        let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
+        assert_eq!(len, frame.len() - 4);
+        &frame[4..]
+    }
+
+    #[test]
+    fn run_frame_round_trips() {
+        let mut run = RunFrame::new(7, "demo::add");
+        run.push(|buf| -> Result<(), ()> {
+            buf.extend_from_slice(b"ab");
+            Ok(())
+        })
+        .unwrap();
+        assert!(run.push(|buf| {
+            buf.push(1);
+            Err(())
+        })
+        .is_err());
+        run.push(|_| -> Result<(), ()> { Ok(()) }).unwrap();
+        assert_eq!(run.len(), 2);
+        let frame = run.finish();
+        let decoded = ToWorker::decode(body(&frame)).unwrap();
+        assert_eq!(decoded, ToWorker::Run { job: 7, name: "demo::add", items: vec![b"ab".as_slice(), b""] });
+    }
+
+    #[test]
+    fn results_frame_round_trips() {
+        let mut results = ResultsFrame::new(3, 2);
+        results.push(|buf| {
+            buf.extend_from_slice(b"xyz");
+            Ok(())
+        });
+        let failure = TaskFailure::Panic { message: "boom".into(), location: Some("a.rs:1:1".into()) };
+        results.push(|buf| {
+            buf.push(9);
+            Err(failure.clone())
+        });
+        let frame = results.finish();
+        let body = body(&frame);
+        match FromWorker::decode(body).unwrap() {
+            FromWorker::Results { job: 3, items } => {
+                assert_eq!(&body[items[0].clone().unwrap()], b"xyz");
+                assert_eq!(items[1], Err(failure));
+            }
+            other => panic!("unexpected {other:?}"),
+        }
+    }
+
+    #[test]
+    fn handshake_checks_magic_and_version() {
+        let frame = ready_frame(42, 9);
+        assert_eq!(FromWorker::decode(body(&frame)).unwrap(), FromWorker::Ready { pid: 42, fingerprint: 9 });
+        let mut bad = frame.clone();
+        bad[9] = 2; // the version's low byte
+        let err = FromWorker::decode(body(&bad)).unwrap_err();
+        assert_eq!(err.to_string(), "expected protocol version 1, found 2");
+        let setup = setup_frame(1, Some(("init", b"args")));
+        assert_eq!(
+            ToWorker::decode(body(&setup)).unwrap(),
+            ToWorker::Setup { index: 1, initializer: Some(("init", b"args".as_slice())) }
+        );
+    }
+
+    #[test]
+    fn frame_reader_splits_small_and_large_frames() {
+        let big = vec![7u8; LARGE * 3];
+        let mut stream = Vec::new();
+        for payload in [&b"one"[..], &big, b"two"] {
+            stream.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            stream.extend_from_slice(payload);
+        }
+        // Feed it in awkward pieces, with a would-block between pieces.
+        let mut reader = FrameReader::default();
+        let mut frames = Vec::new();
+        for piece in stream.chunks(1000) {
+            let mut fed = false;
+            let more = reader
+                .read_from(
+                    |out| {
+                        if fed {
+                            return Err(io::ErrorKind::WouldBlock.into());
+                        }
+                        fed = true;
+                        out[..piece.len()].copy_from_slice(piece);
+                        Ok(piece.len())
+                    },
+                    |frame| frames.push(frame),
+                )
+                .unwrap();
+            assert!(more);
+        }
+        assert_eq!(frames, vec![b"one".to_vec(), big, b"two".to_vec()]);
+        assert!(!reader.read_from(|_| Ok(0), |_| unreachable!()).unwrap());
+    }
+
+    #[test]
+    fn oversized_frames_are_refused_before_allocating() {
+        let header = (MAX_FRAME as u32 + 1).to_le_bytes();
+        let mut reader = FrameReader::default();
+        let err = reader.read_from(|out| {
+            out[..4].copy_from_slice(&header);
+            Ok(4)
+        }, |_| ()).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::InvalidData);
+        let mut body = Vec::new();
+        assert!(read_frame(&mut &header[..], &mut body).is_err());
+        assert_eq!(body.capacity(), 0);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn decoders_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
+            let _ = ToWorker::decode(&bytes);
+            let _ = FromWorker::decode(&bytes);
+            let mut reader = FrameReader::default();
+            let mut fed = false;
+            let _ = reader.read_from(|out| {
+                if fed { return Ok(0); }
+                fed = true;
+                let n = bytes.len().min(out.len());
+                out[..n].copy_from_slice(&bytes[..n]);
+                Ok(n)
+            }, |_| ());
+        }
+
+        #[test]
+        fn results_survive_any_payload(payloads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..16)) {
+            let mut results = ResultsFrame::new(1, payloads.len() as u32);
+            for p in &payloads {
+                results.push(|buf| { buf.extend_from_slice(p); Ok(()) });
+            }
+            let frame = results.finish();
+            let body = &frame[4..];
+            match FromWorker::decode(body).unwrap() {
+                FromWorker::Results { items, .. } => {
+                    let got: Vec<&[u8]> = items.into_iter().map(|r| &body[r.unwrap()]).collect();
+                    let want: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+                    proptest::prop_assert_eq!(got, want);
+                }
+                other => proptest::prop_assert!(false, "unexpected {:?}", other),
+            }
+        }
+    }
+}

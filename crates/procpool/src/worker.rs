@@ -1,0 +1,122 @@
+//! The worker side: entered before `main` when the process was started as a worker, it runs
+//! the handshake, then serves jobs until the parent says stop or goes away.
+//!
+//! The state machine: `setup` (read SETUP, run the initializer, answer READY or INIT_FAILED)
+//! → `serve` (read RUN, run each call under `catch_unwind`, answer RESULTS; a SHUTDOWN frame
+//! or the end of the stream ends it) → exit.
+
+use std::cell::RefCell;
+use std::io::{self, BufReader, Write};
+use std::sync::OnceLock;
+
+use crate::error::{TaskFailure, WorkerInfo};
+use crate::registry;
+use crate::sys;
+use crate::wire::{self, ResultsFrame, ToWorker};
+
+/// The environment variable that marks a process as a worker.
+pub(crate) const ENV: &str = "PROCPOOL_WORKER";
+
+/// The exit code of a worker that could not talk to its parent.
+const EXIT_PROTOCOL: i32 = 70;
+
+static CURRENT: OnceLock<WorkerInfo> = OnceLock::new();
+
+thread_local! {
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// The worker this code runs in, or `None` outside a worker.
+///
+/// Inside a task (and inside an initializer) it tells the worker's index in its pool and its
+/// process id, so that a program can show which process ran which task.
+///
+/// # Examples
+///
+/// ```
+/// #[procpool::task]
+/// fn whoami() -> u32 {
+///     procpool::current_worker().map_or(std::process::id(), |w| w.pid)
+/// }
+/// assert!(procpool::current_worker().is_none());
+/// ```
+pub fn current_worker() -> Option<WorkerInfo> {
+    CURRENT.get().copied()
+}
+
+/// The location the last panic on this thread was raised at, recorded by the worker's hook.
+pub(crate) fn take_panic_location() -> Option<String> {
+    PANIC_LOCATION.with(|location| location.borrow_mut().take())
+}
+
+/// Runs the worker and exits if this process was started as one; returns otherwise.
+pub(crate) fn enter_if_worker() {
+    if std::env::var_os(ENV).is_none() {
+        return;
+    }
+    // Processes that tasks start must not take themselves for workers.
+    sys::remove_env_before_main(ENV);
+    sys::ignore_sigpipe();
+    let code = match serve() {
+        Ok(()) => 0,
+        Err(_) => EXIT_PROTOCOL,
+    };
+    std::process::exit(code);
+}
+
+fn serve() -> io::Result<()> {
+    let socket = sys::inherited_socket()?;
+    let mut reader = BufReader::with_capacity(64 * 1024, &socket);
+    let mut writer = &socket;
+    std::panic::set_hook(Box::new(|info| {
+        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
+    }));
+
+    let mut body = Vec::new();
+    if wire::read_frame(&mut reader, &mut body)?.is_none() {
+        return Ok(());
+    }
+    let ToWorker::Setup { index, initializer } = ToWorker::decode(&body)? else {
+        return Err(io::Error::new(io::ErrorKind::InvalidData, "expected a SETUP frame first"));
+    };
+    let pid = std::process::id();
+    let _ = CURRENT.set(WorkerInfo { index: index as usize, pid });
+    if let Some((name, args)) = initializer {
+        let outcome = match registry::by_name(name) {
+            Some(entry) => registry::run(entry, args, &mut Vec::new()),
+            None => Err(TaskFailure::Unregistered(name.to_owned())),
+        };
+        if let Err(failure) = outcome {
+            writer.write_all(&wire::init_failed_frame(&failure))?;
+            return Ok(());
+        }
+    }
+    writer.write_all(&wire::ready_frame(pid, registry::registry_fingerprint()))?;
+
+    while wire::read_frame(&mut reader, &mut body)?.is_some() {
+        match ToWorker::decode(&body)? {
+            ToWorker::Run { job, name, items } => {
+                let mut results = ResultsFrame::new(job, items.len() as u32);
+                match registry::by_name(name) {
+                    Some(entry) => {
+                        for item in items {
+                            results.push(|out| registry::run(entry, item, out));
+                        }
+                    }
+                    None => {
+                        for _ in items {
+                            results.push(|_| Err(TaskFailure::Unregistered(name.to_owned())));
+                        }
+                    }
+                }
+                writer.write_all(&results.finish())?;
+            }
+            ToWorker::Shutdown => return Ok(()),
+            ToWorker::Setup { .. } => {
+                return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected SETUP frame"));
+            }
+        }
+    }
+    Ok(())
+}
