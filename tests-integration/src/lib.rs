@@ -1,1 +1,130 @@
-//! Helpers shared by the integration tests.
+//! Helpers shared by the integration tests: child-process accounting, a lock that keeps
+//! tests of one process from counting each other's workers, and a rendezvous that lets a
+//! test hold a task inside its worker without sleeping.
+
+use std::io::{Read, Write};
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::PathBuf;
+use std::sync::{Mutex, MutexGuard};
+
+/// The pids of this process's children, zombies included, read from `/proc`.
+pub fn children() -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc")
+        .expect("/proc is readable")
+        .flatten()
+    {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        // The command name is in parentheses and may hold spaces; fields after it are plain.
+        let Some(after) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+            continue;
+        };
+        let ppid = after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u32>().ok());
+        if ppid == Some(me) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// Panics if this process has any child left, running or unreaped.
+pub fn assert_no_children() {
+    let left = children();
+    assert!(left.is_empty(), "child processes left behind: {left:?}");
+}
+
+/// Held for the whole of a test: under `cargo test`, tests share a process, and one test's
+/// workers would count as another's leftovers. Under `cargo nextest` each test has its own
+/// process and the lock costs nothing.
+pub fn serial() -> MutexGuard<'static, ()> {
+    static LOCK: Mutex<()> = Mutex::new(());
+    LOCK.lock().unwrap_or_else(|e| e.into_inner())
+}
+
+/// A meeting point between a test and a task running in a worker: the task connects and
+/// says its pid, then waits until the test releases it (or its connection closes).
+#[derive(Debug)]
+pub struct Rendezvous {
+    listener: UnixListener,
+    path: PathBuf,
+}
+
+/// One task that has arrived at a [`Rendezvous`].
+#[derive(Debug)]
+pub struct Arrival {
+    /// The pid of the worker the task runs in.
+    pub pid: u32,
+    stream: UnixStream,
+}
+
+impl Rendezvous {
+    /// A fresh rendezvous with a unique socket path.
+    pub fn new() -> Rendezvous {
+        static NEXT: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let path =
+            std::env::temp_dir().join(format!("procpool-test-{}-{n}.sock", std::process::id()));
+        let _ = std::fs::remove_file(&path);
+        let listener = UnixListener::bind(&path).expect("bind the rendezvous socket");
+        Rendezvous { listener, path }
+    }
+
+    /// The path a task connects to.
+    pub fn path(&self) -> String {
+        self.path.to_string_lossy().into_owned()
+    }
+
+    /// Waits for the next task to arrive.
+    pub fn arrive(&self) -> Arrival {
+        let (mut stream, _) = self.listener.accept().expect("accept a task");
+        let mut pid = [0; 4];
+        stream.read_exact(&mut pid).expect("read the task's pid");
+        Arrival {
+            pid: u32::from_le_bytes(pid),
+            stream,
+        }
+    }
+}
+
+impl Default for Rendezvous {
+    fn default() -> Self {
+        Rendezvous::new()
+    }
+}
+
+impl Drop for Rendezvous {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+impl Arrival {
+    /// Lets the task go on, handing it one byte.
+    pub fn release(mut self, byte: u8) {
+        let _ = self.stream.write_all(&[byte]);
+    }
+}
+
+/// The task's side: connect, say the pid, wait to be released; returns the byte it got, or
+/// `None` if the test hung up instead.
+pub fn meet(path: &str) -> Option<u8> {
+    let mut stream = UnixStream::connect(path).expect("connect to the rendezvous");
+    stream
+        .write_all(&std::process::id().to_le_bytes())
+        .expect("say the pid");
+    let mut byte = [0];
+    stream.read_exact(&mut byte).ok().map(|()| byte[0])
+}

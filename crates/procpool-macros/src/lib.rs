@@ -29,24 +29,42 @@ pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     }
 }
 
-fn expand(attr: proc_macro2::TokenStream, function: &ItemFn) -> syn::Result<proc_macro2::TokenStream> {
+fn expand(
+    attr: proc_macro2::TokenStream,
+    function: &ItemFn,
+) -> syn::Result<proc_macro2::TokenStream> {
     if !attr.is_empty() {
-        return Err(syn::Error::new(attr.span(), "#[procpool::task] takes no arguments"));
+        return Err(syn::Error::new(
+            attr.span(),
+            "#[procpool::task] takes no arguments",
+        ));
     }
     let sig = &function.sig;
     if !sig.generics.params.is_empty() || sig.generics.where_clause.is_some() {
-        return Err(syn::Error::new(sig.generics.span(), "a task cannot be generic: its name must stand for one function"));
+        return Err(syn::Error::new(
+            sig.generics.span(),
+            "a task cannot be generic: its name must stand for one function",
+        ));
     }
     if let Some(asyncness) = sig.asyncness {
-        return Err(syn::Error::new(asyncness.span(), "a task cannot be `async`"));
+        return Err(syn::Error::new(
+            asyncness.span(),
+            "a task cannot be `async`",
+        ));
     }
     if let Some(variadic) = &sig.variadic {
-        return Err(syn::Error::new(variadic.span(), "a task cannot be variadic"));
+        return Err(syn::Error::new(
+            variadic.span(),
+            "a task cannot be variadic",
+        ));
     }
     if sig.inputs.len() > MAX_ARGS {
         return Err(syn::Error::new(
             sig.inputs.span(),
-            format!("a task takes at most {MAX_ARGS} arguments, found {}", sig.inputs.len()),
+            format!(
+                "a task takes at most {MAX_ARGS} arguments, found {}",
+                sig.inputs.len()
+            ),
         ));
     }
     let mut types = Vec::new();
@@ -54,7 +72,10 @@ fn expand(attr: proc_macro2::TokenStream, function: &ItemFn) -> syn::Result<proc
         match input {
             FnArg::Typed(arg) => types.push(&arg.ty),
             FnArg::Receiver(receiver) => {
-                return Err(syn::Error::new(receiver.span(), "a task must be a free function, not a method"));
+                return Err(syn::Error::new(
+                    receiver.span(),
+                    "a task must be a free function, not a method",
+                ));
             }
         }
     }

@@ -24,7 +24,9 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
     // f_list_para_apply_async(10, pid=1): one apply_async per number, then close, join, get.
     let pool = Pool::new()?;
     println!("worker pids: {:?}", pool.worker_pids());
-    let pending: Vec<_> = (1..=10).map(|n| pool.apply_async(get_factorial, (n, true))).collect::<Result<_, _>>()?;
+    let pending: Vec<_> = (1..=10)
+        .map(|n| pool.apply_async(get_factorial, (n, true)))
+        .collect::<Result<_, _>>()?;
     pool.close();
     pool.join()?;
     let results: Vec<BigUint> = pending.iter().map(|r| r.get()).collect::<Result<_, _>>()?;
@@ -37,11 +39,16 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
 
     let pool = Pool::new()?;
     let parallel = Instant::now();
-    let pending: Vec<_> = (1..=100).map(|n| pool.apply_async(get_factorial, (n, false))).collect::<Result<_, _>>()?;
+    let pending: Vec<_> = (1..=100)
+        .map(|n| pool.apply_async(get_factorial, (n, false)))
+        .collect::<Result<_, _>>()?;
     let results: Vec<BigUint> = pending.iter().map(|r| r.get()).collect::<Result<_, _>>()?;
     let parallel = parallel.elapsed();
     assert_eq!(results, expected);
-    println!("factorials of 1..=100: serial {serial:?}, apply_async on a warm pool of {} {parallel:?}", pool.processes());
+    println!(
+        "factorials of 1..=100: serial {serial:?}, apply_async on a warm pool of {} {parallel:?}",
+        pool.processes()
+    );
     pool.close();
     pool.join()?;
     Ok(())

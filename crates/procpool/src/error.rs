@@ -113,7 +113,14 @@ struct Inner {
 impl Error {
     pub(crate) fn new(kind: ErrorKind, message: impl Into<String>) -> Error {
         Error {
-            inner: Arc::new(Inner { kind, task: None, worker: None, exit: None, message: message.into(), location: None }),
+            inner: Arc::new(Inner {
+                kind,
+                task: None,
+                worker: None,
+                exit: None,
+                message: message.into(),
+                location: None,
+            }),
         }
     }
 
@@ -127,7 +134,9 @@ impl Error {
             location: shared.location.clone(),
         });
         edit(&mut inner);
-        Error { inner: Arc::new(inner) }
+        Error {
+            inner: Arc::new(inner),
+        }
     }
 
     pub(crate) fn task(self, name: &str) -> Error {
@@ -139,11 +148,17 @@ impl Error {
     }
 
     pub(crate) fn died(task: &str, worker: WorkerInfo, exit: WorkerExit) -> Error {
-        Error::new(ErrorKind::WorkerDied, "").task(task).worker(worker).with(|inner| inner.exit = Some(exit))
+        Error::new(ErrorKind::WorkerDied, "")
+            .task(task)
+            .worker(worker)
+            .with(|inner| inner.exit = Some(exit))
     }
 
     pub(crate) fn closed() -> Error {
-        Error::new(ErrorKind::Closed, "the pool is closed: it accepts no new tasks")
+        Error::new(
+            ErrorKind::Closed,
+            "the pool is closed: it accepts no new tasks",
+        )
     }
 
     pub(crate) fn terminated(task: &str) -> Error {
@@ -160,15 +175,18 @@ impl Error {
             TaskFailure::Panic { message, location } => {
                 Error::new(ErrorKind::Panicked, message).with(|inner| inner.location = location)
             }
-            TaskFailure::ArgsDecode(detail) => {
-                Error::new(ErrorKind::Codec, format!("cannot decode the arguments in the worker: {detail}"))
-            }
-            TaskFailure::ResultEncode(detail) => {
-                Error::new(ErrorKind::Codec, format!("cannot encode the result: {detail}"))
-            }
-            TaskFailure::Unregistered(name) => {
-                Error::new(ErrorKind::Unregistered, format!("the worker has no task named `{name}`"))
-            }
+            TaskFailure::ArgsDecode(detail) => Error::new(
+                ErrorKind::Codec,
+                format!("cannot decode the arguments in the worker: {detail}"),
+            ),
+            TaskFailure::ResultEncode(detail) => Error::new(
+                ErrorKind::Codec,
+                format!("cannot encode the result: {detail}"),
+            ),
+            TaskFailure::Unregistered(name) => Error::new(
+                ErrorKind::Unregistered,
+                format!("the worker has no task named `{name}`"),
+            ),
         };
         error.task(task).worker(worker)
     }
@@ -233,8 +251,14 @@ impl fmt::Display for Error {
         let task = inner.task.as_deref().unwrap_or("?");
         match inner.kind {
             ErrorKind::WorkerDied => {
-                let worker = inner.worker.map(|w| w.to_string()).unwrap_or_else(|| "a worker".into());
-                let exit = inner.exit.map(|e| e.to_string()).unwrap_or_else(|| "died".into());
+                let worker = inner
+                    .worker
+                    .map(|w| w.to_string())
+                    .unwrap_or_else(|| "a worker".into());
+                let exit = inner
+                    .exit
+                    .map(|e| e.to_string())
+                    .unwrap_or_else(|| "died".into());
                 write!(f, "{worker} {exit} while running task `{task}`")
             }
             ErrorKind::Panicked => {
@@ -279,19 +303,27 @@ enum BuildErrorKind {
 
 impl BuildError {
     pub(crate) fn invalid(message: String) -> BuildError {
-        BuildError { kind: BuildErrorKind::Invalid(message) }
+        BuildError {
+            kind: BuildErrorKind::Invalid(message),
+        }
     }
 
     pub(crate) fn spawn(error: io::Error) -> BuildError {
-        BuildError { kind: BuildErrorKind::Spawn(error) }
+        BuildError {
+            kind: BuildErrorKind::Spawn(error),
+        }
     }
 
     pub(crate) fn initializer(error: Error) -> BuildError {
-        BuildError { kind: BuildErrorKind::Initializer(error) }
+        BuildError {
+            kind: BuildErrorKind::Initializer(error),
+        }
     }
 
     pub(crate) fn handshake(message: String) -> BuildError {
-        BuildError { kind: BuildErrorKind::Handshake(message) }
+        BuildError {
+            kind: BuildErrorKind::Handshake(message),
+        }
     }
 
     /// The initializer's failure, if that is why the pool did not start.
@@ -350,7 +382,10 @@ impl TaskFailure {
         } else {
             "(a panic payload that is not a string)".to_owned()
         };
-        TaskFailure::Panic { message, location: crate::worker::take_panic_location() }
+        TaskFailure::Panic {
+            message,
+            location: crate::worker::take_panic_location(),
+        }
     }
 }
 
@@ -360,17 +395,33 @@ mod tests {
 
     #[test]
     fn worker_died_names_worker_exit_and_task() {
-        let error = Error::died("demo::boom", WorkerInfo { index: 3, pid: 4711 }, WorkerExit::Signal(9));
-        assert_eq!(error.to_string(), "worker 3 (pid 4711) was killed by signal 9 (SIGKILL) while running task `demo::boom`");
+        let error = Error::died(
+            "demo::boom",
+            WorkerInfo {
+                index: 3,
+                pid: 4711,
+            },
+            WorkerExit::Signal(9),
+        );
+        assert_eq!(
+            error.to_string(),
+            "worker 3 (pid 4711) was killed by signal 9 (SIGKILL) while running task `demo::boom`"
+        );
         assert!(error.is_worker_died());
         assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(9)));
     }
 
     #[test]
     fn panic_names_location_and_message() {
-        let failure = TaskFailure::Panic { message: "boom".into(), location: Some("src/a.rs:1:2".into()) };
+        let failure = TaskFailure::Panic {
+            message: "boom".into(),
+            location: Some("src/a.rs:1:2".into()),
+        };
         let error = Error::from_failure(failure, "t", WorkerInfo { index: 0, pid: 1 });
-        assert_eq!(error.to_string(), "task `t` panicked at src/a.rs:1:2 in worker 0 (pid 1): boom");
+        assert_eq!(
+            error.to_string(),
+            "task `t` panicked at src/a.rs:1:2 in worker 0 (pid 1): boom"
+        );
         assert_eq!(error.panic_message(), Some("boom"));
     }
 }

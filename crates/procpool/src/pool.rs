@@ -127,28 +127,45 @@ impl Builder {
     pub fn build(self) -> Result<Pool, BuildError> {
         let processes = self.processes.unwrap_or_else(cpu_count);
         if processes == 0 {
-            return Err(BuildError::invalid("a pool needs at least 1 process, got 0".into()));
+            return Err(BuildError::invalid(
+                "a pool needs at least 1 process, got 0".into(),
+            ));
         }
         let max_tasks_per_child = match self.max_tasks_per_child {
-            Some(0) => return Err(BuildError::invalid("max_tasks_per_child must be at least 1, got 0".into())),
+            Some(0) => {
+                return Err(BuildError::invalid(
+                    "max_tasks_per_child must be at least 1, got 0".into(),
+                ));
+            }
             Some(n) => Some(n as u64),
             None => None,
         };
         let initializer = self.initializer.transpose().map_err(BuildError::invalid)?;
         sys::keep_worker_entry();
-        let config = Config { processes, method: self.method, initializer, max_tasks_per_child };
+        let config = Config {
+            processes,
+            method: self.method,
+            initializer,
+            max_tasks_per_child,
+        };
         let (ready_tx, ready_rx) = mpsc::channel();
         let (shared, handle) = supervisor::launch(config, ready_tx).map_err(BuildError::spawn)?;
         let outcome = ready_rx.recv();
         match outcome {
-            Ok(Ok(())) => Ok(Pool { shared, supervisor: Mutex::new(Some(handle)), processes }),
+            Ok(Ok(())) => Ok(Pool {
+                shared,
+                supervisor: Mutex::new(Some(handle)),
+                processes,
+            }),
             Ok(Err(error)) => {
                 let _ = handle.join();
                 Err(error)
             }
             Err(_) => {
                 let _ = handle.join();
-                Err(BuildError::spawn(std::io::Error::other("the supervisor stopped during start-up")))
+                Err(BuildError::spawn(std::io::Error::other(
+                    "the supervisor stopped during start-up",
+                )))
             }
         }
     }
@@ -166,7 +183,11 @@ fn lookup<F: 'static>() -> Result<&'static TaskEntry, Error> {
 }
 
 fn encode_error(task: &str, error: bincode::Error) -> Error {
-    Error::new(ErrorKind::Codec, format!("cannot encode the arguments: {error}")).task(task)
+    Error::new(
+        ErrorKind::Codec,
+        format!("cannot encode the arguments: {error}"),
+    )
+    .task(task)
 }
 
 /// A pool of worker processes.
@@ -201,7 +222,12 @@ impl Pool {
 
     /// A [`Builder`] with every default.
     pub fn builder() -> Builder {
-        Builder { processes: None, method: StartMethod::default(), initializer: None, max_tasks_per_child: None }
+        Builder {
+            processes: None,
+            method: StartMethod::default(),
+            initializer: None,
+            max_tasks_per_child: None,
+        }
     }
 
     /// The number of worker processes.
@@ -259,9 +285,18 @@ impl Pool {
         let entry = lookup::<F>()?;
         let id = self.shared.next_job_id();
         let mut frame = RunFrame::new(id, entry.name);
-        frame.push(|buf| bincode::serialize_into(buf, &args)).map_err(|e| encode_error(entry.name, e))?;
+        frame
+            .push(|buf| bincode::serialize_into(buf, &args))
+            .map_err(|e| encode_error(entry.name, e))?;
         let collector = Collector::new(1, false);
-        let job = Job { id, task: entry.name, frame: frame.finish(), sink: Arc::clone(&collector), start: 0, count: 1 };
+        let job = Job {
+            id,
+            task: entry.name,
+            frame: frame.finish(),
+            sink: Arc::clone(&collector),
+            start: 0,
+            count: 1,
+        };
         self.shared.submit([job])?;
         Ok(AsyncResult::new(collector, entry.name))
     }
@@ -302,7 +337,12 @@ impl Pool {
     /// # Errors
     ///
     /// As for `map`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
-    pub fn map_with<F, A, I>(&self, f: F, items: I, options: MapOptions) -> Result<Vec<F::Output>, Error>
+    pub fn map_with<F, A, I>(
+        &self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<Vec<F::Output>, Error>
     where
         F: Task<(A,)>,
         A: Serialize,
@@ -331,14 +371,21 @@ impl Pool {
     /// # Errors
     ///
     /// As for `map_async`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
-    pub fn map_async_with<F, A, I>(&self, f: F, items: I, options: MapOptions) -> Result<MapResult<F::Output>, Error>
+    pub fn map_async_with<F, A, I>(
+        &self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<MapResult<F::Output>, Error>
     where
         F: Task<(A,)>,
         A: Serialize,
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        self.submit_all::<F, (A,), A>(items, options, |item, buf| bincode::serialize_into(buf, &(item,)))
+        self.submit_all::<F, (A,), A>(items, options, |item, buf| {
+            bincode::serialize_into(buf, &(item,))
+        })
     }
 
     /// Runs `f` on every tuple of arguments in workers: `f(a, b)` for each `(a, b)`.
@@ -373,7 +420,12 @@ impl Pool {
     /// # Errors
     ///
     /// As for `starmap`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
-    pub fn starmap_with<F, Args, I>(&self, f: F, items: I, options: MapOptions) -> Result<Vec<F::Output>, Error>
+    pub fn starmap_with<F, Args, I>(
+        &self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<Vec<F::Output>, Error>
     where
         F: Task<Args>,
         Args: Serialize,
@@ -413,7 +465,9 @@ impl Pool {
         I: IntoIterator<Item = Args>,
     {
         let _ = f;
-        self.submit_all::<F, Args, Args>(items, options, |args, buf| bincode::serialize_into(buf, args))
+        self.submit_all::<F, Args, Args>(items, options, |args, buf| {
+            bincode::serialize_into(buf, args)
+        })
     }
 
     /// A lazy iterator of `f`'s results on every item, in input order.
@@ -455,7 +509,12 @@ impl Pool {
     /// # Errors
     ///
     /// As for `imap`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
-    pub fn imap_with<'a, F, A, I>(&self, f: F, items: I, options: MapOptions) -> Result<Imap<'a, F::Output>, Error>
+    pub fn imap_with<'a, F, A, I>(
+        &self,
+        f: F,
+        items: I,
+        options: MapOptions,
+    ) -> Result<Imap<'a, F::Output>, Error>
     where
         F: Task<(A,)>,
         A: Serialize + 'a,
@@ -463,7 +522,9 @@ impl Pool {
         I::IntoIter: 'a,
     {
         let _ = f;
-        self.stream::<F, (A,), _>(items.into_iter(), options, true, |item, buf| bincode::serialize_into(buf, &(item,)))
+        self.stream::<F, (A,), _>(items.into_iter(), options, true, |item, buf| {
+            bincode::serialize_into(buf, &(item,))
+        })
     }
 
     /// Like [`imap`](Pool::imap), but yields each result as soon as it arrives, in any order.
@@ -499,7 +560,9 @@ impl Pool {
         I::IntoIter: 'a,
     {
         let _ = f;
-        self.stream::<F, (A,), _>(items.into_iter(), options, false, |item, buf| bincode::serialize_into(buf, &(item,)))
+        self.stream::<F, (A,), _>(items.into_iter(), options, false, |item, buf| {
+            bincode::serialize_into(buf, &(item,))
+        })
     }
 
     fn submit_all<F, Args, T>(
@@ -531,10 +594,19 @@ impl Pool {
             let id = self.shared.next_job_id();
             let mut frame = RunFrame::new(id, entry.name);
             for item in chunk {
-                frame.push(|buf| encode(item, buf)).map_err(|e| encode_error(entry.name, e))?;
+                frame
+                    .push(|buf| encode(item, buf))
+                    .map_err(|e| encode_error(entry.name, e))?;
             }
             let sink = Arc::clone(&collector);
-            jobs.push(Job { id, task: entry.name, frame: frame.finish(), sink, start, count: chunk.len() });
+            jobs.push(Job {
+                id,
+                task: entry.name,
+                frame: frame.finish(),
+                sink,
+                start,
+                count: chunk.len(),
+            });
             start += chunk.len();
         }
         self.shared.submit(jobs)?;
@@ -558,7 +630,13 @@ impl Pool {
             return Err(error.clone());
         }
         let window = chunksize.saturating_mul(2 * self.processes.max(1));
-        let feed = Stream { shared: Arc::clone(&self.shared), entry, items, chunksize, encode };
+        let feed = Stream {
+            shared: Arc::clone(&self.shared),
+            entry,
+            items,
+            chunksize,
+            encode,
+        };
         Ok(Imap::new(Box::new(feed), ordered, window, entry.name))
     }
 
@@ -590,7 +668,11 @@ impl Pool {
                 "join called on a running pool: call close or terminate first",
             ));
         }
-        let handle = self.supervisor.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let handle = self
+            .supervisor
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .take();
         if let Some(handle) = handle {
             // The supervisor settles every job before it returns, even when it fails.
             let _ = handle.join();
@@ -604,7 +686,8 @@ impl Pool {
     pub fn terminate(&self) {
         for job in self.shared.set_phase(Phase::Terminating) {
             let error = Error::terminated(job.task);
-            job.sink.deliver(job.start, (0..job.count).map(|_| Err(error.clone())));
+            job.sink
+                .deliver(job.start, (0..job.count).map(|_| Err(error.clone())));
         }
         let _ = self.join();
     }
@@ -618,7 +701,10 @@ impl Drop for Pool {
 
 fn checked_chunksize(options: MapOptions) -> Result<Option<usize>, Error> {
     match options.chunksize {
-        Some(0) => Err(Error::new(ErrorKind::InvalidInput, "chunksize must be at least 1, got 0")),
+        Some(0) => Err(Error::new(
+            ErrorKind::InvalidInput,
+            "chunksize must be at least 1, got 0",
+        )),
         other => Ok(other),
     }
 }
@@ -673,7 +759,14 @@ where
         }
         let count = frame.len();
         if count > 0 {
-            let job = Job { id, task: name, frame: frame.finish(), sink: Arc::clone(collector), start, count };
+            let job = Job {
+                id,
+                task: name,
+                frame: frame.finish(),
+                sink: Arc::clone(collector),
+                start,
+                count,
+            };
             if let Err(error) = self.shared.submit([job]) {
                 collector.deliver(start, (0..count).map(|_| Err(error.clone())));
                 return Fed::Exhausted(count);
@@ -686,7 +779,11 @@ where
             }
             None => count,
         };
-        if exhausted { Fed::Exhausted(taken) } else { Fed::Took(taken) }
+        if exhausted {
+            Fed::Exhausted(taken)
+        } else {
+            Fed::Took(taken)
+        }
     }
 }
 
@@ -696,7 +793,15 @@ mod tests {
 
     #[test]
     fn auto_chunks_cover_the_input_and_shrink() {
-        for (len, workers) in [(0, 2), (1, 2), (100, 2), (3000, 2), (100_000, 2), (7, 100), (100, 1)] {
+        for (len, workers) in [
+            (0, 2),
+            (1, 2),
+            (100, 2),
+            (3000, 2),
+            (100_000, 2),
+            (7, 100),
+            (100, 1),
+        ] {
             let sizes: Vec<usize> = auto_chunks(len, workers).collect();
             assert_eq!(sizes.iter().sum::<usize>(), len, "{len} over {workers}");
             assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");

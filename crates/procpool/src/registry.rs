@@ -82,7 +82,8 @@ where
     Args: DeserializeOwned,
     Out: Serialize,
 {
-    let args: Args = bincode::deserialize(input).map_err(|e| TaskFailure::ArgsDecode(e.to_string()))?;
+    let args: Args =
+        bincode::deserialize(input).map_err(|e| TaskFailure::ArgsDecode(e.to_string()))?;
     let result = f.call(args);
     let start = output.len();
     bincode::serialize_into(&mut *output, &result).map_err(|e| {
@@ -94,7 +95,11 @@ where
 /// Runs a registered call, turning a panic into [`TaskFailure::Panic`].
 ///
 /// The worker's panic hook records the message and location of the last panic; see `worker`.
-pub(crate) fn run(entry: &TaskEntry, input: &[u8], output: &mut Vec<u8>) -> Result<(), TaskFailure> {
+pub(crate) fn run(
+    entry: &TaskEntry,
+    input: &[u8],
+    output: &mut Vec<u8>,
+) -> Result<(), TaskFailure> {
     let start = output.len();
     match catch_unwind(AssertUnwindSafe(|| (entry.call)(input, output))) {
         Ok(result) => result,
@@ -122,7 +127,11 @@ fn index() -> &'static Index {
         }
         let mut names: Vec<&str> = by_name.keys().copied().collect();
         names.sort_unstable();
-        Index { by_type, by_name, fingerprint: fingerprint(&names) }
+        Index {
+            by_type,
+            by_name,
+            fingerprint: fingerprint(&names),
+        }
     })
 }
 

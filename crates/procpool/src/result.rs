@@ -24,8 +24,9 @@ pub(crate) type Outcome = Result<Payload, Error>;
 
 fn decode<R: DeserializeOwned>(outcome: &Outcome, task: &str) -> Result<R, Error> {
     match outcome {
-        Ok(payload) => bincode::deserialize(&payload.frame[payload.range.clone()])
-            .map_err(|e| Error::new(ErrorKind::Codec, format!("cannot decode the result: {e}")).task(task)),
+        Ok(payload) => bincode::deserialize(&payload.frame[payload.range.clone()]).map_err(|e| {
+            Error::new(ErrorKind::Codec, format!("cannot decode the result: {e}")).task(task)
+        }),
         Err(error) => Err(error.clone()),
     }
 }
@@ -62,7 +63,10 @@ impl Collector {
             arrivals: track_arrivals.then(VecDeque::new),
             filled: 0,
         };
-        Arc::new(Collector { state: Mutex::new(slots), changed: Condvar::new() })
+        Arc::new(Collector {
+            state: Mutex::new(slots),
+            changed: Condvar::new(),
+        })
     }
 
     fn lock(&self) -> MutexGuard<'_, Slots> {
@@ -79,7 +83,10 @@ impl Collector {
             if state.slots.len() <= at {
                 state.slots.resize_with(at + 1, || Slot::Pending);
             }
-            debug_assert!(matches!(state.slots[at], Slot::Pending), "a result arrived twice");
+            debug_assert!(
+                matches!(state.slots[at], Slot::Pending),
+                "a result arrived twice"
+            );
             state.slots[at] = Slot::Ready(outcome);
             state.filled += 1;
             if let Some(arrivals) = &mut state.arrivals {
@@ -104,7 +111,10 @@ impl Collector {
                 None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
                 Some(deadline) => {
                     let left = deadline.checked_duration_since(Instant::now())?;
-                    self.changed.wait_timeout(state, left).unwrap_or_else(|e| e.into_inner()).0
+                    self.changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
                 }
             };
         }
@@ -116,7 +126,8 @@ impl Collector {
 
     /// Waits until `count` results have arrived; false if the deadline passed first.
     fn wait_filled(&self, count: usize, deadline: Option<Instant>) -> bool {
-        self.wait_until(deadline, |s| (s.filled >= count).then_some(())).is_some()
+        self.wait_until(deadline, |s| (s.filled >= count).then_some(()))
+            .is_some()
     }
 
     fn with_all<T>(&self, read: impl FnOnce(&mut dyn Iterator<Item = &Outcome>) -> T) -> T {
@@ -143,7 +154,11 @@ impl Collector {
     /// Takes the earliest-arrived outcome not yet taken, waiting for one.
     fn take_arrived(&self) -> (usize, Outcome) {
         self.wait_until(None, |s| {
-            let index = s.arrivals.as_mut().expect("arrivals are tracked").pop_front()?;
+            let index = s
+                .arrivals
+                .as_mut()
+                .expect("arrivals are tracked")
+                .pop_front()?;
             let at = index - s.base;
             Some((index, s.take_at(at)))
         })
@@ -177,13 +192,20 @@ pub struct AsyncResult<R> {
 
 impl<R> fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("AsyncResult").field("task", &self.task).field("ready", &(self.collector.filled() == 1)).finish()
+        f.debug_struct("AsyncResult")
+            .field("task", &self.task)
+            .field("ready", &(self.collector.filled() == 1))
+            .finish()
     }
 }
 
 impl<R: DeserializeOwned> AsyncResult<R> {
     pub(crate) fn new(collector: Arc<Collector>, task: &'static str) -> AsyncResult<R> {
-        AsyncResult { collector, task, result: PhantomData }
+        AsyncResult {
+            collector,
+            task,
+            result: PhantomData,
+        }
     }
 
     /// Waits for the task and returns its result. It can be called again: each call decodes
@@ -195,7 +217,8 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// result could not be decoded.
     pub fn get(&self) -> Result<R, Error> {
         self.wait();
-        self.collector.with_all(|outcomes| decode(outcomes.next().expect("one result"), self.task))
+        self.collector
+            .with_all(|outcomes| decode(outcomes.next().expect("one result"), self.task))
     }
 
     /// Like [`get`](AsyncResult::get), but gives up waiting after `timeout`.
@@ -218,7 +241,8 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// Waits until the result is there or `timeout` passes; returns whether it is there.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.collector.wait_filled(1, Instant::now().checked_add(timeout))
+        self.collector
+            .wait_filled(1, Instant::now().checked_add(timeout))
     }
 
     /// Whether the result is there.
@@ -228,7 +252,10 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// Whether the task succeeded: `None` while it runs.
     pub fn successful(&self) -> Option<bool> {
-        self.ready().then(|| self.collector.with_all(|outcomes| Iterator::all(&mut { outcomes }, |o: &Outcome| o.is_ok())))
+        self.ready().then(|| {
+            self.collector
+                .with_all(|outcomes| Iterator::all(&mut { outcomes }, |o: &Outcome| o.is_ok()))
+        })
     }
 }
 
@@ -245,13 +272,21 @@ pub struct MapResult<R> {
 
 impl<R> fmt::Debug for MapResult<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.debug_struct("MapResult").field("task", &self.task).field("len", &self.len).finish()
+        f.debug_struct("MapResult")
+            .field("task", &self.task)
+            .field("len", &self.len)
+            .finish()
     }
 }
 
 impl<R: DeserializeOwned> MapResult<R> {
     pub(crate) fn new(collector: Arc<Collector>, len: usize, task: &'static str) -> MapResult<R> {
-        MapResult { collector, len, task, result: PhantomData }
+        MapResult {
+            collector,
+            len,
+            task,
+            result: PhantomData,
+        }
     }
 
     /// Waits for every call and returns the results in input order.
@@ -261,7 +296,8 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// The failure of the first call, in input order, that failed.
     pub fn get(&self) -> Result<Vec<R>, Error> {
         self.wait();
-        self.collector.with_all(|outcomes| outcomes.map(|o| decode(o, self.task)).collect())
+        self.collector
+            .with_all(|outcomes| outcomes.map(|o| decode(o, self.task)).collect())
     }
 
     /// Like [`get`](MapResult::get), but gives up waiting after `timeout`.
@@ -283,7 +319,8 @@ impl<R: DeserializeOwned> MapResult<R> {
 
     /// Waits until every result is there or `timeout` passes; returns whether they are.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.collector.wait_filled(self.len, Instant::now().checked_add(timeout))
+        self.collector
+            .wait_filled(self.len, Instant::now().checked_add(timeout))
     }
 
     /// Whether every result is there.
@@ -293,7 +330,10 @@ impl<R: DeserializeOwned> MapResult<R> {
 
     /// Whether every call succeeded: `None` while some still run.
     pub fn successful(&self) -> Option<bool> {
-        self.ready().then(|| self.collector.with_all(|outcomes| Iterator::all(&mut { outcomes }, |o: &Outcome| o.is_ok())))
+        self.ready().then(|| {
+            self.collector
+                .with_all(|outcomes| Iterator::all(&mut { outcomes }, |o: &Outcome| o.is_ok()))
+        })
     }
 }
 
@@ -344,7 +384,12 @@ impl<R> fmt::Debug for Imap<'_, R> {
 }
 
 impl<'a, R: DeserializeOwned> Imap<'a, R> {
-    pub(crate) fn new(feed: Box<dyn Feed + 'a>, ordered: bool, window: usize, task: &'static str) -> Imap<'a, R> {
+    pub(crate) fn new(
+        feed: Box<dyn Feed + 'a>,
+        ordered: bool,
+        window: usize,
+        task: &'static str,
+    ) -> Imap<'a, R> {
         let mut imap = Imap {
             feed,
             collector: Collector::new(0, !ordered),

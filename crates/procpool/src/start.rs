@@ -43,7 +43,10 @@ fn spawn() -> io::Result<Started> {
     let child = command.spawn()?;
     drop(theirs);
     ours.set_nonblocking(true)?;
-    Ok(Started { child, socket: ours })
+    Ok(Started {
+        child,
+        socket: ours,
+    })
 }
 
 pub(crate) fn exit_of(status: ExitStatus) -> WorkerExit {

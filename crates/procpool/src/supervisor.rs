@@ -43,7 +43,8 @@ pub(crate) struct Job {
 
 impl Job {
     fn fail(self, error: &Error) {
-        self.sink.deliver(self.start, (0..self.count).map(|_| Err(error.clone())));
+        self.sink
+            .deliver(self.start, (0..self.count).map(|_| Err(error.clone())));
     }
 }
 
@@ -98,7 +99,7 @@ impl Shared {
     }
 
     pub(crate) fn wake(&self) {
-        if !self.wake_pending.swap(true, Ordering::AcqRel) {
+        if !self.wake_pending.swap(true, Ordering::SeqCst) {
             // A full socket means a wake-up is already pending.
             let _ = (&self.wake_tx).write(&[1]);
         }
@@ -137,7 +138,11 @@ pub(crate) fn launch(
     wake_tx.set_nonblocking(true)?;
     wake_rx.set_nonblocking(true)?;
     let shared = Arc::new(Shared {
-        state: Mutex::new(State { phase: Phase::Running, queue: VecDeque::new(), pids: vec![None; config.processes] }),
+        state: Mutex::new(State {
+            phase: Phase::Running,
+            queue: VecDeque::new(),
+            pids: vec![None; config.processes],
+        }),
         wake_tx,
         wake_pending: AtomicBool::new(false),
         next_job: AtomicU64::new(0),
@@ -152,7 +157,9 @@ pub(crate) fn launch(
         start_failures: 0,
         fingerprint: registry::registry_fingerprint(),
     };
-    let handle = std::thread::Builder::new().name("procpool-supervisor".into()).spawn(move || supervisor.run())?;
+    let handle = std::thread::Builder::new()
+        .name("procpool-supervisor".into())
+        .spawn(move || supervisor.run())?;
     Ok((shared, handle))
 }
 
@@ -281,14 +288,22 @@ impl Supervisor {
             if let Err(error) = sys::poll(&mut fds, None) {
                 // poll fails only on bad arguments or a lack of kernel memory; neither gets
                 // better by spinning, so stop as if terminated.
-                let error = Error::new(ErrorKind::PoolBroken, format!("the supervisor cannot poll: {error}"));
+                let error = Error::new(
+                    ErrorKind::PoolBroken,
+                    format!("the supervisor cannot poll: {error}"),
+                );
                 self.shared.set_phase(Phase::Broken(error));
                 break;
             }
             if fds[0].readable() {
-                self.shared.wake_pending.store(false, Ordering::Release);
+                // Drain first, then clear the flag, then (at the top of the loop) read the
+                // queue: a caller that queued work before the flag was cleared is seen by that
+                // read, and one that queues after it writes a fresh byte. Clearing first would
+                // let the drain swallow the byte of a wake whose flag is still set, and the
+                // next caller would then skip its write and wait forever.
                 let mut sink = [0; 64];
                 while matches!((&self.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+                self.shared.wake_pending.store(false, Ordering::SeqCst);
             }
             // Retiring workers are handled last and from the back, so that removing one does
             // not shift the positions of the others still to be handled.
@@ -388,7 +403,9 @@ impl Supervisor {
     }
 
     fn service_slot(&mut self, index: usize, fd: &PollFd) {
-        let Some(worker) = &mut self.slots[index] else { return };
+        let Some(worker) = &mut self.slots[index] else {
+            return;
+        };
         if fd.writable() && worker.flush().is_err() {
             // Reading below meets the end of stream.
         }
@@ -396,7 +413,10 @@ impl Supervisor {
             return;
         }
         let mut events = Vec::new();
-        let more = worker.reader.read_from(|buf| (&worker.socket).read(buf), |frame| events.push(Event::Frame(frame)));
+        let more = worker.reader.read_from(
+            |buf| (&worker.socket).read(buf),
+            |frame| events.push(Event::Frame(frame)),
+        );
         match more {
             Ok(true) => {}
             Ok(false) | Err(_) => events.push(Event::Gone),
@@ -439,14 +459,20 @@ impl Supervisor {
                 Ok(())
             }
             FromWorker::InitFailed(failure) => {
-                let name = self.config.initializer.as_ref().map_or("?", |(name, _)| name);
+                let name = self
+                    .config
+                    .initializer
+                    .as_ref()
+                    .map_or("?", |(name, _)| name);
                 let error = Error::from_failure(failure, name, worker.info);
                 if self.startup.is_some() {
                     self.fail_startup(BuildError::initializer(error));
                 } else {
                     let error = Error::new(
                         ErrorKind::PoolBroken,
-                        format!("the pool cannot start workers any more: the initializer failed: {error}"),
+                        format!(
+                            "the pool cannot start workers any more: the initializer failed: {error}"
+                        ),
                     );
                     self.shared.set_phase(Phase::Broken(error));
                 }
@@ -454,7 +480,9 @@ impl Supervisor {
             }
             FromWorker::Results { job, items } => {
                 let Some(front) = worker.in_flight.front() else {
-                    return Err(Some(format!("results for job {job}, which it does not hold")));
+                    return Err(Some(format!(
+                        "results for job {job}, which it does not hold"
+                    )));
                 };
                 if front.id != job || front.count != items.len() || worker.unsent == 0 {
                     return Err(Some(format!(
@@ -470,12 +498,18 @@ impl Supervisor {
                 let frame = Arc::new(frame);
                 let outcomes = items.into_iter().map(|item| -> Outcome {
                     match item {
-                        Ok(range) => Ok(Payload { frame: Arc::clone(&frame), range }),
+                        Ok(range) => Ok(Payload {
+                            frame: Arc::clone(&frame),
+                            range,
+                        }),
                         Err(failure) => Err(Error::from_failure(failure, done.task, info)),
                     }
                 });
                 done.sink.deliver(done.start, outcomes);
-                let spent = self.config.max_tasks_per_child.is_some_and(|max| worker.assigned >= max);
+                let spent = self
+                    .config
+                    .max_tasks_per_child
+                    .is_some_and(|max| worker.assigned >= max);
                 if spent && worker.in_flight.is_empty() {
                     self.retire(index);
                 }
@@ -502,7 +536,12 @@ impl Supervisor {
             return false;
         }
         // A retiring worker holds no jobs and has nothing left to say but its end of stream.
-        !matches!(worker.reader.read_from(|buf| (&worker.socket).read(buf), |_| ()), Ok(true))
+        !matches!(
+            worker
+                .reader
+                .read_from(|buf| (&worker.socket).read(buf), |_| ()),
+            Ok(true)
+        )
     }
 
     /// The worker in slot `index` is gone or misbehaved: reap it, settle what it held, and
@@ -516,9 +555,11 @@ impl Supervisor {
         if let Some(first) = held.pop_front() {
             if first.count == 1 {
                 let error = match &protocol_error {
-                    Some(message) => Error::new(ErrorKind::WorkerDied, format!("protocol error: {message}"))
-                        .task(first.task)
-                        .worker(info),
+                    Some(message) => {
+                        Error::new(ErrorKind::WorkerDied, format!("protocol error: {message}"))
+                            .task(first.task)
+                            .worker(info)
+                    }
                     None => Error::died(first.task, info, exit),
                 };
                 first.fail(&error);
@@ -549,7 +590,10 @@ impl Supervisor {
             if self.start_failures >= MAX_START_FAILURES {
                 let error = Error::new(
                     ErrorKind::PoolBroken,
-                    format!("the pool cannot start workers any more: {} in a row died before they were ready, the last: {info} {exit}", self.start_failures),
+                    format!(
+                        "the pool cannot start workers any more: {} in a row died before they were ready, the last: {info} {exit}",
+                        self.start_failures
+                    ),
                 );
                 self.shared.set_phase(Phase::Broken(error));
                 return;
@@ -565,15 +609,25 @@ impl Supervisor {
             return;
         }
         if let Err(error) = self.start(index) {
-            let error = Error::new(ErrorKind::PoolBroken, format!("cannot start a replacement worker: {error}"));
+            let error = Error::new(
+                ErrorKind::PoolBroken,
+                format!("cannot start a replacement worker: {error}"),
+            );
             self.shared.set_phase(Phase::Broken(error));
         }
     }
 
     fn start(&mut self, index: usize) -> io::Result<()> {
         let start::Started { child, socket } = start::start(self.config.method)?;
-        let info = WorkerInfo { index, pid: child.id() };
-        let initializer = self.config.initializer.as_ref().map(|(name, args)| (*name, args.as_slice()));
+        let info = WorkerInfo {
+            index,
+            pid: child.id(),
+        };
+        let initializer = self
+            .config
+            .initializer
+            .as_ref()
+            .map(|(name, args)| (*name, args.as_slice()));
         let mut worker = Worker {
             info,
             child,
@@ -606,7 +660,12 @@ impl Supervisor {
             let error = Error::terminated(job.task);
             job.fail(&error);
         }
-        let workers: Vec<Worker> = self.slots.iter_mut().filter_map(Option::take).chain(self.retiring.drain(..)).collect();
+        let workers: Vec<Worker> = self
+            .slots
+            .iter_mut()
+            .filter_map(Option::take)
+            .chain(self.retiring.drain(..))
+            .collect();
         for mut worker in workers {
             let _ = worker.child.kill();
             let (_, jobs) = worker.in_flight_and_reap();
@@ -664,7 +723,14 @@ fn split(job: &Job, shared: &Shared) -> Vec<Job> {
                     Ok(())
                 })
                 .expect("copying bytes cannot fail");
-            Job { id, task: job.task, frame: frame.finish(), sink: Arc::clone(&job.sink), start: job.start + i, count: 1 }
+            Job {
+                id,
+                task: job.task,
+                frame: frame.finish(),
+                sink: Arc::clone(&job.sink),
+                start: job.start + i,
+                count: 1,
+            }
         })
         .collect()
 }

@@ -38,12 +38,18 @@ pub(crate) enum WireError {
 impl fmt::Display for WireError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            WireError::TooLarge { len } => write!(f, "frame of {len} bytes exceeds the limit of {MAX_FRAME}"),
+            WireError::TooLarge { len } => {
+                write!(f, "frame of {len} bytes exceeds the limit of {MAX_FRAME}")
+            }
             WireError::Truncated => f.write_str("frame ends in the middle of a field"),
             WireError::UnknownTag(tag) => write!(f, "unknown frame tag {tag}"),
             WireError::BadUtf8 => f.write_str("name is not valid UTF-8"),
-            WireError::Trailing(n) => write!(f, "{n} unexpected bytes after the frame's last field"),
-            WireError::Handshake { expected, found } => write!(f, "expected {expected}, found {found}"),
+            WireError::Trailing(n) => {
+                write!(f, "{n} unexpected bytes after the frame's last field")
+            }
+            WireError::Handshake { expected, found } => {
+                write!(f, "expected {expected}, found {found}")
+            }
         }
     }
 }
@@ -98,7 +104,10 @@ impl FrameWriter {
     }
 
     /// Appends a length-prefixed field written by `write`; `write` may fail and leave nothing.
-    pub(crate) fn field<E>(&mut self, write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<&mut Self, E> {
+    pub(crate) fn field<E>(
+        &mut self,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<&mut Self, E> {
         let at = self.buf.len();
         self.buf.extend_from_slice(&[0; 4]);
         if let Err(error) = write(&mut self.buf) {
@@ -160,10 +169,17 @@ impl RunFrame {
         frame.u64(job).str(name);
         let count_at = frame.position();
         frame.u32(0);
-        RunFrame { frame, count_at, count: 0 }
+        RunFrame {
+            frame,
+            count_at,
+            count: 0,
+        }
     }
 
-    pub(crate) fn push<E>(&mut self, encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>) -> Result<(), E> {
+    pub(crate) fn push<E>(
+        &mut self,
+        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
         self.frame.field(encode)?;
         self.count += 1;
         Ok(())
@@ -240,7 +256,11 @@ struct Cursor<'a> {
 
 impl<'a> Cursor<'a> {
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
-        let end = self.pos.checked_add(n).filter(|&end| end <= self.buf.len()).ok_or(WireError::Truncated)?;
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.buf.len())
+            .ok_or(WireError::Truncated)?;
         let bytes = &self.buf[self.pos..end];
         self.pos = end;
         Ok(bytes)
@@ -314,7 +334,10 @@ impl<'a> Cursor<'a> {
     fn handshake(&mut self) -> Result<(), WireError> {
         let magic = self.u32()?;
         if magic != MAGIC {
-            return Err(WireError::Handshake { expected: format!("magic {MAGIC:#x}"), found: format!("{magic:#x}") });
+            return Err(WireError::Handshake {
+                expected: format!("magic {MAGIC:#x}"),
+                found: format!("{magic:#x}"),
+            });
         }
         let version = self.u16()?;
         if version != VERSION {
@@ -337,8 +360,15 @@ impl<'a> Cursor<'a> {
 /// A frame a worker receives.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum ToWorker<'a> {
-    Setup { index: u32, initializer: Option<(&'a str, &'a [u8])> },
-    Run { job: u64, name: &'a str, items: Vec<&'a [u8]> },
+    Setup {
+        index: u32,
+        initializer: Option<(&'a str, &'a [u8])>,
+    },
+    Run {
+        job: u64,
+        name: &'a str,
+        items: Vec<&'a [u8]>,
+    },
     Shutdown,
 }
 
@@ -377,9 +407,15 @@ impl<'a> ToWorker<'a> {
 /// can be handed on whole without a copy per result.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum FromWorker {
-    Ready { pid: u32, fingerprint: u64 },
+    Ready {
+        pid: u32,
+        fingerprint: u64,
+    },
     InitFailed(TaskFailure),
-    Results { job: u64, items: Vec<Result<Range<usize>, TaskFailure>> },
+    Results {
+        job: u64,
+        items: Vec<Result<Range<usize>, TaskFailure>>,
+    },
 }
 
 impl FromWorker {
@@ -388,7 +424,10 @@ impl FromWorker {
         let message = match cursor.u8()? {
             TAG_READY => {
                 cursor.handshake()?;
-                FromWorker::Ready { pid: cursor.u32()?, fingerprint: cursor.u64()? }
+                FromWorker::Ready {
+                    pid: cursor.u32()?,
+                    fingerprint: cursor.u64()?,
+                }
             }
             TAG_INIT_FAILED => FromWorker::InitFailed(cursor.failure()?),
             TAG_RESULTS => {
@@ -496,7 +535,8 @@ impl FrameReader {
     fn split(&mut self, on_frame: &mut impl FnMut(Vec<u8>)) -> io::Result<()> {
         while self.end - self.start >= 4 {
             let at = self.start;
-            let len = u32::from_le_bytes(self.buf[at..at + 4].try_into().expect("4 bytes")) as usize;
+            let len =
+                u32::from_le_bytes(self.buf[at..at + 4].try_into().expect("4 bytes")) as usize;
             if len > MAX_FRAME {
                 return Err(WireError::TooLarge { len }.into());
             }
@@ -540,16 +580,25 @@ mod tests {
             Ok(())
         })
         .unwrap();
-        assert!(run.push(|buf| {
-            buf.push(1);
-            Err(())
-        })
-        .is_err());
+        assert!(
+            run.push(|buf| {
+                buf.push(1);
+                Err(())
+            })
+            .is_err()
+        );
         run.push(|_| -> Result<(), ()> { Ok(()) }).unwrap();
         assert_eq!(run.len(), 2);
         let frame = run.finish();
         let decoded = ToWorker::decode(body(&frame)).unwrap();
-        assert_eq!(decoded, ToWorker::Run { job: 7, name: "demo::add", items: vec![b"ab".as_slice(), b""] });
+        assert_eq!(
+            decoded,
+            ToWorker::Run {
+                job: 7,
+                name: "demo::add",
+                items: vec![b"ab".as_slice(), b""]
+            }
+        );
     }
 
     #[test]
@@ -559,7 +608,10 @@ mod tests {
             buf.extend_from_slice(b"xyz");
             Ok(())
         });
-        let failure = TaskFailure::Panic { message: "boom".into(), location: Some("a.rs:1:1".into()) };
+        let failure = TaskFailure::Panic {
+            message: "boom".into(),
+            location: Some("a.rs:1:1".into()),
+        };
         results.push(|buf| {
             buf.push(9);
             Err(failure.clone())
@@ -578,7 +630,13 @@ mod tests {
     #[test]
     fn handshake_checks_magic_and_version() {
         let frame = ready_frame(42, 9);
-        assert_eq!(FromWorker::decode(body(&frame)).unwrap(), FromWorker::Ready { pid: 42, fingerprint: 9 });
+        assert_eq!(
+            FromWorker::decode(body(&frame)).unwrap(),
+            FromWorker::Ready {
+                pid: 42,
+                fingerprint: 9
+            }
+        );
         let mut bad = frame.clone();
         bad[9] = 2; // the version's low byte
         let err = FromWorker::decode(body(&bad)).unwrap_err();
@@ -586,7 +644,10 @@ mod tests {
         let setup = setup_frame(1, Some(("init", b"args")));
         assert_eq!(
             ToWorker::decode(body(&setup)).unwrap(),
-            ToWorker::Setup { index: 1, initializer: Some(("init", b"args".as_slice())) }
+            ToWorker::Setup {
+                index: 1,
+                initializer: Some(("init", b"args".as_slice()))
+            }
         );
     }
 
@@ -602,16 +663,17 @@ mod tests {
         let mut reader = FrameReader::default();
         let mut frames = Vec::new();
         for piece in stream.chunks(1000) {
-            let mut fed = false;
+            let mut left = piece;
             let more = reader
                 .read_from(
                     |out| {
-                        if fed {
+                        if left.is_empty() {
                             return Err(io::ErrorKind::WouldBlock.into());
                         }
-                        fed = true;
-                        out[..piece.len()].copy_from_slice(piece);
-                        Ok(piece.len())
+                        let n = left.len().min(out.len());
+                        out[..n].copy_from_slice(&left[..n]);
+                        left = &left[n..];
+                        Ok(n)
                     },
                     |frame| frames.push(frame),
                 )
@@ -626,10 +688,15 @@ mod tests {
     fn oversized_frames_are_refused_before_allocating() {
         let header = (MAX_FRAME as u32 + 1).to_le_bytes();
         let mut reader = FrameReader::default();
-        let err = reader.read_from(|out| {
-            out[..4].copy_from_slice(&header);
-            Ok(4)
-        }, |_| ()).unwrap_err();
+        let err = reader
+            .read_from(
+                |out| {
+                    out[..4].copy_from_slice(&header);
+                    Ok(4)
+                },
+                |_| (),
+            )
+            .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         let mut body = Vec::new();
         assert!(read_frame(&mut &header[..], &mut body).is_err());

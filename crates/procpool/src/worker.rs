@@ -69,7 +69,9 @@ fn serve() -> io::Result<()> {
     let mut reader = BufReader::with_capacity(64 * 1024, &socket);
     let mut writer = &socket;
     std::panic::set_hook(Box::new(|info| {
-        let location = info.location().map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
     }));
 
@@ -78,10 +80,16 @@ fn serve() -> io::Result<()> {
         return Ok(());
     }
     let ToWorker::Setup { index, initializer } = ToWorker::decode(&body)? else {
-        return Err(io::Error::new(io::ErrorKind::InvalidData, "expected a SETUP frame first"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "expected a SETUP frame first",
+        ));
     };
     let pid = std::process::id();
-    let _ = CURRENT.set(WorkerInfo { index: index as usize, pid });
+    let _ = CURRENT.set(WorkerInfo {
+        index: index as usize,
+        pid,
+    });
     if let Some((name, args)) = initializer {
         let outcome = match registry::by_name(name) {
             Some(entry) => registry::run(entry, args, &mut Vec::new()),
@@ -114,7 +122,10 @@ fn serve() -> io::Result<()> {
             }
             ToWorker::Shutdown => return Ok(()),
             ToWorker::Setup { .. } => {
-                return Err(io::Error::new(io::ErrorKind::InvalidData, "unexpected SETUP frame"));
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    "unexpected SETUP frame",
+                ));
             }
         }
     }

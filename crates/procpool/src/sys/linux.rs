@@ -19,7 +19,11 @@ pub(crate) struct PollFd(libc::pollfd);
 impl PollFd {
     pub(crate) fn new(fd: RawFd, write: bool) -> PollFd {
         let events = libc::POLLIN | if write { libc::POLLOUT } else { 0 };
-        PollFd(libc::pollfd { fd, events, revents: 0 })
+        PollFd(libc::pollfd {
+            fd,
+            events,
+            revents: 0,
+        })
     }
 
     pub(crate) fn readable(&self) -> bool {
@@ -40,7 +44,13 @@ pub(crate) fn poll(fds: &mut [PollFd], timeout: Option<Duration>) -> io::Result<
     };
     // SAFETY: `PollFd` is a `repr(transparent)` wrapper of `libc::pollfd`, and the
     // pointer and length describe the caller's live, exclusively borrowed slice.
-    let n = unsafe { libc::poll(fds.as_mut_ptr().cast::<libc::pollfd>(), fds.len() as libc::nfds_t, timeout) };
+    let n = unsafe {
+        libc::poll(
+            fds.as_mut_ptr().cast::<libc::pollfd>(),
+            fds.len() as libc::nfds_t,
+            timeout,
+        )
+    };
     if n < 0 {
         let error = io::Error::last_os_error();
         if error.kind() == io::ErrorKind::Interrupted {
@@ -58,7 +68,7 @@ pub(crate) fn hand_over_socket(command: &mut Command, socket: &UnixStream) {
     // SAFETY: `getpid` has no preconditions.
     let parent = unsafe { libc::getpid() };
     // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (dup2, fcntl, prctl, getppid), touching no memory the parent's threads own.
+    // functions (dup2, fcntl, close_range, prctl, getppid), touching no memory the parent's threads own.
     unsafe {
         command.pre_exec(move || {
             if fd == WORKER_FD {
@@ -69,6 +79,10 @@ pub(crate) fn hand_over_socket(command: &mut Command, socket: &UnixStream) {
             } else if libc::dup2(fd, WORKER_FD) < 0 {
                 return Err(io::Error::last_os_error());
             }
+            // Hand over nothing else: descriptors the parent inherited without close-on-exec
+            // (from a test runner or a shell) would otherwise live on in every worker. An old
+            // kernel without close_range leaves them, which is harmless.
+            libc::syscall(libc::SYS_close_range, WORKER_FD + 1, libc::c_uint::MAX, 0);
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                 return Err(io::Error::last_os_error());
             }
@@ -91,7 +105,10 @@ pub(crate) fn inherited_socket() -> io::Result<UnixStream> {
         return Err(io::Error::last_os_error());
     }
     if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
-        return Err(io::Error::new(io::ErrorKind::InvalidInput, "descriptor 3 is not a socket"));
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "descriptor 3 is not a socket",
+        ));
     }
     // SAFETY: fcntl on a descriptor just checked to be open.
     if unsafe { libc::fcntl(WORKER_FD, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {

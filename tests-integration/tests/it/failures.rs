@@ -1,0 +1,322 @@
+//! Tasks that panic, crash or kill their worker: the caller gets a typed error, the pool
+//! carries on, and no child is left.
+
+use std::collections::HashSet;
+
+use procpool::{ErrorKind, MapOptions, Pool, WorkerExit};
+use serde::{Serialize, Serializer};
+use tests_integration::{Rendezvous, assert_no_children, meet, serial};
+
+#[procpool::task]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[procpool::task]
+fn pid() -> u32 {
+    std::process::id()
+}
+
+#[procpool::task]
+fn panics(x: u64) -> u64 {
+    if x == 7 {
+        panic!("seven is right out");
+    }
+    x
+}
+
+/// How a task ends its worker.
+#[derive(Clone, Copy, Debug, serde::Serialize, serde::Deserialize)]
+enum Crash {
+    Abort,
+    Segfault,
+    Exit0,
+    Exit3,
+}
+
+#[procpool::task]
+fn crash(how: Crash) -> u64 {
+    match how {
+        Crash::Abort => std::process::abort(),
+        // SAFETY: none; this write is meant to fault.
+        Crash::Segfault => unsafe {
+            std::ptr::null_mut::<u64>().write_volatile(1);
+            unreachable!()
+        },
+        Crash::Exit0 => std::process::exit(0),
+        Crash::Exit3 => std::process::exit(3),
+    }
+}
+
+#[procpool::task]
+fn crash_one(x: u64) -> u64 {
+    if x == 500 {
+        std::process::abort();
+    }
+    x
+}
+
+#[procpool::task]
+fn hold(path: String) -> u64 {
+    u64::from(meet(&path).unwrap_or(0))
+}
+
+/// A result whose encoding always fails.
+#[derive(Debug)]
+struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Unencodable {
+    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(Unencodable)
+    }
+}
+
+#[procpool::task]
+fn unencodable() -> Unencodable {
+    Unencodable
+}
+
+#[procpool::task]
+fn failing_init(fail: bool) {
+    if fail {
+        panic!("the initializer refuses");
+    }
+}
+
+static INITIALIZED: std::sync::OnceLock<u32> = std::sync::OnceLock::new();
+
+#[procpool::task]
+fn init_marker(tag: u32) {
+    INITIALIZED
+        .set(tag)
+        .expect("the initializer runs once per worker");
+}
+
+#[procpool::task]
+fn read_marker() -> Option<u32> {
+    INITIALIZED.get().copied()
+}
+
+fn pool(processes: usize) -> Pool {
+    Pool::builder()
+        .processes(processes)
+        .build()
+        .expect("the pool starts")
+}
+
+fn finish(pool: Pool) {
+    pool.close();
+    pool.join().expect("join after close");
+    assert_no_children();
+}
+
+#[test]
+fn a_panic_is_an_error_and_the_worker_carries_on() {
+    let _serial = serial();
+    let pool = pool(1);
+    let before = pool.apply(pid, ()).unwrap();
+    let error = pool.apply(panics, (7,)).unwrap_err();
+    assert!(error.is_panic(), "{error:?}");
+    assert_eq!(error.panic_message(), Some("seven is right out"));
+    let location = error.panic_location().expect("a location");
+    assert!(location.contains("failures.rs"), "{location}");
+    assert_eq!(error.worker_info().map(|w| w.pid), Some(before));
+    assert!(error.to_string().contains("panicked at"), "{error}");
+    assert!(error.to_string().contains("failures::panics"), "{error}");
+    assert_eq!(
+        pool.apply(pid, ()).unwrap(),
+        before,
+        "the same worker serves on"
+    );
+    assert_eq!(pool.apply(panics, (6,)).unwrap(), 6);
+    finish(pool);
+}
+
+#[test]
+fn panics_in_a_map_fail_that_call_alone() {
+    let _serial = serial();
+    let pool = pool(2);
+    let error = pool.map(panics, 1..=20).unwrap_err();
+    assert!(error.is_panic());
+    let results: Vec<_> = pool.imap(panics, 1..=20).unwrap().collect();
+    for (x, result) in (1..=20).zip(&results) {
+        match result {
+            Ok(value) => assert_eq!(*value, x),
+            Err(error) => assert!(x == 7 && error.is_panic(), "{x}: {error}"),
+        }
+    }
+    assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
+    finish(pool);
+}
+
+#[test]
+fn a_dying_worker_fails_its_task_and_is_replaced() {
+    let _serial = serial();
+    let pool = pool(1);
+    let cases = [
+        (Crash::Abort, WorkerExit::Signal(libc::SIGABRT)),
+        (Crash::Segfault, WorkerExit::Signal(libc::SIGSEGV)),
+        (Crash::Exit0, WorkerExit::Code(0)),
+        (Crash::Exit3, WorkerExit::Code(3)),
+    ];
+    for (how, exit) in cases {
+        let before = pool.apply(pid, ()).unwrap();
+        let error = pool.apply(crash, (how,)).unwrap_err();
+        assert!(error.is_worker_died(), "{how:?}: {error:?}");
+        assert_eq!(error.worker_exit(), Some(exit), "{how:?}");
+        let worker = error.worker_info().expect("the worker is named");
+        assert_eq!((worker.index, worker.pid), (0, before));
+        let message = error.to_string();
+        assert!(
+            message.contains(&format!("pid {before}")) && message.contains("failures::crash"),
+            "{message}"
+        );
+        let after = pool.apply(pid, ()).unwrap();
+        assert_ne!(after, before, "{how:?}: a replacement serves");
+    }
+    finish(pool);
+}
+
+#[test]
+fn a_worker_killed_from_outside() {
+    let _serial = serial();
+    let pool = pool(2);
+    let rendezvous = Rendezvous::new();
+    let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let arrival = rendezvous.arrive();
+    // SAFETY: kill has no memory effects; the pid is a worker the pool has not reaped, since
+    // its task is still running.
+    assert_eq!(unsafe { libc::kill(arrival.pid as i32, libc::SIGKILL) }, 0);
+    let error = held.get().unwrap_err();
+    assert!(error.is_worker_died(), "{error:?}");
+    assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(libc::SIGKILL)));
+    assert_eq!(error.worker_info().unwrap().pid, arrival.pid);
+    drop(arrival);
+    assert_eq!(pool.map(square, 1..=10).unwrap()[9], 100);
+    assert!(
+        !pool
+            .worker_pids()
+            .contains(&error.worker_info().unwrap().pid)
+    );
+    finish(pool);
+}
+
+#[test]
+fn one_crash_in_a_map_of_a_thousand() {
+    let _serial = serial();
+    let pool = pool(2);
+    for options in [
+        MapOptions::new(),
+        MapOptions::new().chunksize(1),
+        MapOptions::new().chunksize(50),
+    ] {
+        let mut ok = 0;
+        let mut died = Vec::new();
+        for (x, outcome) in
+            (0..1000u64).zip(pool.imap_with(crash_one, 0..1000u64, options).unwrap())
+        {
+            match outcome {
+                Ok(value) => {
+                    assert_eq!(value, x);
+                    ok += 1;
+                }
+                Err(error) => {
+                    assert!(error.is_worker_died(), "{x}: {error}");
+                    assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(libc::SIGABRT)));
+                    died.push(x);
+                }
+            }
+        }
+        assert_eq!((ok, died), (999, vec![500]), "{options:?}");
+        let error = pool.map_with(crash_one, 0..1000u64, options).unwrap_err();
+        assert!(error.is_worker_died(), "{options:?}: {error}");
+    }
+    finish(pool);
+}
+
+#[test]
+fn a_result_that_cannot_be_encoded_fails_alone() {
+    let _serial = serial();
+    let pool = pool(1);
+    let before = pool.apply(pid, ()).unwrap();
+    let error = pool.apply(unencodable, ()).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Codec);
+    assert!(
+        error.to_string().contains("refuses to be encoded"),
+        "{error}"
+    );
+    assert_eq!(pool.apply(pid, ()).unwrap(), before);
+    finish(pool);
+}
+
+#[test]
+fn max_tasks_per_child_one_over_fifty_tasks() {
+    let _serial = serial();
+    let pool = Pool::builder()
+        .processes(2)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let pending: Vec<_> = (0..50)
+        .map(|_| pool.apply_async(pid, ()).unwrap())
+        .collect();
+    let pids: Vec<u32> = pending.iter().map(|p| p.get().unwrap()).collect();
+    let distinct: HashSet<u32> = pids.iter().copied().collect();
+    assert_eq!(distinct.len(), 50, "each task ran in a fresh worker");
+    let squares = pool
+        .map_with(square, 1..=20, MapOptions::new().chunksize(1))
+        .unwrap();
+    assert_eq!(squares[19], 400);
+    finish(pool);
+}
+
+#[test]
+fn the_initializer_runs_in_every_worker_replacements_included() {
+    let _serial = serial();
+    let pool = Pool::builder()
+        .processes(2)
+        .initializer(init_marker, (7,))
+        .max_tasks_per_child(2)
+        .build()
+        .unwrap();
+    let seen = pool
+        .starmap_with(read_marker, vec![(); 20], MapOptions::new().chunksize(1))
+        .unwrap();
+    assert!(seen.iter().all(|&m| m == Some(7)), "{seen:?}");
+    finish(pool);
+}
+
+#[test]
+fn a_failing_initializer_fails_build() {
+    let _serial = serial();
+    let error = Pool::builder()
+        .processes(2)
+        .initializer(failing_init, (true,))
+        .build()
+        .unwrap_err();
+    let cause = error
+        .initializer_error()
+        .expect("the initializer is blamed");
+    assert!(cause.is_panic());
+    assert_eq!(cause.panic_message(), Some("the initializer refuses"));
+    assert!(
+        error.to_string().contains("the initializer refuses"),
+        "{error}"
+    );
+    assert_no_children();
+    let pool = Pool::builder()
+        .processes(1)
+        .initializer(failing_init, (false,))
+        .build()
+        .unwrap();
+    assert_eq!(pool.apply(square, (2,)).unwrap(), 4);
+    finish(pool);
+}

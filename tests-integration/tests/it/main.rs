@@ -1,0 +1,6 @@
+//! Tests that start real worker processes, grouped by concern. Every test ends by checking
+//! that no child process is left.
+
+mod basic;
+mod failures;
+mod shutdown;

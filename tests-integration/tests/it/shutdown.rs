@@ -1,0 +1,125 @@
+//! close, join, terminate and drop: nothing hangs, nothing is left behind.
+
+use procpool::{ErrorKind, Pool};
+use tests_integration::{Rendezvous, assert_no_children, meet, serial};
+
+#[procpool::task]
+fn square(x: u64) -> u64 {
+    x * x
+}
+
+#[procpool::task]
+fn hold(path: String) -> u64 {
+    u64::from(meet(&path).unwrap_or(0))
+}
+
+#[test]
+fn close_lets_queued_work_finish_then_join_reaps() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(2).build().unwrap();
+    let pending: Vec<_> = (0..200)
+        .map(|x| pool.apply_async(square, (x,)).unwrap())
+        .collect();
+    let mapped = pool.map_async(square, 0..1000).unwrap();
+    pool.close();
+    let error = pool.apply(square, (1,)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Closed);
+    assert_eq!(
+        error.to_string(),
+        "the pool is closed: it accepts no new tasks"
+    );
+    pool.join().unwrap();
+    assert_no_children();
+    for (x, p) in (0..200u64).zip(&pending) {
+        assert_eq!(p.get().unwrap(), x * x);
+    }
+    assert_eq!(mapped.get().unwrap()[999], 999 * 999);
+    assert!(pool.worker_pids().is_empty());
+    pool.join().expect("a second join returns at once");
+}
+
+#[test]
+fn join_on_a_running_pool_is_an_error() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(1).build().unwrap();
+    let error = pool.join().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::StillRunning);
+    assert_eq!(pool.apply(square, (3,)).unwrap(), 9);
+    pool.close();
+    pool.join().unwrap();
+    assert_no_children();
+}
+
+#[test]
+fn terminate_ends_every_unfinished_result() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(2).build().unwrap();
+    let rendezvous = Rendezvous::new();
+    let running: Vec<_> = (0..2)
+        .map(|_| pool.apply_async(hold, (rendezvous.path(),)).unwrap())
+        .collect();
+    let arrivals = [rendezvous.arrive(), rendezvous.arrive()];
+    let queued: Vec<_> = (0..100)
+        .map(|x| pool.apply_async(square, (x,)).unwrap())
+        .collect();
+    let mapped = pool.map_async(square, 0..10_000).unwrap();
+    pool.terminate();
+    assert_no_children();
+    for result in &running {
+        assert_eq!(result.get().unwrap_err().kind(), ErrorKind::Terminated);
+    }
+    for result in &queued {
+        assert_eq!(result.get().unwrap_err().kind(), ErrorKind::Terminated);
+    }
+    assert_eq!(mapped.get().unwrap_err().kind(), ErrorKind::Terminated);
+    assert_eq!(
+        pool.apply(square, (1,)).unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    pool.join().expect("join after terminate");
+    drop(arrivals);
+}
+
+#[test]
+fn drop_terminates_and_reaps() {
+    let _serial = serial();
+    let rendezvous = Rendezvous::new();
+    let pool = Pool::builder().processes(2).build().unwrap();
+    let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let arrival = rendezvous.arrive();
+    let mut stream = pool.imap(square, 0..).unwrap();
+    assert_eq!(stream.next().unwrap().unwrap(), 0);
+    drop(pool);
+    assert_no_children();
+    assert_eq!(held.get().unwrap_err().kind(), ErrorKind::Terminated);
+    // An imap that outlives its pool ends instead of hanging.
+    let rest: Vec<_> = stream.by_ref().take(100).collect();
+    assert!(rest.len() < 100, "the stream ends");
+    // Calls that finished before the drop keep their results; the others were terminated,
+    // and the first call the stream could not submit any more ends it.
+    for result in &rest {
+        if let Err(error) = result {
+            assert!(
+                matches!(error.kind(), ErrorKind::Terminated | ErrorKind::Closed),
+                "{error}"
+            );
+        }
+    }
+    assert_eq!(
+        rest.last().unwrap().as_ref().unwrap_err().kind(),
+        ErrorKind::Closed
+    );
+    drop(arrival);
+}
+
+#[test]
+fn workers_exit_when_their_socket_closes_after_close() {
+    let _serial = serial();
+    for _ in 0..20 {
+        let pool = Pool::builder().processes(2).build().unwrap();
+        assert_eq!(pool.apply(square, (2,)).unwrap(), 4);
+        pool.close();
+        pool.join().unwrap();
+        assert_no_children();
+    }
+}
