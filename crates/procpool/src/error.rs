@@ -89,6 +89,9 @@ pub enum ErrorKind {
     StillRunning,
     /// A call's argument was out of range, such as a chunk size of zero.
     InvalidInput,
+    /// The task ran past its timeout ([`Builder::task_timeout`](crate::Builder::task_timeout)
+    /// or a per-call timeout), so its worker was killed and replaced; see [`Error::timeout`].
+    TimedOut,
 }
 
 /// The error of a task or of a call on a [`Pool`](crate::Pool).
@@ -108,6 +111,7 @@ struct Inner {
     exit: Option<WorkerExit>,
     message: String,
     location: Option<String>,
+    timeout: Option<Duration>,
 }
 
 impl Error {
@@ -120,6 +124,7 @@ impl Error {
                 exit: None,
                 message: message.into(),
                 location: None,
+                timeout: None,
             }),
         }
     }
@@ -132,6 +137,7 @@ impl Error {
             exit: shared.exit,
             message: shared.message.clone(),
             location: shared.location.clone(),
+            timeout: shared.timeout,
         });
         edit(&mut inner);
         Error {
@@ -152,6 +158,29 @@ impl Error {
             .task(task)
             .worker(worker)
             .with(|inner| inner.exit = Some(exit))
+    }
+
+    /// A worker sent something the protocol does not allow, and was killed for it.
+    pub(crate) fn protocol(
+        task: &str,
+        worker: WorkerInfo,
+        exit: WorkerExit,
+        detail: &str,
+    ) -> Error {
+        Error::new(
+            ErrorKind::WorkerDied,
+            format!("broke the protocol ({detail})"),
+        )
+        .task(task)
+        .worker(worker)
+        .with(|inner| inner.exit = Some(exit))
+    }
+
+    pub(crate) fn timed_out(task: &str, worker: WorkerInfo, timeout: Duration) -> Error {
+        Error::new(ErrorKind::TimedOut, "")
+            .task(task)
+            .worker(worker)
+            .with(|inner| inner.timeout = Some(timeout))
     }
 
     pub(crate) fn closed() -> Error {
@@ -230,6 +259,16 @@ impl Error {
     pub fn worker_exit(&self) -> Option<WorkerExit> {
         self.inner.exit
     }
+
+    /// Whether the task ran past its timeout and its worker was killed.
+    pub fn is_timed_out(&self) -> bool {
+        self.inner.kind == ErrorKind::TimedOut
+    }
+
+    /// The timeout the task ran past, if it timed out.
+    pub fn timeout(&self) -> Option<Duration> {
+        self.inner.timeout
+    }
 }
 
 impl fmt::Debug for Error {
@@ -241,6 +280,7 @@ impl fmt::Debug for Error {
             .field("exit", &self.inner.exit)
             .field("message", &self.inner.message)
             .field("location", &self.inner.location)
+            .field("timeout", &self.inner.timeout)
             .finish()
     }
 }
@@ -255,11 +295,28 @@ impl fmt::Display for Error {
                     .worker
                     .map(|w| w.to_string())
                     .unwrap_or_else(|| "a worker".into());
+                if !inner.message.is_empty() {
+                    write!(f, "{worker} {} while running task `{task}`", inner.message)?;
+                    if let Some(exit) = inner.exit {
+                        write!(f, " and {exit}")?;
+                    }
+                    return Ok(());
+                }
                 let exit = inner
                     .exit
                     .map(|e| e.to_string())
                     .unwrap_or_else(|| "died".into());
                 write!(f, "{worker} {exit} while running task `{task}`")
+            }
+            ErrorKind::TimedOut => {
+                write!(f, "task `{task}` timed out")?;
+                if let Some(timeout) = inner.timeout {
+                    write!(f, " after {timeout:?}")?;
+                }
+                match inner.worker {
+                    Some(worker) => write!(f, ": {worker} was killed"),
+                    None => Ok(()),
+                }
             }
             ErrorKind::Panicked => {
                 write!(f, "task `{task}` panicked")?;
@@ -409,6 +466,29 @@ mod tests {
         );
         assert!(error.is_worker_died());
         assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(9)));
+    }
+
+    #[test]
+    fn timeouts_and_protocol_errors_name_task_and_worker() {
+        let worker = WorkerInfo { index: 1, pid: 42 };
+        let error = Error::timed_out("demo::slow", worker, Duration::from_millis(250));
+        assert_eq!(
+            error.to_string(),
+            "task `demo::slow` timed out after 250ms: worker 1 (pid 42) was killed"
+        );
+        assert!(error.is_timed_out());
+        assert_eq!(error.timeout(), Some(Duration::from_millis(250)));
+        let error = Error::protocol(
+            "demo::junk",
+            worker,
+            WorkerExit::Signal(9),
+            "unknown frame tag 7",
+        );
+        assert_eq!(
+            error.to_string(),
+            "worker 1 (pid 42) broke the protocol (unknown frame tag 7) while running task `demo::junk` and was killed by signal 9 (SIGKILL)"
+        );
+        assert!(error.is_worker_died());
     }
 
     #[test]

@@ -71,6 +71,10 @@
 //!   `map`, the calls of that chunk without a result are run again one by one, so that only
 //!   the call that kills a worker again fails: a task with side effects that must not repeat
 //!   should use a chunk size of 1.
+//! - A task that runs past its timeout ([`Builder::task_timeout`], or per call with
+//!   [`ApplyOptions::timeout`] and [`MapOptions::timeout`]) has its worker killed; it ends
+//!   with [`ErrorKind::TimedOut`], naming the task, the worker and the timeout, and a
+//!   replacement starts. Other tasks are not affected.
 //! - A result that does not encode, or arguments that do not decode, fail that task alone
 //!   with [`ErrorKind::Codec`].
 //! - An initializer that fails makes [`Builder::build`] fail; in a replacement worker later,
@@ -80,15 +84,16 @@
 //! # Shutdown and drop
 //!
 //! [`close`](Pool::close) stops new work; queued work finishes; [`join`](Pool::join) then
-//! waits for every worker to exit and be reaped. [`terminate`](Pool::terminate) kills the
-//! workers now, and every unfinished result ends with [`ErrorKind::Terminated`]. Dropping a
+//! waits for every worker to exit and be reaped. [`terminate`](Pool::terminate) stops the
+//! workers now: it asks them to stop (SIGTERM), gives them 200 ms to exit, then kills those
+//! left (SIGKILL); every unfinished result ends with [`ErrorKind::Terminated`]. Dropping a
 //! pool terminates it.
 //!
 //! ## Caveats
 //!
 //! - Dropping a pool does not wait for queued work: close and join first to keep it.
 //! - [`AsyncResult::get_timeout`] and the other waits with a timeout only stop waiting; the
-//!   task goes on in its worker. Dropping a result handle does not cancel its task either.
+//!   task goes on in its worker. To stop a task that runs too long, give it a timeout. Dropping a result handle does not cancel its task either.
 //! - A worker runs before `main`: the standard library's own set-up has not run, so a stack
 //!   overflow in a task ends the worker with `SIGSEGV` instead of a message.
 //! - Other before-`main` hooks of the program (from crates such as `ctor`) run in every
@@ -116,7 +121,7 @@ mod wire;
 mod worker;
 
 pub use error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
-pub use pool::{Builder, MapOptions, Pool, cpu_count};
+pub use pool::{ApplyOptions, Builder, MapOptions, Pool, cpu_count};
 pub use procpool_macros::task;
 pub use registry::Task;
 pub use result::{AsyncResult, Imap, MapResult};

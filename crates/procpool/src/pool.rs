@@ -3,6 +3,7 @@
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
+use std::time::Duration;
 
 use serde::Serialize;
 
@@ -26,6 +27,7 @@ pub fn cpu_count() -> usize {
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MapOptions {
     chunksize: Option<usize>,
+    timeout: Option<Duration>,
 }
 
 impl MapOptions {
@@ -42,6 +44,38 @@ impl MapOptions {
     /// a time.
     pub fn chunksize(mut self, chunksize: usize) -> MapOptions {
         self.chunksize = Some(chunksize);
+        self
+    }
+
+    /// How long each call may run, instead of the pool's
+    /// [`task_timeout`](Builder::task_timeout). A call that runs longer has its worker killed
+    /// and ends with [`ErrorKind::TimedOut`]; see `task_timeout` for the details. A zero
+    /// timeout is refused when the options are used.
+    pub fn timeout(mut self, timeout: Duration) -> MapOptions {
+        self.timeout = Some(timeout);
+        self
+    }
+}
+
+/// Options for one [`apply_async_with`](Pool::apply_async_with) or
+/// [`apply_with`](Pool::apply_with).
+#[derive(Clone, Copy, Debug, Default)]
+pub struct ApplyOptions {
+    timeout: Option<Duration>,
+}
+
+impl ApplyOptions {
+    /// Options with every default.
+    pub fn new() -> ApplyOptions {
+        ApplyOptions::default()
+    }
+
+    /// How long the task may run, instead of the pool's
+    /// [`task_timeout`](Builder::task_timeout). If it runs longer, its worker is killed and
+    /// it ends with [`ErrorKind::TimedOut`]. A zero timeout is refused when the options are
+    /// used.
+    pub fn timeout(mut self, timeout: Duration) -> ApplyOptions {
+        self.timeout = Some(timeout);
         self
     }
 }
@@ -69,6 +103,7 @@ pub struct Builder {
     method: StartMethod,
     initializer: Option<Result<(&'static str, Vec<u8>), String>>,
     max_tasks_per_child: Option<usize>,
+    task_timeout: Option<Duration>,
 }
 
 impl Builder {
@@ -117,12 +152,34 @@ impl Builder {
         self
     }
 
+    /// Kills a task's worker when the task runs longer than `timeout`; the task ends with
+    /// [`ErrorKind::TimedOut`], which names the task, the worker and the timeout, and a
+    /// replacement worker starts. Other tasks are not affected: one queued behind it on the
+    /// same worker goes back to the queue. Per-call options
+    /// ([`ApplyOptions::timeout`], [`MapOptions::timeout`]) take precedence. By default
+    /// tasks may run for ever. A zero timeout is refused by `build`.
+    ///
+    /// The clock starts when the worker starts the task, as the parent sees it: when the task
+    /// is handed to an idle worker, or when the task ahead of it on that worker completes.
+    /// A chunk of several calls of a `map` may run for `timeout` times the number of its
+    /// calls; if it runs longer, its calls are run again one by one, each with `timeout`,
+    /// so that only a call that alone runs past the timeout ends as timed out (calls with
+    /// side effects that must not repeat should use a chunk size of 1).
+    ///
+    /// The initializer has no timeout. Waiting with
+    /// [`AsyncResult::get_timeout`](crate::AsyncResult::get_timeout) is different: it only
+    /// stops waiting.
+    pub fn task_timeout(mut self, timeout: Duration) -> Builder {
+        self.task_timeout = Some(timeout);
+        self
+    }
+
     /// Starts the workers (in parallel) and returns once every one is ready.
     ///
     /// # Errors
     ///
-    /// A setting out of range (zero processes, zero tasks per child, an unregistered
-    /// initializer), a worker that cannot be started, a worker whose handshake fails, or an
+    /// A setting out of range (zero processes, zero tasks per child, a zero timeout, an
+    /// unregistered initializer), a worker that cannot be started, a worker whose handshake fails, or an
     /// initializer that fails.
     pub fn build(self) -> Result<Pool, BuildError> {
         let processes = self.processes.unwrap_or_else(cpu_count);
@@ -140,6 +197,11 @@ impl Builder {
             Some(n) => Some(n as u64),
             None => None,
         };
+        if self.task_timeout == Some(Duration::ZERO) {
+            return Err(BuildError::invalid(
+                "task_timeout must be more than zero, got 0s".into(),
+            ));
+        }
         let initializer = self.initializer.transpose().map_err(BuildError::invalid)?;
         sys::keep_worker_entry();
         let config = Config {
@@ -147,6 +209,7 @@ impl Builder {
             method: self.method,
             initializer,
             max_tasks_per_child,
+            task_timeout: self.task_timeout,
         };
         let (ready_tx, ready_rx) = mpsc::channel();
         let (shared, handle) = supervisor::launch(config, ready_tx).map_err(BuildError::spawn)?;
@@ -227,6 +290,7 @@ impl Pool {
             method: StartMethod::default(),
             initializer: None,
             max_tasks_per_child: None,
+            task_timeout: None,
         }
     }
 
@@ -281,8 +345,64 @@ impl Pool {
         F: Task<Args>,
         Args: Serialize,
     {
+        self.apply_async_with(f, args, ApplyOptions::new())
+    }
+
+    /// [`apply`](Pool::apply) with options, such as a timeout.
+    ///
+    /// # Errors
+    ///
+    /// As for `apply`, and [`ErrorKind::InvalidInput`] for a zero timeout.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// use std::time::Duration;
+    /// use procpool::ApplyOptions;
+    ///
+    /// #[procpool::task]
+    /// fn slow(seconds: u64) -> u64 {
+    ///     std::thread::sleep(Duration::from_secs(seconds));
+    ///     seconds
+    /// }
+    ///
+    /// let pool = procpool::Pool::new()?;
+    /// let options = ApplyOptions::new().timeout(Duration::from_secs(1));
+    /// let error = pool.apply_with(slow, (60,), options).unwrap_err();
+    /// assert_eq!(error.kind(), procpool::ErrorKind::TimedOut);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn apply_with<F, Args>(
+        &self,
+        f: F,
+        args: Args,
+        options: ApplyOptions,
+    ) -> Result<F::Output, Error>
+    where
+        F: Task<Args>,
+        Args: Serialize,
+    {
+        self.apply_async_with(f, args, options)?.get()
+    }
+
+    /// [`apply_async`](Pool::apply_async) with options, such as a timeout.
+    ///
+    /// # Errors
+    ///
+    /// As for `apply_async`, and [`ErrorKind::InvalidInput`] for a zero timeout.
+    pub fn apply_async_with<F, Args>(
+        &self,
+        f: F,
+        args: Args,
+        options: ApplyOptions,
+    ) -> Result<AsyncResult<F::Output>, Error>
+    where
+        F: Task<Args>,
+        Args: Serialize,
+    {
         let _ = f;
         let entry = lookup::<F>()?;
+        let timeout = checked_timeout(options.timeout)?;
         let id = self.shared.next_job_id();
         let mut frame = RunFrame::new(id, entry.name);
         frame
@@ -296,6 +416,7 @@ impl Pool {
             sink: Arc::clone(&collector),
             start: 0,
             count: 1,
+            timeout,
         };
         self.shared.submit([job])?;
         Ok(AsyncResult::new(collector, entry.name))
@@ -336,7 +457,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// As for `map`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    /// As for `map`, and [`ErrorKind::InvalidInput`] for a chunk size of 0 or a zero
+    /// timeout.
     pub fn map_with<F, A, I>(
         &self,
         f: F,
@@ -370,7 +492,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// As for `map_async`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    /// As for `map_async`, and [`ErrorKind::InvalidInput`] for a chunk size of 0 or a zero
+    /// timeout.
     pub fn map_async_with<F, A, I>(
         &self,
         f: F,
@@ -419,7 +542,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// As for `starmap`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    /// As for `starmap`, and [`ErrorKind::InvalidInput`] for a chunk size of 0 or a zero
+    /// timeout.
     pub fn starmap_with<F, Args, I>(
         &self,
         f: F,
@@ -452,7 +576,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// As for `starmap_async`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    /// As for `starmap_async`, and [`ErrorKind::InvalidInput`] for a chunk size of 0 or a zero
+    /// timeout.
     pub fn starmap_async_with<F, Args, I>(
         &self,
         f: F,
@@ -508,7 +633,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// As for `imap`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    /// As for `imap`, and [`ErrorKind::InvalidInput`] for a chunk size of 0 or a zero
+    /// timeout.
     pub fn imap_with<'a, F, A, I>(
         &self,
         f: F,
@@ -546,7 +672,8 @@ impl Pool {
     ///
     /// # Errors
     ///
-    /// As for `imap_unordered`, and [`ErrorKind::InvalidInput`] for a chunk size of 0.
+    /// As for `imap_unordered`, and [`ErrorKind::InvalidInput`] for a chunk size of 0 or a zero
+    /// timeout.
     pub fn imap_unordered_with<'a, F, A, I>(
         &self,
         f: F,
@@ -576,6 +703,7 @@ impl Pool {
     {
         let entry = lookup::<F>()?;
         let chunksize = checked_chunksize(options)?;
+        let timeout = checked_timeout(options.timeout)?;
         let items: Vec<T> = items.into_iter().collect();
         let collector = Collector::new(items.len(), false);
         let sizes: Box<dyn Iterator<Item = usize>> = match chunksize {
@@ -606,6 +734,7 @@ impl Pool {
                 sink,
                 start,
                 count: chunk.len(),
+                timeout,
             });
             start += chunk.len();
         }
@@ -626,6 +755,7 @@ impl Pool {
     {
         let entry = lookup::<F>()?;
         let chunksize = checked_chunksize(options)?.unwrap_or(1);
+        let timeout = checked_timeout(options.timeout)?;
         if let Phase::Broken(error) = &self.shared.lock().phase {
             return Err(error.clone());
         }
@@ -635,6 +765,7 @@ impl Pool {
             entry,
             items,
             chunksize,
+            timeout,
             encode,
         };
         Ok(Imap::new(Box::new(feed), ordered, window, entry.name))
@@ -680,9 +811,10 @@ impl Pool {
         Ok(())
     }
 
-    /// Stops the workers now: kills them, reaps them, and ends every unfinished result with
-    /// [`ErrorKind::Terminated`]. Returns once no worker is left. Dropping the pool does the
-    /// same.
+    /// Stops the workers now and ends every unfinished result with
+    /// [`ErrorKind::Terminated`]. Workers are asked to stop (SIGTERM) and given 200 ms to
+    /// exit; those still running then are killed (SIGKILL). Returns once every worker is
+    /// reaped. Dropping the pool does the same.
     pub fn terminate(&self) {
         for job in self.shared.set_phase(Phase::Terminating) {
             let error = Error::terminated(job.task);
@@ -704,6 +836,16 @@ fn checked_chunksize(options: MapOptions) -> Result<Option<usize>, Error> {
         Some(0) => Err(Error::new(
             ErrorKind::InvalidInput,
             "chunksize must be at least 1, got 0",
+        )),
+        other => Ok(other),
+    }
+}
+
+fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error> {
+    match timeout {
+        Some(Duration::ZERO) => Err(Error::new(
+            ErrorKind::InvalidInput,
+            "timeout must be more than zero, got 0s",
         )),
         other => Ok(other),
     }
@@ -733,6 +875,7 @@ struct Stream<I, E> {
     entry: &'static TaskEntry,
     items: I,
     chunksize: usize,
+    timeout: Option<Duration>,
     encode: E,
 }
 
@@ -766,6 +909,7 @@ where
                 sink: Arc::clone(collector),
                 start,
                 count,
+                timeout: self.timeout,
             };
             if let Err(error) = self.shared.submit([job]) {
                 collector.deliver(start, (0..count).map(|_| Err(error.clone())));

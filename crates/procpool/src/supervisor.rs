@@ -13,6 +13,7 @@ use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 use crate::error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
 use crate::registry;
@@ -29,6 +30,10 @@ const DEPTH: usize = 2;
 /// stops starting them.
 const MAX_START_FAILURES: u32 = 3;
 
+/// How long `terminate` lets workers exit after asking them to (SIGTERM) before it kills
+/// them (SIGKILL).
+const GRACE: Duration = Duration::from_millis(200);
+
 /// One RUN frame: one or more calls of one task, whose outcomes go to `sink` at
 /// `start..start + count`.
 #[derive(Debug)]
@@ -39,6 +44,9 @@ pub(crate) struct Job {
     pub(crate) sink: Arc<Collector>,
     pub(crate) start: usize,
     pub(crate) count: usize,
+    /// How long each call may run before its worker is killed; `None` takes the pool's
+    /// `task_timeout`.
+    pub(crate) timeout: Option<Duration>,
 }
 
 impl Job {
@@ -127,6 +135,8 @@ pub(crate) struct Config {
     /// The initializer's registered name and encoded arguments.
     pub(crate) initializer: Option<(&'static str, Vec<u8>)>,
     pub(crate) max_tasks_per_child: Option<u64>,
+    /// How long one call may run before its worker is killed, unless the job says otherwise.
+    pub(crate) task_timeout: Option<Duration>,
 }
 
 /// Starts the supervisor thread; `ready` hears once whether every first worker started.
@@ -174,6 +184,9 @@ struct Worker {
     control_written: usize,
     /// Jobs sent or being sent, oldest first; `in_flight[unsent..]` are not fully written.
     in_flight: VecDeque<Job>,
+    /// When the first job of `in_flight` started, as far as the parent can tell: when it was
+    /// handed to an idle worker, or when the job ahead of it completed.
+    front_since: Option<Instant>,
     unsent: usize,
     job_written: usize,
     ready: bool,
@@ -182,6 +195,18 @@ struct Worker {
 }
 
 impl Worker {
+    /// When the job this worker runs now must be done by, and the timeout of one of its
+    /// calls. A chunk of several calls gets the timeout once per call.
+    fn deadline(&self, default: Option<Duration>) -> Option<(Instant, Duration)> {
+        let job = self.in_flight.front()?;
+        let timeout = job.timeout.or(default)?;
+        let calls = u32::try_from(job.count).unwrap_or(u32::MAX);
+        let deadline = self
+            .front_since?
+            .checked_add(timeout.saturating_mul(calls))?;
+        Some((deadline, timeout))
+    }
+
     fn wants_write(&self) -> bool {
         !self.control.is_empty() || self.unsent < self.in_flight.len()
     }
@@ -258,6 +283,16 @@ enum Event {
     Gone,
 }
 
+/// Why a worker is taken out of its slot.
+enum Cause {
+    /// Its socket reached its end: it exited or was killed.
+    Gone,
+    /// It sent a frame the protocol does not allow.
+    Protocol(String),
+    /// Its job ran past the deadline, with this timeout per call.
+    TimedOut(Duration),
+}
+
 impl Supervisor {
     fn run(mut self) {
         for index in 0..self.config.processes {
@@ -285,7 +320,10 @@ impl Supervisor {
                 fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
                 owners.push(Owner::Retiring(at));
             }
-            if let Err(error) = sys::poll(&mut fds, None) {
+            let timeout = self
+                .next_deadline()
+                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            if let Err(error) = sys::poll(&mut fds, timeout) {
                 // poll fails only on bad arguments or a lack of kernel memory; neither gets
                 // better by spinning, so stop as if terminated.
                 let error = Error::new(
@@ -325,6 +363,7 @@ impl Supervisor {
                 let worker = self.retiring.swap_remove(at);
                 reap(worker);
             }
+            self.expire(Instant::now());
         }
         self.shut_down();
     }
@@ -369,8 +408,36 @@ impl Supervisor {
         true
     }
 
+    /// The nearest deadline of a running job.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.slots
+            .iter()
+            .flatten()
+            .filter_map(|w| w.deadline(self.config.task_timeout))
+            .map(|(deadline, _)| deadline)
+            .min()
+    }
+
+    /// Kills the workers whose job ran past its deadline; their jobs end as timed out.
+    fn expire(&mut self, now: Instant) {
+        for index in 0..self.slots.len() {
+            let Some(worker) = &mut self.slots[index] else {
+                continue;
+            };
+            let Some((deadline, timeout)) = worker.deadline(self.config.task_timeout) else {
+                continue;
+            };
+            if deadline <= now {
+                // Through the owned, unreaped `Child`: the pid cannot be stale.
+                let _ = worker.child.kill();
+                self.on_death(index, Cause::TimedOut(timeout));
+            }
+        }
+    }
+
     /// Gives queued jobs to ready workers: idle ones first, then a second job each.
     fn dispatch(&mut self, state: &mut State) {
+        let now = Instant::now();
         for depth in 0..DEPTH {
             for worker in self.slots.iter_mut().flatten() {
                 if state.queue.is_empty() {
@@ -379,6 +446,9 @@ impl Supervisor {
                 let budget = self.config.max_tasks_per_child.unwrap_or(u64::MAX);
                 if worker.ready && worker.in_flight.len() == depth && worker.assigned < budget {
                     let job = state.queue.pop_front().expect("the queue is not empty");
+                    if worker.in_flight.is_empty() {
+                        worker.front_since = Some(now);
+                    }
                     worker.in_flight.push_back(job);
                     worker.assigned += 1;
                 }
@@ -424,27 +494,26 @@ impl Supervisor {
         for event in events {
             let outcome = match event {
                 Event::Frame(frame) => self.on_frame(index, frame),
-                Event::Gone => Err(None),
+                Event::Gone => Err(Cause::Gone),
             };
-            if let Err(reason) = outcome {
-                self.on_death(index, reason);
+            if let Err(cause) = outcome {
+                self.on_death(index, cause);
                 return;
             }
         }
     }
 
-    /// Handles a frame from the worker in slot `index`; `Err` means the worker must go, with
-    /// a protocol error to report, if any.
-    fn on_frame(&mut self, index: usize, frame: Vec<u8>) -> Result<(), Option<String>> {
+    /// Handles a frame from the worker in slot `index`; `Err` means the worker must go.
+    fn on_frame(&mut self, index: usize, frame: Vec<u8>) -> Result<(), Cause> {
         let worker = self.slots[index].as_mut().expect("a worker is in the slot");
-        let message = FromWorker::decode(&frame).map_err(|e| Some(e.to_string()))?;
+        let message = FromWorker::decode(&frame).map_err(|e| Cause::Protocol(e.to_string()))?;
         match message {
             FromWorker::Ready { pid, fingerprint } => {
                 if worker.ready {
-                    return Err(Some("a second READY frame".into()));
+                    return Err(Cause::Protocol("a second READY frame".into()));
                 }
                 if fingerprint != self.fingerprint || pid != worker.info.pid {
-                    return Err(Some(format!(
+                    return Err(Cause::Protocol(format!(
                         "task registry {fingerprint:#x} from pid {pid}, expected {:#x} from pid {} (was the binary rebuilt?)",
                         self.fingerprint, worker.info.pid
                     )));
@@ -454,6 +523,12 @@ impl Supervisor {
                 if self.slots.iter().flatten().all(|w| w.ready)
                     && let Some(ready) = self.startup.take()
                 {
+                    // `worker_pids` must show every worker as soon as `build` returns.
+                    let mut state = self.shared.lock();
+                    for (pid, slot) in state.pids.iter_mut().zip(&self.slots) {
+                        *pid = slot.as_ref().map(|w| w.info.pid);
+                    }
+                    drop(state);
                     let _ = ready.send(Ok(()));
                 }
                 Ok(())
@@ -476,16 +551,16 @@ impl Supervisor {
                     );
                     self.shared.set_phase(Phase::Broken(error));
                 }
-                Err(None)
+                Err(Cause::Gone)
             }
             FromWorker::Results { job, items } => {
                 let Some(front) = worker.in_flight.front() else {
-                    return Err(Some(format!(
+                    return Err(Cause::Protocol(format!(
                         "results for job {job}, which it does not hold"
                     )));
                 };
                 if front.id != job || front.count != items.len() || worker.unsent == 0 {
-                    return Err(Some(format!(
+                    return Err(Cause::Protocol(format!(
                         "results for job {job} with {} items, expected job {} with {}",
                         items.len(),
                         front.id,
@@ -494,6 +569,7 @@ impl Supervisor {
                 }
                 let done = worker.in_flight.pop_front().expect("checked above");
                 worker.unsent -= 1;
+                worker.front_since = (!worker.in_flight.is_empty()).then(Instant::now);
                 let info = worker.info;
                 let frame = Arc::new(frame);
                 let outcomes = items.into_iter().map(|item| -> Outcome {
@@ -546,7 +622,7 @@ impl Supervisor {
 
     /// The worker in slot `index` is gone or misbehaved: reap it, settle what it held, and
     /// start a replacement.
-    fn on_death(&mut self, index: usize, protocol_error: Option<String>) {
+    fn on_death(&mut self, index: usize, cause: Cause) {
         let worker = self.slots[index].take().expect("a worker is in the slot");
         let info = worker.info;
         let was_ready = worker.ready;
@@ -554,18 +630,16 @@ impl Supervisor {
         let mut requeue = VecDeque::new();
         if let Some(first) = held.pop_front() {
             if first.count == 1 {
-                let error = match &protocol_error {
-                    Some(message) => {
-                        Error::new(ErrorKind::WorkerDied, format!("protocol error: {message}"))
-                            .task(first.task)
-                            .worker(info)
-                    }
-                    None => Error::died(first.task, info, exit),
+                let error = match &cause {
+                    Cause::Gone => Error::died(first.task, info, exit),
+                    Cause::Protocol(message) => Error::protocol(first.task, info, exit, message),
+                    Cause::TimedOut(timeout) => Error::timed_out(first.task, info, *timeout),
                 };
                 first.fail(&error);
             } else {
-                // Which call of the chunk killed the worker is unknown: run each of its calls
-                // on its own, so that only the one that kills a worker again fails.
+                // Which call of the chunk killed the worker (or ran too long) is unknown: run
+                // each of its calls on its own, so that only the one that kills a worker (or
+                // runs past its own timeout) again fails.
                 requeue.extend(split(&first, &self.shared));
             }
         }
@@ -578,9 +652,9 @@ impl Supervisor {
             }
         }
         if self.startup.is_some() {
-            let message = match protocol_error {
-                Some(message) => format!("{info}: {message}"),
-                None => format!("{info} {exit} before it was ready"),
+            let message = match cause {
+                Cause::Protocol(message) => format!("{info}: {message}"),
+                Cause::Gone | Cause::TimedOut(_) => format!("{info} {exit} before it was ready"),
             };
             self.fail_startup(BuildError::handshake(message));
             return;
@@ -636,6 +710,7 @@ impl Supervisor {
             control: VecDeque::from([wire::setup_frame(index as u32, initializer)]),
             control_written: 0,
             in_flight: VecDeque::new(),
+            front_since: None,
             unsent: 0,
             job_written: 0,
             ready: false,
@@ -653,26 +728,31 @@ impl Supervisor {
         self.shared.set_phase(Phase::Terminating);
     }
 
-    /// Kills and reaps every worker left; whatever they held ends as terminated.
+    /// Stops and reaps every worker left; whatever they held ends as terminated.
+    ///
+    /// Workers are asked to stop (SIGTERM) and given [`GRACE`] to exit; those still running
+    /// then are killed (SIGKILL).
     fn shut_down(&mut self) {
         let dropped: Vec<Job> = self.shared.lock().queue.drain(..).collect();
         for job in dropped {
             let error = Error::terminated(job.task);
             job.fail(&error);
         }
-        let workers: Vec<Worker> = self
+        let mut workers: Vec<Worker> = self
             .slots
             .iter_mut()
             .filter_map(Option::take)
             .chain(self.retiring.drain(..))
             .collect();
-        for mut worker in workers {
-            let _ = worker.child.kill();
-            let (_, jobs) = worker.in_flight_and_reap();
-            for job in jobs {
+        for worker in &mut workers {
+            for job in std::mem::take(&mut worker.in_flight) {
                 let error = Error::terminated(job.task);
                 job.fail(&error);
             }
+        }
+        stop_within(&mut workers, GRACE);
+        for worker in workers {
+            reap(worker);
         }
         for pid in self.shared.lock().pids.iter_mut() {
             *pid = None;
@@ -705,6 +785,41 @@ fn reap(mut worker: Worker) -> WorkerExit {
     }
 }
 
+/// Asks every worker to stop (SIGTERM) and waits until they have all exited or `grace` has
+/// passed; the caller kills and reaps what is left.
+fn stop_within(workers: &mut [Worker], grace: Duration) {
+    let deadline = Instant::now() + grace;
+    let mut waiting = Vec::new();
+    for (at, worker) in workers.iter_mut().enumerate() {
+        if sys::ask_to_stop(&mut worker.child) {
+            waiting.push((at, sys::exit_fd(&mut worker.child)));
+        }
+    }
+    let mut fds = Vec::new();
+    loop {
+        waiting.retain(|(at, _)| matches!(workers[*at].child.try_wait(), Ok(None)));
+        let left = deadline.saturating_duration_since(Instant::now());
+        if waiting.is_empty() || left.is_zero() {
+            return;
+        }
+        fds.clear();
+        fds.extend(
+            waiting
+                .iter()
+                .filter_map(|(_, fd)| fd.as_ref().map(|fd| PollFd::new(fd.as_raw_fd(), false))),
+        );
+        // Without an exit descriptor for every worker (a kernel before 5.3), look again soon.
+        let wait = if fds.len() == waiting.len() {
+            left
+        } else {
+            left.min(Duration::from_millis(1))
+        };
+        if sys::poll(&mut fds, Some(wait)).is_err() {
+            return;
+        }
+    }
+}
+
 /// Splits a job of several calls into one job per call.
 fn split(job: &Job, shared: &Shared) -> Vec<Job> {
     let body = &job.frame[4..];
@@ -730,6 +845,7 @@ fn split(job: &Job, shared: &Shared) -> Vec<Job> {
                 sink: Arc::clone(&job.sink),
                 start: job.start + i,
                 count: 1,
+                timeout: job.timeout,
             }
         })
         .collect()

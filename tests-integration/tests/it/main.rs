@@ -2,5 +2,6 @@
 //! that no child process is left.
 
 mod basic;
+mod deadlines;
 mod failures;
 mod shutdown;

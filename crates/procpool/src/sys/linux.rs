@@ -2,10 +2,10 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, RawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::CommandExt;
-use std::process::Command;
+use std::process::{Child, Command};
 use std::time::Duration;
 
 /// The descriptor number a worker finds its socket at.
@@ -59,6 +59,45 @@ pub(crate) fn poll(fds: &mut [PollFd], timeout: Option<Duration>) -> io::Result<
         return Err(error);
     }
     Ok(n as usize)
+}
+
+/// Sends `signal` to a child that has not exited yet; returns false (and sends nothing) if it
+/// has exited, in which case it is now reaped.
+///
+/// The check comes first so that the pid is never a stale one: a child that `try_wait` finds
+/// running stays unreaped until this process waits for it, and its pid cannot be reused
+/// before then, even if it exits in between (it stays a zombie).
+fn signal_child(child: &mut Child, signal: libc::c_int) -> bool {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return false;
+    }
+    let Ok(pid) = libc::pid_t::try_from(child.id()) else {
+        return false;
+    };
+    // SAFETY: kill has no memory effects; `pid` is an unreaped child of ours (checked above),
+    // so it names that child and no other process.
+    unsafe { libc::kill(pid, signal) == 0 }
+}
+
+/// Asks a child to stop (SIGTERM); false if it has already exited (it is now reaped).
+pub(crate) fn ask_to_stop(child: &mut Child) -> bool {
+    signal_child(child, libc::SIGTERM)
+}
+
+/// A descriptor that becomes readable when `child` exits (Linux 5.3 and later), or `None`
+/// where the kernel has no `pidfd_open` or the child has already exited and been reaped.
+pub(crate) fn exit_fd(child: &mut Child) -> Option<OwnedFd> {
+    if !matches!(child.try_wait(), Ok(None)) {
+        return None;
+    }
+    let pid = libc::pid_t::try_from(child.id()).ok()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; `pid` is an
+    // unreaped child of ours (checked above), so it cannot name another process.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    let fd = RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
+    // SAFETY: pidfd_open returned a fresh descriptor (close-on-exec by default) that nothing
+    // else owns.
+    Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
 /// Sets up `command` so that the child finds `socket` at [`WORKER_FD`] and is killed when the
