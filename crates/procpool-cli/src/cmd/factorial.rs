@@ -1,0 +1,156 @@
+//! `procpool factorial`: the tutorial's first experiment.
+
+use std::time::{Duration, Instant};
+
+use anyhow::{Result, ensure};
+use num_bigint::BigUint;
+use procpool::Pool;
+
+use crate::method::{Method, run_all};
+use crate::table::{human, median};
+use crate::tasks::{self, get_factorial};
+
+/// Options of `procpool factorial`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// Compute the factorials of 1..=N.
+    #[arg(long, default_value_t = 100)]
+    n: u64,
+    /// Worker processes (default: the CPU count).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
+    processes: Option<u64>,
+    /// Which of Pool's methods runs the calls.
+    #[arg(long, value_enum, default_value_t = Method::ApplyAsync)]
+    method: Method,
+    /// Calls per chunk for the map family (default: automatic).
+    #[arg(long, value_parser = clap::value_parser!(u64).range(1..))]
+    chunksize: Option<u64>,
+    /// Timed runs; the median is reported.
+    #[arg(long, default_value_t = 5, value_parser = clap::value_parser!(u64).range(1..))]
+    runs: u64,
+    /// Start a new pool inside each timed run, as the tutorial did.
+    #[arg(long)]
+    cold: bool,
+    /// Print the pid of the process that computes each factorial.
+    #[arg(long)]
+    show_pids: bool,
+    /// Print the result as JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Computes the factorials of 1..=n with `method`; with `pool` = `None` and a method other
+/// than serial, a new pool of `processes` is started and closed inside (the cold case).
+pub fn factorials(
+    pool: Option<&Pool>,
+    processes: Option<usize>,
+    method: Method,
+    n: u64,
+    chunksize: Option<usize>,
+    show_pids: bool,
+) -> Result<Vec<BigUint>> {
+    let inputs: Vec<u64> = (1..=n).collect();
+    let key = |_: &BigUint| 0;
+    if method == Method::Serial || pool.is_some() {
+        // imap_unordered's results come back in any order: sort by value, which for
+        // factorials of 1..=n is input order.
+        let mut out = run_all(pool, method, get_factorial, inputs, chunksize, key)?;
+        if method == Method::ImapUnordered {
+            out.sort();
+        }
+        return Ok(out);
+    }
+    let pool = super::pool(processes, show_pids)?;
+    let mut out = run_all(Some(&pool), method, get_factorial, inputs, chunksize, key)?;
+    if method == Method::ImapUnordered {
+        out.sort();
+    }
+    pool.close();
+    pool.join()?;
+    Ok(out)
+}
+
+/// Times `runs` runs of `work` and returns the median.
+pub fn time_median(runs: u64, mut work: impl FnMut() -> Result<()>) -> Result<Duration> {
+    let mut samples = Vec::new();
+    for _ in 0..runs {
+        let start = Instant::now();
+        work()?;
+        samples.push(start.elapsed());
+    }
+    Ok(median(samples))
+}
+
+pub fn run(args: Args) -> Result<()> {
+    tasks::set_show_pids(args.show_pids);
+    let processes = args.processes.map(|p| p as usize);
+    let chunksize = args.chunksize.map(|c| c as usize);
+    let expected: Vec<BigUint> = (1..=args.n)
+        .map(|n| (1..=n).map(BigUint::from).product())
+        .collect();
+    let warm = if args.cold || args.method == Method::Serial {
+        None
+    } else {
+        Some(super::pool(processes, args.show_pids)?)
+    };
+    let mut checked = false;
+    let elapsed = time_median(args.runs, || {
+        let out = factorials(
+            warm.as_ref(),
+            processes,
+            args.method,
+            args.n,
+            chunksize,
+            args.show_pids,
+        )?;
+        if !checked {
+            ensure!(
+                out == expected,
+                "the pool's factorials differ from the serial ones"
+            );
+            checked = true;
+        }
+        Ok(())
+    })?;
+    let pool_size = match (&warm, args.method) {
+        (_, Method::Serial) => 0,
+        (Some(pool), _) => pool.processes(),
+        (None, _) => processes.unwrap_or_else(procpool::cpu_count),
+    };
+    if args.json {
+        let value = serde_json::json!({
+            "experiment": "factorial",
+            "n": args.n,
+            "method": args.method,
+            "processes": pool_size,
+            "cold": args.cold,
+            "runs": args.runs,
+            "median_seconds": elapsed.as_secs_f64(),
+            "digits_of_last": expected.last().map_or(0, |f| f.to_string().len()),
+        });
+        println!("{value}");
+    } else {
+        let pool = if args.method == Method::Serial {
+            "no pool".to_string()
+        } else {
+            format!(
+                "a {} pool of {pool_size}",
+                if args.cold { "new" } else { "warm" }
+            )
+        };
+        println!(
+            "factorials of 1..={} with {} on {pool}: {} (median of {} runs); {}! has {} digits",
+            args.n,
+            args.method,
+            human(elapsed),
+            args.runs,
+            args.n,
+            expected.last().map_or(0, |f| f.to_string().len())
+        );
+    }
+    if let Some(pool) = warm {
+        pool.close();
+        pool.join()?;
+    }
+    Ok(())
+}

@@ -1,0 +1,51 @@
+//! `procpool serve-api`: the repost-timeline API on 127.0.0.1, until interrupted.
+
+use std::time::Duration;
+
+use anyhow::{Context, Result};
+use procpool_cli::api::{DEFAULT_TOKEN, Server, ServerConfig, dataset};
+
+/// Options of `procpool serve-api`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The port on 127.0.0.1; 0 picks a free one and prints it.
+    #[arg(long, default_value_t = 0)]
+    port: u16,
+    /// How long each request waits before it is answered, in milliseconds (the tutorial saw
+    /// about 800 a page).
+    #[arg(long, default_value_t = 800)]
+    latency_ms: u64,
+    /// Tokens the server accepts, besides the tutorial's.
+    #[arg(long = "token")]
+    tokens: Vec<String>,
+    /// The most requests each token may make; later ones get error 10023.
+    #[arg(long)]
+    rate_limit: Option<u32>,
+}
+
+pub fn run(args: Args) -> Result<()> {
+    let mut tokens = vec![DEFAULT_TOKEN.to_string()];
+    tokens.extend(args.tokens);
+    let config = ServerConfig {
+        port: args.port,
+        latency: Duration::from_millis(args.latency_ms),
+        tokens,
+        rate_limit: args.rate_limit,
+    };
+    let server = Server::start(config).context("cannot start the API server")?;
+    println!("serving the repost timeline API at {}", server.base_url());
+    println!("token: {DEFAULT_TOKEN}");
+    for (id, total) in dataset::POSTS {
+        println!("post {id}: {total} reposts");
+    }
+    println!(
+        "try: curl '{}/2/statuses/repost_timeline.json?id={}&count=200&page=1&access_token={DEFAULT_TOKEN}'",
+        server.base_url(),
+        dataset::TUTORIAL_POST
+    );
+    use std::io::Write;
+    std::io::stdout().flush()?;
+    loop {
+        std::thread::park();
+    }
+}

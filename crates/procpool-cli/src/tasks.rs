@@ -1,0 +1,49 @@
+//! The tasks the experiments run in pool workers, registered with `#[procpool::task]`.
+//!
+//! They live in the binary crate so that their registry entries are linked for certain.
+
+use std::sync::atomic::{AtomicBool, Ordering};
+
+use num_bigint::BigUint;
+use procpool_cli::crawl::{self, CrawlError, Page, PageRequest};
+
+/// Whether tasks print the pid of the worker that runs them, as the tutorial's did.
+static SHOW_PIDS: AtomicBool = AtomicBool::new(false);
+
+/// The pool's initializer: sets whether this worker prints pids.
+#[procpool::task]
+pub fn show_pids(show: bool) {
+    SHOW_PIDS.store(show, Ordering::Relaxed);
+}
+
+/// Sets the same flag in this process, for the serial runs.
+pub fn set_show_pids(show: bool) {
+    SHOW_PIDS.store(show, Ordering::Relaxed);
+}
+
+/// The tutorial's `get_factorial`: `n!` as a big integer.
+#[procpool::task]
+pub fn get_factorial(n: u64) -> BigUint {
+    if SHOW_PIDS.load(Ordering::Relaxed) {
+        println!("pid is {} (factorial of {n})", std::process::id());
+    }
+    (1..=n).map(BigUint::from).product()
+}
+
+/// The tutorial's `get_repost_timeline`: one page of a post's reposts, over HTTP.
+#[procpool::task]
+pub fn get_repost_timeline(request: PageRequest) -> Result<Page, CrawlError> {
+    let show = SHOW_PIDS.load(Ordering::Relaxed);
+    if show {
+        println!("pid {} start! (page {})", std::process::id(), request.page);
+    }
+    let page = crawl::fetch_page(&request);
+    if show {
+        println!(
+            "pid {} finished! (page {})",
+            std::process::id(),
+            request.page
+        );
+    }
+    page
+}
