@@ -281,6 +281,8 @@ struct Supervisor {
 enum Event {
     Frame(Vec<u8>),
     Gone,
+    /// Bytes that are not a frame, such as a length over the limit.
+    Garbled(String),
 }
 
 /// Why a worker is taken out of its slot.
@@ -489,12 +491,16 @@ impl Supervisor {
         );
         match more {
             Ok(true) => {}
+            Err(e) if e.kind() == io::ErrorKind::InvalidData => {
+                events.push(Event::Garbled(e.to_string()));
+            }
             Ok(false) | Err(_) => events.push(Event::Gone),
         }
         for event in events {
             let outcome = match event {
                 Event::Frame(frame) => self.on_frame(index, frame),
                 Event::Gone => Err(Cause::Gone),
+                Event::Garbled(message) => Err(Cause::Protocol(message)),
             };
             if let Err(cause) = outcome {
                 self.on_death(index, cause);

@@ -2,6 +2,7 @@
 //! that no child process is left.
 
 mod basic;
+mod crash_matrix;
 mod deadlines;
 mod failures;
 mod shutdown;
