@@ -1,0 +1,45 @@
+//! The Pool tutorial's CPU-light job and its CPU-heavy cousin: the factorials of 1..=100
+//! (serial, through a warm pool, through a pool started for the job) and of 1..=3000 with
+//! 2 workers against the serial loop (the speed-up case: the last items weigh the most).
+
+use std::time::Duration;
+
+use criterion::{Criterion, criterion_group, criterion_main};
+use procpool_benches::{factorial, factorials_serial, pool};
+
+fn light(c: &mut Criterion) {
+    let mut group = c.benchmark_group("factorial_1_to_100");
+    group.bench_function("serial", |b| b.iter(|| factorials_serial(100)));
+    let warm = pool(2);
+    group.bench_function("warm_pool_of_2_map", |b| {
+        b.iter(|| warm.map(factorial, 1..=100u64).expect("the map runs"));
+    });
+    drop(warm);
+    group.bench_function("cold_pool_of_2_map", |b| {
+        b.iter(|| {
+            let cold = pool(2);
+            cold.map(factorial, 1..=100u64).expect("the map runs")
+        });
+    });
+    group.finish();
+}
+
+fn heavy(c: &mut Criterion) {
+    let mut group = c.benchmark_group("factorial_1_to_3000");
+    group.bench_function("serial", |b| b.iter(|| factorials_serial(3000)));
+    let warm = pool(2);
+    group.bench_function("warm_pool_of_2_map", |b| {
+        b.iter(|| warm.map(factorial, 1..=3000u64).expect("the map runs"));
+    });
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(3));
+    targets = light, heavy
+}
+criterion_main!(benches);

@@ -1,0 +1,41 @@
+//! What does it cost to move bytes to a worker and back? `apply` of a task that returns its
+//! argument, for 1 KiB, 1 MiB and 64 MiB, beside a plain copy of the same buffer in this
+//! process (the floor: a round trip copies the bytes several times).
+//!
+//! Throughput counts the payload once per round trip.
+
+use std::hint::black_box;
+use std::time::Duration;
+
+use criterion::{Criterion, Throughput, criterion_group, criterion_main};
+use procpool_benches::{echo, payload, pool};
+
+fn round_trip(c: &mut Criterion) {
+    let pool = pool(2);
+    let mut group = c.benchmark_group("payload_round_trip");
+    for (label, len) in [("1KiB", 1 << 10), ("1MiB", 1 << 20), ("64MiB", 64 << 20)] {
+        let bytes = payload(len);
+        group.throughput(Throughput::Bytes(len as u64));
+        group.bench_function(format!("apply_echo/{label}"), |b| {
+            b.iter(|| {
+                let back = pool.apply(echo, (bytes.clone(),)).expect("echo runs");
+                assert_eq!(back.len(), len);
+                back
+            });
+        });
+        group.bench_function(format!("copy_in_process/{label}"), |b| {
+            b.iter(|| black_box(bytes.clone()));
+        });
+    }
+    group.finish();
+}
+
+criterion_group! {
+    name = benches;
+    config = Criterion::default()
+        .sample_size(10)
+        .warm_up_time(Duration::from_millis(300))
+        .measurement_time(Duration::from_secs(2));
+    targets = round_trip
+}
+criterion_main!(benches);

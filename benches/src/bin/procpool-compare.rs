@@ -1,0 +1,307 @@
+//! `procpool-compare`: the Rust side of `bench/compare`, one measurement per run.
+//!
+//! `procpool-compare sample IMPL WORKLOAD` runs one sample of one workload with one
+//! implementation in this fresh process and prints one line of JSON: `{"seconds": S}` (the
+//! time of one operation, the mean over the sample's inner repetitions), plus what was
+//! measured. The driver, `bench/compare/pools.py`, calls it (and its Python twin) in turns,
+//! so that drift of the machine hits every implementation alike, and takes medians.
+//!
+//! Implementations: `procpool` (a pool of 2), `procpool-2chunks` (the same pool, the map cut
+//! into one chunk per worker: what the per-chunk costs leave), `rayon` (a thread pool of 2:
+//! the in-process floor), `pipe` (the IPC floor: two processes exchanging one byte over a
+//! pair of pipes, or streaming the 64 MiB payload through a socket pair and back, with
+//! buffers reused), `serial` (the loop in this process), `memcpy` (a copy of the payload
+//! into a buffer already touched, in this process).
+//! Workloads: `startup`, `apply`, `map100k`, `fact100`, `fact3000`, `bytes64m`. Not every
+//! pair makes sense; `procpool-compare list` prints those that do.
+//!
+//! `procpool-compare pipe-echo` is the other end of both IPC floors: it echoes what it reads
+//! on standard input to standard output until end of file.
+
+use std::fs::File;
+use std::hint::black_box;
+use std::io::{Read, Write};
+use std::net::Shutdown;
+use std::os::fd::{AsFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::process::{Command, ExitCode, Stdio};
+use std::time::{Duration, Instant};
+
+use procpool::MapOptions;
+use procpool_benches::{echo, factorial, factorials_serial, noop, payload, pool};
+use rayon::prelude::*;
+
+/// Workers or threads in every pool, as the targets ask.
+const WORKERS: usize = 2;
+/// The 64 MiB payload.
+const BIG: usize = 64 << 20;
+/// The pairs of implementation and workload that are measured.
+const PAIRS: &[(&str, &str)] = &[
+    ("procpool", "startup"),
+    ("rayon", "startup"),
+    ("procpool", "apply"),
+    ("rayon", "apply"),
+    ("pipe", "apply"),
+    ("procpool", "map100k"),
+    ("procpool-2chunks", "map100k"),
+    ("rayon", "map100k"),
+    ("procpool", "fact100"),
+    ("procpool-2chunks", "fact100"),
+    ("rayon", "fact100"),
+    ("serial", "fact100"),
+    ("procpool", "fact3000"),
+    ("rayon", "fact3000"),
+    ("serial", "fact3000"),
+    ("procpool", "bytes64m"),
+    ("pipe", "bytes64m"),
+    ("memcpy", "bytes64m"),
+];
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    match args.as_slice() {
+        ["list"] => {
+            for (implementation, workload) in PAIRS {
+                println!("{implementation} {workload}");
+            }
+            ExitCode::SUCCESS
+        }
+        ["pipe-echo"] => pipe_echo(),
+        ["sample", implementation, workload] => {
+            if !PAIRS.contains(&(implementation, workload)) {
+                eprintln!("procpool-compare: no such measurement: {implementation} {workload}");
+                return ExitCode::from(2);
+            }
+            let seconds = sample(implementation, workload);
+            println!(
+                "{{\"impl\": \"{implementation}\", \"workload\": \"{workload}\", \"seconds\": {:.9}}}",
+                seconds.as_secs_f64()
+            );
+            ExitCode::SUCCESS
+        }
+        _ => {
+            eprintln!(
+                "usage: procpool-compare list | sample IMPL WORKLOAD | pipe-echo\n\
+                 (run bench/compare/run.sh for the whole comparison)"
+            );
+            ExitCode::from(2)
+        }
+    }
+}
+
+/// Times `op` over `reps` repetitions after `warm` untimed ones; the mean time of one.
+fn per_op(warm: u32, reps: u32, mut op: impl FnMut()) -> Duration {
+    for _ in 0..warm {
+        op();
+    }
+    let started = Instant::now();
+    for _ in 0..reps {
+        op();
+    }
+    started.elapsed() / reps
+}
+
+fn sample(implementation: &str, workload: &str) -> Duration {
+    match (implementation, workload) {
+        ("procpool", "startup") => {
+            let started = Instant::now();
+            let pool = procpool_benches::start_and_first_result(WORKERS);
+            let elapsed = started.elapsed();
+            drop(pool);
+            elapsed
+        }
+        ("rayon", "startup") => {
+            let started = Instant::now();
+            let threads = rayon_pool();
+            assert_eq!(threads.install(|| noop(black_box(1))), 1);
+            started.elapsed()
+        }
+        ("procpool", "apply") => {
+            let pool = pool(WORKERS);
+            per_op(1_000, 10_000, || {
+                black_box(pool.apply(noop, (black_box(1),)).expect("the no-op runs"));
+            })
+        }
+        ("rayon", "apply") => {
+            let threads = rayon_pool();
+            per_op(1_000, 10_000, || {
+                black_box(threads.install(|| noop(black_box(1))));
+            })
+        }
+        ("pipe", "apply") => pipe_ping_pong(1_000, 10_000),
+        ("procpool", "map100k") => {
+            let pool = pool(WORKERS);
+            per_op(1, 5, || {
+                let out = pool.map(noop, 0..100_000u64).expect("the map runs");
+                assert_eq!(out.len(), 100_000);
+            })
+        }
+        ("procpool-2chunks", "map100k") => {
+            let pool = pool(WORKERS);
+            let options = MapOptions::new().chunksize(100_000 / WORKERS);
+            per_op(1, 5, || {
+                let out = pool
+                    .map_with(noop, 0..100_000u64, options)
+                    .expect("the map runs");
+                assert_eq!(out.len(), 100_000);
+            })
+        }
+        ("rayon", "map100k") => {
+            let threads = rayon_pool();
+            per_op(1, 5, || {
+                let out: Vec<u64> =
+                    threads.install(|| (0..100_000u64).into_par_iter().map(noop).collect());
+                assert_eq!(out.len(), 100_000);
+            })
+        }
+        ("procpool", "fact100") => {
+            let pool = pool(WORKERS);
+            per_op(20, 200, || {
+                let out = pool.map(factorial, 1..=100u64).expect("the map runs");
+                assert_eq!(out.len(), 100);
+            })
+        }
+        ("procpool-2chunks", "fact100") => {
+            let pool = pool(WORKERS);
+            let options = MapOptions::new().chunksize(100 / WORKERS);
+            per_op(20, 200, || {
+                let out = pool
+                    .map_with(factorial, 1..=100u64, options)
+                    .expect("the map runs");
+                assert_eq!(out.len(), 100);
+            })
+        }
+        ("rayon", "fact100") => {
+            let threads = rayon_pool();
+            per_op(20, 200, || {
+                black_box(rayon_factorials(&threads, 100));
+            })
+        }
+        ("serial", "fact100") => per_op(20, 200, || {
+            black_box(factorials_serial(black_box(100)));
+        }),
+        ("procpool", "fact3000") => {
+            let pool = pool(WORKERS);
+            per_op(0, 1, || {
+                let out = pool.map(factorial, 1..=3000u64).expect("the map runs");
+                assert_eq!(out.len(), 3000);
+            })
+        }
+        ("rayon", "fact3000") => {
+            let threads = rayon_pool();
+            per_op(0, 1, || {
+                black_box(rayon_factorials(&threads, 3000));
+            })
+        }
+        ("serial", "fact3000") => per_op(0, 1, || {
+            black_box(factorials_serial(black_box(3000)));
+        }),
+        ("procpool", "bytes64m") => {
+            let pool = pool(WORKERS);
+            let bytes = payload(BIG);
+            per_op(1, 5, || {
+                let back = pool.apply(echo, (bytes.clone(),)).expect("echo runs");
+                assert_eq!(back.len(), BIG);
+            })
+        }
+        ("pipe", "bytes64m") => socket_stream(1, 5),
+        ("memcpy", "bytes64m") => {
+            let bytes = payload(BIG);
+            let mut copy = vec![0u8; BIG];
+            per_op(2, 10, || {
+                copy.copy_from_slice(black_box(&bytes));
+                black_box(&mut copy);
+            })
+        }
+        _ => unreachable!("checked against PAIRS"),
+    }
+}
+
+fn rayon_pool() -> rayon::ThreadPool {
+    rayon::ThreadPoolBuilder::new()
+        .num_threads(WORKERS)
+        .build()
+        .expect("the thread pool starts")
+}
+
+fn rayon_factorials(threads: &rayon::ThreadPool, n: u64) -> Vec<num_bigint::BigUint> {
+    threads.install(|| (1..=n).into_par_iter().map(factorial).collect())
+}
+
+/// The IPC floor: this process writes one byte to a child (this binary again, as
+/// `pipe-echo`) and waits for it to come back, `reps` times after `warm` untimed ones.
+fn pipe_ping_pong(warm: u32, reps: u32) -> Duration {
+    let exe = std::env::current_exe().expect("the binary's path is known");
+    let mut child = Command::new(exe)
+        .arg("pipe-echo")
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .expect("the echo child starts");
+    let mut to_child = child.stdin.take().expect("stdin is piped");
+    let mut from_child = child.stdout.take().expect("stdout is piped");
+    let mut byte = [0u8; 1];
+    let elapsed = per_op(warm, reps, || {
+        to_child.write_all(&[7]).expect("the child reads");
+        from_child.read_exact(&mut byte).expect("the child answers");
+    });
+    drop(to_child);
+    child.wait().expect("the echo child ends");
+    elapsed
+}
+
+/// The bulk IPC floor: the 64 MiB payload streamed to a child (this binary again, as
+/// `pipe-echo`) over a socket pair, as procpool's workers are reached, and read back as it
+/// echoes, into a buffer reused from one round trip to the next. A thread writes while this
+/// one reads, so neither side waits for the other's whole buffer.
+fn socket_stream(warm: u32, reps: u32) -> Duration {
+    let (ours, theirs) = UnixStream::pair().expect("a socket pair");
+    let exe = std::env::current_exe().expect("the binary's path is known");
+    let theirs = OwnedFd::from(theirs);
+    let mut child = Command::new(exe)
+        .arg("pipe-echo")
+        .stdin(Stdio::from(
+            theirs.try_clone().expect("the socket is duplicated"),
+        ))
+        .stdout(Stdio::from(theirs))
+        .spawn()
+        .expect("the echo child starts");
+    let bytes = payload(BIG);
+    let mut back = vec![0u8; BIG];
+    let elapsed = per_op(warm, reps, || {
+        std::thread::scope(|scope| {
+            let sent = &bytes;
+            let mut writer = &ours;
+            scope.spawn(move || writer.write_all(sent).expect("the child reads"));
+            (&ours).read_exact(&mut back).expect("the child answers");
+        });
+    });
+    assert_eq!(&back[..], &bytes[..]);
+    ours.shutdown(Shutdown::Both)
+        .expect("the socket shuts down");
+    child.wait().expect("the echo child ends");
+    elapsed
+}
+
+/// Echoes standard input to standard output, each read written back at once, through
+/// plain files on the two descriptors: no buffering, no line scanning.
+fn pipe_echo() -> ExitCode {
+    let (Ok(input), Ok(output)) = (
+        std::io::stdin().as_fd().try_clone_to_owned(),
+        std::io::stdout().as_fd().try_clone_to_owned(),
+    ) else {
+        return ExitCode::FAILURE;
+    };
+    let (mut input, mut output) = (File::from(input), File::from(output));
+    let mut buf = vec![0u8; 256 * 1024];
+    loop {
+        let n = match input.read(&mut buf) {
+            Ok(0) | Err(_) => return ExitCode::SUCCESS,
+            Ok(n) => n,
+        };
+        if output.write_all(&buf[..n]).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+}

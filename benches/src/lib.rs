@@ -1,0 +1,55 @@
+//! Tasks and workloads shared by procpool's criterion benches and by `procpool-compare`.
+//!
+//! Every task here is registered with `#[procpool::task]`, so any binary that links this
+//! crate (a bench, `procpool-compare`) can run them in its workers: the workers are the
+//! binary itself, re-executed and entered before `main`.
+
+use num_bigint::BigUint;
+use procpool::Pool;
+use serde_bytes::ByteBuf;
+
+/// The task that does nothing: it measures the pool, not the work.
+#[procpool::task]
+pub fn noop(x: u64) -> u64 {
+    x
+}
+
+/// Sends its argument back, to measure moving bytes both ways. `ByteBuf` keeps bincode from
+/// encoding the bytes one by one.
+#[procpool::task]
+pub fn echo(bytes: ByteBuf) -> ByteBuf {
+    bytes
+}
+
+/// `n!` as a big integer, by the product of `1..=n`, as the Pool tutorial computes it.
+#[procpool::task]
+pub fn factorial(n: u64) -> BigUint {
+    (1..=n).map(BigUint::from).product()
+}
+
+/// The serial loop the pools are measured against: `k!` for every `k` in `1..=n`.
+pub fn factorials_serial(n: u64) -> Vec<BigUint> {
+    (1..=n).map(factorial).collect()
+}
+
+/// A pool of `processes` workers, panicking if it cannot start (a bench cannot go on).
+pub fn pool(processes: usize) -> Pool {
+    Pool::builder()
+        .processes(processes)
+        .build()
+        .expect("the pool starts")
+}
+
+/// Starts a pool of `processes` workers and waits for one no-op result: the cost of having
+/// a pool that is ready to work. Returns the pool so that its shutdown is not timed.
+pub fn start_and_first_result(processes: usize) -> Pool {
+    let pool = pool(processes);
+    let x = pool.apply(noop, (1,)).expect("the no-op runs");
+    assert_eq!(x, 1);
+    pool
+}
+
+/// A buffer of `len` bytes that is not all zeroes, so that no layer can cheat on it.
+pub fn payload(len: usize) -> ByteBuf {
+    ByteBuf::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
