@@ -112,6 +112,7 @@ struct Inner {
     message: String,
     location: Option<String>,
     timeout: Option<Duration>,
+    retried: u32,
 }
 
 impl Error {
@@ -125,6 +126,7 @@ impl Error {
                 message: message.into(),
                 location: None,
                 timeout: None,
+                retried: 0,
             }),
         }
     }
@@ -138,6 +140,7 @@ impl Error {
             message: shared.message.clone(),
             location: shared.location.clone(),
             timeout: shared.timeout,
+            retried: shared.retried,
         });
         edit(&mut inner);
         Error {
@@ -181,6 +184,14 @@ impl Error {
             .task(task)
             .worker(worker)
             .with(|inner| inner.timeout = Some(timeout))
+    }
+
+    /// Records that the task was run this many times more before it failed.
+    pub(crate) fn with_retries(self, times: u32) -> Error {
+        if times == 0 {
+            return self;
+        }
+        self.with(|inner| inner.retried = times)
     }
 
     pub(crate) fn closed() -> Error {
@@ -269,6 +280,12 @@ impl Error {
     pub fn timeout(&self) -> Option<Duration> {
         self.inner.timeout
     }
+
+    /// How many times the task was run again (see
+    /// [`Builder::retries`](crate::Builder::retries)) before it failed with this error.
+    pub fn retried(&self) -> u32 {
+        self.inner.retried
+    }
 }
 
 impl fmt::Debug for Error {
@@ -281,6 +298,7 @@ impl fmt::Debug for Error {
             .field("message", &self.inner.message)
             .field("location", &self.inner.location)
             .field("timeout", &self.inner.timeout)
+            .field("retried", &self.inner.retried)
             .finish()
     }
 }
@@ -295,18 +313,23 @@ impl fmt::Display for Error {
                     .worker
                     .map(|w| w.to_string())
                     .unwrap_or_else(|| "a worker".into());
-                if !inner.message.is_empty() {
+                if inner.message.is_empty() {
+                    let exit = inner
+                        .exit
+                        .map(|e| e.to_string())
+                        .unwrap_or_else(|| "died".into());
+                    write!(f, "{worker} {exit} while running task `{task}`")?;
+                } else {
                     write!(f, "{worker} {} while running task `{task}`", inner.message)?;
                     if let Some(exit) = inner.exit {
                         write!(f, " and {exit}")?;
                     }
-                    return Ok(());
                 }
-                let exit = inner
-                    .exit
-                    .map(|e| e.to_string())
-                    .unwrap_or_else(|| "died".into());
-                write!(f, "{worker} {exit} while running task `{task}`")
+                match inner.retried {
+                    0 => Ok(()),
+                    1 => write!(f, ", after 1 retry"),
+                    n => write!(f, ", after {n} retries"),
+                }
             }
             ErrorKind::TimedOut => {
                 write!(f, "task `{task}` timed out")?;
@@ -466,6 +489,12 @@ mod tests {
         );
         assert!(error.is_worker_died());
         assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(9)));
+        let error = error.with_retries(2);
+        assert!(
+            error.to_string().ends_with("`demo::boom`, after 2 retries"),
+            "{error}"
+        );
+        assert_eq!(error.retried(), 2);
     }
 
     #[test]

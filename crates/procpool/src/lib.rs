@@ -70,7 +70,8 @@
 //!   Every other task completes. If the dying worker held a chunk of several calls of a
 //!   `map`, the calls of that chunk without a result are run again one by one, so that only
 //!   the call that kills a worker again fails: a task with side effects that must not repeat
-//!   should use a chunk size of 1.
+//!   should use a chunk size of 1. With [`Builder::retries`], a call whose worker died is
+//!   run again, a bounded number of times, before it fails.
 //! - A task that runs past its timeout ([`Builder::task_timeout`], or per call with
 //!   [`ApplyOptions::timeout`] and [`MapOptions::timeout`]) has its worker killed; it ends
 //!   with [`ErrorKind::TimedOut`], naming the task, the worker and the timeout, and a

@@ -104,6 +104,7 @@ pub struct Builder {
     initializer: Option<Result<(&'static str, Vec<u8>), String>>,
     max_tasks_per_child: Option<usize>,
     task_timeout: Option<Duration>,
+    retries: u32,
 }
 
 impl Builder {
@@ -174,6 +175,21 @@ impl Builder {
         self
     }
 
+    /// Runs a task again, up to `n` times, when its worker dies under it (an abort, a
+    /// segfault, a kill from outside, `process::exit`, a protocol error), before giving up
+    /// with [`ErrorKind::WorkerDied`] for its last death, whose message says how many times it
+    /// was retried. The default is 0: no retries.
+    ///
+    /// A task that panics, returns an error, or runs past its timeout is not run again: those
+    /// are the task's own outcomes. A retried task may have run partly before its worker
+    /// died: retries suit tasks that can safely run more than once. In a chunk of several
+    /// calls of a `map`, a death first splits the chunk into single calls (which is not
+    /// counted as a retry); retries then apply to each call on its own.
+    pub fn retries(mut self, n: u32) -> Builder {
+        self.retries = n;
+        self
+    }
+
     /// Starts the workers (in parallel) and returns once every one is ready.
     ///
     /// # Errors
@@ -210,6 +226,7 @@ impl Builder {
             initializer,
             max_tasks_per_child,
             task_timeout: self.task_timeout,
+            retries: self.retries,
         };
         let (ready_tx, ready_rx) = mpsc::channel();
         let (shared, handle) = supervisor::launch(config, ready_tx).map_err(BuildError::spawn)?;
@@ -291,6 +308,7 @@ impl Pool {
             initializer: None,
             max_tasks_per_child: None,
             task_timeout: None,
+            retries: 0,
         }
     }
 
@@ -417,6 +435,7 @@ impl Pool {
             start: 0,
             count: 1,
             timeout,
+            retried: 0,
         };
         self.shared.submit([job])?;
         Ok(AsyncResult::new(collector, entry.name))
@@ -735,6 +754,7 @@ impl Pool {
                 start,
                 count: chunk.len(),
                 timeout,
+                retried: 0,
             });
             start += chunk.len();
         }
@@ -910,6 +930,7 @@ where
                 start,
                 count,
                 timeout: self.timeout,
+                retried: 0,
             };
             if let Err(error) = self.shared.submit([job]) {
                 collector.deliver(start, (0..count).map(|_| Err(error.clone())));

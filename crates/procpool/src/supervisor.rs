@@ -47,6 +47,8 @@ pub(crate) struct Job {
     /// How long each call may run before its worker is killed; `None` takes the pool's
     /// `task_timeout`.
     pub(crate) timeout: Option<Duration>,
+    /// How many times this job's worker has died under it so far.
+    pub(crate) retried: u32,
 }
 
 impl Job {
@@ -137,6 +139,8 @@ pub(crate) struct Config {
     pub(crate) max_tasks_per_child: Option<u64>,
     /// How long one call may run before its worker is killed, unless the job says otherwise.
     pub(crate) task_timeout: Option<Duration>,
+    /// How many times a job of one call whose worker died is run again.
+    pub(crate) retries: u32,
 }
 
 /// Starts the supervisor thread; `ready` hears once whether every first worker started.
@@ -634,13 +638,18 @@ impl Supervisor {
         let was_ready = worker.ready;
         let (exit, mut held) = worker.in_flight_and_reap();
         let mut requeue = VecDeque::new();
-        if let Some(first) = held.pop_front() {
-            if first.count == 1 {
+        if let Some(mut first) = held.pop_front() {
+            let died = matches!(cause, Cause::Gone | Cause::Protocol(_));
+            if first.count == 1 && died && first.retried < self.config.retries {
+                first.retried += 1;
+                requeue.push_back(first);
+            } else if first.count == 1 {
                 let error = match &cause {
                     Cause::Gone => Error::died(first.task, info, exit),
                     Cause::Protocol(message) => Error::protocol(first.task, info, exit, message),
                     Cause::TimedOut(timeout) => Error::timed_out(first.task, info, *timeout),
                 };
+                let error = error.with_retries(first.retried);
                 first.fail(&error);
             } else {
                 // Which call of the chunk killed the worker (or ran too long) is unknown: run
@@ -852,6 +861,7 @@ fn split(job: &Job, shared: &Shared) -> Vec<Job> {
                 start: job.start + i,
                 count: 1,
                 timeout: job.timeout,
+                retried: job.retried,
             }
         })
         .collect()

@@ -5,4 +5,5 @@ mod basic;
 mod crash_matrix;
 mod deadlines;
 mod failures;
+mod retries;
 mod shutdown;
