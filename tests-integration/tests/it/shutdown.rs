@@ -123,3 +123,63 @@ fn workers_exit_when_their_socket_closes_after_close() {
         assert_no_children();
     }
 }
+
+/// Whether the process `pid` has exited: gone from `/proc`, or a zombie waiting to be reaped
+/// by whoever inherited it.
+fn exited(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Err(_) => true,
+        Ok(stat) => stat
+            .rfind(')')
+            .and_then(|at| stat[at + 1..].split_whitespace().next())
+            .is_none_or(|state| state == "Z" || state == "X"),
+    }
+}
+
+#[test]
+fn workers_exit_within_a_second_of_a_kill_9_of_their_parent() {
+    let _serial = serial();
+    let rendezvous = Rendezvous::new();
+    let mut parent = std::process::Command::new(env!("CARGO_BIN_EXE_orphan_parent"))
+        .arg(rendezvous.path())
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut line = String::new();
+    std::io::BufRead::read_line(
+        &mut std::io::BufReader::new(parent.stdout.take().unwrap()),
+        &mut line,
+    )
+    .unwrap();
+    let workers: Vec<u32> = line
+        .split_whitespace()
+        .map(|pid| pid.parse().unwrap())
+        .collect();
+    assert_eq!(workers.len(), 3, "{line:?}");
+    // Every worker is busy in a task (and not reading its socket) when the parent dies.
+    // (The arrivals stay open, so the tasks keep waiting.)
+    let arrivals: Vec<_> = (0..3).map(|_| rendezvous.arrive()).collect();
+    let mut busy: Vec<u32> = arrivals.iter().map(|a| a.pid).collect();
+    busy.sort_unstable();
+    let mut sorted = workers.clone();
+    sorted.sort_unstable();
+    assert_eq!(busy, sorted);
+    parent.kill().unwrap(); // SIGKILL
+    parent.wait().unwrap();
+    let killed = std::time::Instant::now();
+    // Observing exits takes polling; nothing here waits for the workers to do anything.
+    while !workers.iter().all(|&pid| exited(pid)) {
+        assert!(
+            killed.elapsed() < std::time::Duration::from_secs(1),
+            "workers still running a second after their parent was killed: {:?}",
+            workers
+                .iter()
+                .filter(|&&pid| !exited(pid))
+                .collect::<Vec<_>>()
+        );
+        std::thread::sleep(std::time::Duration::from_millis(5));
+    }
+    drop(arrivals);
+    assert_no_children();
+}
