@@ -5,5 +5,6 @@ mod basic;
 mod crash_matrix;
 mod deadlines;
 mod failures;
+mod leaks;
 mod retries;
 mod shutdown;
