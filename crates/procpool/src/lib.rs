@@ -82,6 +82,10 @@
 //!   it breaks the pool ([`ErrorKind::PoolBroken`]) instead of restarting forever. So do
 //!   three replacement workers in a row that die before they are ready.
 //!
+//! [`Pool::stats`] counts calls submitted, their final states, calls in flight, and worker
+//! starts and deaths. The file `docs/failures.md` of the repository lists each failure and
+//! what the caller sees.
+//!
 //! # Shutdown and drop
 //!
 //! [`close`](Pool::close) stops new work; queued work finishes; [`join`](Pool::join) then
@@ -116,6 +120,7 @@ mod pool;
 mod registry;
 mod result;
 mod start;
+mod stats;
 mod supervisor;
 mod sys;
 mod wire;
@@ -127,6 +132,7 @@ pub use procpool_macros::task;
 pub use registry::Task;
 pub use result::{AsyncResult, Imap, MapResult};
 pub use start::StartMethod;
+pub use stats::Stats;
 pub use worker::current_worker;
 
 #[doc(hidden)]

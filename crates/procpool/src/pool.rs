@@ -11,6 +11,7 @@ use crate::error::{BuildError, Error, ErrorKind};
 use crate::registry::{self, Task, TaskEntry};
 use crate::result::{AsyncResult, Collector, Fed, Feed, Imap, MapResult};
 use crate::start::StartMethod;
+use crate::stats::Stats;
 use crate::supervisor::{self, Config, Job, Phase, Shared};
 use crate::sys;
 use crate::wire::RunFrame;
@@ -317,6 +318,12 @@ impl Pool {
         self.processes
     }
 
+    /// Counts of what the pool has done so far: calls submitted, their final states, calls
+    /// in flight, worker starts and deaths. See [`Stats`].
+    pub fn stats(&self) -> Stats {
+        self.shared.counters.snapshot()
+    }
+
     /// The process ids of the workers running now, by slot. A slot whose worker is being
     /// replaced is left out.
     pub fn worker_pids(&self) -> Vec<u32> {
@@ -436,6 +443,7 @@ impl Pool {
             count: 1,
             timeout,
             retried: 0,
+            counters: Arc::clone(&self.shared.counters),
         };
         self.shared.submit([job])?;
         Ok(AsyncResult::new(collector, entry.name))
@@ -755,6 +763,7 @@ impl Pool {
                 count: chunk.len(),
                 timeout,
                 retried: 0,
+                counters: Arc::clone(&self.shared.counters),
             });
             start += chunk.len();
         }
@@ -838,8 +847,7 @@ impl Pool {
     pub fn terminate(&self) {
         for job in self.shared.set_phase(Phase::Terminating) {
             let error = Error::terminated(job.task);
-            job.sink
-                .deliver(job.start, (0..job.count).map(|_| Err(error.clone())));
+            job.fail(&error);
         }
         let _ = self.join();
     }
@@ -931,6 +939,7 @@ where
                 count,
                 timeout: self.timeout,
                 retried: 0,
+                counters: Arc::clone(&self.shared.counters),
             };
             if let Err(error) = self.shared.submit([job]) {
                 collector.deliver(start, (0..count).map(|_| Err(error.clone())));

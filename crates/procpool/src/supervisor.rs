@@ -19,6 +19,7 @@ use crate::error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
 use crate::registry;
 use crate::result::{Collector, Outcome, Payload};
 use crate::start::{self, StartMethod};
+use crate::stats::Counters;
 use crate::sys::{self, PollFd};
 use crate::wire::{self, FrameReader, FromWorker, RunFrame, ToWorker};
 
@@ -49,12 +50,24 @@ pub(crate) struct Job {
     pub(crate) timeout: Option<Duration>,
     /// How many times this job's worker has died under it so far.
     pub(crate) retried: u32,
+    /// The pool's counters, which count each call's final state.
+    pub(crate) counters: Arc<Counters>,
 }
 
 impl Job {
-    fn fail(self, error: &Error) {
-        self.sink
-            .deliver(self.start, (0..self.count).map(|_| Err(error.clone())));
+    /// Ends every call of the job with `error`.
+    pub(crate) fn fail(self, error: &Error) {
+        let outcomes = (0..self.count).map(|_| Err(error.clone()));
+        self.complete(outcomes);
+    }
+
+    /// Delivers the final state of each call of the job, in order.
+    fn complete(self, outcomes: impl IntoIterator<Item = Outcome>) {
+        let counters = &self.counters;
+        let outcomes = outcomes
+            .into_iter()
+            .inspect(|outcome| counters.completed(outcome));
+        self.sink.deliver(self.start, outcomes);
     }
 }
 
@@ -75,6 +88,7 @@ pub(crate) struct Shared {
     wake_tx: UnixStream,
     wake_pending: AtomicBool,
     next_job: AtomicU64,
+    pub(crate) counters: Arc<Counters>,
 }
 
 #[derive(Debug)]
@@ -102,7 +116,10 @@ impl Shared {
             Phase::Broken(error) => return Err(error.clone()),
             Phase::Closed | Phase::Terminating => return Err(Error::closed()),
         }
+        let before = state.queue.len();
         state.queue.extend(jobs);
+        let calls = state.queue.range(before..).map(|job| job.count).sum();
+        self.counters.submitted(calls);
         drop(state);
         self.wake();
         Ok(())
@@ -160,6 +177,7 @@ pub(crate) fn launch(
         wake_tx,
         wake_pending: AtomicBool::new(false),
         next_job: AtomicU64::new(0),
+        counters: Arc::default(),
     });
     let supervisor = Supervisor {
         slots: (0..config.processes).map(|_| None).collect(),
@@ -591,7 +609,7 @@ impl Supervisor {
                         Err(failure) => Err(Error::from_failure(failure, done.task, info)),
                     }
                 });
-                done.sink.deliver(done.start, outcomes);
+                done.complete(outcomes);
                 let spent = self
                     .config
                     .max_tasks_per_child
@@ -633,6 +651,7 @@ impl Supervisor {
     /// The worker in slot `index` is gone or misbehaved: reap it, settle what it held, and
     /// start a replacement.
     fn on_death(&mut self, index: usize, cause: Cause) {
+        self.shared.counters.worker_died();
         let worker = self.slots[index].take().expect("a worker is in the slot");
         let info = worker.info;
         let was_ready = worker.ready;
@@ -708,6 +727,7 @@ impl Supervisor {
 
     fn start(&mut self, index: usize) -> io::Result<()> {
         let start::Started { child, socket } = start::start(self.config.method)?;
+        self.shared.counters.worker_started();
         let info = WorkerInfo {
             index,
             pid: child.id(),
@@ -862,6 +882,7 @@ fn split(job: &Job, shared: &Shared) -> Vec<Job> {
                 count: 1,
                 timeout: job.timeout,
                 retried: job.retried,
+                counters: Arc::clone(&job.counters),
             }
         })
         .collect()

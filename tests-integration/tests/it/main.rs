@@ -1,6 +1,7 @@
 //! Tests that start real worker processes, grouped by concern. Every test ends by checking
 //! that no child process is left.
 
+mod accounting;
 mod basic;
 mod crash_matrix;
 mod deadlines;
