@@ -720,6 +720,116 @@ mod tests {
         }
 
         #[test]
+        fn handshakes_round_trip(
+            pid in proptest::prelude::any::<u32>(),
+            fingerprint in proptest::prelude::any::<u64>(),
+            index in proptest::prelude::any::<u32>(),
+            init in proptest::option::of((".{0,16}", proptest::collection::vec(proptest::prelude::any::<u8>(), 0..32))),
+        ) {
+            let ready = ready_frame(pid, fingerprint);
+            proptest::prop_assert_eq!(
+                FromWorker::decode(&ready[4..]).unwrap(),
+                FromWorker::Ready { pid, fingerprint }
+            );
+            let setup = setup_frame(index, init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())));
+            proptest::prop_assert_eq!(
+                ToWorker::decode(&setup[4..]).unwrap(),
+                ToWorker::Setup {
+                    index,
+                    initializer: init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())),
+                }
+            );
+        }
+
+        /// Bodies that pass the tag and the magic and version checks, then go anywhere.
+        #[test]
+        fn handshake_bodies_with_any_tail_never_panic(
+            tag in proptest::sample::select(vec![TAG_SETUP, TAG_READY, TAG_INIT_FAILED, TAG_RESULTS, TAG_RUN]),
+            tail in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..96),
+        ) {
+            let mut body = vec![tag];
+            body.extend_from_slice(&MAGIC.to_le_bytes());
+            body.extend_from_slice(&VERSION.to_le_bytes());
+            body.extend_from_slice(&tail);
+            let _ = ToWorker::decode(&body);
+            let _ = FromWorker::decode(&body);
+        }
+
+        /// A handshake frame with bytes overwritten: it decodes to something or is refused,
+        /// and a changed magic or version is always refused.
+        #[test]
+        fn corrupted_handshakes_are_refused_never_panic(
+            setup in proptest::prelude::any::<bool>(),
+            edits in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 1..4),
+        ) {
+            let frame = if setup { setup_frame(3, Some(("init", b"args"))) } else { ready_frame(42, 9) };
+            let mut body = frame[4..].to_vec();
+            for (at, byte) in edits {
+                let at = at % body.len();
+                body[at] = byte;
+            }
+            let handshake_intact = body[1..7] == frame[5..11];
+            let decoded = if setup {
+                ToWorker::decode(&body).map(|_| ())
+            } else {
+                FromWorker::decode(&body).map(|_| ())
+            };
+            if !handshake_intact && body[0] == frame[4] {
+                proptest::prop_assert!(decoded.is_err());
+            }
+        }
+
+        /// Lengths over the limit are refused before anything is allocated for them.
+        #[test]
+        fn oversized_lengths_are_refused(len in (MAX_FRAME as u32 + 1)..=u32::MAX) {
+            let header = len.to_le_bytes();
+            let mut body = Vec::new();
+            proptest::prop_assert!(read_frame(&mut &header[..], &mut body).is_err());
+            proptest::prop_assert_eq!(body.capacity(), 0);
+            let mut reader = FrameReader::default();
+            let mut fed = false;
+            let result = reader.read_from(|out| {
+                if fed { return Err(io::ErrorKind::WouldBlock.into()); }
+                fed = true;
+                out[..4].copy_from_slice(&header);
+                Ok(4)
+            }, |_| ());
+            proptest::prop_assert!(result.is_err());
+            proptest::prop_assert!(reader.large.is_none());
+        }
+
+        /// Any stream of well-formed frames, cut into any pieces, comes out whole and in order.
+        #[test]
+        fn frame_reader_reassembles_any_split(
+            bodies in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..200), 0..8),
+            cuts in proptest::collection::vec(1usize..300, 1..16),
+        ) {
+            let mut stream = Vec::new();
+            for body in &bodies {
+                stream.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                stream.extend_from_slice(body);
+            }
+            let mut reader = FrameReader::default();
+            let mut frames = Vec::new();
+            let mut rest = stream.as_slice();
+            let mut cuts = cuts.into_iter().cycle();
+            while !rest.is_empty() {
+                let piece = cuts.next().unwrap().min(rest.len());
+                let (mut now, later) = rest.split_at(piece);
+                rest = later;
+                let more = reader.read_from(|out| {
+                    if now.is_empty() { return Err(io::ErrorKind::WouldBlock.into()); }
+                    let n = now.len().min(out.len());
+                    out[..n].copy_from_slice(&now[..n]);
+                    now = &now[n..];
+                    Ok(n)
+                }, |frame| frames.push(frame)).unwrap();
+                proptest::prop_assert!(more);
+            }
+            proptest::prop_assert_eq!(frames, bodies);
+        }
+
+        #[test]
         fn results_survive_any_payload(payloads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..16)) {
             let mut results = ResultsFrame::new(1, payloads.len() as u32);
             for p in &payloads {
