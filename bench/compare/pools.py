@@ -150,8 +150,12 @@ def sample(impl, workload):
             return per_op(0, 1, lambda: pool.map(factorial, range(1, 3001)))
         if workload == "bytes64m":
             data = bytes(range(251)) * (BIG // 251 + 1)
-            data = data[:BIG]
-            return per_op(1, 3, lambda: pool.apply(echo, (data,)))
+            held = [data[:BIG]]
+
+            def round_trip():
+                held[0] = pool.apply(echo, (held[0],))
+
+            return per_op(1, 3, round_trip)
     finally:
         pool.terminate()
     raise SystemExit(f"pools.py: no such measurement: {impl} {workload}")
