@@ -135,6 +135,13 @@ pub use start::StartMethod;
 pub use stats::Stats;
 pub use worker::current_worker;
 
+/// The wire decoders, for the fuzz targets in `fuzz/`; not a public API.
+#[cfg(feature = "fuzzing")]
+#[doc(hidden)]
+pub mod __fuzz {
+    pub use crate::wire::fuzz_wire as wire;
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::error::TaskFailure;

@@ -451,6 +451,9 @@ impl FromWorker {
 }
 
 /// Reads one frame body from a blocking stream; `Ok(None)` on a clean end of stream.
+///
+/// The body's buffer grows with the bytes that arrive, not with the length the header
+/// claims, so a short stream cannot make it allocate up to the frame limit.
 pub(crate) fn read_frame(reader: &mut impl Read, body: &mut Vec<u8>) -> io::Result<Option<()>> {
     let mut header = [0; 4];
     match reader.read_exact(&mut header) {
@@ -463,28 +466,40 @@ pub(crate) fn read_frame(reader: &mut impl Read, body: &mut Vec<u8>) -> io::Resu
         return Err(WireError::TooLarge { len }.into());
     }
     body.clear();
-    body.resize(len, 0);
-    reader.read_exact(body)?;
+    body.reserve(len.min(LARGE));
+    let got = reader.by_ref().take(len as u64).read_to_end(body)?;
+    if got < len {
+        return Err(io::ErrorKind::UnexpectedEof.into());
+    }
     Ok(Some(()))
 }
 
 /// Splits frames out of a non-blocking byte stream, as bytes arrive.
 ///
 /// Small frames are gathered in one buffer and copied out; a large frame gets a buffer of its
-/// own, read into directly, so that a big result is not copied twice.
+/// own, read into directly, so that a big result is not copied twice. That buffer doubles as
+/// bytes arrive instead of taking the length the header claims at once, so that a peer that
+/// sends a large length and little else cannot make the reader allocate up to the limit.
 #[derive(Debug, Default)]
 pub(crate) struct FrameReader {
     /// Bytes `start..end` are read and not yet split off; allocated on first use.
     buf: Vec<u8>,
     start: usize,
     end: usize,
-    /// The body of a large frame being read straight into its own buffer, and how much of it
-    /// is filled.
-    large: Option<(Vec<u8>, usize)>,
+    /// The large frame being read straight into its own buffer.
+    large: Option<Large>,
 }
 
 /// Above this, a frame body gets its own buffer.
 const LARGE: usize = 64 * 1024;
+
+/// A large frame body being read: `body[..filled]` has arrived, out of `len` bytes.
+#[derive(Debug)]
+struct Large {
+    body: Vec<u8>,
+    filled: usize,
+    len: usize,
+}
 
 impl FrameReader {
     /// Reads what `read` has now and hands each complete frame body to `on_frame`. Returns
@@ -499,7 +514,13 @@ impl FrameReader {
         }
         loop {
             let target = match &mut self.large {
-                Some((body, filled)) => &mut body[*filled..],
+                Some(large) => {
+                    if large.filled == large.body.len() {
+                        let grown = large.body.len().saturating_mul(2).clamp(LARGE, large.len);
+                        large.body.resize(grown, 0);
+                    }
+                    &mut large.body[large.filled..]
+                }
                 None => {
                     if self.end == self.buf.len() {
                         self.buf.copy_within(self.start..self.end, 0);
@@ -517,11 +538,11 @@ impl FrameReader {
                 Err(e) => return Err(e),
             };
             match &mut self.large {
-                Some((body, filled)) => {
-                    *filled += got;
-                    if *filled == body.len() {
-                        let (body, _) = self.large.take().expect("a large frame is being read");
-                        on_frame(body);
+                Some(large) => {
+                    large.filled += got;
+                    if large.filled == large.len {
+                        let large = self.large.take().expect("a large frame is being read");
+                        on_frame(large.body);
                     }
                 }
                 None => {
@@ -545,9 +566,13 @@ impl FrameReader {
                 on_frame(self.buf[at + 4..at + 4 + len].to_vec());
                 self.start = at + 4 + len;
             } else if len > LARGE {
-                let mut body = vec![0; len];
+                let mut body = vec![0; available.max(LARGE)];
                 body[..available].copy_from_slice(&self.buf[at + 4..self.end]);
-                self.large = Some((body, available));
+                self.large = Some(Large {
+                    body,
+                    filled: available,
+                    len,
+                });
                 self.start = self.end;
                 break;
             } else {
@@ -560,6 +585,44 @@ impl FrameReader {
         }
         Ok(())
     }
+}
+
+/// One fuzz input: decodes it as a frame body both ways, then feeds it to a
+/// [`FrameReader`] in pieces whose sizes the input's first byte picks, decoding every frame
+/// that comes out. Panics if any frame exceeds the limit; decoders must not panic at all.
+#[cfg(feature = "fuzzing")]
+pub fn fuzz_wire(data: &[u8]) {
+    let _ = ToWorker::decode(data);
+    let _ = FromWorker::decode(data);
+    let piece = usize::from(data.first().copied().unwrap_or(1)).max(1);
+    let mut reader = FrameReader::default();
+    let mut rest = data;
+    loop {
+        let (mut now, later) = rest.split_at(piece.min(rest.len()));
+        rest = later;
+        let result = reader.read_from(
+            |out| {
+                if now.is_empty() {
+                    return Err(io::ErrorKind::WouldBlock.into());
+                }
+                let n = now.len().min(out.len());
+                out[..n].copy_from_slice(&now[..n]);
+                now = &now[n..];
+                Ok(n)
+            },
+            |frame| {
+                assert!(frame.len() <= MAX_FRAME, "a frame over the limit");
+                let _ = FromWorker::decode(&frame);
+                let _ = ToWorker::decode(&frame);
+            },
+        );
+        if result.is_err() || rest.is_empty() {
+            break;
+        }
+    }
+    let mut body = Vec::new();
+    let _ = read_frame(&mut &data[..], &mut body);
+    assert!(body.len() <= MAX_FRAME, "a frame over the limit");
 }
 
 #[cfg(test)]
@@ -701,6 +764,37 @@ mod tests {
         let mut body = Vec::new();
         assert!(read_frame(&mut &header[..], &mut body).is_err());
         assert_eq!(body.capacity(), 0);
+    }
+
+    #[test]
+    fn a_large_claimed_length_allocates_with_the_bytes_that_arrive() {
+        let mut stream = (MAX_FRAME as u32).to_le_bytes().to_vec();
+        stream.extend_from_slice(&[5; 1000]);
+        let mut body = Vec::new();
+        let err = read_frame(&mut stream.as_slice(), &mut body).unwrap_err();
+        assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
+        assert!(body.capacity() <= 2 * LARGE, "{}", body.capacity());
+
+        let mut reader = FrameReader::default();
+        let mut left = stream.as_slice();
+        let more = reader
+            .read_from(
+                |out| {
+                    if left.is_empty() {
+                        return Err(io::ErrorKind::WouldBlock.into());
+                    }
+                    let n = left.len().min(out.len());
+                    out[..n].copy_from_slice(&left[..n]);
+                    left = &left[n..];
+                    Ok(n)
+                },
+                |_| unreachable!("the frame is not complete"),
+            )
+            .unwrap();
+        assert!(more);
+        let large = reader.large.as_ref().expect("a large frame is being read");
+        assert_eq!((large.filled, large.len), (1000, MAX_FRAME));
+        assert!(large.body.capacity() <= 2 * LARGE);
     }
 
     proptest::proptest! {
