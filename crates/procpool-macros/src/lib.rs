@@ -17,6 +17,52 @@ const MAX_ARGS: usize = 6;
 /// The function must be a free `fn` with zero to six arguments, no generics, not `async`,
 /// whose argument types are `serde::de::DeserializeOwned` and whose result is
 /// `serde::Serialize`.
+///
+/// # Examples
+///
+/// ```
+/// #[procpool::task]
+/// fn add(a: u64, b: u64) -> u64 {
+///     a + b
+/// }
+///
+/// assert_eq!(add(2, 3), 5); // still a plain function
+/// ```
+///
+/// A generic function is refused, since one name must stand for one function:
+///
+/// ```compile_fail
+/// #[procpool::task]
+/// fn identity<T>(x: T) -> T {
+///     x
+/// }
+/// ```
+///
+/// So is a function of more than six arguments (a six-argument task is among the integration
+/// tests):
+///
+/// ```compile_fail
+/// #[procpool::task]
+/// fn seven(a: u8, b: u8, c: u8, d: u8, e: u8, f: u8, g: u8) {}
+/// ```
+///
+/// And an argument that serde cannot decode into an owned value:
+///
+/// ```compile_fail
+/// #[procpool::task]
+/// fn borrowed(name: &str) -> usize {
+///     name.len()
+/// }
+/// ```
+///
+/// Its owned twin compiles:
+///
+/// ```
+/// #[procpool::task]
+/// fn owned(name: String) -> usize {
+///     name.len()
+/// }
+/// ```
 #[proc_macro_attribute]
 pub fn task(attr: TokenStream, item: TokenStream) -> TokenStream {
     let function = parse_macro_input!(item as ItemFn);
