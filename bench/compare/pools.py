@@ -23,6 +23,7 @@ import json
 import multiprocessing
 import os
 import platform
+import resource
 import statistics
 import subprocess
 import sys
@@ -231,18 +232,40 @@ def machine():
     }
 
 
-def report(times, reps, command):
+def busy_seconds():
+    """CPU seconds the whole machine has spent busy, and those of this process's reaped
+    children (every sample), so that the difference is what other processes took."""
+    with open("/proc/stat") as stat:
+        fields = [int(x) for x in stat.readline().split()[1:]]
+    # user nice system idle iowait irq softirq steal ...
+    busy = sum(fields[:3]) + sum(fields[5:8])
+    children = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return busy / os.sysconf("SC_CLK_TCK"), children.ru_utime + children.ru_stime
+
+
+def report(times, reps, command, other_load):
     med = {key: statistics.median(values) for key, values in times.items()}
 
     def m(impl, workload):
         return med.get((impl, workload))
+
+    def paired(a, b, workload):
+        """The median over repetitions of a/b, each pair measured seconds apart."""
+        return statistics.median(
+            x / y for x, y in zip(times[(a, workload)], times[(b, workload)])
+        )
 
     lines = []
     lines.append(f"Measured by `{command}` with {reps} interleaved repetitions; each cell is the")
     lines.append("median over the repetitions, each repetition a fresh process. Numbers are from a")
     lines.append("2-core VM shared with other work, so treat single-digit-percent differences as")
     lines.append("noise; the ratios are what the targets are about, and both sides of each ratio")
-    lines.append("come from this one run.")
+    lines.append("come from this one run. Each ratio below is the median of the ratios of the two")
+    lines.append("sides within each repetition (paired), so that a burst of other work hits both.")
+    lines.append(
+        f"While it ran, other processes kept {other_load:.2f} of the 2 cores busy on average"
+        " (from `/proc/stat`, less this run's own processes)."
+    )
     lines.append("")
     lines.append("| | |")
     lines.append("|---|---|")
@@ -287,7 +310,7 @@ def report(times, reps, command):
     start = m("procpool", "startup")
     py_starts = {i: m(i, "startup") for i in PYTHON if m(i, "startup") is not None}
     fastest = min(py_starts, key=py_starts.get)
-    ratio = py_starts[fastest] / start
+    ratio = paired(fastest, "procpool", "startup")
     row(
         "start-up ≥ 5× faster than Python's fastest pool",
         ratio,
@@ -295,21 +318,21 @@ def report(times, reps, command):
         f"{ratio:.1f}× ({fmt(start)} vs {LABELS[fastest]} {fmt(py_starts[fastest])})",
     )
     for impl in ("mp-spawn", "mp-forkserver"):
-        ratio = py_starts[impl] / start
+        ratio = paired(impl, "procpool", "startup")
         row(
             f"start-up ≥ 50× faster than {LABELS[impl]}",
             ratio,
             ratio >= 50,
             f"{ratio:.1f}× ({fmt(py_starts[impl])})",
         )
-    ratio = m("procpool", "apply") / m("pipe", "apply")
+    ratio = paired("procpool", "pipe", "apply")
     row(
         "`apply` no-op ≤ 2× the pipe ping-pong",
         ratio,
         ratio <= 2,
         f"{ratio:.2f}× ({fmt(m('procpool', 'apply'))} vs {fmt(m('pipe', 'apply'))})",
     )
-    ratio = m("mp-fork", "map100k") / m("procpool", "map100k")
+    ratio = paired("mp-fork", "procpool", "map100k")
     row(
         "`map` 100k no-ops ≥ 10× the throughput of `multiprocessing.Pool.map`",
         ratio,
@@ -317,22 +340,22 @@ def report(times, reps, command):
         f"{ratio:.1f}× ({100_000 / m('procpool', 'map100k') / 1e6:.2f} M tasks/s vs"
         f" {100_000 / m('mp-fork', 'map100k') / 1e6:.2f} M tasks/s, fork)",
     )
-    ratio = m("procpool", "fact100") / m("serial", "fact100")
+    ratio = paired("procpool", "serial", "fact100")
     row(
         "factorials 1..=100, warm pool ≤ 2× serial",
         ratio,
         ratio <= 2,
         f"{ratio:.1f}× ({fmt(m('procpool', 'fact100'))} vs {fmt(m('serial', 'fact100'))})",
     )
-    ratio = m("serial", "fact3000") / m("procpool", "fact3000")
+    ratio = paired("serial", "procpool", "fact3000")
     row(
         "factorials 1..=3000, 2 workers ≥ 1.8× faster than serial",
         ratio,
         ratio >= 1.8,
         f"{ratio:.2f}× ({fmt(m('procpool', 'fact3000'))} vs {fmt(m('serial', 'fact3000'))};"
-        f" rayon {m('serial', 'fact3000') / m('rayon', 'fact3000'):.2f}×)",
+        f" rayon {paired('serial', 'rayon', 'fact3000'):.2f}×)",
     )
-    ratio = m("memcpy", "bytes64m") / m("procpool", "bytes64m")
+    ratio = paired("memcpy", "procpool", "bytes64m")
     bw = BIG / m("procpool", "bytes64m") / 1e9
     copy_bw = BIG / m("memcpy", "bytes64m") / 1e9
     row(
@@ -342,16 +365,33 @@ def report(times, reps, command):
         f"1/{1 / ratio:.0f} ({bw:.2f} GB/s round trip vs {copy_bw:.2f} GB/s memcpy)",
     )
     lines.append("")
+    lines.append("Bandwidths count the 64 MiB once per round trip. Context for the misses, same run:")
+    lines.append("")
     lines.append(
-        "Bandwidths count the 64 MiB once per round trip. Python's own pools beside their own"
-        " serial loop: "
+        f"- the pool as it is, with one chunk per worker (`map_with`, chunk size n/2):"
+        f" factorials 1..=100 {paired('procpool-2chunks', 'serial', 'fact100'):.1f}× serial;"
+        f" map of 100k no-ops {paired('mp-fork', 'procpool-2chunks', 'map100k'):.1f}×"
+        " Python's throughput;"
+    )
+    floor = paired("memcpy", "pipe", "bytes64m")
+    lines.append(
+        f"- the bare socket-pair stream of 64 MiB there and back (buffers reused) reaches"
+        f" 1/{1 / floor:.1f} of `memcpy` bandwidth"
+        + (": no design that copies through a socket reaches 1/3 here;" if floor < 1 / 3 else ";")
+    )
+    lines.append(
+        f"- rayon's threads: `apply` {paired('rayon', 'pipe', 'apply'):.1f}× the pipe ping-pong,"
+        f" factorials 1..=100 {paired('rayon', 'serial', 'fact100'):.1f}× serial;"
+    )
+    lines.append(
+        "- Python's pools beside Python's serial loop: "
         + "; ".join(
-            f"{LABELS[i]} {m(i, 'fact100') / m('py-serial', 'fact100'):.1f}× serial on 1..=100"
+            f"{LABELS[i]} {paired(i, 'py-serial', 'fact100'):.1f}× serial on 1..=100"
             for i in ("mp-fork", "cf-executor")
         )
         + "; "
         + "; ".join(
-            f"{LABELS[i]} {m('py-serial', 'fact3000') / m(i, 'fact3000'):.2f}× faster on 1..=3000"
+            f"{LABELS[i]} {paired('py-serial', i, 'fact3000'):.2f}× faster on 1..=3000"
             for i in ("mp-fork", "cf-executor")
         )
         + "."
@@ -397,9 +437,14 @@ def main():
         seconds = sample(args.impl, args.workload)
         print(json.dumps({"impl": args.impl, "workload": args.workload, "seconds": seconds}))
         return
+    busy_before, ours_before = busy_seconds()
+    started = time.monotonic()
     times = drive(args.compare_bin, args.reps, sys.stderr)
+    busy_after, ours_after = busy_seconds()
+    ours = ours_after - ours_before + time.process_time()
+    other_load = max(0.0, busy_after - busy_before - ours) / (time.monotonic() - started)
     command = args.command or " ".join(sys.argv)
-    write(args.out, report(times, args.reps, command))
+    write(args.out, report(times, args.reps, command, other_load))
     print(f"wrote {args.out}", file=sys.stderr)
 
 
