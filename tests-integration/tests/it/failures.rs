@@ -320,3 +320,28 @@ fn a_failing_initializer_fails_build() {
     assert_eq!(pool.apply(square, (2,)).unwrap(), 4);
     finish(pool);
 }
+
+#[procpool::task]
+fn takes_unencodable(_value: Unencodable) -> u64 {
+    0
+}
+
+#[test]
+fn arguments_that_do_not_encode_are_refused_at_submission() {
+    let _serial = serial();
+    let pool = pool(1);
+    let error = pool.apply(takes_unencodable, (Unencodable,)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Codec);
+    assert_eq!(error.task_name(), Some("it::failures::takes_unencodable"));
+    assert!(
+        error.to_string().contains("cannot encode the arguments"),
+        "{error}"
+    );
+    let error = pool
+        .map(takes_unencodable, [Unencodable, Unencodable])
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Codec);
+    assert_eq!(pool.stats().submitted, 0, "nothing was submitted");
+    assert_eq!(pool.apply(square, (3,)).unwrap(), 9);
+    finish(pool);
+}
