@@ -49,4 +49,5 @@ fn the_failure_table_names_real_tests() {
             "docs/failures.md names `{module}::{name}`, which does not exist"
         );
     }
+    assert_no_children();
 }
