@@ -32,9 +32,9 @@
 //! [`map_async`](Pool::map_async) (a [`MapResult`]), [`imap`](Pool::imap),
 //! [`imap_unordered`](Pool::imap_unordered), [`starmap`](Pool::starmap),
 //! [`starmap_async`](Pool::starmap_async), [`close`](Pool::close), [`join`](Pool::join) and
-//! [`terminate`](Pool::terminate); the `*_with` variants take [`MapOptions`] such as a chunk
-//! size. [`Pool::builder`] sets the number of processes, an initializer and
-//! `max_tasks_per_child`.
+//! [`terminate`](Pool::terminate); the `*_with` variants take [`MapOptions`] (a chunk size,
+//! a timeout) or [`ApplyOptions`] (a timeout). [`Pool::builder`] sets the number of
+//! processes, an initializer, `max_tasks_per_child`, a task timeout and retries.
 //!
 //! # Registering tasks
 //!
