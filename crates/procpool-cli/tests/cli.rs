@@ -220,10 +220,25 @@ fn serve_api_prints_its_address_and_serves() {
 fn children_of(parent: u32) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else { continue };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else { continue };
-        let Some(after) = stat.rfind(')').map(|at| &stat[at + 1..]) else { continue };
-        if after.split_whitespace().nth(1).and_then(|s| s.parse::<u32>().ok()) == Some(parent) {
+        let Some(pid) = entry
+            .file_name()
+            .to_str()
+            .and_then(|s| s.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
+            continue;
+        };
+        let Some(after) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+            continue;
+        };
+        if after
+            .split_whitespace()
+            .nth(1)
+            .and_then(|s| s.parse::<u32>().ok())
+            == Some(parent)
+        {
             found.push(pid);
         }
     }
@@ -233,7 +248,9 @@ fn children_of(parent: u32) -> Vec<u32> {
 fn alive(pid: u32) -> bool {
     std::fs::read_to_string(format!("/proc/{pid}/stat")).is_ok_and(|stat| {
         // A zombie has exited; only its parent's wait is missing.
-        stat.rfind(')').and_then(|at| stat[at + 1..].split_whitespace().next()) != Some("Z")
+        stat.rfind(')')
+            .and_then(|at| stat[at + 1..].split_whitespace().next())
+            != Some("Z")
     })
 }
 
@@ -252,7 +269,17 @@ fn within(limit: std::time::Duration, mut done: impl FnMut() -> bool) -> bool {
 #[test]
 fn ctrl_c_during_a_map_exits_promptly_and_leaves_no_worker() {
     let mut child = procpool()
-        .args(["factorial", "--n", "3000", "--method", "map", "--processes", "2", "--runs", "1000"])
+        .args([
+            "factorial",
+            "--n",
+            "3000",
+            "--method",
+            "map",
+            "--processes",
+            "2",
+            "--runs",
+            "1000",
+        ])
         .stdout(Stdio::null())
         .spawn()
         .unwrap();
@@ -267,9 +294,17 @@ fn ctrl_c_during_a_map_exits_promptly_and_leaves_no_worker() {
     );
     // SAFETY: kill has no memory effects; the child is ours and not yet reaped.
     assert_eq!(unsafe { libc::kill(parent as i32, libc::SIGINT) }, 0);
-    assert!(within(std::time::Duration::from_secs(5), || child.try_wait().unwrap().is_some()), "procpool exits");
     assert!(
-        within(std::time::Duration::from_secs(1), || workers.iter().all(|&w| !alive(w))),
+        within(std::time::Duration::from_secs(5), || child
+            .try_wait()
+            .unwrap()
+            .is_some()),
+        "procpool exits"
+    );
+    assert!(
+        within(std::time::Duration::from_secs(1), || workers
+            .iter()
+            .all(|&w| !alive(w))),
         "no worker outlives it: {workers:?}"
     );
 }
