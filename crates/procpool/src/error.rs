@@ -81,7 +81,9 @@ pub enum ErrorKind {
     Closed,
     /// The pool was terminated before the task finished.
     Terminated,
-    /// The pool cannot start workers any more (an initializer failed in a replacement worker).
+    /// The pool cannot start workers any more: the initializer failed in a replacement
+    /// worker, replacements kept dying before they were ready, a worker could not be
+    /// started, or the supervisor itself failed. The message says which.
     PoolBroken,
     /// A wait with a timeout ran out; the task itself goes on.
     WaitTimeout,

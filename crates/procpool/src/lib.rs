@@ -44,8 +44,10 @@
 //! link time; that name, not a code address, is what a worker receives. Arguments go as a
 //! tuple: `pool.apply(add, (1, 2))`, `pool.starmap(add, [(1, 2), (3, 4)])`. A function that
 //! is not registered, a closure for instance, is refused when submitted with an
-//! [`ErrorKind::Unregistered`] error that names it. A task that returns `Result<T, E>` gives
-//! the caller that `Result` inside procpool's own.
+//! [`ErrorKind::Unregistered`] error that names it. So is a task whose registered name
+//! another task has too (two nested functions of one name in one module): a worker could not
+//! tell them apart. A task that returns `Result<T, E>` gives the caller that `Result` inside
+//! procpool's own.
 //!
 //! Arguments and results travel encoded with `bincode`.
 //!
@@ -57,7 +59,8 @@
 //! initialisation section, so none of the program's own code runs in a worker, except
 //! its tasks and other before-`main` hooks. Pools therefore work from `main`, from
 //! `examples/` and from `cargo test` and `cargo nextest` test binaries, with no set-up.
-//! Workers are started in parallel; each is killed when the pool's supervisor thread ends,
+//! Workers are started one after another without waiting for each other, so their
+//! start-ups and handshakes overlap; each is killed when the pool's supervisor thread ends,
 //! and ends by itself when the parent dies (`PR_SET_PDEATHSIG` and end of stream).
 //!
 //! # Failures, panics and restarts
@@ -98,11 +101,19 @@
 //!
 //! - Dropping a pool does not wait for queued work: close and join first to keep it.
 //! - [`AsyncResult::get_timeout`] and the other waits with a timeout only stop waiting; the
-//!   task goes on in its worker. To stop a task that runs too long, give it a timeout. Dropping a result handle does not cancel its task either.
+//!   task goes on in its worker. To stop a task that runs too long, give it a timeout.
+//!   Dropping a result handle does not cancel its task either.
 //! - A worker runs before `main`: the standard library's own set-up has not run, so a stack
 //!   overflow in a task ends the worker with `SIGSEGV` instead of a message.
 //! - Other before-`main` hooks of the program (from crates such as `ctor`) run in every
 //!   worker too.
+//! - A frame holds at most 1 GiB: arguments over it are refused at submission, and a result
+//!   over it fails its task ([`ErrorKind::Codec`]). Send bulk data another way, such as a file.
+//! - A worker's death is noticed by the end of stream on its socket. A task that forks a
+//!   child which keeps running (a daemonising library) keeps that socket open: if the worker
+//!   then dies, its task ends only by its timeout. Give such tasks a timeout.
+//! - Start-up has no timeout: an initializer that never returns blocks
+//!   [`Builder::build`], or the replacement worker it runs in.
 //!
 //! # Platforms
 //!

@@ -14,7 +14,7 @@ use crate::start::StartMethod;
 use crate::stats::Stats;
 use crate::supervisor::{self, Config, Job, Phase, Shared};
 use crate::sys;
-use crate::wire::RunFrame;
+use crate::wire::{MAX_FRAME, RunFrame};
 
 /// The number of CPUs this process may run on.
 ///
@@ -134,15 +134,13 @@ impl Builder {
         Args: Serialize,
     {
         let _ = f;
-        self.initializer = Some(
-            registry::lookup::<F>()
-                .map_err(|name| unregistered(name).to_string())
-                .and_then(|entry| {
-                    bincode::serialize(&args)
-                        .map(|args| (entry.name, args))
-                        .map_err(|e| format!("cannot encode the initializer's arguments: {e}"))
-                }),
-        );
+        self.initializer = Some(registry::lookup::<F>().map_err(|e| e.to_string()).and_then(
+            |entry| {
+                bincode::serialize(&args)
+                    .map(|args| (entry.name, args))
+                    .map_err(|e| format!("cannot encode the initializer's arguments: {e}"))
+            },
+        ));
         self
     }
 
@@ -191,7 +189,8 @@ impl Builder {
         self
     }
 
-    /// Starts the workers (in parallel) and returns once every one is ready.
+    /// Starts the workers (one after another, without waiting for each to be ready) and
+    /// returns once every one is ready.
     ///
     /// # Errors
     ///
@@ -252,15 +251,21 @@ impl Builder {
     }
 }
 
-fn unregistered(name: &str) -> Error {
-    Error::new(
-        ErrorKind::Unregistered,
-        format!("`{name}` is not a registered task: mark the function with #[procpool::task]"),
-    )
+fn lookup<F: 'static>() -> Result<&'static TaskEntry, Error> {
+    registry::lookup::<F>().map_err(|e| Error::new(ErrorKind::Unregistered, e.to_string()))
 }
 
-fn lookup<F: 'static>() -> Result<&'static TaskEntry, Error> {
-    registry::lookup::<F>().map_err(unregistered)
+/// The finished RUN frame, or a clear error when the arguments are over the frame limit.
+fn sealed(frame: RunFrame, task: &str) -> Result<Vec<u8>, Error> {
+    frame.finish().map_err(|len| {
+        Error::new(
+            ErrorKind::Codec,
+            format!(
+                "the arguments take {len} bytes, over the frame limit of {MAX_FRAME} (send the data another way, or use a smaller chunk size)"
+            ),
+        )
+        .task(task)
+    })
 }
 
 fn encode_error(task: &str, error: bincode::Error) -> Error {
@@ -433,11 +438,12 @@ impl Pool {
         frame
             .push(|buf| bincode::serialize_into(buf, &args))
             .map_err(|e| encode_error(entry.name, e))?;
+        let frame = sealed(frame, entry.name)?;
         let collector = Collector::new(1, false);
         let job = Job {
             id,
             task: entry.name,
-            frame: frame.finish(),
+            frame,
             sink: Arc::clone(&collector),
             start: 0,
             count: 1,
@@ -753,11 +759,12 @@ impl Pool {
                     .push(|buf| encode(item, buf))
                     .map_err(|e| encode_error(entry.name, e))?;
             }
+            let frame = sealed(frame, entry.name)?;
             let sink = Arc::clone(&collector);
             jobs.push(Job {
                 id,
                 task: entry.name,
-                frame: frame.finish(),
+                frame,
                 sink,
                 start,
                 count: chunk.len(),
@@ -785,8 +792,10 @@ impl Pool {
         let entry = lookup::<F>()?;
         let chunksize = checked_chunksize(options)?.unwrap_or(1);
         let timeout = checked_timeout(options.timeout)?;
-        if let Phase::Broken(error) = &self.shared.lock().phase {
-            return Err(error.clone());
+        match &self.shared.lock().phase {
+            Phase::Running => {}
+            Phase::Broken(error) => return Err(error.clone()),
+            Phase::Closed | Phase::Terminating => return Err(Error::closed()),
         }
         let window = chunksize.saturating_mul(2 * self.processes.max(1));
         let feed = Stream {
@@ -828,13 +837,11 @@ impl Pool {
                 "join called on a running pool: call close or terminate first",
             ));
         }
-        let handle = self
-            .supervisor
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .take();
-        if let Some(handle) = handle {
-            // The supervisor settles every job before it returns, even when it fails.
+        // The lock is held while joining, so that a second `join` or a `terminate` from
+        // another thread waits for the workers to be reaped too, rather than returning early.
+        let mut supervisor = self.supervisor.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = supervisor.take() {
+            // The supervisor settles every job before it returns, even when it panics.
             let _ = handle.join();
         }
         Ok(())
@@ -930,10 +937,17 @@ where
         }
         let count = frame.len();
         if count > 0 {
+            let frame = match sealed(frame, name) {
+                Ok(frame) => frame,
+                Err(error) => {
+                    collector.deliver(start, (0..count).map(|_| Err(error.clone())));
+                    return Fed::Exhausted(count);
+                }
+            };
             let job = Job {
                 id,
                 task: name,
-                frame: frame.finish(),
+                frame,
                 sink: Arc::clone(collector),
                 start,
                 count,

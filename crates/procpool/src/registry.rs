@@ -5,7 +5,7 @@
 //! name; a worker, which is the same binary, looks the name up to find the call.
 
 use std::any::type_name;
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
@@ -112,7 +112,10 @@ pub(crate) fn run(
 
 struct Index {
     by_type: HashMap<&'static str, &'static TaskEntry>,
+    /// Names registered once; a name two functions share is in `shared` instead, since a
+    /// worker could not tell which one a job means.
     by_name: HashMap<&'static str, &'static TaskEntry>,
+    shared: HashSet<&'static str>,
     fingerprint: u64,
 }
 
@@ -121,27 +124,68 @@ fn index() -> &'static Index {
     INDEX.get_or_init(|| {
         let mut by_type = HashMap::with_capacity(TASKS.len());
         let mut by_name = HashMap::with_capacity(TASKS.len());
+        let mut shared = HashSet::new();
         for entry in TASKS.iter() {
             by_type.insert((entry.type_name)(), entry);
-            by_name.insert(entry.name, entry);
+            if by_name.insert(entry.name, entry).is_some() {
+                shared.insert(entry.name);
+            }
         }
-        let mut names: Vec<&str> = by_name.keys().copied().collect();
+        for name in &shared {
+            by_name.remove(name);
+        }
+        let mut names: Vec<&str> = TASKS.iter().map(|entry| entry.name).collect();
         names.sort_unstable();
         Index {
             by_type,
             by_name,
+            shared,
             fingerprint: fingerprint(&names),
         }
     })
 }
 
-/// The registered entry of the function type `F`, or `Err` with the type's name.
-pub(crate) fn lookup<F: 'static>() -> Result<&'static TaskEntry, &'static str> {
-    let name = type_name::<F>();
-    index().by_type.get(name).copied().ok_or(name)
+/// Why a function cannot be submitted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) enum LookupError {
+    /// Not marked `#[procpool::task]`; the function's type name.
+    Unregistered(&'static str),
+    /// Registered under a name another task has too (two nested functions of one name in
+    /// one module); the name.
+    Shared(&'static str),
 }
 
-/// The entry registered under `name`; used by workers.
+impl std::fmt::Display for LookupError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            LookupError::Unregistered(name) => write!(
+                f,
+                "`{name}` is not a registered task: mark the function with #[procpool::task]"
+            ),
+            LookupError::Shared(name) => write!(
+                f,
+                "two registered tasks share the name `{name}`, so a worker could not tell them apart: rename one or move it to another module"
+            ),
+        }
+    }
+}
+
+/// The registered entry of the function type `F`.
+pub(crate) fn lookup<F: 'static>() -> Result<&'static TaskEntry, LookupError> {
+    let name = type_name::<F>();
+    let index = index();
+    let entry = index
+        .by_type
+        .get(name)
+        .copied()
+        .ok_or(LookupError::Unregistered(name))?;
+    if index.shared.contains(entry.name) {
+        return Err(LookupError::Shared(entry.name));
+    }
+    Ok(entry)
+}
+
+/// The entry registered under `name`, unless two tasks share it; used by workers.
 pub(crate) fn by_name(name: &str) -> Option<&'static TaskEntry> {
     index().by_name.get(name).copied()
 }
@@ -193,8 +237,8 @@ mod tests {
 
     #[test]
     fn unregistered_functions_are_named() {
-        let name = lookup::<fn(u32) -> u32>().unwrap_err();
-        assert_eq!(name, "fn(u32) -> u32");
+        let error = lookup::<fn(u32) -> u32>().unwrap_err();
+        assert_eq!(error, LookupError::Unregistered("fn(u32) -> u32"));
     }
 
     #[test]

@@ -188,6 +188,7 @@ pub(crate) fn launch(
         startup: Some(ready),
         start_failures: 0,
         fingerprint: registry::registry_fingerprint(),
+        finished: false,
     };
     let handle = std::thread::Builder::new()
         .name("procpool-supervisor".into())
@@ -237,28 +238,38 @@ impl Worker {
     /// finds out through the socket's end of stream.
     fn flush(&mut self) -> io::Result<()> {
         loop {
-            let mut slices = Vec::with_capacity(8);
+            // Up to 8 frames in one writev, gathered on the stack: this runs for every job.
+            let mut slices = [IoSlice::new(&[]); 8];
+            let mut count = 0;
+            let mut offered = 0;
             let mut written = self.control_written;
-            for frame in &self.control {
-                slices.push(IoSlice::new(&frame[written..]));
+            for frame in self.control.iter().take(slices.len()) {
+                slices[count] = IoSlice::new(&frame[written..]);
+                offered += frame.len() - written;
+                count += 1;
                 written = 0;
             }
             if self.control.is_empty() {
                 let mut written = self.job_written;
-                for job in self.in_flight.iter().skip(self.unsent).take(8) {
-                    slices.push(IoSlice::new(&job.frame[written..]));
+                for job in self.in_flight.iter().skip(self.unsent).take(slices.len()) {
+                    slices[count] = IoSlice::new(&job.frame[written..]);
+                    offered += job.frame.len() - written;
+                    count += 1;
                     written = 0;
                 }
             }
-            if slices.is_empty() {
+            if count == 0 {
                 return Ok(());
             }
-            let mut n = match (&self.socket).write_vectored(&slices) {
+            let mut n = match (&self.socket).write_vectored(&slices[..count]) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            // A short write means the socket is full: account for it and let POLLOUT say
+            // when to go on, instead of a write that only says `EAGAIN`.
+            let full = n < offered;
             while n > 0 {
                 if let Some(frame) = self.control.front() {
                     let left = frame.len() - self.control_written;
@@ -282,6 +293,9 @@ impl Worker {
                     }
                 }
             }
+            if full {
+                return Ok(());
+            }
         }
     }
 }
@@ -297,6 +311,9 @@ struct Supervisor {
     startup: Option<Sender<Result<(), BuildError>>>,
     start_failures: u32,
     fingerprint: u64,
+    /// Set once `shut_down` has run; a supervisor dropped without it (a panic) cleans up in
+    /// `Drop`, so that no caller waits forever on a result.
+    finished: bool,
 }
 
 /// What a worker's socket said during one turn of the loop.
@@ -363,8 +380,10 @@ impl Supervisor {
                 // read, and one that queues after it writes a fresh byte. Clearing first would
                 // let the drain swallow the byte of a wake whose flag is still set, and the
                 // next caller would then skip its write and wait forever.
+                // Callers write at most one byte per clearing of the flag, so one read of
+                // 64 drains it.
                 let mut sink = [0; 64];
-                while matches!((&self.wake_rx).read(&mut sink), Ok(n) if n > 0) {}
+                let _ = (&self.wake_rx).read(&mut sink);
                 self.shared.wake_pending.store(false, Ordering::SeqCst);
             }
             // Retiring workers are handled last and from the back, so that removing one does
@@ -506,6 +525,7 @@ impl Supervisor {
         if !fd.readable() {
             return;
         }
+        let pid = worker.info.pid;
         let mut events = Vec::new();
         let more = worker.reader.read_from(
             |buf| (&worker.socket).read(buf),
@@ -519,6 +539,12 @@ impl Supervisor {
             Ok(false) | Err(_) => events.push(Event::Gone),
         }
         for event in events {
+            // A results frame can retire the worker (max_tasks_per_child) and put a
+            // replacement in the slot: what else was read belongs to the old worker, whose
+            // end of stream is seen again where retiring workers are polled.
+            if self.slots[index].as_ref().map(|w| w.info.pid) != Some(pid) {
+                return;
+            }
             let outcome = match event {
                 Event::Frame(frame) => self.on_frame(index, frame),
                 Event::Gone => Err(Cause::Gone),
@@ -560,6 +586,9 @@ impl Supervisor {
                     let _ = ready.send(Ok(()));
                 }
                 Ok(())
+            }
+            FromWorker::InitFailed(_) if worker.ready => {
+                Err(Cause::Protocol("an INIT_FAILED frame after READY".into()))
             }
             FromWorker::InitFailed(failure) => {
                 let name = self
@@ -674,7 +703,13 @@ impl Supervisor {
                 // Which call of the chunk killed the worker (or ran too long) is unknown: run
                 // each of its calls on its own, so that only the one that kills a worker (or
                 // runs past its own timeout) again fails.
-                requeue.extend(split(&first, &self.shared));
+                match split(&first, &self.shared) {
+                    Some(singles) => requeue.extend(singles),
+                    None => {
+                        let error = Error::died(first.task, info, exit);
+                        first.fail(&error);
+                    }
+                }
             }
         }
         // The jobs behind the first had not started: they go back to the front of the queue.
@@ -792,6 +827,23 @@ impl Supervisor {
         for pid in self.shared.lock().pids.iter_mut() {
             *pid = None;
         }
+        self.finished = true;
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Only a panic in the supervisor gets here: break the pool, so that submissions are
+        // refused, and settle every job and worker.
+        let error = Error::new(
+            ErrorKind::PoolBroken,
+            "the pool's supervisor thread panicked",
+        );
+        self.shared.set_phase(Phase::Broken(error));
+        self.shut_down();
     }
 }
 
@@ -856,10 +908,12 @@ fn stop_within(workers: &mut [Worker], grace: Duration) {
 }
 
 /// Splits a job of several calls into one job per call.
-fn split(job: &Job, shared: &Shared) -> Vec<Job> {
-    let body = &job.frame[4..];
-    let Ok(ToWorker::Run { name, items, .. }) = ToWorker::decode(body) else {
-        unreachable!("the parent's own RUN frame decodes")
+fn split(job: &Job, shared: &Shared) -> Option<Vec<Job>> {
+    // The frame is the parent's own, built under the frame limit, so it decodes and each
+    // call fits a frame of its own; `None` is for the impossible case, so that it fails the
+    // job instead of the supervisor.
+    let Ok(ToWorker::Run { name, items, .. }) = ToWorker::decode(&job.frame[4..]) else {
+        return None;
     };
     items
         .into_iter()
@@ -872,18 +926,18 @@ fn split(job: &Job, shared: &Shared) -> Vec<Job> {
                     buf.extend_from_slice(item);
                     Ok(())
                 })
-                .expect("copying bytes cannot fail");
-            Job {
+                .ok()?;
+            Some(Job {
                 id,
                 task: job.task,
-                frame: frame.finish(),
+                frame: frame.finish().ok()?,
                 sink: Arc::clone(&job.sink),
                 start: job.start + i,
                 count: 1,
                 timeout: job.timeout,
                 retried: job.retried,
                 counters: Arc::clone(&job.counters),
-            }
+            })
         })
         .collect()
 }

@@ -189,9 +189,15 @@ impl RunFrame {
         self.count as usize
     }
 
-    pub(crate) fn finish(mut self) -> Vec<u8> {
+    /// The finished frame, or `Err` with the body's length when it is over [`MAX_FRAME`]: a
+    /// worker would refuse it, so it must not be sent.
+    pub(crate) fn finish(mut self) -> Result<Vec<u8>, usize> {
         self.frame.patch_u32(self.count_at, self.count);
-        self.frame.finish()
+        let frame = self.frame.finish();
+        match frame.len() - 4 {
+            len if len > MAX_FRAME => Err(len),
+            _ => Ok(frame),
+        }
     }
 }
 
@@ -211,7 +217,18 @@ impl ResultsFrame {
     pub(crate) fn push(&mut self, run: impl FnOnce(&mut Vec<u8>) -> Result<(), TaskFailure>) {
         let at = self.frame.position();
         self.frame.u8(0);
-        if let Err(failure) = self.frame.field(run) {
+        let outcome = self.frame.field(run).map(|_| ()).and_then(|()| {
+            // A frame over the limit would be refused by the parent as a protocol error:
+            // the result that pushed it over fails alone instead.
+            match self.frame.position() - 4 {
+                len if len > MAX_FRAME => Err(TaskFailure::ResultEncode(format!(
+                    "the result takes {} bytes, over the frame limit of {MAX_FRAME}",
+                    len - at
+                ))),
+                _ => Ok(()),
+            }
+        });
+        if let Err(failure) = outcome {
             self.frame.buf.truncate(at);
             self.frame.u8(1).failure(&failure);
         }
@@ -503,7 +520,8 @@ struct Large {
 
 impl FrameReader {
     /// Reads what `read` has now and hands each complete frame body to `on_frame`. Returns
-    /// `Ok(false)` at the end of the stream, `Ok(true)` when it would block.
+    /// `Ok(false)` at the end of the stream, `Ok(true)` when it would block or a read came
+    /// back short (the stream is drained for now).
     pub(crate) fn read_from(
         &mut self,
         mut read: impl FnMut(&mut [u8]) -> io::Result<usize>,
@@ -530,6 +548,7 @@ impl FrameReader {
                     &mut self.buf[self.end..]
                 }
             };
+            let offered = target.len();
             let got = match read(target) {
                 Ok(0) => return Ok(false),
                 Ok(n) => n,
@@ -549,6 +568,13 @@ impl FrameReader {
                     self.end += got;
                     self.split(&mut on_frame)?;
                 }
+            }
+            // A read that did not fill what it was offered found the stream drained: stop
+            // here rather than pay for a read that only says `EAGAIN`. The descriptor is
+            // polled level-triggered, so bytes that arrive meanwhile (or the end of the
+            // stream) wake the next poll.
+            if got < offered {
+                return Ok(true);
             }
         }
     }
@@ -652,7 +678,7 @@ mod tests {
         );
         run.push(|_| -> Result<(), ()> { Ok(()) }).unwrap();
         assert_eq!(run.len(), 2);
-        let frame = run.finish();
+        let frame = run.finish().unwrap();
         let decoded = ToWorker::decode(body(&frame)).unwrap();
         assert_eq!(
             decoded,

@@ -356,3 +356,91 @@ fn pool_is_send_and_sync() {
     assert_send_sync::<procpool::MapResult<u64>>();
     assert_send_sync::<procpool::Error>();
 }
+
+mod twins {
+    //! Two nested tasks of one name in one module would share a registered name.
+
+    /// The task itself (its fn item type), so that it can be submitted from outside.
+    pub fn first() -> impl Fn() -> u8 + Copy + Send + Sync + 'static {
+        #[procpool::task]
+        fn twin() -> u8 {
+            1
+        }
+        twin
+    }
+
+    pub fn second() -> impl Fn() -> u8 + Copy + Send + Sync + 'static {
+        #[procpool::task]
+        fn twin() -> u8 {
+            2
+        }
+        twin
+    }
+}
+
+#[procpool::task]
+fn text_len(text: String) -> usize {
+    text.len()
+}
+
+#[test]
+fn tasks_that_share_a_name_are_refused() {
+    let _serial = serial();
+    let pool = pool(1);
+    #[procpool::task]
+    fn not_shared() -> u8 {
+        3
+    }
+    assert_eq!(pool.apply(not_shared, ()).unwrap(), 3);
+    for twin in [
+        pool.apply(twins::first(), ()),
+        pool.apply(twins::second(), ()),
+    ] {
+        let error = twin.unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Unregistered);
+        assert!(
+            error
+                .to_string()
+                .contains("share the name `it::basic::twins::twin`"),
+            "{error}"
+        );
+    }
+    assert_eq!(
+        (twins::first()(), twins::second()()),
+        (1, 2),
+        "both stay plain functions"
+    );
+    finish(pool);
+}
+
+#[test]
+fn imap_after_close_is_refused_at_once() {
+    let _serial = serial();
+    let pool = pool(1);
+    pool.close();
+    let error = pool.imap(square, 1..=3).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Closed);
+    let error = pool.imap_unordered(square, 1..=3).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Closed);
+    pool.join().unwrap();
+    assert_no_children();
+}
+
+#[test]
+fn arguments_over_the_frame_limit_are_refused_at_submission() {
+    let _serial = serial();
+    let pool = pool(1);
+    let big = "x".repeat((1 << 30) + 1);
+    let error = pool.apply(text_len, (big,)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Codec);
+    assert!(
+        error.to_string().contains("over the frame limit"),
+        "{error}"
+    );
+    assert_eq!(
+        pool.apply(text_len, ("abc".to_string(),)).unwrap(),
+        3,
+        "the pool carries on"
+    );
+    finish(pool);
+}

@@ -119,9 +119,16 @@ pub(crate) fn hand_over_socket(command: &mut Command, socket: &UnixStream) {
                 return Err(io::Error::last_os_error());
             }
             // Hand over nothing else: descriptors the parent inherited without close-on-exec
-            // (from a test runner or a shell) would otherwise live on in every worker. An old
-            // kernel without close_range leaves them, which is harmless.
-            libc::syscall(libc::SYS_close_range, WORKER_FD + 1, libc::c_uint::MAX, 0);
+            // (from a test runner or a shell) would otherwise live on in every worker. They
+            // are marked close-on-exec rather than closed, so that the standard library's
+            // own pipe for reporting a failed exec still works until the exec. An old kernel
+            // without close_range leaves them, which is harmless.
+            libc::syscall(
+                libc::SYS_close_range,
+                WORKER_FD + 1,
+                libc::c_uint::MAX,
+                libc::CLOSE_RANGE_CLOEXEC,
+            );
             if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
                 return Err(io::Error::last_os_error());
             }
