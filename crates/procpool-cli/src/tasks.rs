@@ -2,6 +2,7 @@
 //!
 //! They live in the binary crate so that their registry entries are linked for certain.
 
+use std::io::Write;
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use num_bigint::BigUint;
@@ -25,7 +26,10 @@ pub fn set_show_pids(show: bool) {
 #[procpool::task]
 pub fn get_factorial(n: u64) -> BigUint {
     if SHOW_PIDS.load(Ordering::Relaxed) {
-        println!("pid is {} (factorial of {n})", std::process::id());
+        say(format_args!(
+            "pid is {} (factorial of {n})",
+            std::process::id()
+        ));
     }
     (1..=n).map(BigUint::from).product()
 }
@@ -35,7 +39,11 @@ pub fn get_factorial(n: u64) -> BigUint {
 pub fn get_repost_timeline(request: PageRequest) -> Result<Page, CrawlError> {
     let show = SHOW_PIDS.load(Ordering::Relaxed);
     if show {
-        println!("pid {} start! (page {})", std::process::id(), request.page);
+        say(format_args!(
+            "pid {} start! (page {})",
+            std::process::id(),
+            request.page
+        ));
     }
     let page = crawl::fetch_page(&request);
     if show {
@@ -46,4 +54,10 @@ pub fn get_repost_timeline(request: PageRequest) -> Result<Page, CrawlError> {
         );
     }
     page
+}
+
+/// Prints a line from a task. A reader that went away (`procpool seed --show-pids | head`)
+/// must not fail the task, so write errors are ignored.
+fn say(line: std::fmt::Arguments<'_>) {
+    let _ = writeln!(std::io::stdout(), "{line}");
 }

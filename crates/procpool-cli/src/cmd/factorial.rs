@@ -13,8 +13,8 @@ use crate::tasks::{self, get_factorial};
 /// Options of `procpool factorial`.
 #[derive(Debug, clap::Args)]
 pub struct Args {
-    /// Compute the factorials of 1..=N.
-    #[arg(long, default_value_t = 100)]
+    /// Compute the factorials of 1..=N (at most 100,000).
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..=100_000))]
     n: u64,
     /// Worker processes (default: the CPU count).
     #[arg(long, value_parser = clap::value_parser!(u64).range(1..=1024))]
@@ -50,21 +50,14 @@ pub fn factorials(
     show_pids: bool,
 ) -> Result<Vec<BigUint>> {
     let inputs: Vec<u64> = (1..=n).collect();
-    let key = |_: &BigUint| 0;
+    // imap_unordered's results are put back in input order by size: n! has more bits than
+    // (n-1)! for every n >= 1.
+    let key = |f: &BigUint| f.bits() as usize;
     if method == Method::Serial || pool.is_some() {
-        // imap_unordered's results come back in any order: sort by value, which for
-        // factorials of 1..=n is input order.
-        let mut out = run_all(pool, method, get_factorial, inputs, chunksize, key)?;
-        if method == Method::ImapUnordered {
-            out.sort();
-        }
-        return Ok(out);
+        return run_all(pool, method, get_factorial, inputs, chunksize, key);
     }
     let pool = super::pool(processes, show_pids)?;
-    let mut out = run_all(Some(&pool), method, get_factorial, inputs, chunksize, key)?;
-    if method == Method::ImapUnordered {
-        out.sort();
-    }
+    let out = run_all(Some(&pool), method, get_factorial, inputs, chunksize, key)?;
     pool.close();
     pool.join()?;
     Ok(out)

@@ -85,9 +85,8 @@ pub fn crawl(pool: Option<&Pool>, method: Method, template: &PageRequest) -> Res
                 Ok(page) => page.page as usize,
                 Err(error) => error.page() as usize,
             };
-            let mut results = run_all(pool, method, get_repost_timeline, requests, Some(1), key)?;
-            results.sort_by_key(key);
-            let mut results = results.into_iter();
+            let mut results =
+                run_all(pool, method, get_repost_timeline, requests, Some(1), key)?.into_iter();
             let first = results.next().context("no page came back")??;
             let wanted = crawl::page_count(first.total_number) as usize;
             let mut pages = vec![first];

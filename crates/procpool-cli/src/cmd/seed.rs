@@ -25,7 +25,7 @@ pub struct Args {
     runs: u64,
     /// The embedded API server's latency per page, in milliseconds. The tutorial saw about
     /// 828; the default is scaled down so that the whole demo takes well under a minute.
-    #[arg(long, default_value_t = 100)]
+    #[arg(long, default_value_t = 100, value_parser = clap::value_parser!(u64).range(1..))]
     latency_ms: u64,
     /// Before the tables, show which worker pid ran each task, as the tutorial does.
     #[arg(long)]
