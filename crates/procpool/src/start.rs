@@ -1,12 +1,12 @@
 //! Turning a start method into a running worker process and the parent's end of its socket.
 
 use std::io;
+use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::process::{Child, Command, ExitStatus, Stdio};
 
 use crate::error::WorkerExit;
-use crate::sys;
 use crate::worker;
 
 /// How a pool starts its worker processes.
@@ -38,10 +38,14 @@ fn spawn() -> io::Result<Started> {
     if let Some(arg0) = std::env::args_os().next() {
         command.arg0(arg0);
     }
-    command.env(worker::ENV, "1").stdin(Stdio::null());
-    sys::hand_over_socket(&mut command, &theirs);
+    // The socket goes as the worker's stdin and the parent's pid in its environment: with no
+    // code to run between fork and exec, the standard library starts it with posix_spawn,
+    // which is cheaper than fork for a large parent. The worker sets itself up before `main`
+    // (`sys::adopt_socket`).
+    command
+        .env(worker::ENV, std::process::id().to_string())
+        .stdin(Stdio::from(OwnedFd::from(theirs)));
     let child = command.spawn()?;
-    drop(theirs);
     ours.set_nonblocking(true)?;
     Ok(Started {
         child,

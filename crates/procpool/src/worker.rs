@@ -51,21 +51,25 @@ pub(crate) fn take_panic_location() -> Option<String> {
 
 /// Runs the worker and exits if this process was started as one; returns otherwise.
 pub(crate) fn enter_if_worker() {
-    if std::env::var_os(ENV).is_none() {
+    let Some(marker) = std::env::var_os(ENV) else {
         return;
-    }
+    };
     // Processes that tasks start must not take themselves for workers.
     sys::remove_env_before_main(ENV);
     sys::ignore_sigpipe();
-    let code = match serve() {
+    // The marker is the parent's pid; a worker without a parent to serve has nothing to do.
+    let Some(parent) = marker.to_str().and_then(|pid| pid.parse::<u32>().ok()) else {
+        std::process::exit(EXIT_PROTOCOL);
+    };
+    let code = match serve(parent) {
         Ok(()) => 0,
         Err(_) => EXIT_PROTOCOL,
     };
     std::process::exit(code);
 }
 
-fn serve() -> io::Result<()> {
-    let socket = sys::inherited_socket()?;
+fn serve(parent: u32) -> io::Result<()> {
+    let socket = sys::adopt_socket(parent)?;
     let mut reader = BufReader::with_capacity(64 * 1024, &socket);
     let mut writer = &socket;
     std::panic::set_hook(Box::new(|info| {

@@ -2,14 +2,10 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
-use std::process::{Child, Command};
+use std::process::Child;
 use std::time::Duration;
-
-/// The descriptor number a worker finds its socket at.
-pub(crate) const WORKER_FD: RawFd = 3;
 
 /// One entry for [`poll`].
 #[derive(Clone, Copy, Debug)]
@@ -100,69 +96,84 @@ pub(crate) fn exit_fd(child: &mut Child) -> Option<OwnedFd> {
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
 
-/// Sets up `command` so that the child finds `socket` at [`WORKER_FD`] and is killed when the
-/// thread that spawns it exits (the supervisor thread, which lives as long as the pool).
-pub(crate) fn hand_over_socket(command: &mut Command, socket: &UnixStream) {
-    let fd = socket.as_raw_fd();
-    // SAFETY: `getpid` has no preconditions.
-    let parent = unsafe { libc::getpid() };
-    // SAFETY: the closure runs in the forked child before exec and calls only async-signal-safe
-    // functions (dup2, fcntl, close_range, prctl, getppid), touching no memory the parent's threads own.
-    unsafe {
-        command.pre_exec(move || {
-            if fd == WORKER_FD {
-                // dup2 onto itself keeps close-on-exec set; clear it instead.
-                if libc::fcntl(fd, libc::F_SETFD, 0) < 0 {
-                    return Err(io::Error::last_os_error());
-                }
-            } else if libc::dup2(fd, WORKER_FD) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // Hand over nothing else: descriptors the parent inherited without close-on-exec
-            // (from a test runner or a shell) would otherwise live on in every worker. They
-            // are marked close-on-exec rather than closed, so that the standard library's
-            // own pipe for reporting a failed exec still works until the exec. An old kernel
-            // without close_range leaves them, which is harmless.
-            libc::syscall(
-                libc::SYS_close_range,
-                WORKER_FD + 1,
-                libc::c_uint::MAX,
-                libc::CLOSE_RANGE_CLOEXEC,
-            );
-            if libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) < 0 {
-                return Err(io::Error::last_os_error());
-            }
-            // The parent may have died before the prctl: then nobody would send the signal.
-            if libc::getppid() != parent {
-                libc::_exit(111);
-            }
-            Ok(())
-        });
+/// The socket a worker was handed as its standard input, moved to a descriptor of its own.
+///
+/// The parent starts a worker with the socket as stdin, so that the standard library can
+/// start it with `posix_spawn` (no code runs between fork and exec). Here, before `main`, the
+/// worker makes itself what a worker must be:
+/// - it dies with its parent: `PR_SET_PDEATHSIG`, and an exit if the parent (`parent`, the
+///   pid the parent put in the environment) is already gone, since then nobody would send
+///   the signal;
+/// - the socket moves to a close-on-exec descriptor above 2, and stdin becomes `/dev/null`,
+///   so a task that reads or closes its stdin cannot touch the socket;
+/// - every other descriptor it inherited is closed: ones the parent had without
+///   close-on-exec (from a test runner or a shell) would otherwise live on in every worker.
+pub(crate) fn adopt_socket(parent: u32) -> io::Result<UnixStream> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } < 0 {
+        return Err(io::Error::last_os_error());
     }
-}
-
-/// The socket a worker inherited at [`WORKER_FD`], checked to be a socket and made
-/// close-on-exec so that processes the worker's tasks start do not inherit it.
-pub(crate) fn inherited_socket() -> io::Result<UnixStream> {
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } as u32 != parent {
+        return Err(io::Error::other("the parent is gone"));
+    }
     // SAFETY: `stat` is plain data for which all zeroes is a valid value.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat writes only into `stat`, which lives for the call.
-    if unsafe { libc::fstat(WORKER_FD, &mut stat) } < 0 {
+    if unsafe { libc::fstat(0, &mut stat) } < 0 {
         return Err(io::Error::last_os_error());
     }
     if stat.st_mode & libc::S_IFMT != libc::S_IFSOCK {
         return Err(io::Error::new(
             io::ErrorKind::InvalidInput,
-            "descriptor 3 is not a socket",
+            "stdin is not a socket",
         ));
     }
-    // SAFETY: fcntl on a descriptor just checked to be open.
-    if unsafe { libc::fcntl(WORKER_FD, libc::F_SETFD, libc::FD_CLOEXEC) } < 0 {
+    // Close what else came through the exec, first, so that the socket's new descriptor is
+    // the lowest free one (3, as a rule): a descriptor without close-on-exec above 2 was
+    // inherited (anything this process opened itself, before `main`, is close-on-exec, as
+    // the standard library and libc open them).
+    if let Ok(entries) = std::fs::read_dir("/proc/self/fd") {
+        let inherited: Vec<RawFd> = entries
+            .flatten()
+            .filter_map(|entry| entry.file_name().to_str()?.parse::<RawFd>().ok())
+            .filter(|&fd| fd > 2)
+            .collect();
+        for fd in inherited {
+            // SAFETY: fcntl(F_GETFD) only reads flags; a descriptor without close-on-exec
+            // here came from the parent for no one in this process, so closing it takes
+            // nothing from an owner. (The directory's own descriptor is close-on-exec.)
+            unsafe {
+                let flags = libc::fcntl(fd, libc::F_GETFD);
+                if flags >= 0 && flags & libc::FD_CLOEXEC == 0 {
+                    libc::close(fd);
+                }
+            }
+        }
+    }
+    // SAFETY: F_DUPFD_CLOEXEC duplicates descriptor 0, just checked to be open.
+    let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
         return Err(io::Error::last_os_error());
     }
-    // SAFETY: the parent handed this descriptor over for the worker alone, nothing else in
-    // this process owns it, and it is taken exactly once (the worker entry runs once).
-    Ok(unsafe { UnixStream::from_raw_fd(WORKER_FD) })
+    // SAFETY: `fd` is the fresh duplicate made above, owned by nothing else; taking it here
+    // closes it on every path below.
+    let socket = unsafe { UnixStream::from_raw_fd(fd) };
+    // SAFETY: open of a constant, NUL-terminated path.
+    let null = unsafe { libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY | libc::O_CLOEXEC) };
+    if null < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: dup2 and close of descriptors this function opened, and of descriptor 0, which
+    // nothing in the process holds before `main` but the inherited socket just duplicated.
+    unsafe {
+        let moved = libc::dup2(null, 0);
+        libc::close(null);
+        if moved < 0 {
+            return Err(io::Error::last_os_error());
+        }
+    }
+    Ok(socket)
 }
 
 /// Makes writes to a closed pipe fail with `EPIPE` instead of killing the process, as the
