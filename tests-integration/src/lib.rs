@@ -40,6 +40,21 @@ pub fn children() -> Vec<u32> {
     found
 }
 
+/// A pool of `processes` workers with every other setting at its default.
+pub fn pool(processes: usize) -> procpool::Pool {
+    procpool::Pool::builder()
+        .processes(processes)
+        .build()
+        .expect("the pool starts")
+}
+
+/// Closes and joins `pool`, then checks that no child is left.
+pub fn finish(pool: procpool::Pool) {
+    pool.close();
+    pool.join().expect("join after close");
+    assert_no_children();
+}
+
 /// Panics if this process has any child left, running or unreaped.
 pub fn assert_no_children() {
     let left = children();

@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use num_bigint::BigUint;
 use procpool::{ErrorKind, MapOptions, Pool};
-use tests_integration::{Rendezvous, assert_no_children, meet, serial};
+use tests_integration::{Rendezvous, assert_no_children, finish, meet, pool, serial};
 
 #[procpool::task]
 fn square(x: u64) -> u64 {
@@ -53,19 +53,6 @@ fn whoami() -> (usize, u32) {
 fn wait_at(path: String, x: u64) -> u64 {
     let byte = meet(&path).expect("released");
     x + u64::from(byte)
-}
-
-fn pool(processes: usize) -> Pool {
-    Pool::builder()
-        .processes(processes)
-        .build()
-        .expect("the pool starts")
-}
-
-fn finish(pool: Pool) {
-    pool.close();
-    pool.join().expect("join after close");
-    assert_no_children();
 }
 
 #[test]

@@ -4,7 +4,7 @@
 use std::time::{Duration, Instant};
 
 use procpool::{ApplyOptions, ErrorKind, MapOptions, Pool};
-use tests_integration::{Rendezvous, assert_no_children, meet, serial};
+use tests_integration::{Rendezvous, assert_no_children, finish, meet, serial};
 
 #[procpool::task]
 fn square(x: u64) -> u64 {
@@ -48,12 +48,6 @@ fn deaf_stall(path: String) -> u64 {
 }
 
 const BOUND: Duration = Duration::from_secs(30);
-
-fn finish(pool: Pool) {
-    pool.close();
-    pool.join().expect("join after close");
-    assert_no_children();
-}
 
 #[test]
 fn a_task_past_its_timeout_is_killed_and_the_job_behind_it_runs() {

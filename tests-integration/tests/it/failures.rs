@@ -5,7 +5,7 @@ use std::collections::HashSet;
 
 use procpool::{ErrorKind, MapOptions, Pool, WorkerExit};
 use serde::{Serialize, Serializer};
-use tests_integration::{Rendezvous, assert_no_children, meet, serial};
+use tests_integration::{Rendezvous, assert_no_children, finish, meet, pool, serial};
 
 #[procpool::task]
 fn square(x: u64) -> u64 {
@@ -103,19 +103,6 @@ fn init_marker(tag: u32) {
 #[procpool::task]
 fn read_marker() -> Option<u32> {
     INITIALIZED.get().copied()
-}
-
-fn pool(processes: usize) -> Pool {
-    Pool::builder()
-        .processes(processes)
-        .build()
-        .expect("the pool starts")
-}
-
-fn finish(pool: Pool) {
-    pool.close();
-    pool.join().expect("join after close");
-    assert_no_children();
 }
 
 #[test]

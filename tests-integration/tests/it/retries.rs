@@ -6,7 +6,7 @@ use std::path::PathBuf;
 use std::time::Duration;
 
 use procpool::{Error, ErrorKind, MapOptions, Pool, WorkerExit};
-use tests_integration::{assert_no_children, serial};
+use tests_integration::{assert_no_children, finish, serial};
 
 const BOUND: Duration = Duration::from_secs(60);
 
@@ -60,12 +60,6 @@ fn stall_counted(path: String) -> u64 {
 #[procpool::task]
 fn square(x: u64) -> u64 {
     x * x
-}
-
-fn finish(pool: Pool) {
-    pool.close();
-    pool.join().expect("join after close");
-    assert_no_children();
 }
 
 #[test]
