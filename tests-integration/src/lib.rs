@@ -9,7 +9,11 @@ use std::sync::{Mutex, MutexGuard};
 
 /// The pids of this process's children, zombies included, read from `/proc`.
 pub fn children() -> Vec<u32> {
-    let me = std::process::id();
+    children_of(std::process::id())
+}
+
+/// The pids of `parent`'s children, zombies included, read from `/proc`.
+pub fn children_of(parent: u32) -> Vec<u32> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc")
         .expect("/proc is readable")
@@ -33,7 +37,7 @@ pub fn children() -> Vec<u32> {
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse::<u32>().ok());
-        if ppid == Some(me) {
+        if ppid == Some(parent) {
             found.push(pid);
         }
     }

@@ -8,6 +8,7 @@ use std::process::{Command, Stdio};
 use assert_cmd::cargo::CommandCargoExt;
 use procpool_cli::api::dataset::{POST_201_REPOSTS, TUTORIAL_POST};
 use procpool_cli::crawl::{self, PageRequest};
+use tests_integration::children_of;
 
 fn procpool() -> Command {
     Command::cargo_bin("procpool").expect("the procpool binary is built")
@@ -214,35 +215,6 @@ fn serve_api_prints_its_address_and_serves() {
     assert_eq!(page.reposts.len(), 200);
     child.kill().unwrap();
     child.wait().unwrap();
-}
-
-/// The pids whose parent is `parent`, from `/proc`.
-fn children_of(parent: u32) -> Vec<u32> {
-    let mut found = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Some(pid) = entry
-            .file_name()
-            .to_str()
-            .and_then(|s| s.parse::<u32>().ok())
-        else {
-            continue;
-        };
-        let Ok(stat) = std::fs::read_to_string(entry.path().join("stat")) else {
-            continue;
-        };
-        let Some(after) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
-            continue;
-        };
-        if after
-            .split_whitespace()
-            .nth(1)
-            .and_then(|s| s.parse::<u32>().ok())
-            == Some(parent)
-        {
-            found.push(pid);
-        }
-    }
-    found
 }
 
 fn alive(pid: u32) -> bool {
