@@ -824,7 +824,9 @@ impl Pool {
     }
 
     /// Waits until every worker has exited and been reaped, after [`close`](Pool::close) (once
-    /// queued work is done) or [`terminate`](Pool::terminate).
+    /// queued work is done) or [`terminate`](Pool::terminate). A worker that has not exited 5
+    /// seconds after it was told to (stopped, or stuck flushing its output) is killed, so that
+    /// `join` never waits forever on one.
     ///
     /// # Errors
     ///

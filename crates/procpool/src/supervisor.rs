@@ -35,6 +35,11 @@ const MAX_START_FAILURES: u32 = 3;
 /// them (SIGKILL).
 const GRACE: Duration = Duration::from_millis(200);
 
+/// How long a worker told to shut down (by `close`, or after `max_tasks_per_child`) may take
+/// to exit before it is killed: exiting flushes its stdout, which a slow reader can hold up,
+/// but a stopped or stuck worker must not make `join` wait forever.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
 /// One RUN frame: one or more calls of one task, whose outcomes go to `sink` at
 /// `start..start + count`.
 #[derive(Debug)]
@@ -215,6 +220,8 @@ struct Worker {
     ready: bool,
     /// Jobs given to this worker so far, against `max_tasks_per_child`.
     assigned: u64,
+    /// For a worker told to shut down: when it is killed if it has not exited by then.
+    exit_by: Option<Instant>,
 }
 
 impl Worker {
@@ -406,7 +413,9 @@ impl Supervisor {
                 let worker = self.retiring.swap_remove(at);
                 reap(worker);
             }
-            self.expire(Instant::now());
+            let now = Instant::now();
+            self.expire(now);
+            self.expire_retiring(now);
         }
         self.shut_down();
     }
@@ -451,14 +460,28 @@ impl Supervisor {
         true
     }
 
-    /// The nearest deadline of a running job.
+    /// The nearest deadline: of a running job, or of a retiring worker's exit.
     fn next_deadline(&self) -> Option<Instant> {
-        self.slots
+        let jobs = self
+            .slots
             .iter()
             .flatten()
             .filter_map(|w| w.deadline(self.config.task_timeout))
-            .map(|(deadline, _)| deadline)
-            .min()
+            .map(|(deadline, _)| deadline);
+        let exits = self.retiring.iter().filter_map(|w| w.exit_by);
+        jobs.chain(exits).min()
+    }
+
+    /// Kills the retiring workers that did not exit in time; their end of stream follows, and
+    /// they are reaped where retiring workers are polled.
+    fn expire_retiring(&mut self, now: Instant) {
+        for worker in &mut self.retiring {
+            if worker.exit_by.is_some_and(|by| by <= now) {
+                worker.exit_by = None;
+                // Through the owned, unreaped child: never a recycled pid.
+                let _ = worker.child.kill();
+            }
+        }
     }
 
     /// Kills the workers whose job ran past its deadline; their jobs end as timed out.
@@ -508,6 +531,7 @@ impl Supervisor {
         for slot in &mut self.slots {
             if let Some(mut worker) = slot.take() {
                 worker.control.push_back(wire::shutdown_frame());
+                worker.exit_by = Some(Instant::now() + EXIT_GRACE);
                 let _ = worker.flush();
                 self.retiring.push(worker);
             }
@@ -655,6 +679,7 @@ impl Supervisor {
     fn retire(&mut self, index: usize) {
         let mut worker = self.slots[index].take().expect("a worker is in the slot");
         worker.control.push_back(wire::shutdown_frame());
+        worker.exit_by = Some(Instant::now() + EXIT_GRACE);
         let _ = worker.flush();
         self.retiring.push(worker);
         self.replace(index);
@@ -785,6 +810,7 @@ impl Supervisor {
             job_written: 0,
             ready: false,
             assigned: 0,
+            exit_by: None,
         };
         let _ = worker.flush();
         self.slots[index] = Some(worker);

@@ -183,3 +183,17 @@ fn workers_exit_within_a_second_of_a_kill_9_of_their_parent() {
     drop(arrivals);
     assert_no_children();
 }
+
+#[test]
+fn join_does_not_wait_forever_for_a_stopped_worker() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(2).build().unwrap();
+    assert_eq!(pool.apply(square, (3,)).unwrap(), 9);
+    let stopped = pool.worker_pids()[0];
+    // SAFETY: kill has no memory effects; the worker is alive and unreaped (the pool runs).
+    assert_eq!(unsafe { libc::kill(stopped as i32, libc::SIGSTOP) }, 0);
+    // The stopped worker never reads its SHUTDOWN: after a grace period it is killed.
+    pool.close();
+    pool.join().unwrap();
+    assert_no_children();
+}
