@@ -109,9 +109,10 @@
 //!   worker too.
 //! - A frame holds at most 1 GiB: arguments over it are refused at submission, and a result
 //!   over it fails its task ([`ErrorKind::Codec`]). Send bulk data another way, such as a file.
-//! - A worker's death is noticed by the end of stream on its socket. A task that forks a
-//!   child which keeps running (a daemonising library) keeps that socket open: if the worker
-//!   then dies, its task ends only by its timeout. Give such tasks a timeout.
+//! - A worker's death is noticed by the end of stream on its socket and, on Linux 5.3 and
+//!   later, by a pidfd, so a child that a task forks (a daemonising library) and that keeps
+//!   the socket open does not hide it. On older kernels such a task ends only by its timeout.
+//!   The forked child itself is not the pool's to end.
 //! - Start-up has no timeout: an initializer that never returns blocks
 //!   [`Builder::build`], or the replacement worker it runs in.
 //!

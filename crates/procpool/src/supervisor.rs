@@ -7,7 +7,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::AsRawFd;
+use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -222,6 +222,10 @@ struct Worker {
     assigned: u64,
     /// For a worker told to shut down: when it is killed if it has not exited by then.
     exit_by: Option<Instant>,
+    /// A pidfd that becomes readable when the process exits (where the kernel has them): a
+    /// task may fork a child that keeps the socket open, and then its end of stream would
+    /// never come.
+    exit_fd: Option<OwnedFd>,
 }
 
 impl Worker {
@@ -362,11 +366,19 @@ impl Supervisor {
                 if let Some(worker) = worker {
                     fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
                     owners.push(Owner::Slot(index));
+                    if let Some(exit_fd) = &worker.exit_fd {
+                        fds.push(PollFd::new(exit_fd.as_raw_fd(), false));
+                        owners.push(Owner::SlotExit(index, worker.info.pid));
+                    }
                 }
             }
             for (at, worker) in self.retiring.iter().enumerate() {
                 fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
                 owners.push(Owner::Retiring(at));
+                if let Some(exit_fd) = &worker.exit_fd {
+                    fds.push(PollFd::new(exit_fd.as_raw_fd(), false));
+                    owners.push(Owner::RetiringExit(at));
+                }
             }
             let timeout = self
                 .next_deadline()
@@ -402,13 +414,17 @@ impl Supervisor {
                 }
                 match *owner {
                     Owner::Slot(index) => self.service_slot(index, fd),
+                    Owner::SlotExit(index, pid) => self.service_exit(index, pid),
                     Owner::Retiring(at) => {
                         if Self::service_retiring(&mut self.retiring[at], fd) {
                             gone_retiring.push(at);
                         }
                     }
+                    Owner::RetiringExit(at) => gone_retiring.push(at),
                 }
             }
+            gone_retiring.sort_unstable();
+            gone_retiring.dedup();
             for at in gone_retiring.into_iter().rev() {
                 let worker = self.retiring.swap_remove(at);
                 reap(worker);
@@ -578,6 +594,19 @@ impl Supervisor {
                 self.on_death(index, cause);
                 return;
             }
+        }
+    }
+
+    /// The process of the worker `pid` in slot `index` has exited. Its socket usually says so
+    /// too, and then the worker is already handled; if something else holds the socket open
+    /// (a child the task forked), take what it wrote before it died, then settle its death.
+    fn service_exit(&mut self, index: usize, pid: u32) {
+        if self.slots[index].as_ref().map(|w| w.info.pid) != Some(pid) {
+            return;
+        }
+        self.service_slot(index, &PollFd::readable_now());
+        if self.slots[index].as_ref().map(|w| w.info.pid) == Some(pid) {
+            self.on_death(index, Cause::Gone);
         }
     }
 
@@ -811,7 +840,9 @@ impl Supervisor {
             ready: false,
             assigned: 0,
             exit_by: None,
+            exit_fd: None,
         };
+        worker.exit_fd = sys::exit_fd(&mut worker.child);
         let _ = worker.flush();
         self.slots[index] = Some(worker);
         Ok(())
@@ -971,5 +1002,8 @@ fn split(job: &Job, shared: &Shared) -> Option<Vec<Job>> {
 #[derive(Clone, Copy)]
 enum Owner {
     Slot(usize),
+    /// The exit descriptor of the worker in a slot, with its pid.
+    SlotExit(usize, u32),
     Retiring(usize),
+    RetiringExit(usize),
 }

@@ -332,3 +332,42 @@ fn arguments_that_do_not_encode_are_refused_at_submission() {
     assert_eq!(pool.apply(square, (3,)).unwrap(), 9);
     finish(pool);
 }
+
+/// Forks a child that keeps the worker's socket open and waits forever, writes its pid to
+/// `path`, then aborts the worker.
+#[procpool::task]
+fn fork_then_abort(path: String) -> u64 {
+    // SAFETY: the forked child calls only async-signal-safe functions (pause).
+    let child = unsafe { libc::fork() };
+    if child == 0 {
+        loop {
+            // SAFETY: pause has no preconditions.
+            unsafe { libc::pause() };
+        }
+    }
+    std::fs::write(&path, child.to_string()).expect("write the child's pid");
+    std::process::abort();
+}
+
+#[test]
+fn a_worker_dies_while_a_child_it_forked_holds_its_socket() {
+    let _serial = serial();
+    let pool = pool(1);
+    let path = std::env::temp_dir().join(format!("procpool-forked-{}", std::process::id()));
+    let error = pool
+        .apply(fork_then_abort, (path.to_string_lossy().into_owned(),))
+        .unwrap_err();
+    assert!(error.is_worker_died(), "{error}");
+    assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(libc::SIGABRT)));
+    let orphan: i32 = std::fs::read_to_string(&path).unwrap().parse().unwrap();
+    let _ = std::fs::remove_file(&path);
+    // SAFETY: kill has no memory effects; the orphan waits in pause() until killed, so its
+    // pid is still its own.
+    assert_eq!(unsafe { libc::kill(orphan, libc::SIGKILL) }, 0);
+    assert_eq!(
+        pool.apply(square, (4,)).unwrap(),
+        16,
+        "a replacement serves"
+    );
+    finish(pool);
+}

@@ -22,6 +22,15 @@ impl PollFd {
         })
     }
 
+    /// An entry that reads as readable, to service a descriptor without polling it.
+    pub(crate) fn readable_now() -> PollFd {
+        PollFd(libc::pollfd {
+            fd: -1,
+            events: libc::POLLIN,
+            revents: libc::POLLIN,
+        })
+    }
+
     pub(crate) fn readable(&self) -> bool {
         self.0.revents & (libc::POLLIN | libc::POLLHUP | libc::POLLERR | libc::POLLNVAL) != 0
     }
