@@ -7,15 +7,7 @@ use num_bigint::BigUint;
 use procpool::{ErrorKind, MapOptions, Pool};
 use tests_integration::{Rendezvous, assert_no_children, finish, meet, pool, serial};
 
-#[procpool::task]
-fn square(x: u64) -> u64 {
-    x * x
-}
-
-#[procpool::task]
-fn add(a: u64, b: u64) -> u64 {
-    a + b
-}
+use crate::tasks::{add, square};
 
 #[procpool::task]
 fn six(a: u8, b: u16, c: u32, d: u64, e: i8, f: String) -> String {

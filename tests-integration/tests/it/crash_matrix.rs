@@ -9,6 +9,8 @@ use procpool::{Error, ErrorKind, Pool, WorkerExit};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tests_integration::{Rendezvous, assert_no_children, meet, serial};
 
+use crate::tasks::pid;
+
 /// What the faulty call does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
 enum Fault {
@@ -157,11 +159,6 @@ fn limit_address_space(headroom: u64) {
     };
     // SAFETY: setrlimit reads the struct, which lives for the call.
     assert_eq!(unsafe { libc::setrlimit(libc::RLIMIT_AS, &limit) }, 0);
-}
-
-#[procpool::task]
-fn pid() -> u32 {
-    std::process::id()
 }
 
 /// What the caller must see for the faulty call.

@@ -6,15 +6,7 @@ use std::time::{Duration, Instant};
 use procpool::{ApplyOptions, ErrorKind, MapOptions, Pool};
 use tests_integration::{Rendezvous, assert_no_children, finish, meet, serial};
 
-#[procpool::task]
-fn square(x: u64) -> u64 {
-    x * x
-}
-
-#[procpool::task]
-fn pid() -> u32 {
-    std::process::id()
-}
+use crate::tasks::{pid, square};
 
 /// Never returns: parks for ever.
 fn stall() -> ! {

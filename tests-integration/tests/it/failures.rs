@@ -5,17 +5,9 @@ use std::collections::HashSet;
 
 use procpool::{ErrorKind, MapOptions, Pool, WorkerExit};
 use serde::{Serialize, Serializer};
-use tests_integration::{Rendezvous, assert_no_children, finish, meet, pool, serial};
+use tests_integration::{Rendezvous, assert_no_children, finish, pool, serial};
 
-#[procpool::task]
-fn square(x: u64) -> u64 {
-    x * x
-}
-
-#[procpool::task]
-fn pid() -> u32 {
-    std::process::id()
-}
+use crate::tasks::{hold, pid, square};
 
 #[procpool::task]
 fn panics(x: u64) -> u64 {
@@ -54,11 +46,6 @@ fn crash_one(x: u64) -> u64 {
         std::process::abort();
     }
     x
-}
-
-#[procpool::task]
-fn hold(path: String) -> u64 {
-    u64::from(meet(&path).unwrap_or(0))
 }
 
 /// A result whose encoding always fails.

@@ -4,17 +4,9 @@
 use std::time::{Duration, Instant};
 
 use procpool::{ErrorKind, Pool};
-use tests_integration::{Rendezvous, assert_no_children, meet, serial};
+use tests_integration::{Rendezvous, assert_no_children, serial};
 
-#[procpool::task]
-fn square(x: u64) -> u64 {
-    x * x
-}
-
-#[procpool::task]
-fn hold(path: String) -> u64 {
-    u64::from(meet(&path).unwrap_or(0))
-}
+use crate::tasks::{hold, square};
 
 fn open_fds() -> Vec<String> {
     let mut fds: Vec<String> = std::fs::read_dir("/proc/self/fd")

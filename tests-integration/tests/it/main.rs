@@ -10,3 +10,4 @@ mod failures;
 mod leaks;
 mod retries;
 mod shutdown;
+mod tasks;

@@ -8,6 +8,8 @@ use std::time::Duration;
 use procpool::{Error, ErrorKind, MapOptions, Pool, WorkerExit};
 use tests_integration::{assert_no_children, finish, serial};
 
+use crate::tasks::square;
+
 const BOUND: Duration = Duration::from_secs(60);
 
 /// A file path unique to this test process and `name`, removed first.
@@ -55,11 +57,6 @@ fn stall_counted(path: String) -> u64 {
     loop {
         std::thread::park();
     }
-}
-
-#[procpool::task]
-fn square(x: u64) -> u64 {
-    x * x
 }
 
 #[test]

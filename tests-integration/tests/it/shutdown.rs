@@ -1,17 +1,9 @@
 //! close, join, terminate and drop: nothing hangs, nothing is left behind.
 
 use procpool::{ErrorKind, Pool};
-use tests_integration::{Rendezvous, assert_no_children, meet, serial};
+use tests_integration::{Rendezvous, assert_no_children, serial};
 
-#[procpool::task]
-fn square(x: u64) -> u64 {
-    x * x
-}
-
-#[procpool::task]
-fn hold(path: String) -> u64 {
-    u64::from(meet(&path).unwrap_or(0))
-}
+use crate::tasks::{hold, square};
 
 #[test]
 fn close_lets_queued_work_finish_then_join_reaps() {
