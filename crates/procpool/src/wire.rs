@@ -655,6 +655,19 @@ pub fn fuzz_wire(data: &[u8]) {
 mod tests {
     use super::*;
 
+    /// A non-blocking reader over `bytes`: each read takes what fits, then it would block.
+    fn feed(mut left: &[u8]) -> impl FnMut(&mut [u8]) -> io::Result<usize> + '_ {
+        move |out| {
+            if left.is_empty() {
+                return Err(io::ErrorKind::WouldBlock.into());
+            }
+            let n = left.len().min(out.len());
+            out[..n].copy_from_slice(&left[..n]);
+            left = &left[n..];
+            Ok(n)
+        }
+    }
+
     fn body(frame: &[u8]) -> &[u8] {
         let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
         assert_eq!(len, frame.len() - 4);
@@ -752,20 +765,8 @@ mod tests {
         let mut reader = FrameReader::default();
         let mut frames = Vec::new();
         for piece in stream.chunks(1000) {
-            let mut left = piece;
             let more = reader
-                .read_from(
-                    |out| {
-                        if left.is_empty() {
-                            return Err(io::ErrorKind::WouldBlock.into());
-                        }
-                        let n = left.len().min(out.len());
-                        out[..n].copy_from_slice(&left[..n]);
-                        left = &left[n..];
-                        Ok(n)
-                    },
-                    |frame| frames.push(frame),
-                )
+                .read_from(feed(piece), |frame| frames.push(frame))
                 .unwrap();
             assert!(more);
         }
@@ -802,20 +803,8 @@ mod tests {
         assert!(body.capacity() <= 2 * LARGE, "{}", body.capacity());
 
         let mut reader = FrameReader::default();
-        let mut left = stream.as_slice();
         let more = reader
-            .read_from(
-                |out| {
-                    if left.is_empty() {
-                        return Err(io::ErrorKind::WouldBlock.into());
-                    }
-                    let n = left.len().min(out.len());
-                    out[..n].copy_from_slice(&left[..n]);
-                    left = &left[n..];
-                    Ok(n)
-                },
-                |_| unreachable!("the frame is not complete"),
-            )
+            .read_from(feed(&stream), |_| unreachable!("the frame is not complete"))
             .unwrap();
         assert!(more);
         let large = reader.large.as_ref().expect("a large frame is being read");
