@@ -613,6 +613,21 @@ impl FrameReader {
     }
 }
 
+/// A non-blocking reader over `left`, for tests and the fuzz target: each read takes what
+/// fits, and once it is empty it would block.
+#[cfg(any(test, feature = "fuzzing"))]
+fn feed(mut left: &[u8]) -> impl FnMut(&mut [u8]) -> io::Result<usize> + '_ {
+    move |out| {
+        if left.is_empty() {
+            return Err(io::ErrorKind::WouldBlock.into());
+        }
+        let n = left.len().min(out.len());
+        out[..n].copy_from_slice(&left[..n]);
+        left = &left[n..];
+        Ok(n)
+    }
+}
+
 /// One fuzz input: decodes it as a frame body both ways, then feeds it to a
 /// [`FrameReader`] in pieces whose sizes the input's first byte picks, decoding every frame
 /// that comes out. Panics if any frame exceeds the limit; decoders must not panic at all.
@@ -624,24 +639,13 @@ pub fn fuzz_wire(data: &[u8]) {
     let mut reader = FrameReader::default();
     let mut rest = data;
     loop {
-        let (mut now, later) = rest.split_at(piece.min(rest.len()));
+        let (now, later) = rest.split_at(piece.min(rest.len()));
         rest = later;
-        let result = reader.read_from(
-            |out| {
-                if now.is_empty() {
-                    return Err(io::ErrorKind::WouldBlock.into());
-                }
-                let n = now.len().min(out.len());
-                out[..n].copy_from_slice(&now[..n]);
-                now = &now[n..];
-                Ok(n)
-            },
-            |frame| {
-                assert!(frame.len() <= MAX_FRAME, "a frame over the limit");
-                let _ = FromWorker::decode(&frame);
-                let _ = ToWorker::decode(&frame);
-            },
-        );
+        let result = reader.read_from(feed(now), |frame| {
+            assert!(frame.len() <= MAX_FRAME, "a frame over the limit");
+            let _ = FromWorker::decode(&frame);
+            let _ = ToWorker::decode(&frame);
+        });
         if result.is_err() || rest.is_empty() {
             break;
         }
@@ -654,19 +658,6 @@ pub fn fuzz_wire(data: &[u8]) {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    /// A non-blocking reader over `bytes`: each read takes what fits, then it would block.
-    fn feed(mut left: &[u8]) -> impl FnMut(&mut [u8]) -> io::Result<usize> + '_ {
-        move |out| {
-            if left.is_empty() {
-                return Err(io::ErrorKind::WouldBlock.into());
-            }
-            let n = left.len().min(out.len());
-            out[..n].copy_from_slice(&left[..n]);
-            left = &left[n..];
-            Ok(n)
-        }
-    }
 
     fn body(frame: &[u8]) -> &[u8] {
         let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
@@ -924,15 +915,9 @@ mod tests {
             let mut cuts = cuts.into_iter().cycle();
             while !rest.is_empty() {
                 let piece = cuts.next().unwrap().min(rest.len());
-                let (mut now, later) = rest.split_at(piece);
+                let (now, later) = rest.split_at(piece);
                 rest = later;
-                let more = reader.read_from(|out| {
-                    if now.is_empty() { return Err(io::ErrorKind::WouldBlock.into()); }
-                    let n = now.len().min(out.len());
-                    out[..n].copy_from_slice(&now[..n]);
-                    now = &now[n..];
-                    Ok(n)
-                }, |frame| frames.push(frame)).unwrap();
+                let more = reader.read_from(feed(now), |frame| frames.push(frame)).unwrap();
                 proptest::prop_assert!(more);
             }
             proptest::prop_assert_eq!(frames, bodies);
