@@ -193,6 +193,7 @@ pub(crate) fn launch(
         startup: Some(ready),
         start_failures: 0,
         fingerprint: registry::registry_fingerprint(),
+        pids_changed: true,
         finished: false,
     };
     let handle = std::thread::Builder::new()
@@ -322,6 +323,8 @@ struct Supervisor {
     startup: Option<Sender<Result<(), BuildError>>>,
     start_failures: u32,
     fingerprint: u64,
+    /// Whether a slot's worker changed since the pids were last published to callers.
+    pids_changed: bool,
     /// Set once `shut_down` has run; a supervisor dropped without it (a panic) cleans up in
     /// `Drop`, so that no caller waits forever on a result.
     finished: bool,
@@ -461,9 +464,7 @@ impl Supervisor {
             return true;
         }
         self.dispatch(&mut state);
-        for (index, pid) in state.pids.iter_mut().enumerate() {
-            *pid = self.slots[index].as_ref().map(|w| w.info.pid);
-        }
+        self.publish_pids(&mut state);
         drop(state);
         for index in 0..self.slots.len() {
             if let Some(worker) = &mut self.slots[index]
@@ -538,6 +539,17 @@ impl Supervisor {
         }
     }
 
+    /// Tells callers (`Pool::worker_pids`) which worker is in each slot, when that changed.
+    fn publish_pids(&mut self, state: &mut State) {
+        if !self.pids_changed {
+            return;
+        }
+        for (pid, slot) in state.pids.iter_mut().zip(&self.slots) {
+            *pid = slot.as_ref().map(|w| w.info.pid);
+        }
+        self.pids_changed = false;
+    }
+
     /// With no new work coming: once no worker holds a job, tell them all to exit; returns
     /// false once every worker has exited and been reaped.
     fn wind_down(&mut self) -> bool {
@@ -546,6 +558,7 @@ impl Supervisor {
         }
         for slot in &mut self.slots {
             if let Some(mut worker) = slot.take() {
+                self.pids_changed = true;
                 worker.control.push_back(wire::shutdown_frame());
                 worker.exit_by = Some(Instant::now() + EXIT_GRACE);
                 let _ = worker.flush();
@@ -631,11 +644,8 @@ impl Supervisor {
                     && let Some(ready) = self.startup.take()
                 {
                     // `worker_pids` must show every worker as soon as `build` returns.
-                    let mut state = self.shared.lock();
-                    for (pid, slot) in state.pids.iter_mut().zip(&self.slots) {
-                        *pid = slot.as_ref().map(|w| w.info.pid);
-                    }
-                    drop(state);
+                    let shared = Arc::clone(&self.shared);
+                    self.publish_pids(&mut shared.lock());
                     let _ = ready.send(Ok(()));
                 }
                 Ok(())
@@ -707,6 +717,7 @@ impl Supervisor {
     /// Sends the worker in slot `index` its SHUTDOWN and starts its replacement.
     fn retire(&mut self, index: usize) {
         let mut worker = self.slots[index].take().expect("a worker is in the slot");
+        self.pids_changed = true;
         worker.control.push_back(wire::shutdown_frame());
         worker.exit_by = Some(Instant::now() + EXIT_GRACE);
         let _ = worker.flush();
@@ -736,6 +747,7 @@ impl Supervisor {
     fn on_death(&mut self, index: usize, cause: Cause) {
         self.shared.counters.worker_died();
         let worker = self.slots[index].take().expect("a worker is in the slot");
+        self.pids_changed = true;
         let info = worker.info;
         let was_ready = worker.ready;
         let (exit, mut held) = worker.in_flight_and_reap();
@@ -845,6 +857,7 @@ impl Supervisor {
         worker.exit_fd = sys::exit_fd(&mut worker.child);
         let _ = worker.flush();
         self.slots[index] = Some(worker);
+        self.pids_changed = true;
         Ok(())
     }
 
