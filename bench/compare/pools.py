@@ -3,15 +3,22 @@
 
 Two roles, standard library only:
 
-* ``pools.py sample IMPL WORKLOAD`` runs one sample of one workload with one of Python's
-  pools (or Python's serial loop or copy) in this fresh process and prints one line of JSON,
-  as ``procpool-compare sample`` does for the Rust side.
+* ``pools.py sample IMPL WORKLOAD [--workers N]`` runs one sample of one workload with one
+  of Python's pools (or Python's serial loop or copy) in this fresh process and prints one
+  line of JSON, as ``procpool-compare sample`` does for the Rust side. ``--workers N`` gives
+  the pool N processes instead of 2 (the line then names it); the serial loop and the copy
+  refuse it.
 * ``pools.py run --compare-bin PATH --reps N --out BENCHMARKS.md`` is the driver: for each
   repetition, for each workload, it runs one sample of every implementation, in an order
   that rotates with the repetition, each in a fresh process, so that drift of the machine
   hits every implementation alike. It then writes the medians, the ratios against the
   targets of issue 5, the machine, the versions and the command into ``BENCHMARKS.md``
   between the ``compare:begin`` and ``compare:end`` markers, keeping the rest of the file.
+* ``pools.py scaling --compare-bin PATH --reps N --workers 1 2 4 8 16`` is the driver of the
+  scaling run (``bench/compare/scaling.sh``): factorials of 1..=3000 by procpool, rayon and
+  ``multiprocessing.Pool`` (fork) at each worker count, beside the serial loop of the same
+  language, interleaved the same way; it writes the medians and speed-ups into
+  ``BENCHMARKS.md`` between the ``scaling:begin`` and ``scaling:end`` markers.
 
 Every sample reports the time of one operation: one pool started and its first result
 back, one ``apply`` round trip, one whole ``map``, one round trip of 64 MiB.
@@ -27,8 +34,10 @@ import resource
 import statistics
 import subprocess
 import sys
+import textwrap
 import time
 
+# Processes in every pool unless ``sample --workers`` says otherwise, as the targets ask.
 WORKERS = 2
 BIG = 64 << 20
 
@@ -98,8 +107,8 @@ def per_op(warm, reps, op):
 class Executor:
     """ProcessPoolExecutor with the few Pool methods the workloads use."""
 
-    def __init__(self):
-        self.inner = concurrent.futures.ProcessPoolExecutor(WORKERS)
+    def __init__(self, workers):
+        self.inner = concurrent.futures.ProcessPoolExecutor(workers)
 
     def apply(self, f, args):
         return self.inner.submit(f, *args).result()
@@ -111,14 +120,15 @@ class Executor:
         self.inner.shutdown(wait=True, cancel_futures=True)
 
 
-def make_pool(impl):
+def make_pool(impl, workers):
     if impl == "cf-executor":
-        return Executor()
+        return Executor(workers)
     method = impl.removeprefix("mp-")
-    return multiprocessing.get_context(method).Pool(WORKERS)
+    return multiprocessing.get_context(method).Pool(workers)
 
 
-def sample(impl, workload):
+def sample(impl, workload, workers=WORKERS):
+    """One sample of `workload` by `impl`, its pool (if any) of `workers` processes."""
     if impl == "py-serial":
         n = 100 if workload == "fact100" else 3000
         reps = (20, 200) if workload == "fact100" else (0, 1)
@@ -130,13 +140,13 @@ def sample(impl, workload):
 
     if workload == "startup":
         started = time.perf_counter()
-        pool = make_pool(impl)
+        pool = make_pool(impl, workers)
         assert pool.apply(noop, (1,)) == 1
         elapsed = time.perf_counter() - started
         pool.terminate()
         return elapsed
 
-    pool = make_pool(impl)
+    pool = make_pool(impl, workers)
     try:
         if workload == "apply":
             return per_op(200, 2_000, lambda: pool.apply(noop, (1,)))
@@ -419,23 +429,310 @@ def write(path, section):
         f.write(text)
 
 
+# The scaling run: factorials of 1..=3000 (`fact3000`) by each pool at each worker count,
+# each beside the serial loop of its own language. Pools: implementation -> serial loop.
+SCALING_POOLS = {"procpool": "serial", "rayon": "serial", "mp-fork": "py-serial"}
+SCALING_SERIAL = ("serial", "py-serial")
+SCALING_LABELS = {
+    "procpool": "procpool `map`",
+    "rayon": "rayon `par_iter`",
+    "mp-fork": "`multiprocessing.Pool.map`, fork",
+}
+SCALING_BEGIN = "<!-- scaling:begin (written by bench/compare/scaling.sh; edits here are lost) -->"
+SCALING_END = "<!-- scaling:end -->"
+SCALING_HEADING = "## Scaling on 16 cores"
+
+
+def positive(text):
+    """An argparse type: a whole number of 1 or more."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"not a count of 1 or more: {text}")
+    return value
+
+
+def scaling_command(compare_bin, impl, workers):
+    """The command that takes one `fact3000` sample of `impl`; `workers` is None for the
+    serial loops, which have none."""
+    if impl in ("procpool", "rayon", "serial"):
+        command = [compare_bin, "sample", impl, "fact3000"]
+    else:
+        command = [sys.executable, os.path.abspath(__file__), "sample", impl, "fact3000"]
+    if workers is not None:
+        command += ["--workers", str(workers)]
+    return command
+
+
+def drive_scaling(compare_bin, counts, reps, log):
+    """For each repetition and each worker count (a block), one sample of each serial loop
+    and of each pool at that count, in an order that rotates with the repetition, each in a
+    fresh process. Returns {(impl, count): [seconds, one a repetition]}: the serial loops
+    are measured in every block, so that each speed-up pairs samples taken seconds apart."""
+    block = ["serial", "procpool", "rayon", "py-serial", "mp-fork"]
+    times = {(impl, n): [] for n in counts for impl in block}
+    total = reps * len(counts) * len(block)
+    done = 0
+    started = time.monotonic()
+    for rep in range(reps):
+        shift = rep % len(counts)
+        for n in counts[shift:] + counts[:shift]:
+            turn = rep % len(block)
+            for impl in block[turn:] + block[:turn]:
+                workers = None if impl in SCALING_SERIAL else n
+                seconds = run_sample(scaling_command(compare_bin, impl, workers))
+                times[(impl, n)].append(seconds)
+                done += 1
+                print(
+                    f"rep {rep + 1}/{reps} workers {n:3} {impl:10} {fmt(seconds):>10}"
+                    f"   [{done}/{total}, {time.monotonic() - started:.0f} s]",
+                    file=log,
+                    flush=True,
+                )
+    return times
+
+
+def topology():
+    """Sockets, cores and threads per core as lscpu counts them (empty where it cannot)."""
+    fields = {}
+    for line in shell(["lscpu"]).splitlines():
+        key, _, value = line.partition(":")
+        fields[key.strip()] = value.strip()
+    try:
+        sockets = int(fields["Socket(s)"])
+        cores = int(fields["Core(s) per socket"])
+        threads = int(fields["Thread(s) per core"])
+    except (KeyError, ValueError):
+        return ""
+    return (
+        f"{sockets} socket{'s' if sockets > 1 else ''} × {cores} core{'s' if cores > 1 else ''}"
+        f" × {threads} thread{'s' if threads > 1 else ''} ({sockets * cores} physical cores)"
+    )
+
+
+def cpu_quota():
+    """The CPUs' worth of time the cgroup of this process may use (its CFS quota over its
+    period, cgroup v2 or v1), or None where there is no quota."""
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()
+    except (OSError, ValueError):
+        try:
+            with open("/sys/fs/cgroup/cpu/cpu.cfs_quota_us") as f:
+                quota = f.read().strip()
+            with open("/sys/fs/cgroup/cpu/cpu.cfs_period_us") as f:
+                period = f.read().strip()
+        except OSError:
+            return None
+    if quota in ("max", "-1"):
+        return None
+    return int(quota) / int(period)
+
+
+def usable_cores():
+    """The cores this process can run on at once: those it may be scheduled on, fewer where
+    a cgroup quota allows less time than that."""
+    cores = len(os.sched_getaffinity(0))
+    quota = cpu_quota()
+    return cores if quota is None else min(cores, quota)
+
+
+def scaling_machine(rustc, tree):
+    """The machine table of the compare run, with the CPU topology and the online CPUs;
+    `rustc`, where given, names the compiler that built procpool-compare, and `tree` the
+    source it was built from."""
+    found = machine()
+    rows = {"CPU": found["CPU"]}
+    rows["CPUs online / available to this process"] = (
+        f"{os.cpu_count()} / {len(os.sched_getaffinity(0))}"
+    )
+    shape = topology()
+    if shape:
+        rows["topology (lscpu)"] = shape
+    quota = cpu_quota()
+    rows["cgroup CPU quota"] = "none" if quota is None else f"{quota:g} CPUs"
+    for key in ("memory", "kernel", "rustc", "python"):
+        rows[key] = found[key]
+    if rustc:
+        rows["rustc"] = rustc
+    rows["procpool built from"] = tree or "unknown"
+    return rows
+
+
+def scaling_report(data):
+    """The generated section of the scaling run, from what `drive_scaling` measured and the
+    circumstances `main` recorded in `data` (the same dict the `--json` file holds)."""
+    counts = data["workers"]
+    cores = data["cores"]
+    reps = data["reps"]
+    times = {(t["impl"], t["workers"]): t["seconds"] for t in data["times"]}
+
+    def median(impl, n):
+        return statistics.median(times[(impl, n)])
+
+    def speedup(impl, n):
+        """Serial time over pool time, paired within each repetition's block, median."""
+        serial = times[(SCALING_POOLS[impl], n)]
+        return statistics.median(s / p for s, p in zip(serial, times[(impl, n)]))
+
+    over = [n for n in counts if n > cores]
+    lines = textwrap.wrap(
+        f"Measured by `{data['command']}` with {reps} interleaved"
+        f" repetition{'s' if reps > 1 else ''}. For each worker count, each repetition runs the"
+        " Rust serial loop, procpool, rayon, Python's serial loop and `multiprocessing.Pool`"
+        " (fork) once each on factorials of 1..=3000, in an order that rotates from one"
+        " repetition to the next, each sample in a fresh process. Times are medians over the"
+        " repetitions; each speed-up is the median over the repetitions of the time of the"
+        " serial loop of the same language (Rust for procpool and rayon, Python for"
+        " `multiprocessing.Pool`) over the time of the pool, both measured in the same block."
+        f" While it ran, other processes kept {data['other_load']:.2f} of the {cores:g} cores"
+        " busy on average (from `/proc/stat`, less this run's own processes); the whole run"
+        f" took {data['wall_seconds'] / 60:.1f} minutes.",
+        width=92,
+        break_long_words=False,
+        break_on_hyphens=False,
+    )
+    lines.append("")
+    lines.append("| | |")
+    lines.append("|---|---|")
+    for key, value in data["machine"].items():
+        lines.append(f"| {key} | {value} |")
+    lines.append("")
+    header = ["workers"]
+    for impl in SCALING_POOLS:
+        header += [SCALING_LABELS[impl], "speed-up"]
+    lines.append("| " + " | ".join(header) + " |")
+    lines.append("|---" * len(header) + "|")
+    for n in counts:
+        row = [f"{n} †" if n > cores else str(n)]
+        for impl in SCALING_POOLS:
+            row += [fmt(median(impl, n)), f"{speedup(impl, n):.2f}×"]
+        lines.append("| " + " | ".join(row) + " |")
+    lines.append("")
+    rust = statistics.median(s for n in counts for s in times[("serial", n)])
+    python = statistics.median(s for n in counts for s in times[("py-serial", n)])
+    lines.append(
+        f"Serial loops, median over every block: Rust {fmt(rust)}, Python {fmt(python)}."
+        " The ideal speed-up at n workers is n."
+    )
+    if over:
+        lines.append("")
+        lines.append(
+            f"**† More workers than cores:** {', '.join(map(str, over))} worker"
+            f"{'s' if over != [1] else ''} asked for, with {cores:g} cores available to the run;"
+            " those rows measure the cores oversubscribed, not scaling."
+        )
+    return "\n".join(lines)
+
+
+def write_scaling(path, section):
+    """Puts `section` between the scaling markers of `path`; where they are missing, at the
+    end of its scaling heading's section, or at the end of the file under that heading."""
+    with open(path) as f:
+        text = f.read()
+    block = f"{SCALING_BEGIN}\n{section}\n{SCALING_END}"
+    begin = text.find("<!-- scaling:begin")
+    end = text.find(SCALING_END)
+    if begin >= 0 and end > begin:
+        text = text[:begin] + block + text[end + len(SCALING_END):]
+    elif SCALING_HEADING in text:
+        at = text.index(SCALING_HEADING) + len(SCALING_HEADING)
+        after = text.find("\n## ", at)
+        after = len(text) if after < 0 else after + 1
+        text = text[:after].rstrip("\n") + "\n\n" + block + "\n\n" + text[after:]
+        text = text.rstrip("\n") + "\n"
+    else:
+        text = text.rstrip("\n") + f"\n\n{SCALING_HEADING}\n\n{block}\n"
+    with open(path, "w") as f:
+        f.write(text)
+
+
+def scaling(args):
+    """The `scaling` subcommand: drive (or read back with `--from-json`), then write."""
+    if args.from_json:
+        with open(args.from_json) as f:
+            data = json.load(f)
+    else:
+        cores = usable_cores()
+        over = [n for n in args.workers if n > cores]
+        if over:
+            print(
+                f"pools.py scaling: WARNING: {', '.join(map(str, over))} workers asked for, but"
+                f" only {cores:g} cores are available: those rows will oversubscribe the cores"
+                " and are marked † in the table",
+                file=sys.stderr,
+            )
+        busy_before, ours_before = busy_seconds()
+        started = time.monotonic()
+        times = drive_scaling(args.compare_bin, args.workers, args.reps, sys.stderr)
+        busy_after, ours_after = busy_seconds()
+        wall = time.monotonic() - started
+        ours = ours_after - ours_before + time.process_time()
+        data = {
+            "command": args.command or " ".join(sys.argv),
+            "reps": args.reps,
+            "workers": args.workers,
+            "cores": cores,
+            "machine": scaling_machine(args.rustc, args.tree),
+            "other_load": max(0.0, busy_after - busy_before - ours) / wall,
+            "wall_seconds": wall,
+            "times": [
+                {"impl": impl, "workers": n, "seconds": seconds}
+                for (impl, n), seconds in times.items()
+            ],
+        }
+        if args.json:
+            with open(args.json, "w") as f:
+                json.dump(data, f, indent=1)
+            print(f"wrote {args.json}", file=sys.stderr)
+    section = scaling_report(data)
+    print(section)
+    if args.out:
+        write_scaling(args.out, section)
+        print(f"wrote {args.out}", file=sys.stderr)
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     sub = parser.add_subparsers(dest="what", required=True)
     one = sub.add_parser("sample", help="one sample, printed as JSON")
     one.add_argument("impl", choices=sorted(PYTHON))
     one.add_argument("workload", choices=sorted(WORKLOADS))
+    one.add_argument(
+        "--workers", type=positive, default=None, help=f"processes in the pool (default {WORKERS})"
+    )
     run = sub.add_parser("run", help="the whole interleaved comparison")
     run.add_argument("--compare-bin", required=True, help="path of procpool-compare")
     run.add_argument("--reps", type=int, default=5)
     run.add_argument("--out", default="BENCHMARKS.md")
     run.add_argument("--command", default=None, help="the command to print in the report")
+    scale = sub.add_parser("scaling", help="the scaling run on factorials of 1..=3000")
+    scale.add_argument("--compare-bin", help="path of procpool-compare")
+    scale.add_argument("--reps", type=positive, default=3)
+    scale.add_argument(
+        "--workers", type=positive, nargs="+", default=[1, 2, 4, 8, 16], help="worker counts"
+    )
+    scale.add_argument("--out", default=None, help="the BENCHMARKS.md to rewrite")
+    scale.add_argument("--json", default=None, help="also save every sample there")
+    scale.add_argument("--from-json", default=None, help="write the report of a saved run")
+    scale.add_argument("--rustc", default=None, help="the compiler that built procpool-compare")
+    scale.add_argument("--tree", default=None, help="the source it was built from (a commit)")
+    scale.add_argument("--command", default=None, help="the command to print in the report")
     args = parser.parse_args()
+    if args.what == "scaling":
+        if not args.compare_bin and not args.from_json:
+            parser.error("scaling needs --compare-bin (or --from-json)")
+        scaling(args)
+        return
     if args.what == "sample":
         if args.workload not in PYTHON[args.impl]:
             raise SystemExit(f"pools.py: no such measurement: {args.impl} {args.workload}")
-        seconds = sample(args.impl, args.workload)
-        print(json.dumps({"impl": args.impl, "workload": args.workload, "seconds": seconds}))
+        if args.workers is not None and args.impl in ("py-serial", "py-copy"):
+            raise SystemExit(f"pools.py: {args.impl} has no workers to count: drop --workers")
+        line = {"impl": args.impl, "workload": args.workload}
+        if args.workers is not None:
+            line["workers"] = args.workers
+        line["seconds"] = sample(args.impl, args.workload, args.workers or WORKERS)
+        print(json.dumps(line))
         return
     busy_before, ours_before = busy_seconds()
     started = time.monotonic()

@@ -1,10 +1,15 @@
 //! `procpool-compare`: the Rust side of `bench/compare`, one measurement per run.
 //!
-//! `procpool-compare sample IMPL WORKLOAD` runs one sample of one workload with one
-//! implementation in this fresh process and prints one line of JSON: `{"seconds": S}` (the
-//! time of one operation, the mean over the sample's inner repetitions), plus what was
-//! measured. The driver, `bench/compare/pools.py`, calls it (and its Python twin) in turns,
-//! so that drift of the machine hits every implementation alike, and takes medians.
+//! `procpool-compare sample IMPL WORKLOAD [--workers N]` runs one sample of one workload
+//! with one implementation in this fresh process and prints one line of JSON:
+//! `{"seconds": S}` (the time of one operation, the mean over the sample's inner
+//! repetitions), plus what was measured. The driver, `bench/compare/pools.py`, calls it
+//! (and its Python twin) in turns, so that drift of the machine hits every implementation
+//! alike, and takes medians.
+//!
+//! `--workers N` sets the workers of the pool, or the threads of rayon's pool, to `N`
+//! instead of 2 (the line of JSON then names it; without it the line is as it always was);
+//! the implementations with neither refuse it. `bench/compare/scaling.sh` uses it.
 //!
 //! Implementations: `procpool` (a pool of 2), `procpool-2chunks` (the same pool, the map cut
 //! into one chunk per worker: what the per-chunk costs leave), `rayon` (a thread pool of 2:
@@ -31,8 +36,10 @@ use procpool::MapOptions;
 use procpool_benches::{echo, factorial, factorials_serial, noop, payload, pool};
 use rayon::prelude::*;
 
-/// Workers or threads in every pool, as the targets ask.
-const WORKERS: usize = 2;
+/// Workers or threads in every pool unless `--workers` says otherwise, as the targets ask.
+const DEFAULT_WORKERS: usize = 2;
+/// The implementations that have workers or threads to count, and so take `--workers`.
+const WITH_WORKERS: &[&str] = &["procpool", "procpool-2chunks", "rayon"];
 /// The 64 MiB payload.
 const BIG: usize = 64 << 20;
 /// The pairs of implementation and workload that are measured.
@@ -68,26 +75,43 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["pipe-echo"] => pipe_echo(),
-        ["sample", implementation, workload] => {
-            if !PAIRS.contains(&(implementation, workload)) {
-                eprintln!("procpool-compare: no such measurement: {implementation} {workload}");
-                return ExitCode::from(2);
+        ["sample", implementation, workload] => run_sample(implementation, workload, None),
+        ["sample", implementation, workload, "--workers", count] => match count.parse::<usize>() {
+            Ok(workers) if workers > 0 => run_sample(implementation, workload, Some(workers)),
+            _ => {
+                eprintln!("procpool-compare: --workers takes a count of 1 or more: {count}");
+                ExitCode::from(2)
             }
-            let seconds = sample(implementation, workload);
-            println!(
-                "{{\"impl\": \"{implementation}\", \"workload\": \"{workload}\", \"seconds\": {:.9}}}",
-                seconds.as_secs_f64()
-            );
-            ExitCode::SUCCESS
-        }
+        },
         _ => {
             eprintln!(
-                "usage: procpool-compare list | sample IMPL WORKLOAD | pipe-echo\n\
-                 (run bench/compare/run.sh for the whole comparison)"
+                "usage: procpool-compare list | sample IMPL WORKLOAD [--workers N] | pipe-echo\n\
+                 (run bench/compare/run.sh for the whole comparison, \
+                 bench/compare/scaling.sh for the scaling run)"
             );
             ExitCode::from(2)
         }
     }
+}
+
+/// Runs one sample and prints its line of JSON. `workers` is what `--workers` gave, if it
+/// was given: the line then names it; without it the pool has `DEFAULT_WORKERS`.
+fn run_sample(implementation: &str, workload: &str, workers: Option<usize>) -> ExitCode {
+    if !PAIRS.contains(&(implementation, workload)) {
+        eprintln!("procpool-compare: no such measurement: {implementation} {workload}");
+        return ExitCode::from(2);
+    }
+    if workers.is_some() && !WITH_WORKERS.contains(&implementation) {
+        eprintln!("procpool-compare: {implementation} has no workers to count: drop --workers");
+        return ExitCode::from(2);
+    }
+    let seconds = sample(implementation, workload, workers.unwrap_or(DEFAULT_WORKERS));
+    let named = workers.map_or(String::new(), |n| format!("\"workers\": {n}, "));
+    println!(
+        "{{\"impl\": \"{implementation}\", \"workload\": \"{workload}\", {named}\"seconds\": {:.9}}}",
+        seconds.as_secs_f64()
+    );
+    ExitCode::SUCCESS
 }
 
 /// Times `op` over `reps` repetitions after `warm` untimed ones; the mean time of one.
@@ -102,44 +126,46 @@ fn per_op(warm: u32, reps: u32, mut op: impl FnMut()) -> Duration {
     started.elapsed() / reps
 }
 
-fn sample(implementation: &str, workload: &str) -> Duration {
+/// One sample of `workload` by `implementation`, with `workers` workers or threads where it
+/// has any.
+fn sample(implementation: &str, workload: &str, workers: usize) -> Duration {
     match (implementation, workload) {
         ("procpool", "startup") => {
             let started = Instant::now();
-            let pool = procpool_benches::start_and_first_result(WORKERS);
+            let pool = procpool_benches::start_and_first_result(workers);
             let elapsed = started.elapsed();
             drop(pool);
             elapsed
         }
         ("rayon", "startup") => {
             let started = Instant::now();
-            let threads = rayon_pool();
+            let threads = rayon_pool(workers);
             assert_eq!(threads.install(|| noop(black_box(1))), 1);
             started.elapsed()
         }
         ("procpool", "apply") => {
-            let pool = pool(WORKERS);
+            let pool = pool(workers);
             per_op(1_000, 10_000, || {
                 black_box(pool.apply(noop, (black_box(1),)).expect("the no-op runs"));
             })
         }
         ("rayon", "apply") => {
-            let threads = rayon_pool();
+            let threads = rayon_pool(workers);
             per_op(1_000, 10_000, || {
                 black_box(threads.install(|| noop(black_box(1))));
             })
         }
         ("pipe", "apply") => pipe_ping_pong(1_000, 10_000),
         ("procpool", "map100k") => {
-            let pool = pool(WORKERS);
+            let pool = pool(workers);
             per_op(1, 5, || {
                 let out = pool.map(noop, 0..100_000u64).expect("the map runs");
                 assert_eq!(out.len(), 100_000);
             })
         }
         ("procpool-2chunks", "map100k") => {
-            let pool = pool(WORKERS);
-            let options = MapOptions::new().chunksize(100_000 / WORKERS);
+            let pool = pool(workers);
+            let options = MapOptions::new().chunksize(100_000usize.div_ceil(workers));
             per_op(1, 5, || {
                 let out = pool
                     .map_with(noop, 0..100_000u64, options)
@@ -148,7 +174,7 @@ fn sample(implementation: &str, workload: &str) -> Duration {
             })
         }
         ("rayon", "map100k") => {
-            let threads = rayon_pool();
+            let threads = rayon_pool(workers);
             per_op(1, 5, || {
                 let out: Vec<u64> =
                     threads.install(|| (0..100_000u64).into_par_iter().map(noop).collect());
@@ -156,15 +182,15 @@ fn sample(implementation: &str, workload: &str) -> Duration {
             })
         }
         ("procpool", "fact100") => {
-            let pool = pool(WORKERS);
+            let pool = pool(workers);
             per_op(20, 200, || {
                 let out = pool.map(factorial, 1..=100u64).expect("the map runs");
                 assert_eq!(out.len(), 100);
             })
         }
         ("procpool-2chunks", "fact100") => {
-            let pool = pool(WORKERS);
-            let options = MapOptions::new().chunksize(100 / WORKERS);
+            let pool = pool(workers);
+            let options = MapOptions::new().chunksize(100usize.div_ceil(workers));
             per_op(20, 200, || {
                 let out = pool
                     .map_with(factorial, 1..=100u64, options)
@@ -173,7 +199,7 @@ fn sample(implementation: &str, workload: &str) -> Duration {
             })
         }
         ("rayon", "fact100") => {
-            let threads = rayon_pool();
+            let threads = rayon_pool(workers);
             per_op(20, 200, || {
                 black_box(rayon_factorials(&threads, 100));
             })
@@ -182,14 +208,14 @@ fn sample(implementation: &str, workload: &str) -> Duration {
             black_box(factorials_serial(black_box(100)));
         }),
         ("procpool", "fact3000") => {
-            let pool = pool(WORKERS);
+            let pool = pool(workers);
             per_op(0, 1, || {
                 let out = pool.map(factorial, 1..=3000u64).expect("the map runs");
                 assert_eq!(out.len(), 3000);
             })
         }
         ("rayon", "fact3000") => {
-            let threads = rayon_pool();
+            let threads = rayon_pool(workers);
             per_op(0, 1, || {
                 black_box(rayon_factorials(&threads, 3000));
             })
@@ -198,7 +224,7 @@ fn sample(implementation: &str, workload: &str) -> Duration {
             black_box(factorials_serial(black_box(3000)));
         }),
         ("procpool", "bytes64m") => {
-            let pool = pool(WORKERS);
+            let pool = pool(workers);
             // Each round trip sends the buffer that came back from the last one: no copy
             // of the caller's own is timed, only what the pool does with it.
             let mut bytes = Some(payload(BIG));
@@ -222,9 +248,9 @@ fn sample(implementation: &str, workload: &str) -> Duration {
     }
 }
 
-fn rayon_pool() -> rayon::ThreadPool {
+fn rayon_pool(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
-        .num_threads(WORKERS)
+        .num_threads(threads)
         .build()
         .expect("the thread pool starts")
 }
