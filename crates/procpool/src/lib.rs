@@ -127,6 +127,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod direct;
 mod error;
 mod pool;
 mod registry;

@@ -7,6 +7,7 @@ use std::time::Duration;
 
 use serde::Serialize;
 
+use crate::direct;
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::registry::{self, Task, TaskEntry};
 use crate::result::{AsyncResult, Collector, Fed, Feed, Imap, MapResult};
@@ -40,9 +41,13 @@ impl MapOptions {
     /// Sends the calls to workers in chunks of `chunksize` (the last may be smaller).
     ///
     /// Larger chunks cost fewer round trips; smaller ones balance uneven work better. A chunk
-    /// size of 0 is refused when the options are used. Without one, `map` and `starmap` cut
-    /// the input into chunks that shrink as the input runs out, and `imap` sends one call at
-    /// a time.
+    /// size of 0 is refused when the options are used. Without one, `imap` sends one call at
+    /// a time, and `map` and `starmap` cut the input into four chunks per worker (fewer for
+    /// a short input) whose items interleave: chunk `j` of `c` takes items `j`, `j + c`,
+    /// `j + 2c`… So every chunk samples the whole input, and work that grows or shrinks
+    /// along the input (the last items the heaviest, say) is spread evenly, without the
+    /// round trips of small chunks. Give a chunk size where the cost of items varies at
+    /// random and a few are far heavier than the rest.
     pub fn chunksize(mut self, chunksize: usize) -> MapOptions {
         self.chunksize = Some(chunksize);
         self
@@ -360,7 +365,7 @@ impl Pool {
         F: Task<Args>,
         Args: Serialize,
     {
-        self.apply_async(f, args)?.get()
+        self.apply_with(f, args, ApplyOptions::new())
     }
 
     /// Submits `f(args)` and returns a handle to its result at once.
@@ -412,7 +417,11 @@ impl Pool {
         F: Task<Args>,
         Args: Serialize,
     {
-        self.apply_async_with(f, args, options)?.get()
+        let _ = f;
+        let (job, collector, name) = self.apply_job::<F, Args>(args, options)?;
+        // A blocking call runs on an idle worker from this thread when there is one.
+        self.run_blocking(vec![job], 1)?;
+        AsyncResult::<F::Output>::new(collector, name).get()
     }
 
     /// [`apply_async`](Pool::apply_async) with options, such as a timeout.
@@ -431,6 +440,21 @@ impl Pool {
         Args: Serialize,
     {
         let _ = f;
+        let (job, collector, name) = self.apply_job::<F, Args>(args, options)?;
+        self.shared.submit([job])?;
+        Ok(AsyncResult::new(collector, name))
+    }
+
+    /// The job of one call of `F`, and where its result lands.
+    fn apply_job<F, Args>(
+        &self,
+        args: Args,
+        options: ApplyOptions,
+    ) -> Result<(Job, Arc<Collector>, &'static str), Error>
+    where
+        F: Task<Args>,
+        Args: Serialize,
+    {
         let entry = lookup::<F>()?;
         let timeout = checked_timeout(options.timeout)?;
         let id = self.shared.next_job_id();
@@ -446,13 +470,13 @@ impl Pool {
             frame,
             sink: Arc::clone(&collector),
             start: 0,
+            stride: 1,
             count: 1,
             timeout,
             retried: 0,
             counters: Arc::clone(&self.shared.counters),
         };
-        self.shared.submit([job])?;
-        Ok(AsyncResult::new(collector, entry.name))
+        Ok((job, collector, entry.name))
     }
 
     /// Runs `f` on every item in workers and returns the results in input order.
@@ -483,7 +507,7 @@ impl Pool {
         A: Serialize,
         I: IntoIterator<Item = A>,
     {
-        self.map_async(f, items)?.get()
+        self.map_with(f, items, MapOptions::new())
     }
 
     /// [`map`](Pool::map) with options, such as a chunk size.
@@ -503,7 +527,12 @@ impl Pool {
         A: Serialize,
         I: IntoIterator<Item = A>,
     {
-        self.map_async_with(f, items, options)?.get()
+        let _ = f;
+        let (jobs, result) = self.map_jobs::<F, (A,), A>(items, options, |item, buf| {
+            bincode::serialize_into(buf, &(item,))
+        })?;
+        self.run_blocking(jobs, self.processes)?;
+        result.get()
     }
 
     /// Submits `f` on every item and returns a handle to the results at once.
@@ -588,7 +617,12 @@ impl Pool {
         Args: Serialize,
         I: IntoIterator<Item = Args>,
     {
-        self.starmap_async_with(f, items, options)?.get()
+        let _ = f;
+        let (jobs, result) = self.map_jobs::<F, Args, Args>(items, options, |args, buf| {
+            bincode::serialize_into(buf, args)
+        })?;
+        self.run_blocking(jobs, self.processes)?;
+        result.get()
     }
 
     /// Submits [`starmap`](Pool::starmap)'s calls and returns a handle to the results at once.
@@ -734,48 +768,72 @@ impl Pool {
     where
         F: Task<Args>,
     {
+        let (jobs, result) = self.map_jobs::<F, Args, T>(items, options, encode)?;
+        self.shared.submit(jobs)?;
+        Ok(result)
+    }
+
+    /// Runs `jobs` from this thread on borrowed workers, `workers` of them at most, if they
+    /// are all idle now; else through the supervisor.
+    fn run_blocking(&self, jobs: Vec<Job>, workers: usize) -> Result<(), Error> {
+        if let Err(jobs) = direct::run(&self.shared, jobs, workers) {
+            self.shared.submit(jobs)?;
+        }
+        Ok(())
+    }
+
+    /// The jobs of a map over `items`, and the handle their results land in.
+    fn map_jobs<F, Args, T>(
+        &self,
+        items: impl IntoIterator<Item = T>,
+        options: MapOptions,
+        encode: impl Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
+    ) -> Result<(Vec<Job>, MapResult<F::Output>), Error>
+    where
+        F: Task<Args>,
+    {
         let entry = lookup::<F>()?;
         let chunksize = checked_chunksize(options)?;
         let timeout = checked_timeout(options.timeout)?;
         let items: Vec<T> = items.into_iter().collect();
-        let collector = Collector::new(items.len(), false);
-        let sizes: Box<dyn Iterator<Item = usize>> = match chunksize {
-            Some(size) => Box::new(std::iter::repeat(size)),
-            None => Box::new(auto_chunks(items.len(), self.processes)),
-        };
-        let mut jobs = Vec::new();
-        let mut rest = items.as_slice();
-        let mut start = 0;
-        for size in sizes {
-            if rest.is_empty() {
-                break;
+        let len = items.len();
+        let collector = Collector::new(len, false);
+        // Each chunk is (first index, stride, count).
+        let chunks: Vec<(usize, usize, usize)> = match chunksize {
+            Some(size) => (0..len)
+                .step_by(size)
+                .map(|start| (start, 1, size.min(len - start)))
+                .collect(),
+            None => {
+                let count = auto_chunks(len, self.processes);
+                (0..count)
+                    .map(|j| (j, count, (len - j).div_ceil(count)))
+                    .collect()
             }
-            let (chunk, tail) = rest.split_at(size.min(rest.len()));
-            rest = tail;
+        };
+        let mut jobs = Vec::with_capacity(chunks.len());
+        for (start, stride, count) in chunks {
             let id = self.shared.next_job_id();
             let mut frame = RunFrame::new(id, entry.name);
-            for item in chunk {
+            for item in items[start..].iter().step_by(stride).take(count) {
                 frame
                     .push(|buf| encode(item, buf))
                     .map_err(|e| encode_error(entry.name, e))?;
             }
-            let frame = sealed(frame, entry.name)?;
-            let sink = Arc::clone(&collector);
             jobs.push(Job {
                 id,
                 task: entry.name,
-                frame,
-                sink,
+                frame: sealed(frame, entry.name)?,
+                sink: Arc::clone(&collector),
                 start,
-                count: chunk.len(),
+                stride,
+                count,
                 timeout,
                 retried: 0,
                 counters: Arc::clone(&self.shared.counters),
             });
-            start += chunk.len();
         }
-        self.shared.submit(jobs)?;
-        Ok(MapResult::new(collector, items.len(), entry.name))
+        Ok((jobs, MapResult::new(collector, len, entry.name)))
     }
 
     fn stream<'a, F, Args, I>(
@@ -888,22 +946,13 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
     }
 }
 
-/// The chunk sizes `map` uses when none is given: each chunk takes a share of what is left
-/// (guided self-scheduling), so chunks shrink as the input runs out. Fixed chunks would put
-/// the last, often heaviest, items into one big chunk that one worker runs alone while the
-/// others idle; shrinking chunks keep the tail fine-grained and the start cheap.
-pub(crate) fn auto_chunks(len: usize, workers: usize) -> impl Iterator<Item = usize> {
-    let workers = workers.max(1);
-    let smallest = (len / (workers * 32)).max(1);
-    let mut left = len;
-    std::iter::from_fn(move || {
-        if left == 0 {
-            return None;
-        }
-        let size = left.div_ceil(2 * workers).max(smallest).min(left);
-        left -= size;
-        Some(size)
-    })
+/// How many chunks `map` cuts `len` items into when no chunk size is given: four per worker,
+/// so that a worker that finishes early takes another while the round trips of the rest
+/// stay hidden behind work (each worker holds two jobs at a time), and none emptier than one
+/// item. The chunks interleave (see [`MapOptions::chunksize`]), so they weigh about the
+/// same.
+pub(crate) fn auto_chunks(len: usize, workers: usize) -> usize {
+    len.min(4 * workers.max(1))
 }
 
 /// Feeds an [`Imap`] from an iterator, one chunk a call.
@@ -942,7 +991,7 @@ where
             let frame = match sealed(frame, name) {
                 Ok(frame) => frame,
                 Err(error) => {
-                    collector.deliver(start, (0..count).map(|_| Err(error.clone())));
+                    collector.deliver(start, 1, (0..count).map(|_| Err(error.clone())));
                     return Fed::Exhausted(count);
                 }
             };
@@ -952,19 +1001,20 @@ where
                 frame,
                 sink: Arc::clone(collector),
                 start,
+                stride: 1,
                 count,
                 timeout: self.timeout,
                 retried: 0,
                 counters: Arc::clone(&self.shared.counters),
             };
             if let Err(error) = self.shared.submit([job]) {
-                collector.deliver(start, (0..count).map(|_| Err(error.clone())));
+                collector.deliver(start, 1, (0..count).map(|_| Err(error.clone())));
                 return Fed::Exhausted(count);
             }
         }
         let taken = match failed {
             Some(error) => {
-                collector.deliver(start + count, [Err(error)]);
+                collector.deliver(start + count, 1, [Err(error)]);
                 count + 1
             }
             None => count,
@@ -982,23 +1032,12 @@ mod tests {
     use super::auto_chunks;
 
     #[test]
-    fn auto_chunks_cover_the_input_and_shrink() {
-        for (len, workers) in [
-            (0, 2),
-            (1, 2),
-            (100, 2),
-            (3000, 2),
-            (100_000, 2),
-            (7, 100),
-            (100, 1),
-        ] {
-            let sizes: Vec<usize> = auto_chunks(len, workers).collect();
-            assert_eq!(sizes.iter().sum::<usize>(), len, "{len} over {workers}");
-            assert!(sizes.windows(2).all(|w| w[0] >= w[1]), "{sizes:?}");
-            assert!(sizes.iter().all(|&s| s > 0));
-        }
-        let sizes: Vec<usize> = auto_chunks(100_000, 2).collect();
-        assert!(sizes.len() < 64, "{} chunks", sizes.len());
-        assert!(*sizes.last().unwrap() <= 100_000 / 64);
+    fn auto_chunks_are_four_per_worker_and_never_empty() {
+        assert_eq!(auto_chunks(0, 2), 0);
+        assert_eq!(auto_chunks(1, 2), 1);
+        assert_eq!(auto_chunks(7, 2), 7);
+        assert_eq!(auto_chunks(100, 2), 8);
+        assert_eq!(auto_chunks(100_000, 16), 64);
+        assert_eq!(auto_chunks(100, 0), 4);
     }
 }

@@ -74,11 +74,16 @@ impl Collector {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records the outcomes of the calls `start..`.
-    pub(crate) fn deliver(&self, start: usize, outcomes: impl IntoIterator<Item = Outcome>) {
+    /// Records the outcomes of the calls at `start`, `start + stride`, `start + 2 * stride`…
+    pub(crate) fn deliver(
+        &self,
+        start: usize,
+        stride: usize,
+        outcomes: impl IntoIterator<Item = Outcome>,
+    ) {
         let mut state = self.lock();
         for (i, outcome) in outcomes.into_iter().enumerate() {
-            let index = start + i;
+            let index = start + i * stride;
             let at = index - state.base;
             if state.slots.len() <= at {
                 state.slots.resize_with(at + 1, || Slot::Pending);

@@ -2,12 +2,16 @@
 //! workers, collects their results, notices deaths, reaps, fails or re-queues what a dead
 //! worker held, starts replacements, and recycles workers after `max_tasks_per_child` jobs.
 //!
-//! Callers never touch a worker: they put jobs on the shared queue and wake the supervisor
-//! through a socket; the supervisor does all I/O, non-blocking, from one `poll` loop.
+//! Callers put jobs on the shared queue and wake the supervisor through a socket; the
+//! supervisor does their I/O, non-blocking, from one `poll` loop. When the queue is empty it
+//! also lends its idle workers out (`State::idle`): a blocking call then borrows one, talks
+//! to it from its own thread and gives it back (see `direct`), which saves two thread
+//! wake-ups a call. Whatever goes wrong with a borrowed worker comes back here to be settled.
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::ops::Range;
+use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
@@ -15,7 +19,7 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
+use crate::error::{BuildError, Error, ErrorKind, TaskFailure, WorkerExit, WorkerInfo};
 use crate::registry;
 use crate::result::{Collector, Outcome, Payload};
 use crate::start::{self, StartMethod};
@@ -25,7 +29,7 @@ use crate::wire::{self, FrameReader, FromWorker, RunFrame, ToWorker};
 
 /// How many jobs a worker may hold at once: one running, one waiting behind it, so that the
 /// round trip between them is hidden.
-const DEPTH: usize = 2;
+pub(crate) const DEPTH: usize = 2;
 
 /// How many replacement workers in a row may die before their handshake before the pool
 /// stops starting them.
@@ -40,8 +44,8 @@ const GRACE: Duration = Duration::from_millis(200);
 /// but a stopped or stuck worker must not make `join` wait forever.
 const EXIT_GRACE: Duration = Duration::from_secs(5);
 
-/// One RUN frame: one or more calls of one task, whose outcomes go to `sink` at
-/// `start..start + count`.
+/// One RUN frame: one or more calls of one task, whose outcomes go to `sink`: call `i` at
+/// index `start + i * stride`.
 #[derive(Debug)]
 pub(crate) struct Job {
     pub(crate) id: u64,
@@ -49,6 +53,8 @@ pub(crate) struct Job {
     pub(crate) frame: Vec<u8>,
     pub(crate) sink: Arc<Collector>,
     pub(crate) start: usize,
+    /// 1 for a run of neighbouring items; `map`'s automatic chunks interleave.
+    pub(crate) stride: usize,
     pub(crate) count: usize,
     /// How long each call may run before its worker is killed; `None` takes the pool's
     /// `task_timeout`.
@@ -72,7 +78,7 @@ impl Job {
         let outcomes = outcomes
             .into_iter()
             .inspect(|outcome| counters.completed(outcome));
-        self.sink.deliver(self.start, outcomes);
+        self.sink.deliver(self.start, self.stride, outcomes);
     }
 }
 
@@ -94,14 +100,32 @@ pub(crate) struct Shared {
     wake_pending: AtomicBool,
     next_job: AtomicU64,
     pub(crate) counters: Arc<Counters>,
+    /// The pool's `task_timeout` and `max_tasks_per_child`, which borrowers apply too.
+    pub(crate) task_timeout: Option<Duration>,
+    pub(crate) max_tasks_per_child: Option<u64>,
 }
 
 #[derive(Debug)]
 pub(crate) struct State {
     pub(crate) phase: Phase,
-    queue: VecDeque<Job>,
+    pub(crate) queue: VecDeque<Job>,
     /// The pid of the worker in each slot, where one runs.
     pub(crate) pids: Vec<Option<u32>>,
+    /// Ready workers holding no job that callers may borrow; only while the pool runs and
+    /// the queue is empty.
+    pub(crate) idle: Vec<Worker>,
+    /// How many workers callers hold now.
+    pub(crate) lent: usize,
+    /// Workers given back by callers for the supervisor to take again.
+    pub(crate) returned: Vec<Returned>,
+}
+
+/// A worker a borrower gives back to the supervisor, with why, if something went wrong.
+/// The job it was given, if unfinished, is still in its `in_flight`.
+#[derive(Debug)]
+pub(crate) struct Returned {
+    pub(crate) worker: Worker,
+    pub(crate) cause: Option<Cause>,
 }
 
 impl Shared {
@@ -111,6 +135,48 @@ impl Shared {
 
     pub(crate) fn next_job_id(&self) -> u64 {
         self.next_job.fetch_add(1, Ordering::Relaxed)
+    }
+
+    /// Gives a borrowed worker back: to the idle workers when it can serve another call at
+    /// once, else to the supervisor (which is woken), with `cause` if it failed.
+    pub(crate) fn give_back(&self, worker: Worker, cause: Option<Cause>) {
+        let spent = self
+            .max_tasks_per_child
+            .is_some_and(|max| worker.assigned >= max);
+        let mut state = self.lock();
+        state.lent -= 1;
+        let idle = cause.is_none()
+            && !spent
+            && state.queue.is_empty()
+            && matches!(state.phase, Phase::Running);
+        if idle {
+            state.idle.push(worker);
+            return;
+        }
+        state.returned.push(Returned { worker, cause });
+        drop(state);
+        self.wake();
+    }
+
+    /// Queues jobs that were already accepted (and counted): they run even on a closed pool,
+    /// and end as the pool does if it was terminated or broke meanwhile.
+    pub(crate) fn requeue(&self, jobs: impl IntoIterator<Item = Job>) {
+        let mut state = self.lock();
+        let phase = state.phase.clone();
+        if let Phase::Running | Phase::Closed = phase {
+            state.queue.extend(jobs);
+            drop(state);
+            self.wake();
+            return;
+        }
+        drop(state);
+        for job in jobs {
+            let error = match &phase {
+                Phase::Broken(error) => error.clone(),
+                _ => Error::terminated(job.task),
+            };
+            job.fail(&error);
+        }
     }
 
     /// Queues jobs, or refuses them all if the pool no longer takes work.
@@ -178,14 +244,20 @@ pub(crate) fn launch(
             phase: Phase::Running,
             queue: VecDeque::new(),
             pids: vec![None; config.processes],
+            idle: Vec::new(),
+            lent: 0,
+            returned: Vec::new(),
         }),
         wake_tx,
         wake_pending: AtomicBool::new(false),
         next_job: AtomicU64::new(0),
         counters: Arc::default(),
+        task_timeout: config.task_timeout,
+        max_tasks_per_child: config.max_tasks_per_child,
     });
     let supervisor = Supervisor {
         slots: (0..config.processes).map(|_| None).collect(),
+        away: vec![None; config.processes],
         retiring: Vec::new(),
         config,
         shared: Arc::clone(&shared),
@@ -202,37 +274,38 @@ pub(crate) fn launch(
     Ok((shared, handle))
 }
 
-struct Worker {
-    info: WorkerInfo,
-    child: Child,
-    socket: UnixStream,
-    reader: FrameReader,
+#[derive(Debug)]
+pub(crate) struct Worker {
+    pub(crate) info: WorkerInfo,
+    pub(crate) child: Child,
+    pub(crate) socket: UnixStream,
+    pub(crate) reader: FrameReader,
     /// Control frames (SETUP, SHUTDOWN) to write before any job, and how much of the first
     /// is written.
     control: VecDeque<Vec<u8>>,
     control_written: usize,
     /// Jobs sent or being sent, oldest first; `in_flight[unsent..]` are not fully written.
-    in_flight: VecDeque<Job>,
+    pub(crate) in_flight: VecDeque<Job>,
     /// When the first job of `in_flight` started, as far as the parent can tell: when it was
     /// handed to an idle worker, or when the job ahead of it completed.
-    front_since: Option<Instant>,
-    unsent: usize,
+    pub(crate) front_since: Option<Instant>,
+    pub(crate) unsent: usize,
     job_written: usize,
     ready: bool,
     /// Jobs given to this worker so far, against `max_tasks_per_child`.
-    assigned: u64,
+    pub(crate) assigned: u64,
     /// For a worker told to shut down: when it is killed if it has not exited by then.
     exit_by: Option<Instant>,
     /// A pidfd that becomes readable when the process exits (where the kernel has them): a
     /// task may fork a child that keeps the socket open, and then its end of stream would
     /// never come.
-    exit_fd: Option<OwnedFd>,
+    pub(crate) exit_fd: Option<OwnedFd>,
 }
 
 impl Worker {
     /// When the job this worker runs now must be done by, and the timeout of one of its
     /// calls. A chunk of several calls gets the timeout once per call.
-    fn deadline(&self, default: Option<Duration>) -> Option<(Instant, Duration)> {
+    pub(crate) fn deadline(&self, default: Option<Duration>) -> Option<(Instant, Duration)> {
         let job = self.in_flight.front()?;
         let timeout = job.timeout.or(default)?;
         let calls = u32::try_from(job.count).unwrap_or(u32::MAX);
@@ -242,13 +315,13 @@ impl Worker {
         Some((deadline, timeout))
     }
 
-    fn wants_write(&self) -> bool {
+    pub(crate) fn wants_write(&self) -> bool {
         !self.control.is_empty() || self.unsent < self.in_flight.len()
     }
 
     /// Writes what the socket takes now. An error means the worker is gone; the caller
     /// finds out through the socket's end of stream.
-    fn flush(&mut self) -> io::Result<()> {
+    pub(crate) fn flush(&mut self) -> io::Result<()> {
         loop {
             // Up to 8 frames in one writev, gathered on the stack: this runs for every job.
             let mut slices = [IoSlice::new(&[]); 8];
@@ -317,6 +390,8 @@ struct Supervisor {
     shared: Arc<Shared>,
     wake_rx: UnixStream,
     slots: Vec<Option<Worker>>,
+    /// For each slot whose worker is lent out (idle in `State::idle` or held by a caller).
+    away: Vec<Option<Away>>,
     /// Workers told to shut down, waited for until they exit.
     retiring: Vec<Worker>,
     /// Present until every first worker is ready (or one failed).
@@ -330,6 +405,18 @@ struct Supervisor {
     finished: bool,
 }
 
+/// A worker out of its slot, lent to callers: what the supervisor keeps of it to watch it.
+#[derive(Clone, Copy, Debug)]
+struct Away {
+    pid: u32,
+    /// Its exit descriptor, which stays open while it is away: only the supervisor closes a
+    /// worker's descriptors, once it is back.
+    exit_fd: RawFd,
+    /// Its exit was seen while a caller held it: that caller gives it back, so it is not
+    /// polled again meanwhile.
+    exited: bool,
+}
+
 /// What a worker's socket said during one turn of the loop.
 enum Event {
     Frame(Vec<u8>),
@@ -339,7 +426,8 @@ enum Event {
 }
 
 /// Why a worker is taken out of its slot.
-enum Cause {
+#[derive(Debug)]
+pub(crate) enum Cause {
     /// Its socket reached its end: it exited or was killed.
     Gone,
     /// It sent a frame the protocol does not allow.
@@ -383,6 +471,14 @@ impl Supervisor {
                     owners.push(Owner::RetiringExit(at));
                 }
             }
+            for (index, away) in self.away.iter().enumerate() {
+                if let Some(away) = away
+                    && !away.exited
+                {
+                    fds.push(PollFd::new(away.exit_fd, false));
+                    owners.push(Owner::AwayExit(index, away.pid));
+                }
+            }
             let timeout = self
                 .next_deadline()
                 .map(|deadline| deadline.saturating_duration_since(Instant::now()));
@@ -397,16 +493,7 @@ impl Supervisor {
                 break;
             }
             if fds[0].readable() {
-                // Drain first, then clear the flag, then (at the top of the loop) read the
-                // queue: a caller that queued work before the flag was cleared is seen by that
-                // read, and one that queues after it writes a fresh byte. Clearing first would
-                // let the drain swallow the byte of a wake whose flag is still set, and the
-                // next caller would then skip its write and wait forever.
-                // Callers write at most one byte per clearing of the flag, so one read of
-                // 64 drains it.
-                let mut sink = [0; 64];
-                let _ = (&self.wake_rx).read(&mut sink);
-                self.shared.wake_pending.store(false, Ordering::SeqCst);
+                self.drain_wake();
             }
             // Retiring workers are handled last and from the back, so that removing one does
             // not shift the positions of the others still to be handled.
@@ -424,6 +511,7 @@ impl Supervisor {
                         }
                     }
                     Owner::RetiringExit(at) => gone_retiring.push(at),
+                    Owner::AwayExit(index, pid) => self.service_away_exit(index, pid),
                 }
             }
             gone_retiring.sort_unstable();
@@ -442,8 +530,10 @@ impl Supervisor {
     /// Takes in what callers asked for and hands out queued jobs. Returns false when the
     /// supervisor's work is done.
     fn turn(&mut self) -> bool {
+        self.take_back_lent();
         let shared = Arc::clone(&self.shared);
         let mut state = shared.lock();
+        let lent = state.lent;
         match state.phase.clone() {
             Phase::Terminating => return false,
             Phase::Broken(error) => {
@@ -452,18 +542,23 @@ impl Supervisor {
                 for job in dropped {
                     job.fail(&error);
                 }
-                return self.wind_down();
+                return self.wind_down(lent);
             }
             Phase::Closed if state.queue.is_empty() => {
                 drop(state);
-                return self.wind_down();
+                return self.wind_down(lent);
             }
             Phase::Running | Phase::Closed => {}
         }
         if self.startup.is_some() {
             return true;
         }
+        // Work queued since `take_back_lent` finds the idle workers here.
+        for worker in std::mem::take(&mut state.idle) {
+            self.take_back(worker);
+        }
         self.dispatch(&mut state);
+        self.lend_idle(&mut state);
         self.publish_pids(&mut state);
         drop(state);
         for index in 0..self.slots.len() {
@@ -539,21 +634,175 @@ impl Supervisor {
         }
     }
 
+    /// Lends out the ready workers that hold no job, while nothing is queued: callers may
+    /// borrow them from `State::idle` until the next turn takes them back.
+    ///
+    /// Only a worker with an exit descriptor is lent, so that its death while it waits idle
+    /// is seen here at once, not by the next caller to borrow it.
+    fn lend_idle(&mut self, state: &mut State) {
+        if !state.queue.is_empty() || !matches!(state.phase, Phase::Running) {
+            return;
+        }
+        let budget = self.config.max_tasks_per_child.unwrap_or(u64::MAX);
+        for index in 0..self.slots.len() {
+            let lendable = self.slots[index].as_ref().is_some_and(|w| {
+                w.ready
+                    && w.in_flight.is_empty()
+                    && !w.wants_write()
+                    && w.assigned < budget
+                    && w.exit_fd.is_some()
+            });
+            if !lendable {
+                continue;
+            }
+            let worker = self.slots[index].take().expect("checked above");
+            let exit_fd = worker.exit_fd.as_ref().expect("checked above").as_raw_fd();
+            self.away[index] = Some(Away {
+                pid: worker.info.pid,
+                exit_fd,
+                exited: false,
+            });
+            state.idle.push(worker);
+        }
+    }
+
+    /// Puts a lent worker back in its slot.
+    fn take_back(&mut self, worker: Worker) {
+        let index = worker.info.index;
+        debug_assert!(self.slots[index].is_none(), "slot {index} is taken");
+        self.away[index] = None;
+        self.slots[index] = Some(worker);
+    }
+
+    /// Takes back what callers gave back, settling failures as for any worker; and the idle
+    /// workers too, unless they may stay lent (the pool runs and nothing is queued).
+    fn take_back_lent(&mut self) {
+        let (idle, returned) = {
+            let mut state = self.shared.lock();
+            let keep = state.queue.is_empty() && matches!(state.phase, Phase::Running);
+            let idle = if keep {
+                Vec::new()
+            } else {
+                std::mem::take(&mut state.idle)
+            };
+            (idle, std::mem::take(&mut state.returned))
+        };
+        for worker in idle {
+            self.take_back(worker);
+        }
+        for Returned { worker, cause } in returned {
+            let index = worker.info.index;
+            self.take_back(worker);
+            match cause {
+                Some(cause) => self.on_death(index, cause),
+                None => {
+                    let worker = self.slots[index].as_ref().expect("just taken back");
+                    let spent = self
+                        .config
+                        .max_tasks_per_child
+                        .is_some_and(|max| worker.assigned >= max);
+                    if spent && worker.in_flight.is_empty() {
+                        self.retire(index);
+                    }
+                }
+            }
+        }
+    }
+
+    /// A lent-out worker has exited. An idle one is taken back and its death settled; one a
+    /// caller holds is given back by that caller, and is not polled until then.
+    fn service_away_exit(&mut self, index: usize, pid: u32) {
+        let idle = {
+            let mut state = self.shared.lock();
+            let at = state.idle.iter().position(|w| w.info.pid == pid);
+            at.map(|at| state.idle.swap_remove(at))
+        };
+        match idle {
+            Some(worker) => {
+                self.take_back(worker);
+                self.service_exit(index, pid);
+            }
+            None => {
+                if let Some(away) = &mut self.away[index]
+                    && away.pid == pid
+                {
+                    away.exited = true;
+                }
+            }
+        }
+    }
+
+    /// Gets every lent worker back before the pool stops: idle ones at once; callers' are
+    /// asked to stop (SIGTERM), killed after [`GRACE`], and given back by their callers, who
+    /// see them exit. What they held ends as terminated in `shut_down`.
+    fn recall_lent(&mut self) {
+        let deadline = Instant::now() + GRACE;
+        let mut signalled = None;
+        loop {
+            let (idle, returned, lent) = {
+                let mut state = self.shared.lock();
+                let idle = std::mem::take(&mut state.idle);
+                (idle, std::mem::take(&mut state.returned), state.lent)
+            };
+            for worker in idle {
+                self.take_back(worker);
+            }
+            for Returned { worker, .. } in returned {
+                self.take_back(worker);
+            }
+            if lent == 0 {
+                return;
+            }
+            let now = Instant::now();
+            let force = now >= deadline;
+            if signalled != Some(force) {
+                for away in self.away.iter().flatten() {
+                    sys::signal_unreaped(away.pid, force);
+                }
+                signalled = Some(force);
+            }
+            let wait = (!force).then(|| deadline - now);
+            let mut fds = [PollFd::new(self.wake_rx.as_raw_fd(), false)];
+            if sys::poll(&mut fds, wait).is_err() {
+                return;
+            }
+            if fds[0].readable() {
+                self.drain_wake();
+            }
+        }
+    }
+
+    /// Empties the wake socket, then clears the flag that callers check before writing to it.
+    fn drain_wake(&mut self) {
+        // Drain first, then clear the flag, then (at the top of the loop) read the queue: a
+        // caller that queued work before the flag was cleared is seen by that read, and one
+        // that queues after it writes a fresh byte. Clearing first would let the drain swallow
+        // the byte of a wake whose flag is still set, and the next caller would then skip its
+        // write and wait forever. Callers write at most one byte per clearing of the flag, so
+        // one read of 64 drains it.
+        let mut sink = [0; 64];
+        let _ = (&self.wake_rx).read(&mut sink);
+        self.shared.wake_pending.store(false, Ordering::SeqCst);
+    }
+
     /// Tells callers (`Pool::worker_pids`) which worker is in each slot, when that changed.
     fn publish_pids(&mut self, state: &mut State) {
         if !self.pids_changed {
             return;
         }
-        for (pid, slot) in state.pids.iter_mut().zip(&self.slots) {
-            *pid = slot.as_ref().map(|w| w.info.pid);
+        for ((pid, slot), away) in state.pids.iter_mut().zip(&self.slots).zip(&self.away) {
+            *pid = slot
+                .as_ref()
+                .map(|w| w.info.pid)
+                .or(away.map(|away| away.pid));
         }
         self.pids_changed = false;
     }
 
-    /// With no new work coming: once no worker holds a job, tell them all to exit; returns
-    /// false once every worker has exited and been reaped.
-    fn wind_down(&mut self) -> bool {
-        if self.slots.iter().flatten().any(|w| !w.in_flight.is_empty()) {
+    /// With no new work coming: once no worker holds a job (and callers hold none), tell
+    /// them all to exit; returns false once every worker has exited and been reaped.
+    fn wind_down(&mut self, lent: usize) -> bool {
+        if lent > 0 || self.slots.iter().flatten().any(|w| !w.in_flight.is_empty()) {
             return true;
         }
         for slot in &mut self.slots {
@@ -674,34 +923,7 @@ impl Supervisor {
                 Err(Cause::Gone)
             }
             FromWorker::Results { job, items } => {
-                let Some(front) = worker.in_flight.front() else {
-                    return Err(Cause::Protocol(format!(
-                        "results for job {job}, which it does not hold"
-                    )));
-                };
-                if front.id != job || front.count != items.len() || worker.unsent == 0 {
-                    return Err(Cause::Protocol(format!(
-                        "results for job {job} with {} items, expected job {} with {}",
-                        items.len(),
-                        front.id,
-                        front.count
-                    )));
-                }
-                let done = worker.in_flight.pop_front().expect("checked above");
-                worker.unsent -= 1;
-                worker.front_since = (!worker.in_flight.is_empty()).then(Instant::now);
-                let info = worker.info;
-                let frame = Arc::new(frame);
-                let outcomes = items.into_iter().map(|item| -> Outcome {
-                    match item {
-                        Ok(range) => Ok(Payload {
-                            frame: Arc::clone(&frame),
-                            range,
-                        }),
-                        Err(failure) => Err(Error::from_failure(failure, done.task, info)),
-                    }
-                });
-                done.complete(outcomes);
+                worker.complete_front(job, items, frame)?;
                 let spent = self
                     .config
                     .max_tasks_per_child
@@ -873,6 +1095,7 @@ impl Supervisor {
     /// Workers are asked to stop (SIGTERM) and given [`GRACE`] to exit; those still running
     /// then are killed (SIGKILL).
     fn shut_down(&mut self) {
+        self.recall_lent();
         let dropped: Vec<Job> = self.shared.lock().queue.drain(..).collect();
         for job in dropped {
             let error = Error::terminated(job.task);
@@ -918,6 +1141,45 @@ impl Drop for Supervisor {
 }
 
 impl Worker {
+    /// Settles the oldest job this worker holds with the results it sent for `job`, whose
+    /// ranges point into `frame`. `Err` if they are not that job's results.
+    pub(crate) fn complete_front(
+        &mut self,
+        job: u64,
+        items: Vec<Result<Range<usize>, TaskFailure>>,
+        frame: Vec<u8>,
+    ) -> Result<(), Cause> {
+        let Some(front) = self.in_flight.front() else {
+            return Err(Cause::Protocol(format!(
+                "results for job {job}, which it does not hold"
+            )));
+        };
+        if front.id != job || front.count != items.len() || self.unsent == 0 {
+            return Err(Cause::Protocol(format!(
+                "results for job {job} with {} items, expected job {} with {}",
+                items.len(),
+                front.id,
+                front.count
+            )));
+        }
+        let done = self.in_flight.pop_front().expect("checked above");
+        self.unsent -= 1;
+        self.front_since = (!self.in_flight.is_empty()).then(Instant::now);
+        let info = self.info;
+        let frame = Arc::new(frame);
+        let outcomes = items.into_iter().map(|item| -> Outcome {
+            match item {
+                Ok(range) => Ok(Payload {
+                    frame: Arc::clone(&frame),
+                    range,
+                }),
+                Err(failure) => Err(Error::from_failure(failure, done.task, info)),
+            }
+        });
+        done.complete(outcomes);
+        Ok(())
+    }
+
     /// Ends the worker for good: kills it if it still runs, waits for it, and returns how it
     /// ended and the jobs it held.
     fn in_flight_and_reap(mut self) -> (WorkerExit, VecDeque<Job>) {
@@ -1002,7 +1264,8 @@ fn split(job: &Job, shared: &Shared) -> Option<Vec<Job>> {
                 task: job.task,
                 frame: frame.finish().ok()?,
                 sink: Arc::clone(&job.sink),
-                start: job.start + i,
+                start: job.start + i * job.stride,
+                stride: 1,
                 count: 1,
                 timeout: job.timeout,
                 retried: job.retried,
@@ -1019,4 +1282,6 @@ enum Owner {
     SlotExit(usize, u32),
     Retiring(usize),
     RetiringExit(usize),
+    /// The exit descriptor of a lent-out worker, with its slot and pid.
+    AwayExit(usize, u32),
 }

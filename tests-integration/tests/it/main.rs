@@ -5,6 +5,7 @@ mod accounting;
 mod basic;
 mod crash_matrix;
 mod deadlines;
+mod direct;
 mod docs;
 mod failures;
 mod leaks;

@@ -89,6 +89,22 @@ pub(crate) fn ask_to_stop(child: &mut Child) -> bool {
     signal_child(child, libc::SIGTERM)
 }
 
+/// Asks a worker a caller holds to stop (SIGTERM), or kills it (SIGKILL) when `force`.
+///
+/// There is no `Child` to check here: the worker is lent out. Its pid is still its own, since
+/// only the supervisor reaps workers and it does so only once a worker is given back.
+pub(crate) fn signal_unreaped(pid: u32, force: bool) {
+    let signal = if force { libc::SIGKILL } else { libc::SIGTERM };
+    let Ok(pid) = libc::pid_t::try_from(pid) else {
+        return;
+    };
+    // SAFETY: kill has no memory effects; `pid` is an unreaped child of ours (see above), so
+    // it names that child and no other process.
+    unsafe {
+        libc::kill(pid, signal);
+    }
+}
+
 /// A descriptor that becomes readable when `child` exits (Linux 5.3 and later), or `None`
 /// where the kernel has no `pidfd_open` or the child has already exited and been reaped.
 pub(crate) fn exit_fd(child: &mut Child) -> Option<OwnedFd> {

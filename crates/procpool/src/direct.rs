@@ -1,0 +1,206 @@
+//! Direct calls: a blocking call borrows idle workers from the supervisor and talks to them
+//! from the calling thread.
+//!
+//! Through the supervisor a call wakes four threads in turn (caller → supervisor → worker →
+//! supervisor → caller); directly it wakes two (caller → worker → caller), as a bare pipe
+//! round trip does. Only the plain path runs here: the jobs are written and their results read
+//! and delivered. Anything else (an end of stream, a frame out of turn, a deadline passed, an
+//! exit) gives the worker back with its job and the cause, and the supervisor settles it as
+//! it does for the workers it drives itself: an error, a retry, a replacement.
+
+use std::collections::VecDeque;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::time::Instant;
+
+use crate::supervisor::{Cause, DEPTH, Job, Phase, Shared, Worker};
+use crate::sys::{self, PollFd};
+use crate::wire::FromWorker;
+
+/// Runs `jobs` from this thread on borrowed workers, as the supervisor would: up to
+/// [`DEPTH`] jobs at a time on each, the next one written as soon as one is done. Borrows
+/// `workers` idle workers (fewer when there are fewer jobs), and only if that many are idle
+/// and nothing is queued; otherwise gives the jobs back untouched, to go through the queue.
+///
+/// Returns once every job has been delivered or handed to the supervisor: a worker that fails
+/// goes back with what it held, and jobs no borrowed worker is left to run go to the queue.
+pub(crate) fn run(shared: &Shared, jobs: Vec<Job>, workers: usize) -> Result<(), Vec<Job>> {
+    let wanted = workers.min(jobs.len());
+    let workers = {
+        let mut state = shared.lock();
+        let lendable = wanted > 0
+            && matches!(state.phase, Phase::Running)
+            && state.queue.is_empty()
+            && state.idle.len() >= wanted;
+        if !lendable {
+            return Err(jobs);
+        }
+        let at = state.idle.len() - wanted;
+        state.lent += wanted;
+        state.idle.split_off(at)
+    };
+    shared
+        .counters
+        .submitted(jobs.iter().map(|job| job.count).sum());
+    let mut queue = VecDeque::from(jobs);
+    let mut held: Vec<Borrowed> = workers
+        .into_iter()
+        .map(|worker| Borrowed {
+            shared,
+            worker: Some(worker),
+        })
+        .collect();
+    let mut fds = Vec::with_capacity(2 * held.len());
+    loop {
+        // One job to each worker first, then a second to each, as the supervisor does.
+        for depth in 1..=DEPTH {
+            for borrowed in &mut held {
+                borrowed.feed(&mut queue, depth);
+            }
+        }
+        for borrowed in &mut held {
+            borrowed.flush_or_give_back();
+        }
+        held.retain(|borrowed| borrowed.worker.is_some());
+        if held.is_empty() {
+            // Every borrowed worker failed and went back: the rest goes through the queue.
+            shared.requeue(queue);
+            return Ok(());
+        }
+        fds.clear();
+        let mut deadline: Option<Instant> = None;
+        for worker in held.iter().filter_map(|b| b.worker.as_ref()) {
+            let exit_fd = worker
+                .exit_fd
+                .as_ref()
+                .expect("only workers with one are lent");
+            fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
+            fds.push(PollFd::new(exit_fd.as_raw_fd(), false));
+            if let Some((at, _)) = worker.deadline(shared.task_timeout) {
+                deadline = Some(deadline.map_or(at, |d| d.min(at)));
+            }
+        }
+        let timeout = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+        if let Err(error) = sys::poll(&mut fds, timeout) {
+            for borrowed in &mut held {
+                borrowed.give_back(Some(Cause::Protocol(format!("cannot poll: {error}"))));
+            }
+            continue;
+        }
+        let now = Instant::now();
+        for (borrowed, polled) in held.iter_mut().zip(fds.chunks_exact(2)) {
+            borrowed.service(&polled[0], &polled[1], queue.is_empty());
+            borrowed.expire(now);
+        }
+    }
+}
+
+/// A worker this thread holds; given back to the pool when dropped, even in a panic.
+struct Borrowed<'a> {
+    shared: &'a Shared,
+    worker: Option<Worker>,
+}
+
+impl Borrowed<'_> {
+    /// Gives the worker jobs from `queue` until it holds `depth`, within its
+    /// `max_tasks_per_child`.
+    fn feed(&mut self, queue: &mut VecDeque<Job>, depth: usize) {
+        let Some(worker) = &mut self.worker else {
+            return;
+        };
+        let budget = self.shared.max_tasks_per_child.unwrap_or(u64::MAX);
+        while worker.in_flight.len() < depth
+            && worker.assigned < budget
+            && let Some(job) = queue.pop_front()
+        {
+            if worker.in_flight.is_empty() {
+                worker.front_since = Some(Instant::now());
+            }
+            worker.in_flight.push_back(job);
+            worker.assigned += 1;
+        }
+    }
+
+    /// Writes what the worker was given; gives it back if it holds nothing (no jobs are left,
+    /// or it has run all it may).
+    fn flush_or_give_back(&mut self) {
+        let Some(worker) = &mut self.worker else {
+            return;
+        };
+        if worker.in_flight.is_empty() {
+            self.give_back(None);
+        } else if worker.wants_write() {
+            // An error means the worker is gone; its end of stream tells.
+            let _ = worker.flush();
+        }
+    }
+
+    /// Writes what the socket takes, reads what arrived, and gives the worker back if
+    /// something went wrong, or once it is done and `drained` (no jobs are left to feed it).
+    fn service(&mut self, socket: &PollFd, exit: &PollFd, drained: bool) {
+        let Some(worker) = &mut self.worker else {
+            return;
+        };
+        if socket.writable() {
+            // An error means the worker is gone; its end of stream tells.
+            let _ = worker.flush();
+        }
+        if !(socket.readable() || exit.readable()) {
+            return;
+        }
+        let mut frames = Vec::new();
+        let more = worker
+            .reader
+            .read_from(|buf| (&worker.socket).read(buf), |frame| frames.push(frame));
+        for frame in frames {
+            let outcome = match FromWorker::decode(&frame) {
+                Ok(FromWorker::Results { job, items }) => worker.complete_front(job, items, frame),
+                Ok(_) => Err(Cause::Protocol("a handshake frame after READY".into())),
+                Err(e) => Err(Cause::Protocol(e.to_string())),
+            };
+            if let Err(cause) = outcome {
+                return self.give_back(Some(cause));
+            }
+        }
+        let cause = match more {
+            // Exited, though something else (a child the task forked) keeps the socket open:
+            // what it wrote before is taken above, the rest is the supervisor's to settle.
+            Ok(true) if exit.readable() => Some(Cause::Gone),
+            Ok(true) if worker.in_flight.is_empty() && drained => None,
+            Ok(true) => return,
+            Err(e) if e.kind() == std::io::ErrorKind::InvalidData => {
+                Some(Cause::Protocol(e.to_string()))
+            }
+            Ok(false) | Err(_) => Some(Cause::Gone),
+        };
+        self.give_back(cause);
+    }
+
+    /// Kills the worker if its job ran past its deadline, and gives it back.
+    fn expire(&mut self, now: Instant) {
+        let Some(worker) = &mut self.worker else {
+            return;
+        };
+        let Some((deadline, timeout)) = worker.deadline(self.shared.task_timeout) else {
+            return;
+        };
+        if deadline <= now {
+            // Through the owned, unreaped `Child`: the pid cannot be stale.
+            let _ = worker.child.kill();
+            self.give_back(Some(Cause::TimedOut(timeout)));
+        }
+    }
+
+    fn give_back(&mut self, cause: Option<Cause>) {
+        if let Some(worker) = self.worker.take() {
+            self.shared.give_back(worker, cause);
+        }
+    }
+}
+
+impl Drop for Borrowed<'_> {
+    fn drop(&mut self) {
+        // Only a panic gets here holding a worker; what it was doing is unknown.
+        self.give_back(Some(Cause::Gone));
+    }
+}

@@ -1,0 +1,162 @@
+//! Blocking calls on an idle pool run on workers the calling thread borrows (`apply`, `map`,
+//! `starmap`): what the supervisor does for its own workers must hold for borrowed ones too.
+
+use std::collections::HashSet;
+use std::time::{Duration, Instant};
+
+use procpool::{ApplyOptions, ErrorKind, MapOptions, Pool};
+use tests_integration::{Rendezvous, assert_no_children, finish, serial};
+
+use crate::tasks::{hold, pid, square};
+
+const BOUND: Duration = Duration::from_secs(30);
+
+/// Waits, up to [`BOUND`], until `ready` holds; the state it waits for comes from another
+/// process, so it is polled.
+fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
+    let deadline = Instant::now() + BOUND;
+    while !ready() {
+        assert!(Instant::now() < deadline, "timed out waiting until {what}");
+        std::thread::yield_now();
+    }
+}
+
+#[test]
+fn terminate_from_another_thread_ends_a_blocking_apply() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(1).build().unwrap();
+    let rendezvous = Rendezvous::new();
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| pool.apply(hold, (rendezvous.path(),)));
+        let arrival = rendezvous.arrive();
+        let started = Instant::now();
+        pool.terminate();
+        let error = caller.join().unwrap().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Terminated, "{error:?}");
+        assert!(started.elapsed() < BOUND);
+        drop(arrival);
+    });
+    assert_no_children();
+}
+
+#[test]
+fn join_waits_for_a_blocking_map_that_holds_every_worker() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(2).build().unwrap();
+    let rendezvous = Rendezvous::new();
+    let paths = vec![rendezvous.path(), rendezvous.path()];
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| pool.map(hold, paths));
+        let first = rendezvous.arrive();
+        let second = rendezvous.arrive();
+        assert_ne!(first.pid, second.pid, "one call on each worker");
+        pool.close();
+        // New work is refused while the borrowed workers finish theirs.
+        let refused = pool.apply(square, (2,)).unwrap_err();
+        assert_eq!(refused.kind(), ErrorKind::Closed);
+        first.release(3);
+        second.release(4);
+        let mut got = caller.join().unwrap().unwrap();
+        got.sort_unstable();
+        assert_eq!(got, vec![3, 4]);
+        pool.join().unwrap();
+    });
+    assert_no_children();
+}
+
+#[test]
+fn an_idle_worker_killed_from_outside_is_replaced() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(1).build().unwrap();
+    let before = pool.apply(pid, ()).unwrap();
+    // SAFETY: kill has no memory effects; the pid is the pool's idle worker, not reaped yet.
+    assert_eq!(unsafe { libc::kill(before as i32, libc::SIGKILL) }, 0);
+    // Nobody calls: the pool must notice the death of a worker that waits for work.
+    wait_for("the killed worker is replaced", || {
+        let pids = pool.worker_pids();
+        pids.len() == 1 && pids[0] != before
+    });
+    let after = pool.apply(pid, ()).unwrap();
+    assert_ne!(after, before);
+    assert_eq!(pool.stats().worker_deaths, 1);
+    finish(pool);
+}
+
+#[test]
+fn max_tasks_per_child_counts_blocking_calls() {
+    let _serial = serial();
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(3)
+        .build()
+        .unwrap();
+    let pids: Vec<u32> = (0..7).map(|_| pool.apply(pid, ()).unwrap()).collect();
+    assert!(pids[..3].iter().all(|&p| p == pids[0]), "{pids:?}");
+    assert!(pids[3..6].iter().all(|&p| p == pids[3]), "{pids:?}");
+    assert!(pids[0] != pids[3] && pids[3] != pids[6], "{pids:?}");
+    // A blocking map's chunks count too, on a worker that has run one call: two more calls
+    // on it, then three on each fresh one.
+    let ran = pool
+        .starmap_with(pid, vec![(); 20], MapOptions::new().chunksize(1))
+        .unwrap();
+    assert_eq!(&ran[..2], &[pids[6], pids[6]], "{ran:?}");
+    let groups: Vec<u32> = ran[2..]
+        .chunks(3)
+        .map(|group| {
+            assert!(group.iter().all(|&p| p == group[0]), "{ran:?}");
+            group[0]
+        })
+        .collect();
+    let distinct: HashSet<u32> = groups.iter().copied().chain([pids[6]]).collect();
+    assert_eq!(distinct.len(), 7, "{ran:?}");
+    finish(pool);
+}
+
+#[test]
+fn a_blocking_apply_past_its_timeout_kills_its_worker_and_the_pool_goes_on() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(1).build().unwrap();
+    let before = pool.apply(pid, ()).unwrap();
+    let rendezvous = Rendezvous::new();
+    let options = ApplyOptions::new().timeout(Duration::from_millis(200));
+    let error = pool
+        .apply_with(hold, (rendezvous.path(),), options)
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::TimedOut, "{error:?}");
+    assert_eq!(error.worker_info().unwrap().pid, before);
+    let after = pool.apply(pid, ()).unwrap();
+    assert_ne!(after, before);
+    assert_eq!(pool.apply(square, (9,)).unwrap(), 81);
+    finish(pool);
+}
+
+#[test]
+fn blocking_calls_from_many_threads_share_the_workers() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(2).build().unwrap();
+    std::thread::scope(|scope| {
+        let callers: Vec<_> = (0..8u64)
+            .map(|t| {
+                let pool = &pool;
+                scope.spawn(move || {
+                    for i in 0..200 {
+                        let x = t * 1000 + i;
+                        assert_eq!(pool.apply(square, (x,)).unwrap(), x * x);
+                        if i % 50 == 0 {
+                            let squares = pool.map(square, 0..100).unwrap();
+                            assert_eq!(squares[99], 9801);
+                        }
+                    }
+                })
+            })
+            .collect();
+        for caller in callers {
+            caller.join().unwrap();
+        }
+    });
+    let stats = pool.stats();
+    assert_eq!(stats.ok, 8 * 200 + 8 * 4 * 100);
+    assert_eq!(stats.in_flight, 0);
+    assert_eq!(stats.worker_deaths, 0);
+    finish(pool);
+}
