@@ -154,7 +154,7 @@ impl Borrowed<'_> {
             .read_from(|buf| (&worker.socket).read(buf), |frame| frames.push(frame));
         for frame in frames {
             let outcome = match FromWorker::decode(&frame) {
-                Ok(FromWorker::Results { job, items }) => worker.complete_front(job, items, frame),
+                Ok(FromWorker::Results(results)) => worker.complete_front(results, frame),
                 Ok(_) => Err(Cause::Protocol("a handshake frame after READY".into())),
                 Err(e) => Err(Cause::Protocol(e.to_string())),
             };

@@ -10,10 +10,10 @@ use serde::Serialize;
 use crate::direct;
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::registry::{self, Task, TaskEntry};
-use crate::result::{AsyncResult, Collector, Fed, Feed, Imap, MapResult};
+use crate::result::{AsyncResult, Batch, Collector, Fed, Feed, Imap, MapResult};
 use crate::start::StartMethod;
 use crate::stats::Stats;
-use crate::supervisor::{self, Config, Job, Phase, Shared};
+use crate::supervisor::{self, Config, DEPTH, Job, Phase, Shared};
 use crate::sys;
 use crate::wire::{MAX_FRAME, RunFrame};
 
@@ -42,8 +42,8 @@ impl MapOptions {
     ///
     /// Larger chunks cost fewer round trips; smaller ones balance uneven work better. A chunk
     /// size of 0 is refused when the options are used. Without one, `imap` sends one call at
-    /// a time, and `map` and `starmap` cut the input into four chunks per worker (fewer for
-    /// a short input) whose items interleave: chunk `j` of `c` takes items `j`, `j + c`,
+    /// a time, and `map` and `starmap` cut the input into two to four chunks per worker (two
+    /// for a short input) whose items interleave: chunk `j` of `c` takes items `j`, `j + c`,
     /// `j + 2c`… So every chunk samples the whole input, and work that grows or shrinks
     /// along the input (the last items the heaviest, say) is spread evenly, without the
     /// round trips of small chunks. Give a chunk size where the cost of items varies at
@@ -463,7 +463,7 @@ impl Pool {
             .push(|buf| bincode::serialize_into(buf, &args))
             .map_err(|e| encode_error(entry.name, e))?;
         let frame = sealed(frame, entry.name)?;
-        let collector = Collector::new(1, false);
+        let collector = Collector::new();
         let job = Job {
             id,
             task: entry.name,
@@ -797,7 +797,7 @@ impl Pool {
         let timeout = checked_timeout(options.timeout)?;
         let items: Vec<T> = items.into_iter().collect();
         let len = items.len();
-        let collector = Collector::new(len, false);
+        let collector = Collector::new();
         // Each chunk is (first index, stride, count).
         let chunks: Vec<(usize, usize, usize)> = match chunksize {
             Some(size) => (0..len)
@@ -946,13 +946,25 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
     }
 }
 
-/// How many chunks `map` cuts `len` items into when no chunk size is given: four per worker,
-/// so that a worker that finishes early takes another while the round trips of the rest
-/// stay hidden behind work (each worker holds two jobs at a time), and none emptier than one
-/// item. The chunks interleave (see [`MapOptions::chunksize`]), so they weigh about the
-/// same.
+/// How many chunks `map` cuts `len` items into when no chunk size is given.
+///
+/// - At least two per worker, [`DEPTH`] of them: each worker gets both in its first write, so
+///   a short map costs one round trip per worker.
+/// - Up to four per worker when there are enough items: a worker that finishes early takes
+///   another chunk, and each result frame is taken in while the workers run the rest.
+/// - No more chunks than `len / MIN_CHUNK`, beyond the two per worker: a chunk of fewer
+///   items costs the pool less per item than its round trip, so splitting it further would
+///   only add round trips.
+/// - Never an empty chunk.
+///
+/// The chunks interleave (see [`MapOptions::chunksize`]), so they weigh about the same.
 pub(crate) fn auto_chunks(len: usize, workers: usize) -> usize {
-    len.min(4 * workers.max(1))
+    /// Items below which one more chunk is not worth its round trip.
+    const MIN_CHUNK: usize = 1024;
+    let workers = workers.max(1);
+    (len / MIN_CHUNK)
+        .clamp(DEPTH * workers, 4 * workers)
+        .min(len)
 }
 
 /// Feeds an [`Imap`] from an iterator, one chunk a call.
@@ -991,7 +1003,7 @@ where
             let frame = match sealed(frame, name) {
                 Ok(frame) => frame,
                 Err(error) => {
-                    collector.deliver(start, 1, (0..count).map(|_| Err(error.clone())));
+                    collector.deliver(Batch::failed((start, 1, count), error));
                     return Fed::Exhausted(count);
                 }
             };
@@ -1008,13 +1020,13 @@ where
                 counters: Arc::clone(&self.shared.counters),
             };
             if let Err(error) = self.shared.submit([job]) {
-                collector.deliver(start, 1, (0..count).map(|_| Err(error.clone())));
+                collector.deliver(Batch::failed((start, 1, count), error));
                 return Fed::Exhausted(count);
             }
         }
         let taken = match failed {
             Some(error) => {
-                collector.deliver(start + count, 1, [Err(error)]);
+                collector.deliver(Batch::failed((start + count, 1, 1), error));
                 count + 1
             }
             None => count,
@@ -1032,12 +1044,15 @@ mod tests {
     use super::auto_chunks;
 
     #[test]
-    fn auto_chunks_are_four_per_worker_and_never_empty() {
+    fn auto_chunks_are_two_to_four_per_worker_and_never_empty() {
         assert_eq!(auto_chunks(0, 2), 0);
         assert_eq!(auto_chunks(1, 2), 1);
-        assert_eq!(auto_chunks(7, 2), 7);
-        assert_eq!(auto_chunks(100, 2), 8);
+        assert_eq!(auto_chunks(3, 2), 3);
+        assert_eq!(auto_chunks(100, 2), 4);
+        assert_eq!(auto_chunks(3000, 2), 4);
+        assert_eq!(auto_chunks(6000, 2), 5);
+        assert_eq!(auto_chunks(100_000, 2), 8);
         assert_eq!(auto_chunks(100_000, 16), 64);
-        assert_eq!(auto_chunks(100, 0), 4);
+        assert_eq!(auto_chunks(100, 0), 2);
     }
 }

@@ -1,103 +1,167 @@
 //! Handles to results: [`AsyncResult`], [`MapResult`], and the [`Imap`] iterator, over one
-//! shared `Collector` that the supervisor fills as results arrive.
+//! shared `Collector` that results are delivered to as they arrive, one batch per job.
 
 use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
-use std::ops::Range;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, WorkerInfo};
+use crate::wire::{RESULTS_START, ResultItems};
 
-/// An encoded result: a range of a frame body that several results share.
+/// The outcomes of some calls of one submission, as one job delivered them: call `i` of the
+/// batch is the submission's call `start + i * stride`.
 #[derive(Debug)]
-pub(crate) struct Payload {
-    pub(crate) frame: Arc<Vec<u8>>,
-    pub(crate) range: Range<usize>,
+pub(crate) struct Batch {
+    start: usize,
+    stride: usize,
+    count: usize,
+    outcomes: Outcomes,
+    /// For [`Imap`], which takes calls one by one and in order: how many have been taken,
+    /// and where the next one's result starts in the body.
+    taken: usize,
+    next: usize,
 }
 
-/// The final state of one call.
-pub(crate) type Outcome = Result<Payload, Error>;
+#[derive(Debug)]
+enum Outcomes {
+    /// The body of a RESULTS frame that `worker` sent, checked when it arrived; its results
+    /// are decoded only when they are asked for.
+    Results {
+        body: Vec<u8>,
+        task: &'static str,
+        worker: WorkerInfo,
+    },
+    /// Every call ended with this error.
+    Failed(Error),
+}
 
-fn decode<R: DeserializeOwned>(outcome: &Outcome, task: &str) -> Result<R, Error> {
-    match outcome {
-        Ok(payload) => bincode::deserialize(&payload.frame[payload.range.clone()]).map_err(|e| {
-            Error::new(ErrorKind::Codec, format!("cannot decode the result: {e}")).task(task)
-        }),
-        Err(error) => Err(error.clone()),
+impl Batch {
+    /// The calls whose results `body` holds; it must have passed `FromWorker::decode` as a
+    /// RESULTS frame of `count` items.
+    pub(crate) fn results(
+        (start, stride, count): (usize, usize, usize),
+        body: Vec<u8>,
+        task: &'static str,
+        worker: WorkerInfo,
+    ) -> Batch {
+        Batch::new(
+            (start, stride, count),
+            Outcomes::Results { body, task, worker },
+        )
+    }
+
+    /// Calls that all ended with `error`.
+    pub(crate) fn failed((start, stride, count): (usize, usize, usize), error: Error) -> Batch {
+        Batch::new((start, stride, count), Outcomes::Failed(error))
+    }
+
+    fn new((start, stride, count): (usize, usize, usize), outcomes: Outcomes) -> Batch {
+        Batch {
+            start,
+            stride,
+            count,
+            outcomes,
+            taken: 0,
+            next: RESULTS_START,
+        }
+    }
+
+    fn index(&self, i: usize) -> usize {
+        self.start + i * self.stride
+    }
+
+    /// Hands each call's index and encoded result (or error) to `visit`, in order.
+    fn visit(&self, mut visit: impl FnMut(usize, Result<&[u8], Error>)) {
+        match &self.outcomes {
+            Outcomes::Results { body, task, worker } => {
+                for (i, item) in ResultItems::at(body, RESULTS_START).enumerate() {
+                    let item = item.map_err(|failure| Error::from_failure(failure, task, *worker));
+                    visit(self.index(i), item);
+                }
+            }
+            Outcomes::Failed(error) => {
+                for i in 0..self.count {
+                    visit(self.index(i), Err(error.clone()));
+                }
+            }
+        }
+    }
+
+    /// Whether every call succeeded.
+    fn all_ok(&self) -> bool {
+        match &self.outcomes {
+            Outcomes::Results { body, .. } => {
+                ResultItems::at(body, RESULTS_START).all(|item| item.is_ok())
+            }
+            Outcomes::Failed(_) => self.count == 0,
+        }
+    }
+
+    /// Takes the next call not yet taken: its index, and its result decoded by `decode`.
+    fn take_next<T>(&mut self, decode: impl FnOnce(Result<&[u8], Error>) -> T) -> (usize, T) {
+        let index = self.index(self.taken);
+        self.taken += 1;
+        let item = match &self.outcomes {
+            Outcomes::Results { body, task, worker } => {
+                let mut items = ResultItems::at(body, self.next);
+                let item = items.next().expect("the batch has a call left");
+                self.next = items.position();
+                item.map_err(|failure| Error::from_failure(failure, task, *worker))
+            }
+            Outcomes::Failed(error) => Err(error.clone()),
+        };
+        (index, decode(item))
+    }
+
+    fn exhausted(&self) -> bool {
+        self.taken == self.count
     }
 }
 
-#[derive(Debug)]
-enum Slot {
-    Pending,
-    Ready(Outcome),
-    Taken,
+/// Decodes one call's result.
+fn decode<R: DeserializeOwned>(item: Result<&[u8], Error>, task: &str) -> Result<R, Error> {
+    bincode::deserialize(item?).map_err(|e| {
+        Error::new(ErrorKind::Codec, format!("cannot decode the result: {e}")).task(task)
+    })
 }
 
-/// Where the results of one submission land, by index, in any order.
+/// Where the results of one submission land, one batch per job, in any order.
 #[derive(Debug)]
 pub(crate) struct Collector {
-    state: Mutex<Slots>,
+    state: Mutex<Batches>,
     changed: Condvar,
 }
 
-#[derive(Debug)]
-struct Slots {
-    /// The index of `slots[0]`; slots before it have been taken.
-    base: usize,
-    slots: VecDeque<Slot>,
-    /// Indices in the order their results arrived, when an unordered reader wants them.
-    arrivals: Option<VecDeque<usize>>,
+#[derive(Debug, Default)]
+struct Batches {
+    /// In the order they arrived; an [`Imap`] drops each once it has taken all of its calls.
+    batches: VecDeque<Batch>,
+    /// Calls delivered so far.
     filled: usize,
 }
 
 impl Collector {
-    pub(crate) fn new(len: usize, track_arrivals: bool) -> Arc<Collector> {
-        let slots = Slots {
-            base: 0,
-            slots: (0..len).map(|_| Slot::Pending).collect(),
-            arrivals: track_arrivals.then(VecDeque::new),
-            filled: 0,
-        };
+    pub(crate) fn new() -> Arc<Collector> {
         Arc::new(Collector {
-            state: Mutex::new(slots),
+            state: Mutex::new(Batches::default()),
             changed: Condvar::new(),
         })
     }
 
-    fn lock(&self) -> MutexGuard<'_, Slots> {
+    fn lock(&self) -> MutexGuard<'_, Batches> {
         // Nothing panics while holding this lock, but a poisoned one still holds valid data.
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
-    /// Records the outcomes of the calls at `start`, `start + stride`, `start + 2 * stride`…
-    pub(crate) fn deliver(
-        &self,
-        start: usize,
-        stride: usize,
-        outcomes: impl IntoIterator<Item = Outcome>,
-    ) {
+    /// Records the outcomes of one job's calls.
+    pub(crate) fn deliver(&self, batch: Batch) {
         let mut state = self.lock();
-        for (i, outcome) in outcomes.into_iter().enumerate() {
-            let index = start + i * stride;
-            let at = index - state.base;
-            if state.slots.len() <= at {
-                state.slots.resize_with(at + 1, || Slot::Pending);
-            }
-            debug_assert!(
-                matches!(state.slots[at], Slot::Pending),
-                "a result arrived twice"
-            );
-            state.slots[at] = Slot::Ready(outcome);
-            state.filled += 1;
-            if let Some(arrivals) = &mut state.arrivals {
-                arrivals.push_back(index);
-            }
-        }
+        state.filled += batch.count;
+        state.batches.push_back(batch);
         drop(state);
         self.changed.notify_all();
     }
@@ -105,7 +169,7 @@ impl Collector {
     fn wait_until<T>(
         &self,
         deadline: Option<Instant>,
-        mut done: impl FnMut(&mut Slots) -> Option<T>,
+        mut done: impl FnMut(&mut Batches) -> Option<T>,
     ) -> Option<T> {
         let mut state = self.lock();
         loop {
@@ -135,52 +199,49 @@ impl Collector {
             .is_some()
     }
 
-    fn with_all<T>(&self, read: impl FnOnce(&mut dyn Iterator<Item = &Outcome>) -> T) -> T {
-        let state = self.lock();
-        let mut outcomes = state.slots.iter().map(|slot| match slot {
-            Slot::Ready(outcome) => outcome,
-            _ => unreachable!("read before every result arrived"),
-        });
-        read(&mut outcomes)
-    }
-
-    /// Takes the outcome at `index`, waiting for it.
-    fn take(&self, index: usize) -> Outcome {
-        self.wait_until(None, |s| {
-            let at = index - s.base;
-            match s.slots.get(at) {
-                Some(Slot::Ready(_)) => Some(s.take_at(at)),
-                _ => None,
-            }
-        })
-        .expect("no deadline")
-    }
-
-    /// Takes the earliest-arrived outcome not yet taken, waiting for one.
-    fn take_arrived(&self) -> (usize, Outcome) {
-        self.wait_until(None, |s| {
-            let index = s
-                .arrivals
-                .as_mut()
-                .expect("arrivals are tracked")
-                .pop_front()?;
-            let at = index - s.base;
-            Some((index, s.take_at(at)))
-        })
-        .expect("no deadline")
-    }
-}
-
-impl Slots {
-    fn take_at(&mut self, at: usize) -> Outcome {
-        let Slot::Ready(outcome) = std::mem::replace(&mut self.slots[at], Slot::Taken) else {
-            unreachable!("only ready slots are taken")
-        };
-        while let Some(Slot::Taken) = self.slots.front() {
-            self.slots.pop_front();
-            self.base += 1;
+    /// Hands every delivered call's index and result to `visit`, batch by batch.
+    fn visit_all(&self, mut visit: impl FnMut(usize, Result<&[u8], Error>)) {
+        for batch in &self.lock().batches {
+            batch.visit(&mut visit);
         }
-        outcome
+    }
+
+    fn all_ok(&self) -> bool {
+        self.lock().batches.iter().all(Batch::all_ok)
+    }
+
+    /// Takes the call at `index`, waiting for it; calls are taken in index order, and their
+    /// batches are of neighbouring calls.
+    fn take<T>(&self, index: usize, decode: impl FnOnce(Result<&[u8], Error>) -> T) -> T {
+        let mut decode = Some(decode);
+        self.wait_until(None, |s| {
+            let at = s
+                .batches
+                .iter()
+                .position(|b| b.start <= index && index < b.start + b.count)?;
+            let batch = &mut s.batches[at];
+            debug_assert_eq!(batch.index(batch.taken), index, "taken out of order");
+            let (_, value) = batch.take_next(decode.take().expect("taken once"));
+            if batch.exhausted() {
+                s.batches.remove(at);
+            }
+            Some(value)
+        })
+        .expect("no deadline")
+    }
+
+    /// Takes the earliest-arrived call not yet taken, waiting for one.
+    fn take_arrived<T>(&self, decode: impl FnOnce(Result<&[u8], Error>) -> T) -> T {
+        let mut decode = Some(decode);
+        self.wait_until(None, |s| {
+            let batch = s.batches.front_mut()?;
+            let (_, value) = batch.take_next(decode.take().expect("taken once"));
+            if batch.exhausted() {
+                s.batches.pop_front();
+            }
+            Some(value)
+        })
+        .expect("no deadline")
     }
 }
 
@@ -222,8 +283,10 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// result could not be decoded.
     pub fn get(&self) -> Result<R, Error> {
         self.wait();
+        let mut result = None;
         self.collector
-            .with_all(|outcomes| decode(outcomes.next().expect("one result"), self.task))
+            .visit_all(|_, item| result = Some(decode(item, self.task)));
+        result.expect("one result")
     }
 
     /// Like [`get`](AsyncResult::get), but gives up waiting after `timeout`.
@@ -257,10 +320,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
 
     /// Whether the task succeeded: `None` while it runs.
     pub fn successful(&self) -> Option<bool> {
-        self.ready().then(|| {
-            self.collector
-                .with_all(|outcomes| Iterator::all(&mut { outcomes }, |o: &Outcome| o.is_ok()))
-        })
+        self.ready().then(|| self.collector.all_ok())
     }
 }
 
@@ -301,8 +361,25 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// The failure of the first call, in input order, that failed.
     pub fn get(&self) -> Result<Vec<R>, Error> {
         self.wait();
+        let mut results: Vec<Option<R>> = Vec::with_capacity(self.len);
+        results.resize_with(self.len, || None);
+        let mut first_error: Option<(usize, Error)> = None;
         self.collector
-            .with_all(|outcomes| outcomes.map(|o| decode(o, self.task)).collect())
+            .visit_all(|index, item| match decode(item, self.task) {
+                Ok(value) => results[index] = Some(value),
+                Err(error) => {
+                    if first_error.as_ref().is_none_or(|(at, _)| index < *at) {
+                        first_error = Some((index, error));
+                    }
+                }
+            });
+        if let Some((_, error)) = first_error {
+            return Err(error);
+        }
+        Ok(results
+            .into_iter()
+            .map(|value| value.expect("every call has a result"))
+            .collect())
     }
 
     /// Like [`get`](MapResult::get), but gives up waiting after `timeout`.
@@ -335,10 +412,7 @@ impl<R: DeserializeOwned> MapResult<R> {
 
     /// Whether every call succeeded: `None` while some still run.
     pub fn successful(&self) -> Option<bool> {
-        self.ready().then(|| {
-            self.collector
-                .with_all(|outcomes| Iterator::all(&mut { outcomes }, |o: &Outcome| o.is_ok()))
-        })
+        self.ready().then(|| self.collector.all_ok())
     }
 }
 
@@ -397,7 +471,7 @@ impl<'a, R: DeserializeOwned> Imap<'a, R> {
     ) -> Imap<'a, R> {
         let mut imap = Imap {
             feed,
-            collector: Collector::new(0, !ordered),
+            collector: Collector::new(),
             ordered,
             submitted: 0,
             yielded: 0,
@@ -431,12 +505,13 @@ impl<R: DeserializeOwned> Iterator for Imap<'_, R> {
         if self.yielded == self.submitted {
             return None;
         }
-        let outcome = if self.ordered {
-            self.collector.take(self.yielded)
+        let task = self.task;
+        let decoded = if self.ordered {
+            self.collector.take(self.yielded, |item| decode(item, task))
         } else {
-            self.collector.take_arrived().1
+            self.collector.take_arrived(|item| decode(item, task))
         };
         self.yielded += 1;
-        Some(decode(&outcome, self.task))
+        Some(decoded)
     }
 }

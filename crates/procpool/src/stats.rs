@@ -3,7 +3,7 @@
 
 use std::sync::atomic::{AtomicU64, Ordering};
 
-use crate::error::{Error, ErrorKind};
+use crate::error::ErrorKind;
 
 /// What a pool has done so far, from [`Pool::stats`](crate::Pool::stats).
 ///
@@ -59,19 +59,21 @@ impl Counters {
         self.submitted.fetch_add(calls as u64, Ordering::SeqCst);
     }
 
-    /// Counts one call's final state.
-    pub(crate) fn completed<T>(&self, outcome: &Result<T, Error>) {
-        let counter = match outcome {
-            Ok(_) => &self.ok,
-            Err(error) => match error.kind() {
-                ErrorKind::Panicked => &self.panicked,
-                ErrorKind::WorkerDied => &self.worker_died,
-                ErrorKind::TimedOut => &self.timed_out,
-                ErrorKind::Terminated => &self.terminated,
-                _ => &self.other,
-            },
+    /// Counts the final state of `calls` calls that succeeded (`None`) or failed with an
+    /// error of `kind`.
+    pub(crate) fn ended(&self, kind: Option<ErrorKind>, calls: usize) {
+        if calls == 0 {
+            return;
+        }
+        let counter = match kind {
+            None => &self.ok,
+            Some(ErrorKind::Panicked) => &self.panicked,
+            Some(ErrorKind::WorkerDied) => &self.worker_died,
+            Some(ErrorKind::TimedOut) => &self.timed_out,
+            Some(ErrorKind::Terminated) => &self.terminated,
+            Some(_) => &self.other,
         };
-        counter.fetch_add(1, Ordering::SeqCst);
+        counter.fetch_add(calls as u64, Ordering::SeqCst);
     }
 
     pub(crate) fn worker_started(&self) {

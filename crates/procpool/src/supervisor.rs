@@ -10,7 +10,6 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
-use std::ops::Range;
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
@@ -19,13 +18,13 @@ use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-use crate::error::{BuildError, Error, ErrorKind, TaskFailure, WorkerExit, WorkerInfo};
+use crate::error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
 use crate::registry;
-use crate::result::{Collector, Outcome, Payload};
+use crate::result::{Batch, Collector};
 use crate::start::{self, StartMethod};
 use crate::stats::Counters;
 use crate::sys::{self, PollFd};
-use crate::wire::{self, FrameReader, FromWorker, RunFrame, ToWorker};
+use crate::wire::{self, FrameReader, FromWorker, Results, RunFrame, ToWorker};
 
 /// How many jobs a worker may hold at once: one running, one waiting behind it, so that the
 /// round trip between them is hidden.
@@ -68,17 +67,14 @@ pub(crate) struct Job {
 impl Job {
     /// Ends every call of the job with `error`.
     pub(crate) fn fail(self, error: &Error) {
-        let outcomes = (0..self.count).map(|_| Err(error.clone()));
-        self.complete(outcomes);
+        self.counters.ended(Some(error.kind()), self.count);
+        self.sink
+            .deliver(Batch::failed(self.calls(), error.clone()));
     }
 
-    /// Delivers the final state of each call of the job, in order.
-    fn complete(self, outcomes: impl IntoIterator<Item = Outcome>) {
-        let counters = &self.counters;
-        let outcomes = outcomes
-            .into_iter()
-            .inspect(|outcome| counters.completed(outcome));
-        self.sink.deliver(self.start, self.stride, outcomes);
+    /// Where the job's calls are in its submission: the first index, the stride, the count.
+    fn calls(&self) -> (usize, usize, usize) {
+        (self.start, self.stride, self.count)
     }
 }
 
@@ -922,8 +918,8 @@ impl Supervisor {
                 }
                 Err(Cause::Gone)
             }
-            FromWorker::Results { job, items } => {
-                worker.complete_front(job, items, frame)?;
+            FromWorker::Results(results) => {
+                worker.complete_front(results, frame)?;
                 let spent = self
                     .config
                     .max_tasks_per_child
@@ -1141,42 +1137,35 @@ impl Drop for Supervisor {
 }
 
 impl Worker {
-    /// Settles the oldest job this worker holds with the results it sent for `job`, whose
-    /// ranges point into `frame`. `Err` if they are not that job's results.
-    pub(crate) fn complete_front(
-        &mut self,
-        job: u64,
-        items: Vec<Result<Range<usize>, TaskFailure>>,
-        frame: Vec<u8>,
-    ) -> Result<(), Cause> {
+    /// Settles the oldest job this worker holds with the `results` it sent, whose items are
+    /// in the body `frame`. `Err` if they are not that job's results.
+    pub(crate) fn complete_front(&mut self, results: Results, frame: Vec<u8>) -> Result<(), Cause> {
+        let Results {
+            job,
+            count,
+            panicked,
+            failed,
+        } = results;
         let Some(front) = self.in_flight.front() else {
             return Err(Cause::Protocol(format!(
                 "results for job {job}, which it does not hold"
             )));
         };
-        if front.id != job || front.count != items.len() || self.unsent == 0 {
+        if front.id != job || front.count != count || self.unsent == 0 {
             return Err(Cause::Protocol(format!(
-                "results for job {job} with {} items, expected job {} with {}",
-                items.len(),
-                front.id,
-                front.count
+                "results for job {job} with {count} items, expected job {} with {}",
+                front.id, front.count
             )));
         }
         let done = self.in_flight.pop_front().expect("checked above");
         self.unsent -= 1;
         self.front_since = (!self.in_flight.is_empty()).then(Instant::now);
-        let info = self.info;
-        let frame = Arc::new(frame);
-        let outcomes = items.into_iter().map(|item| -> Outcome {
-            match item {
-                Ok(range) => Ok(Payload {
-                    frame: Arc::clone(&frame),
-                    range,
-                }),
-                Err(failure) => Err(Error::from_failure(failure, done.task, info)),
-            }
-        });
-        done.complete(outcomes);
+        let counters = &done.counters;
+        counters.ended(None, count - panicked - failed);
+        counters.ended(Some(ErrorKind::Panicked), panicked);
+        counters.ended(Some(ErrorKind::Codec), failed);
+        let batch = Batch::results(done.calls(), frame, done.task, self.info);
+        done.sink.deliver(batch);
         Ok(())
     }
 

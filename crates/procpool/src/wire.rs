@@ -420,19 +420,24 @@ impl<'a> ToWorker<'a> {
     }
 }
 
-/// A frame the parent receives. Results point into the frame body by range, so that the body
-/// can be handed on whole without a copy per result.
+/// A frame the parent receives. A RESULTS frame is checked whole here, and its body is then
+/// handed on as it is, to be read item by item by [`ResultItems`] where the results are
+/// wanted: nothing is copied or allocated per result on the way.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum FromWorker {
-    Ready {
-        pid: u32,
-        fingerprint: u64,
-    },
+    Ready { pid: u32, fingerprint: u64 },
     InitFailed(TaskFailure),
-    Results {
-        job: u64,
-        items: Vec<Result<Range<usize>, TaskFailure>>,
-    },
+    Results(Results),
+}
+
+/// What a RESULTS frame says of its job, once checked whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Results {
+    pub(crate) job: u64,
+    pub(crate) count: usize,
+    /// How many of the calls panicked, and how many failed otherwise.
+    pub(crate) panicked: usize,
+    pub(crate) failed: usize,
 }
 
 impl FromWorker {
@@ -450,20 +455,70 @@ impl FromWorker {
             TAG_RESULTS => {
                 let job = cursor.u64()?;
                 let count = cursor.count(5)?;
-                let mut items = Vec::with_capacity(count);
+                let (mut panicked, mut failed) = (0, 0);
                 for _ in 0..count {
-                    items.push(match cursor.u8()? {
-                        0 => Ok(cursor.bytes_range()?),
-                        1 => Err(cursor.failure()?),
+                    match cursor.u8()? {
+                        0 => {
+                            cursor.bytes()?;
+                        }
+                        1 => match cursor.failure()? {
+                            TaskFailure::Panic { .. } => panicked += 1,
+                            _ => failed += 1,
+                        },
                         tag => return Err(WireError::UnknownTag(tag)),
-                    });
+                    }
                 }
-                FromWorker::Results { job, items }
+                FromWorker::Results(Results {
+                    job,
+                    count,
+                    panicked,
+                    failed,
+                })
             }
             tag => return Err(WireError::UnknownTag(tag)),
         };
         cursor.end()?;
         Ok(message)
+    }
+}
+
+/// Where the first item of a RESULTS body starts: after the tag, the job and the count.
+pub(crate) const RESULTS_START: usize = 1 + 8 + 4;
+
+/// Reads the items of a RESULTS body that [`FromWorker::decode`] accepted, in order, from a
+/// byte position: [`RESULTS_START`] for the first, [`ResultItems::position`] to go on later.
+pub(crate) struct ResultItems<'a> {
+    cursor: Cursor<'a>,
+}
+
+impl<'a> ResultItems<'a> {
+    pub(crate) fn at(body: &'a [u8], pos: usize) -> ResultItems<'a> {
+        ResultItems {
+            cursor: Cursor { buf: body, pos },
+        }
+    }
+
+    /// Where the next item starts.
+    pub(crate) fn position(&self) -> usize {
+        self.cursor.pos
+    }
+}
+
+impl<'a> Iterator for ResultItems<'a> {
+    /// One call's encoded result, or how it failed.
+    type Item = Result<&'a [u8], TaskFailure>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        if self.cursor.pos == self.cursor.buf.len() {
+            return None;
+        }
+        let item = match self.cursor.u8() {
+            Ok(0) => self.cursor.bytes().map(Ok),
+            Ok(1) => self.cursor.failure().map(Err),
+            Ok(tag) => Err(WireError::UnknownTag(tag)),
+            Err(error) => Err(error),
+        };
+        Some(item.expect("a RESULTS body is checked whole when it arrives"))
     }
 }
 
@@ -634,7 +689,7 @@ fn feed(mut left: &[u8]) -> impl FnMut(&mut [u8]) -> io::Result<usize> + '_ {
 #[cfg(feature = "fuzzing")]
 pub fn fuzz_wire(data: &[u8]) {
     let _ = ToWorker::decode(data);
-    let _ = FromWorker::decode(data);
+    decode_all(data);
     let piece = usize::from(data.first().copied().unwrap_or(1)).max(1);
     let mut reader = FrameReader::default();
     let mut rest = data;
@@ -643,7 +698,7 @@ pub fn fuzz_wire(data: &[u8]) {
         rest = later;
         let result = reader.read_from(feed(now), |frame| {
             assert!(frame.len() <= MAX_FRAME, "a frame over the limit");
-            let _ = FromWorker::decode(&frame);
+            decode_all(&frame);
             let _ = ToWorker::decode(&frame);
         });
         if result.is_err() || rest.is_empty() {
@@ -653,6 +708,15 @@ pub fn fuzz_wire(data: &[u8]) {
     let mut body = Vec::new();
     let _ = read_frame(&mut &data[..], &mut body);
     assert!(body.len() <= MAX_FRAME, "a frame over the limit");
+}
+
+/// Decodes a body as a parent does, and reads every result of an accepted RESULTS body: what
+/// the check lets through must read without a panic.
+#[cfg(feature = "fuzzing")]
+fn decode_all(body: &[u8]) {
+    if let Ok(FromWorker::Results(Results { count, .. })) = FromWorker::decode(body) {
+        assert_eq!(ResultItems::at(body, RESULTS_START).count(), count);
+    }
 }
 
 #[cfg(test)]
@@ -711,13 +775,19 @@ mod tests {
         });
         let frame = results.finish();
         let body = body(&frame);
-        match FromWorker::decode(body).unwrap() {
-            FromWorker::Results { job: 3, items } => {
-                assert_eq!(&body[items[0].clone().unwrap()], b"xyz");
-                assert_eq!(items[1], Err(failure));
-            }
-            other => panic!("unexpected {other:?}"),
-        }
+        assert_eq!(
+            FromWorker::decode(body).unwrap(),
+            FromWorker::Results(Results {
+                job: 3,
+                count: 2,
+                panicked: 1,
+                failed: 0
+            })
+        );
+        let mut items = ResultItems::at(body, RESULTS_START);
+        assert_eq!(items.next(), Some(Ok(b"xyz".as_slice())));
+        assert_eq!(items.next(), Some(Err(failure)));
+        assert_eq!(items.next(), None);
     }
 
     #[test]
@@ -931,14 +1001,12 @@ mod tests {
             }
             let frame = results.finish();
             let body = &frame[4..];
-            match FromWorker::decode(body).unwrap() {
-                FromWorker::Results { items, .. } => {
-                    let got: Vec<&[u8]> = items.into_iter().map(|r| &body[r.unwrap()]).collect();
-                    let want: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
-                    proptest::prop_assert_eq!(got, want);
-                }
-                other => proptest::prop_assert!(false, "unexpected {:?}", other),
-            }
+            let decoded = FromWorker::decode(body).unwrap();
+            let expected = FromWorker::Results(Results { job: 1, count: payloads.len(), panicked: 0, failed: 0 });
+            proptest::prop_assert_eq!(decoded, expected);
+            let got: Vec<&[u8]> = ResultItems::at(body, RESULTS_START).map(Result::unwrap).collect();
+            let want: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+            proptest::prop_assert_eq!(got, want);
         }
     }
 }
