@@ -11,21 +11,51 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::os::fd::AsRawFd;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 use crate::supervisor::{Cause, DEPTH, Job, Phase, Shared, Worker};
 use crate::sys::{self, PollFd};
 use crate::wire::FromWorker;
 
-/// Runs `jobs` from this thread on borrowed workers, as the supervisor would: up to
-/// [`DEPTH`] jobs at a time on each, the next one written as soon as one is done. Borrows
-/// `workers` idle workers (fewer when there are fewer jobs), and only if that many are idle
-/// and nothing is queued; otherwise gives the jobs back untouched, to go through the queue.
+/// The jobs of one blocking call, made as workers have room for them, and what the calling
+/// thread does while it waits.
+pub(crate) trait Source {
+    /// How many jobs are left to make.
+    fn left(&self) -> usize;
+
+    /// The next job, made now; `None` once none are left, or when making one failed (the
+    /// source keeps the error for its caller).
+    fn next_job(&mut self) -> Option<Job>;
+
+    /// Useful work while the workers run, such as decoding the results already in. Returns
+    /// whether it did any; then the workers are looked at again without blocking.
+    fn while_waiting(&mut self) -> bool {
+        false
+    }
+}
+
+/// A source of jobs made beforehand.
+impl Source for VecDeque<Job> {
+    fn left(&self) -> usize {
+        self.len()
+    }
+
+    fn next_job(&mut self) -> Option<Job> {
+        self.pop_front()
+    }
+}
+
+/// Runs the jobs of `source` from this thread on borrowed workers, as the supervisor would:
+/// up to [`DEPTH`] jobs at a time on each, the next one made and written as soon as a worker
+/// has room. Borrows `workers` idle workers (fewer when there are fewer jobs), and only if
+/// that many are idle and nothing is queued; otherwise returns false at once, having taken
+/// nothing from `source`, whose jobs then go through the queue.
 ///
-/// Returns once every job has been delivered or handed to the supervisor: a worker that fails
-/// goes back with what it held, and jobs no borrowed worker is left to run go to the queue.
-pub(crate) fn run(shared: &Shared, jobs: Vec<Job>, workers: usize) -> Result<(), Vec<Job>> {
-    let wanted = workers.min(jobs.len());
+/// Returns once every job made has been delivered or handed to the supervisor: a worker
+/// that fails goes back with what it held, and jobs no borrowed worker is left to run go to
+/// the queue.
+pub(crate) fn run(shared: &Shared, source: &mut dyn Source, workers: usize) -> bool {
+    let wanted = workers.min(source.left());
     let workers = {
         let mut state = shared.lock();
         let lendable = wanted > 0
@@ -33,16 +63,12 @@ pub(crate) fn run(shared: &Shared, jobs: Vec<Job>, workers: usize) -> Result<(),
             && state.queue.is_empty()
             && state.idle.len() >= wanted;
         if !lendable {
-            return Err(jobs);
+            return false;
         }
         let at = state.idle.len() - wanted;
         state.lent += wanted;
         state.idle.split_off(at)
     };
-    shared
-        .counters
-        .submitted(jobs.iter().map(|job| job.count).sum());
-    let mut queue = VecDeque::from(jobs);
     let mut held: Vec<Borrowed> = workers
         .into_iter()
         .map(|worker| Borrowed {
@@ -55,17 +81,21 @@ pub(crate) fn run(shared: &Shared, jobs: Vec<Job>, workers: usize) -> Result<(),
         // One job to each worker first, then a second to each, as the supervisor does.
         for depth in 1..=DEPTH {
             for borrowed in &mut held {
-                borrowed.feed(&mut queue, depth);
+                borrowed.feed(source, depth);
             }
         }
         for borrowed in &mut held {
-            borrowed.flush_or_give_back();
+            borrowed.give_back_if_done();
         }
         held.retain(|borrowed| borrowed.worker.is_some());
         if held.is_empty() {
             // Every borrowed worker failed and went back: the rest goes through the queue.
-            shared.requeue(queue);
-            return Ok(());
+            let rest: Vec<Job> = std::iter::from_fn(|| source.next_job()).collect();
+            shared
+                .counters
+                .submitted(rest.iter().map(|job| job.count).sum());
+            shared.requeue(rest);
+            return true;
         }
         fds.clear();
         let mut deadline: Option<Instant> = None;
@@ -80,7 +110,11 @@ pub(crate) fn run(shared: &Shared, jobs: Vec<Job>, workers: usize) -> Result<(),
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
         }
-        let timeout = deadline.map(|at| at.saturating_duration_since(Instant::now()));
+        let timeout = if source.while_waiting() {
+            Some(Duration::ZERO)
+        } else {
+            deadline.map(|at| at.saturating_duration_since(Instant::now()))
+        };
         if let Err(error) = sys::poll(&mut fds, timeout) {
             for borrowed in &mut held {
                 borrowed.give_back(Some(Cause::Protocol(format!("cannot poll: {error}"))));
@@ -88,8 +122,9 @@ pub(crate) fn run(shared: &Shared, jobs: Vec<Job>, workers: usize) -> Result<(),
             continue;
         }
         let now = Instant::now();
+        let drained = source.left() == 0;
         for (borrowed, polled) in held.iter_mut().zip(fds.chunks_exact(2)) {
-            borrowed.service(&polled[0], &polled[1], queue.is_empty());
+            borrowed.service(&polled[0], &polled[1], drained);
             borrowed.expire(now);
         }
     }
@@ -102,36 +137,33 @@ struct Borrowed<'a> {
 }
 
 impl Borrowed<'_> {
-    /// Gives the worker jobs from `queue` until it holds `depth`, within its
-    /// `max_tasks_per_child`.
-    fn feed(&mut self, queue: &mut VecDeque<Job>, depth: usize) {
+    /// Gives the worker jobs made by `source` until it holds `depth`, within its
+    /// `max_tasks_per_child`, and writes each at once.
+    fn feed(&mut self, source: &mut dyn Source, depth: usize) {
         let Some(worker) = &mut self.worker else {
             return;
         };
         let budget = self.shared.max_tasks_per_child.unwrap_or(u64::MAX);
-        while worker.in_flight.len() < depth
-            && worker.assigned < budget
-            && let Some(job) = queue.pop_front()
-        {
+        while worker.in_flight.len() < depth && worker.assigned < budget {
+            let Some(job) = source.next_job() else {
+                return;
+            };
+            self.shared.counters.submitted(job.count);
             if worker.in_flight.is_empty() {
                 worker.front_since = Some(Instant::now());
             }
             worker.in_flight.push_back(job);
             worker.assigned += 1;
+            // An error means the worker is gone; its end of stream tells.
+            let _ = worker.flush();
         }
     }
 
-    /// Writes what the worker was given; gives it back if it holds nothing (no jobs are left,
-    /// or it has run all it may).
-    fn flush_or_give_back(&mut self) {
-        let Some(worker) = &mut self.worker else {
-            return;
-        };
-        if worker.in_flight.is_empty() {
+    /// Gives the worker back if it holds nothing after `feed`: no jobs are left, or it has run
+    /// all it may.
+    fn give_back_if_done(&mut self) {
+        if self.worker.as_ref().is_some_and(|w| w.in_flight.is_empty()) {
             self.give_back(None);
-        } else if worker.wants_write() {
-            // An error means the worker is gone; its end of stream tells.
-            let _ = worker.flush();
         }
     }
 

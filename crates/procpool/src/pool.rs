@@ -1,16 +1,19 @@
 //! The public pool: [`Pool`], its [`Builder`], and the methods of `multiprocessing.Pool`.
 
+use std::collections::VecDeque;
 use std::sync::mpsc;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
 
 use serde::Serialize;
+use serde::de::DeserializeOwned;
 
 use crate::direct;
+use crate::direct::Source as _;
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::registry::{self, Task, TaskEntry};
-use crate::result::{AsyncResult, Batch, Collector, Fed, Feed, Imap, MapResult};
+use crate::result::{Assembly, AsyncResult, Batch, Collector, Fed, Feed, Imap, MapResult};
 use crate::start::StartMethod;
 use crate::stats::Stats;
 use crate::supervisor::{self, Config, DEPTH, Job, Phase, Shared};
@@ -420,7 +423,10 @@ impl Pool {
         let _ = f;
         let (job, collector, name) = self.apply_job::<F, Args>(args, options)?;
         // A blocking call runs on an idle worker from this thread when there is one.
-        self.run_blocking(vec![job], 1)?;
+        let mut jobs = VecDeque::from([job]);
+        if !direct::run(&self.shared, &mut jobs, 1) {
+            self.shared.submit(jobs)?;
+        }
         AsyncResult::<F::Output>::new(collector, name).get()
     }
 
@@ -528,11 +534,10 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        let (jobs, result) = self.map_jobs::<F, (A,), A>(items, options, |item, buf| {
+        let jobs = self.map_jobs::<F, (A,), A, _>(items, options, |item, buf| {
             bincode::serialize_into(buf, &(item,))
         })?;
-        self.run_blocking(jobs, self.processes)?;
-        result.get()
+        self.map_blocking(jobs)
     }
 
     /// Submits `f` on every item and returns a handle to the results at once.
@@ -618,11 +623,10 @@ impl Pool {
         I: IntoIterator<Item = Args>,
     {
         let _ = f;
-        let (jobs, result) = self.map_jobs::<F, Args, Args>(items, options, |args, buf| {
+        let jobs = self.map_jobs::<F, Args, Args, _>(items, options, |args, buf| {
             bincode::serialize_into(buf, args)
         })?;
-        self.run_blocking(jobs, self.processes)?;
-        result.get()
+        self.map_blocking(jobs)
     }
 
     /// Submits [`starmap`](Pool::starmap)'s calls and returns a handle to the results at once.
@@ -768,38 +772,62 @@ impl Pool {
     where
         F: Task<Args>,
     {
-        let (jobs, result) = self.map_jobs::<F, Args, T>(items, options, encode)?;
-        self.shared.submit(jobs)?;
-        Ok(result)
-    }
-
-    /// Runs `jobs` from this thread on borrowed workers, `workers` of them at most, if they
-    /// are all idle now; else through the supervisor.
-    fn run_blocking(&self, jobs: Vec<Job>, workers: usize) -> Result<(), Error> {
-        if let Err(jobs) = direct::run(&self.shared, jobs, workers) {
-            self.shared.submit(jobs)?;
+        let mut jobs = self.map_jobs::<F, Args, T, _>(items, options, encode)?;
+        let made = std::iter::from_fn(|| jobs.next_job()).collect::<Vec<Job>>();
+        if let Some(error) = jobs.error.take() {
+            return Err(error);
         }
-        Ok(())
+        self.shared.submit(made)?;
+        Ok(MapResult::new(jobs.collector, jobs.len, jobs.task))
     }
 
-    /// The jobs of a map over `items`, and the handle their results land in.
-    fn map_jobs<F, Args, T>(
+    /// Runs a map's jobs and returns its results: from this thread on borrowed workers when
+    /// they are all idle (decoding the results that are in while the workers run), else
+    /// through the supervisor.
+    fn map_blocking<T, E, R>(&self, jobs: MapJobs<'_, T, E>) -> Result<Vec<R>, Error>
+    where
+        E: Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
+        R: DeserializeOwned,
+    {
+        let collector = Arc::clone(&jobs.collector);
+        let mut map = BlockingMap {
+            assembly: Assembly::new(jobs.len, jobs.task),
+            jobs,
+        };
+        if !direct::run(&self.shared, &mut map, self.processes) {
+            let made = std::iter::from_fn(|| map.jobs.next_job()).collect::<Vec<Job>>();
+            if map.jobs.error.is_none() {
+                self.shared.submit(made)?;
+            }
+        }
+        if let Some(error) = map.jobs.error.take() {
+            // What was made before the failure runs on; its results are dropped.
+            return Err(error);
+        }
+        collector.wait_filled(map.jobs.len, None);
+        while let Some(batch) = collector.take_batch() {
+            map.assembly.add(&batch);
+        }
+        map.assembly.finish()
+    }
+
+    /// The jobs of a map over `items`, made one at a time.
+    fn map_jobs<F, Args, T, E>(
         &self,
         items: impl IntoIterator<Item = T>,
         options: MapOptions,
-        encode: impl Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
-    ) -> Result<(Vec<Job>, MapResult<F::Output>), Error>
+        encode: E,
+    ) -> Result<MapJobs<'_, T, E>, Error>
     where
         F: Task<Args>,
+        E: Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
     {
         let entry = lookup::<F>()?;
         let chunksize = checked_chunksize(options)?;
         let timeout = checked_timeout(options.timeout)?;
         let items: Vec<T> = items.into_iter().collect();
         let len = items.len();
-        let collector = Collector::new();
-        // Each chunk is (first index, stride, count).
-        let chunks: Vec<(usize, usize, usize)> = match chunksize {
+        let chunks: VecDeque<(usize, usize, usize)> = match chunksize {
             Some(size) => (0..len)
                 .step_by(size)
                 .map(|start| (start, 1, size.min(len - start)))
@@ -811,29 +839,17 @@ impl Pool {
                     .collect()
             }
         };
-        let mut jobs = Vec::with_capacity(chunks.len());
-        for (start, stride, count) in chunks {
-            let id = self.shared.next_job_id();
-            let mut frame = RunFrame::new(id, entry.name);
-            for item in items[start..].iter().step_by(stride).take(count) {
-                frame
-                    .push(|buf| encode(item, buf))
-                    .map_err(|e| encode_error(entry.name, e))?;
-            }
-            jobs.push(Job {
-                id,
-                task: entry.name,
-                frame: sealed(frame, entry.name)?,
-                sink: Arc::clone(&collector),
-                start,
-                stride,
-                count,
-                timeout,
-                retried: 0,
-                counters: Arc::clone(&self.shared.counters),
-            });
-        }
-        Ok((jobs, MapResult::new(collector, len, entry.name)))
+        Ok(MapJobs {
+            shared: &self.shared,
+            task: entry.name,
+            items,
+            len,
+            chunks,
+            timeout,
+            encode,
+            collector: Collector::new(),
+            error: None,
+        })
     }
 
     fn stream<'a, F, Args, I>(
@@ -965,6 +981,110 @@ pub(crate) fn auto_chunks(len: usize, workers: usize) -> usize {
     (len / MIN_CHUNK)
         .clamp(DEPTH * workers, 4 * workers)
         .min(len)
+}
+
+/// The jobs of one map, each encoded when it is asked for, so that the first go out while
+/// the rest are being encoded.
+struct MapJobs<'a, T, E> {
+    shared: &'a Shared,
+    task: &'static str,
+    items: Vec<T>,
+    len: usize,
+    /// The chunks not yet made: first index, stride, count.
+    chunks: VecDeque<(usize, usize, usize)>,
+    timeout: Option<Duration>,
+    encode: E,
+    collector: Arc<Collector>,
+    /// Why a job could not be made; no more are made after it.
+    error: Option<Error>,
+}
+
+impl<T, E> direct::Source for MapJobs<'_, T, E>
+where
+    E: Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
+{
+    fn left(&self) -> usize {
+        self.chunks.len()
+    }
+
+    fn next_job(&mut self) -> Option<Job> {
+        let chunk = self.chunks.pop_front()?;
+        match self.make(chunk) {
+            Ok(job) => Some(job),
+            Err(error) => {
+                self.error = Some(error);
+                self.chunks.clear();
+                None
+            }
+        }
+    }
+}
+
+impl<T, E> MapJobs<'_, T, E>
+where
+    E: Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
+{
+    fn make(&self, (start, stride, count): (usize, usize, usize)) -> Result<Job, Error> {
+        let id = self.shared.next_job_id();
+        let mut frame = RunFrame::new(id, self.task);
+        let mut chunk = self.items[start..].iter().step_by(stride).take(count);
+        if let Some(first) = chunk.next() {
+            frame
+                .push(|buf| (self.encode)(first, buf))
+                .map_err(|e| encode_error(self.task, e))?;
+            // Items mostly encode to about the size of the first: room for them all at once
+            // saves the copies of a growing buffer.
+            frame.reserve_like_last(count - 1);
+        }
+        for item in chunk {
+            frame
+                .push(|buf| (self.encode)(item, buf))
+                .map_err(|e| encode_error(self.task, e))?;
+        }
+        Ok(Job {
+            id,
+            task: self.task,
+            frame: sealed(frame, self.task)?,
+            sink: Arc::clone(&self.collector),
+            start,
+            stride,
+            count,
+            timeout: self.timeout,
+            retried: 0,
+            counters: Arc::clone(&self.shared.counters),
+        })
+    }
+}
+
+/// A blocking map run from the calling thread: it decodes the results that are in while it
+/// waits for the rest.
+struct BlockingMap<'a, T, E, R> {
+    jobs: MapJobs<'a, T, E>,
+    assembly: Assembly<R>,
+}
+
+impl<T, E, R> direct::Source for BlockingMap<'_, T, E, R>
+where
+    E: Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
+    R: DeserializeOwned,
+{
+    fn left(&self) -> usize {
+        self.jobs.left()
+    }
+
+    fn next_job(&mut self) -> Option<Job> {
+        self.jobs.next_job()
+    }
+
+    fn while_waiting(&mut self) -> bool {
+        match self.jobs.collector.take_batch() {
+            Some(batch) => {
+                self.assembly.add(&batch);
+                true
+            }
+            None => false,
+        }
+    }
 }
 
 /// Feeds an [`Imap`] from an iterator, one chunk a call.

@@ -122,6 +122,113 @@ impl Batch {
     }
 }
 
+/// The results of a map put in input order, from batches decoded one at a time, as they
+/// arrive or at the end.
+pub(crate) struct Assembly<R> {
+    len: usize,
+    task: &'static str,
+    /// The decoded results of each batch, while no call has failed.
+    parts: Vec<Part<R>>,
+    /// The failed call with the lowest index so far, and its error.
+    first_error: Option<(usize, Error)>,
+}
+
+struct Part<R> {
+    start: usize,
+    stride: usize,
+    values: Vec<R>,
+}
+
+impl<R: DeserializeOwned> Assembly<R> {
+    pub(crate) fn new(len: usize, task: &'static str) -> Assembly<R> {
+        Assembly {
+            len,
+            task,
+            parts: Vec::new(),
+            first_error: None,
+        }
+    }
+
+    /// Decodes the results of one batch.
+    pub(crate) fn add(&mut self, batch: &Batch) {
+        let task = self.task;
+        let first_error = &mut self.first_error;
+        let mut values = Vec::with_capacity(batch.count);
+        batch.visit(|index, item| match decode(item, task) {
+            Ok(value) => values.push(value),
+            Err(error) => {
+                if first_error.as_ref().is_none_or(|(at, _)| index < *at) {
+                    *first_error = Some((index, error));
+                }
+            }
+        });
+        if self.first_error.is_some() {
+            self.parts.clear();
+            return;
+        }
+        self.parts.push(Part {
+            start: batch.start,
+            stride: batch.stride,
+            values,
+        });
+    }
+
+    /// Every call's result in input order, or the error of the first call that failed;
+    /// once every batch has been added.
+    pub(crate) fn finish(mut self) -> Result<Vec<R>, Error> {
+        if let Some((_, error)) = self.first_error {
+            return Err(error);
+        }
+        let len = self.len;
+        let parts = &mut self.parts;
+        parts.sort_unstable_by_key(|part| part.start);
+        let mut out = Vec::with_capacity(len);
+        // Neighbouring runs that tile the input (chunks of a given size): one after another.
+        let mut next = 0;
+        let tiled = parts.iter().all(|part| {
+            let fits = part.start == next && (part.stride == 1 || part.values.len() <= 1);
+            next += part.values.len();
+            fits
+        });
+        if tiled && next == len {
+            for part in parts.drain(..) {
+                out.extend(part.values);
+            }
+            return Ok(out);
+        }
+        // The interleaved chunks of an automatic chunk size: one item from each in turn.
+        let chunks = parts.len();
+        let interleaved = parts.iter().enumerate().all(|(j, part)| {
+            part.start == j
+                && part.stride == chunks
+                && part.values.len() == (len - j).div_ceil(chunks)
+        });
+        if interleaved {
+            let mut runs: Vec<_> = parts
+                .drain(..)
+                .map(|part| part.values.into_iter())
+                .collect();
+            // Item `round * chunks + j` is item `round` of chunk `j`; the last round is short.
+            for _ in 0..len.div_ceil(chunks) {
+                out.extend(runs.iter_mut().filter_map(Iterator::next));
+            }
+            return Ok(out);
+        }
+        // Anything else (chunks split after a worker died): each result to its index.
+        let mut placed: Vec<Option<R>> = Vec::with_capacity(len);
+        placed.resize_with(len, || None);
+        for part in parts.drain(..) {
+            for (i, value) in part.values.into_iter().enumerate() {
+                placed[part.start + i * part.stride] = Some(value);
+            }
+        }
+        Ok(placed
+            .into_iter()
+            .map(|value| value.expect("every call has a result"))
+            .collect())
+    }
+}
+
 /// Decodes one call's result.
 fn decode<R: DeserializeOwned>(item: Result<&[u8], Error>, task: &str) -> Result<R, Error> {
     bincode::deserialize(item?).map_err(|e| {
@@ -193,17 +300,25 @@ impl Collector {
         self.lock().filled
     }
 
+    /// Takes the earliest-arrived batch, if one is in.
+    pub(crate) fn take_batch(&self) -> Option<Batch> {
+        self.lock().batches.pop_front()
+    }
+
     /// Waits until `count` results have arrived; false if the deadline passed first.
-    fn wait_filled(&self, count: usize, deadline: Option<Instant>) -> bool {
+    pub(crate) fn wait_filled(&self, count: usize, deadline: Option<Instant>) -> bool {
         self.wait_until(deadline, |s| (s.filled >= count).then_some(()))
             .is_some()
     }
 
     /// Hands every delivered call's index and result to `visit`, batch by batch.
     fn visit_all(&self, mut visit: impl FnMut(usize, Result<&[u8], Error>)) {
-        for batch in &self.lock().batches {
-            batch.visit(&mut visit);
-        }
+        self.visit_batches(|batch| batch.visit(&mut visit));
+    }
+
+    /// Hands every delivered batch to `visit`.
+    fn visit_batches(&self, visit: impl FnMut(&Batch)) {
+        self.lock().batches.iter().for_each(visit);
     }
 
     fn all_ok(&self) -> bool {
@@ -361,25 +476,9 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// The failure of the first call, in input order, that failed.
     pub fn get(&self) -> Result<Vec<R>, Error> {
         self.wait();
-        let mut results: Vec<Option<R>> = Vec::with_capacity(self.len);
-        results.resize_with(self.len, || None);
-        let mut first_error: Option<(usize, Error)> = None;
-        self.collector
-            .visit_all(|index, item| match decode(item, self.task) {
-                Ok(value) => results[index] = Some(value),
-                Err(error) => {
-                    if first_error.as_ref().is_none_or(|(at, _)| index < *at) {
-                        first_error = Some((index, error));
-                    }
-                }
-            });
-        if let Some((_, error)) = first_error {
-            return Err(error);
-        }
-        Ok(results
-            .into_iter()
-            .map(|value| value.expect("every call has a result"))
-            .collect())
+        let mut assembly = Assembly::new(self.len, self.task);
+        self.collector.visit_batches(|batch| assembly.add(batch));
+        assembly.finish()
     }
 
     /// Like [`get`](MapResult::get), but gives up waiting after `timeout`.
@@ -513,5 +612,77 @@ impl<R: DeserializeOwned> Iterator for Imap<'_, R> {
         };
         self.yielded += 1;
         Some(decoded)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::wire::ResultsFrame;
+
+    /// A batch of the calls `start, start + stride, …` that returned `values`.
+    fn batch(start: usize, stride: usize, values: &[u64]) -> Batch {
+        let mut frame = ResultsFrame::new(0, values.len() as u32);
+        for value in values {
+            frame.push(|buf| {
+                bincode::serialize_into(buf, value).unwrap();
+                Ok(())
+            });
+        }
+        let body = frame.finish()[4..].to_vec();
+        let worker = WorkerInfo { index: 0, pid: 1 };
+        Batch::results((start, stride, values.len()), body, "t", worker)
+    }
+
+    fn assemble(len: usize, batches: &[Batch]) -> Result<Vec<u64>, Error> {
+        let mut assembly = Assembly::new(len, "t");
+        for batch in batches {
+            assembly.add(batch);
+        }
+        assembly.finish()
+    }
+
+    #[test]
+    fn interleaved_chunks_come_back_in_input_order() {
+        let batches = [
+            batch(2, 3, &[2, 5, 8]),
+            batch(0, 3, &[0, 3, 6, 9]),
+            batch(1, 3, &[1, 4, 7]),
+        ];
+        assert_eq!(assemble(10, &batches).unwrap(), (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn chunks_of_a_given_size_come_back_in_input_order() {
+        let batches = [
+            batch(8, 1, &[8, 9]),
+            batch(0, 1, &[0, 1, 2, 3]),
+            batch(4, 1, &[4, 5, 6, 7]),
+        ];
+        assert_eq!(assemble(10, &batches).unwrap(), (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn a_chunk_split_into_single_calls_comes_back_in_input_order() {
+        let batches = [
+            batch(3, 1, &[3]),
+            batch(0, 2, &[0, 2, 4]),
+            batch(1, 1, &[1]),
+        ];
+        assert_eq!(assemble(5, &batches).unwrap(), (0..5).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn the_failure_first_in_input_order_is_the_error() {
+        let later = Error::new(ErrorKind::Panicked, "later");
+        let first = Error::new(ErrorKind::Panicked, "first");
+        let batches = [
+            batch(0, 1, &[0, 1]),
+            Batch::failed((5, 1, 1), later),
+            Batch::failed((2, 1, 3), first),
+            batch(6, 1, &[6]),
+        ];
+        let error = assemble(7, &batches).unwrap_err();
+        assert!(error.to_string().contains("first"), "{error}");
     }
 }

@@ -161,6 +161,8 @@ pub(crate) struct RunFrame {
     frame: FrameWriter,
     count_at: usize,
     count: u32,
+    /// The size of the last item pushed, with its length.
+    last: usize,
 }
 
 impl RunFrame {
@@ -173,6 +175,7 @@ impl RunFrame {
             frame,
             count_at,
             count: 0,
+            last: 0,
         }
     }
 
@@ -180,13 +183,20 @@ impl RunFrame {
         &mut self,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
+        let at = self.frame.position();
         self.frame.field(encode)?;
         self.count += 1;
+        self.last = self.frame.position() - at;
         Ok(())
     }
 
     pub(crate) fn len(&self) -> usize {
         self.count as usize
+    }
+
+    /// Makes room for `more` items the size of the last one pushed.
+    pub(crate) fn reserve_like_last(&mut self, more: usize) {
+        self.frame.buf.reserve(self.last.saturating_mul(more));
     }
 
     /// The finished frame, or `Err` with the body's length when it is over [`MAX_FRAME`]: a
