@@ -67,7 +67,12 @@ pub(crate) struct FrameWriter {
 
 impl FrameWriter {
     pub(crate) fn new(tag: u8) -> FrameWriter {
-        let mut buf = Vec::with_capacity(64);
+        FrameWriter::reusing(Vec::with_capacity(64), tag)
+    }
+
+    /// A frame written into `buf`, whose contents are dropped and whose room is kept.
+    pub(crate) fn reusing(mut buf: Vec<u8>, tag: u8) -> FrameWriter {
+        buf.clear();
         buf.extend_from_slice(&[0; 4]);
         buf.push(tag);
         FrameWriter { buf }
@@ -217,10 +222,17 @@ pub(crate) struct ResultsFrame {
 }
 
 impl ResultsFrame {
-    pub(crate) fn new(job: u64, count: u32) -> ResultsFrame {
-        let mut frame = FrameWriter::new(TAG_RESULTS);
+    /// A RESULTS frame written into `buf`, whose room is reused: a worker keeps one buffer
+    /// for all its results, so that a large one does not land in fresh pages each time.
+    pub(crate) fn reusing(buf: Vec<u8>, job: u64, count: u32) -> ResultsFrame {
+        let mut frame = FrameWriter::reusing(buf, TAG_RESULTS);
         frame.u64(job).u32(count);
         ResultsFrame { frame }
+    }
+
+    #[cfg(test)]
+    pub(crate) fn new(job: u64, count: u32) -> ResultsFrame {
+        ResultsFrame::reusing(Vec::new(), job, count)
     }
 
     /// Appends one call's outcome; `run` writes the encoded result into the buffer it gets.
@@ -559,9 +571,10 @@ pub(crate) fn read_frame(reader: &mut impl Read, body: &mut Vec<u8>) -> io::Resu
 /// Splits frames out of a non-blocking byte stream, as bytes arrive.
 ///
 /// Small frames are gathered in one buffer and copied out; a large frame gets a buffer of its
-/// own, read into directly, so that a big result is not copied twice. That buffer doubles as
-/// bytes arrive instead of taking the length the header claims at once, so that a peer that
-/// sends a large length and little else cannot make the reader allocate up to the limit.
+/// own, read into directly (and not zeroed first), so that a big result is not copied twice.
+/// That buffer doubles as bytes arrive instead of taking the length the header claims at
+/// once, so that a peer that sends a large length and little else cannot make the reader
+/// allocate up to the limit.
 #[derive(Debug, Default)]
 pub(crate) struct FrameReader {
     /// Bytes `start..end` are read and not yet split off; allocated on first use.
@@ -575,12 +588,21 @@ pub(crate) struct FrameReader {
 /// Above this, a frame body gets its own buffer.
 const LARGE: usize = 64 * 1024;
 
-/// A large frame body being read: `body[..filled]` has arrived, out of `len` bytes.
+/// A large frame body being read: `body` has arrived, out of `len` bytes.
 #[derive(Debug)]
 struct Large {
     body: Vec<u8>,
-    filled: usize,
     len: usize,
+}
+
+/// A read function as a reader, for [`Read::read_to_end`], which reads into a vector's spare
+/// capacity without zeroing it first.
+struct ReadFn<F>(F);
+
+impl<F: FnMut(&mut [u8]) -> io::Result<usize>> Read for ReadFn<F> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        (self.0)(buf)
+    }
 }
 
 impl FrameReader {
@@ -596,23 +618,36 @@ impl FrameReader {
             self.buf = vec![0; 2 * LARGE];
         }
         loop {
-            let target = match &mut self.large {
-                Some(large) => {
-                    if large.filled == large.body.len() {
-                        let grown = large.body.len().saturating_mul(2).clamp(LARGE, large.len);
-                        large.body.resize(grown, 0);
-                    }
-                    &mut large.body[large.filled..]
+            if let Some(large) = &mut self.large {
+                let body = &mut large.body;
+                let missing = large.len - body.len();
+                if body.len() == body.capacity() {
+                    body.reserve(body.len().max(LARGE).min(missing));
                 }
-                None => {
-                    if self.end == self.buf.len() {
-                        self.buf.copy_within(self.start..self.end, 0);
-                        self.end -= self.start;
-                        self.start = 0;
-                    }
-                    &mut self.buf[self.end..]
+                let room = (body.capacity() - body.len()).min(missing);
+                let before = body.len();
+                // Reads until the room is full or the stream would block; what it read is
+                // kept either way.
+                let outcome = (&mut ReadFn(&mut read)).take(room as u64).read_to_end(body);
+                let got = body.len() - before;
+                if body.len() == large.len {
+                    let large = self.large.take().expect("a large frame is being read");
+                    on_frame(large.body);
                 }
-            };
+                match outcome {
+                    Ok(_) if got < room => return Ok(false),
+                    Ok(_) => continue,
+                    Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(true),
+                    Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
+                    Err(e) => return Err(e),
+                }
+            }
+            if self.end == self.buf.len() {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            }
+            let target = &mut self.buf[self.end..];
             let offered = target.len();
             let got = match read(target) {
                 Ok(0) => return Ok(false),
@@ -621,19 +656,8 @@ impl FrameReader {
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
-            match &mut self.large {
-                Some(large) => {
-                    large.filled += got;
-                    if large.filled == large.len {
-                        let large = self.large.take().expect("a large frame is being read");
-                        on_frame(large.body);
-                    }
-                }
-                None => {
-                    self.end += got;
-                    self.split(&mut on_frame)?;
-                }
-            }
+            self.end += got;
+            self.split(&mut on_frame)?;
             // A read that did not fill what it was offered found the stream drained: stop
             // here rather than pay for a read that only says `EAGAIN`. The descriptor is
             // polled level-triggered, so bytes that arrive meanwhile (or the end of the
@@ -657,13 +681,9 @@ impl FrameReader {
                 on_frame(self.buf[at + 4..at + 4 + len].to_vec());
                 self.start = at + 4 + len;
             } else if len > LARGE {
-                let mut body = vec![0; available.max(LARGE)];
-                body[..available].copy_from_slice(&self.buf[at + 4..self.end]);
-                self.large = Some(Large {
-                    body,
-                    filled: available,
-                    len,
-                });
+                let mut body = Vec::with_capacity(available.max(LARGE).min(len));
+                body.extend_from_slice(&self.buf[at + 4..self.end]);
+                self.large = Some(Large { body, len });
                 self.start = self.end;
                 break;
             } else {
@@ -879,8 +899,25 @@ mod tests {
             .unwrap();
         assert!(more);
         let large = reader.large.as_ref().expect("a large frame is being read");
-        assert_eq!((large.filled, large.len), (1000, MAX_FRAME));
+        assert_eq!((large.body.len(), large.len), (1000, MAX_FRAME));
         assert!(large.body.capacity() <= 2 * LARGE);
+    }
+
+    #[test]
+    fn a_large_frame_arrives_whole_in_pieces_of_any_size() {
+        let body: Vec<u8> = (0..3 * LARGE + 100).map(|i| (i % 251) as u8).collect();
+        let mut stream = (body.len() as u32).to_le_bytes().to_vec();
+        stream.extend_from_slice(&body);
+        stream.extend_from_slice(&[1, 0, 0, 0, 7]);
+        for piece in [1000, LARGE - 1, LARGE + 1, 150_000, stream.len()] {
+            let mut reader = FrameReader::default();
+            let mut frames = Vec::new();
+            for chunk in stream.chunks(piece) {
+                let more = reader.read_from(feed(chunk), |frame| frames.push(frame));
+                assert!(more.unwrap());
+            }
+            assert_eq!(frames, vec![body.clone(), vec![7]], "pieces of {piece}");
+        }
     }
 
     proptest::proptest! {

@@ -106,10 +106,12 @@ fn serve(parent: u32) -> io::Result<()> {
     }
     writer.write_all(&wire::ready_frame(pid, registry::registry_fingerprint()))?;
 
+    let mut out = Vec::new();
     while wire::read_frame(&mut reader, &mut body)?.is_some() {
         match ToWorker::decode(&body)? {
             ToWorker::Run { job, name, items } => {
-                let mut results = ResultsFrame::new(job, items.len() as u32);
+                let buf = std::mem::take(&mut out);
+                let mut results = ResultsFrame::reusing(buf, job, items.len() as u32);
                 match registry::by_name(name) {
                     Some(entry) => {
                         for item in items {
@@ -122,7 +124,8 @@ fn serve(parent: u32) -> io::Result<()> {
                         }
                     }
                 }
-                writer.write_all(&results.finish())?;
+                out = results.finish();
+                writer.write_all(&out)?;
             }
             ToWorker::Shutdown => return Ok(()),
             ToWorker::Setup { .. } => {
