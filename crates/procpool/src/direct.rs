@@ -89,12 +89,14 @@ pub(crate) fn run(shared: &Shared, source: &mut dyn Source, workers: usize) -> b
         }
         held.retain(|borrowed| borrowed.worker.is_some());
         if held.is_empty() {
-            // Every borrowed worker failed and went back: the rest goes through the queue.
+            // Every borrowed worker went back: done, or, if some failed, the jobs left go
+            // through the queue.
             let rest: Vec<Job> = std::iter::from_fn(|| source.next_job()).collect();
-            shared
-                .counters
-                .submitted(rest.iter().map(|job| job.count).sum());
-            shared.requeue(rest);
+            if !rest.is_empty() {
+                let calls = rest.iter().map(|job| job.count).sum();
+                shared.counters.submitted(calls);
+                shared.requeue(rest);
+            }
             return true;
         }
         fds.clear();

@@ -249,6 +249,9 @@ struct Batches {
     batches: VecDeque<Batch>,
     /// Calls delivered so far.
     filled: usize,
+    /// Threads waiting on `changed`: a delivery wakes them only if there are some, since a
+    /// blocking call that ran its jobs itself finds its results there without waiting.
+    waiters: usize,
 }
 
 impl Collector {
@@ -269,8 +272,11 @@ impl Collector {
         let mut state = self.lock();
         state.filled += batch.count;
         state.batches.push_back(batch);
+        let waiters = state.waiters;
         drop(state);
-        self.changed.notify_all();
+        if waiters > 0 {
+            self.changed.notify_all();
+        }
     }
 
     fn wait_until<T>(
@@ -283,16 +289,21 @@ impl Collector {
             if let Some(value) = done(&mut state) {
                 return Some(value);
             }
-            state = match deadline {
+            let left = match deadline {
+                None => None,
+                Some(deadline) => Some(deadline.checked_duration_since(Instant::now())?),
+            };
+            state.waiters += 1;
+            state = match left {
                 None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
-                Some(deadline) => {
-                    let left = deadline.checked_duration_since(Instant::now())?;
+                Some(left) => {
                     self.changed
                         .wait_timeout(state, left)
                         .unwrap_or_else(|e| e.into_inner())
                         .0
                 }
             };
+            state.waiters -= 1;
         }
     }
 
