@@ -23,8 +23,7 @@ pub(crate) trait Source {
     /// How many jobs are left to make.
     fn left(&self) -> usize;
 
-    /// The next job, made now; `None` once none are left, or when making one failed (the
-    /// source keeps the error for its caller).
+    /// The next job; `None` once none are left.
     fn next_job(&mut self) -> Option<Job>;
 
     /// Useful work while the workers run, such as decoding the results already in. Returns
@@ -46,14 +45,15 @@ impl Source for VecDeque<Job> {
 }
 
 /// Runs the jobs of `source` from this thread on borrowed workers, as the supervisor would:
-/// up to [`DEPTH`] jobs at a time on each, the next one made and written as soon as a worker
-/// has room. Borrows `workers` idle workers (fewer when there are fewer jobs), and only if
+/// up to [`DEPTH`] jobs at a time on each, the next one written as soon as a worker has
+/// room. Borrows `workers` idle workers (fewer when there are fewer jobs), and only if
 /// that many are idle and nothing is queued; otherwise returns false at once, having taken
 /// nothing from `source`, whose jobs then go through the queue.
 ///
-/// Returns once every job made has been delivered or handed to the supervisor: a worker
-/// that fails goes back with what it held, and jobs no borrowed worker is left to run go to
-/// the queue.
+/// Returns once every job has been delivered or handed to the supervisor: a worker that
+/// fails goes back with what it held, and jobs no borrowed worker is left to run go to the
+/// queue. Between steps, the thread decodes results ([`Source::while_waiting`]); a
+/// `terminate` meanwhile waits for the step it is on to end.
 pub(crate) fn run(shared: &Shared, source: &mut dyn Source, workers: usize) -> bool {
     let wanted = workers.min(source.left());
     let workers = {
@@ -67,8 +67,12 @@ pub(crate) fn run(shared: &Shared, source: &mut dyn Source, workers: usize) -> b
         }
         let at = state.idle.len() - wanted;
         state.lent += wanted;
+        state.borrowers += 1;
         state.idle.split_off(at)
     };
+    // Declared before the workers, so dropped after them: a closed pool winds down only once
+    // this call can queue nothing more.
+    let _borrowing = Borrowing(shared);
     let mut held: Vec<Borrowed> = workers
         .into_iter()
         .map(|worker| Borrowed {
@@ -128,6 +132,22 @@ pub(crate) fn run(shared: &Shared, source: &mut dyn Source, workers: usize) -> b
         for (borrowed, polled) in held.iter_mut().zip(fds.chunks_exact(2)) {
             borrowed.service(&polled[0], &polled[1], drained);
             borrowed.expire(now);
+        }
+    }
+}
+
+/// One blocking call running on borrowed workers, counted in `State::borrowers` until it
+/// ends, even in a panic.
+struct Borrowing<'a>(&'a Shared);
+
+impl Drop for Borrowing<'_> {
+    fn drop(&mut self) {
+        let mut state = self.0.lock();
+        state.borrowers -= 1;
+        let winding_down = !matches!(state.phase, Phase::Running);
+        drop(state);
+        if winding_down {
+            self.0.wake();
         }
     }
 }
@@ -234,7 +254,17 @@ impl Borrowed<'_> {
 
 impl Drop for Borrowed<'_> {
     fn drop(&mut self) {
-        // Only a panic gets here holding a worker; what it was doing is unknown.
-        self.give_back(Some(Cause::Gone));
+        // Only a panic gets here holding a worker. One with no job is as good as idle; one
+        // with jobs has results on the way that nobody will read.
+        let Some(worker) = &mut self.worker else {
+            return;
+        };
+        if worker.in_flight.is_empty() {
+            self.give_back(None);
+        } else {
+            // Through the owned, unreaped `Child`: the pid cannot be stale.
+            let _ = worker.child.kill();
+            self.give_back(Some(Cause::Abandoned));
+        }
     }
 }

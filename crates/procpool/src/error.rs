@@ -207,6 +207,15 @@ impl Error {
         Error::new(ErrorKind::Terminated, "the pool was terminated").task(task)
     }
 
+    /// For a call whose caller's thread panicked while it ran the call on borrowed workers.
+    pub(crate) fn abandoned(task: &str) -> Error {
+        Error::new(
+            ErrorKind::Terminated,
+            "the thread that made the call panicked while it ran",
+        )
+        .task(task)
+    }
+
     pub(crate) fn wait_timeout(task: &str, after: Duration) -> Error {
         Error::new(ErrorKind::WaitTimeout, format!("timed out after {after:?}")).task(task)
     }

@@ -10,7 +10,6 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::direct;
-use crate::direct::Source as _;
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::registry::{self, Task, TaskEntry};
 use crate::result::{Assembly, AsyncResult, Batch, Collector, Fed, Feed, Imap, MapResult};
@@ -343,9 +342,21 @@ impl Pool {
         self.shared.lock().pids.iter().flatten().copied().collect()
     }
 
+    /// How many idle workers a blocking call could borrow now. For tests that must know the
+    /// borrowing path is taken; not part of the API.
+    #[doc(hidden)]
+    pub fn __idle_workers(&self) -> usize {
+        self.shared.lock().idle.len()
+    }
+
     /// Runs `f(args)` in a worker and waits for its result.
     ///
     /// `args` is a tuple of the arguments: `(x,)` for one, `()` for none.
+    ///
+    /// When a worker is idle and nothing is queued, the calling thread borrows it and talks
+    /// to it directly, so that the call costs about one round trip between two processes;
+    /// otherwise the call is queued. `map` and `starmap` do the same when every worker is
+    /// idle. Either way, failures, timeouts and the pool's settings apply alike.
     ///
     /// # Errors
     ///
@@ -534,7 +545,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        let jobs = self.map_jobs::<F, (A,), A, _>(items, options, |item, buf| {
+        let jobs = self.map_jobs::<F, (A,), A>(items, options, |item, buf| {
             bincode::serialize_into(buf, &(item,))
         })?;
         self.map_blocking(jobs)
@@ -602,7 +613,7 @@ impl Pool {
         Args: Serialize,
         I: IntoIterator<Item = Args>,
     {
-        self.starmap_async(f, items)?.get()
+        self.starmap_with(f, items, MapOptions::new())
     }
 
     /// [`starmap`](Pool::starmap) with options.
@@ -623,7 +634,7 @@ impl Pool {
         I: IntoIterator<Item = Args>,
     {
         let _ = f;
-        let jobs = self.map_jobs::<F, Args, Args, _>(items, options, |args, buf| {
+        let jobs = self.map_jobs::<F, Args, Args>(items, options, |args, buf| {
             bincode::serialize_into(buf, args)
         })?;
         self.map_blocking(jobs)
@@ -772,62 +783,53 @@ impl Pool {
     where
         F: Task<Args>,
     {
-        let mut jobs = self.map_jobs::<F, Args, T, _>(items, options, encode)?;
-        let made = std::iter::from_fn(|| jobs.next_job()).collect::<Vec<Job>>();
-        if let Some(error) = jobs.error.take() {
-            return Err(error);
-        }
-        self.shared.submit(made)?;
+        let jobs = self.map_jobs::<F, Args, T>(items, options, encode)?;
+        self.shared.submit(jobs.jobs)?;
         Ok(MapResult::new(jobs.collector, jobs.len, jobs.task))
     }
 
     /// Runs a map's jobs and returns its results: from this thread on borrowed workers when
     /// they are all idle (decoding the results that are in while the workers run), else
     /// through the supervisor.
-    fn map_blocking<T, E, R>(&self, jobs: MapJobs<'_, T, E>) -> Result<Vec<R>, Error>
-    where
-        E: Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
-        R: DeserializeOwned,
-    {
-        let collector = Arc::clone(&jobs.collector);
-        let mut map = BlockingMap {
-            assembly: Assembly::new(jobs.len, jobs.task),
+    fn map_blocking<R: DeserializeOwned>(&self, jobs: MapJobs) -> Result<Vec<R>, Error> {
+        let MapJobs {
             jobs,
+            collector,
+            len,
+            task,
+        } = jobs;
+        let mut map = BlockingMap {
+            jobs: VecDeque::from(jobs),
+            collector: Arc::clone(&collector),
+            assembly: Assembly::new(len, task),
         };
         if !direct::run(&self.shared, &mut map, self.processes) {
-            let made = std::iter::from_fn(|| map.jobs.next_job()).collect::<Vec<Job>>();
-            if map.jobs.error.is_none() {
-                self.shared.submit(made)?;
-            }
+            self.shared.submit(map.jobs.drain(..))?;
         }
-        if let Some(error) = map.jobs.error.take() {
-            // What was made before the failure runs on; its results are dropped.
-            return Err(error);
-        }
-        collector.wait_filled(map.jobs.len, None);
+        collector.wait_filled(len, None);
         while let Some(batch) = collector.take_batch() {
             map.assembly.add(&batch);
         }
         map.assembly.finish()
     }
 
-    /// The jobs of a map over `items`, made one at a time.
-    fn map_jobs<F, Args, T, E>(
+    /// The jobs of a map over `items`, all encoded: an item that does not encode fails the
+    /// map before anything runs.
+    fn map_jobs<F, Args, T>(
         &self,
         items: impl IntoIterator<Item = T>,
         options: MapOptions,
-        encode: E,
-    ) -> Result<MapJobs<'_, T, E>, Error>
+        encode: impl Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
+    ) -> Result<MapJobs, Error>
     where
         F: Task<Args>,
-        E: Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
     {
         let entry = lookup::<F>()?;
         let chunksize = checked_chunksize(options)?;
         let timeout = checked_timeout(options.timeout)?;
         let items: Vec<T> = items.into_iter().collect();
         let len = items.len();
-        let chunks: VecDeque<(usize, usize, usize)> = match chunksize {
+        let chunks: Vec<(usize, usize, usize)> = match chunksize {
             Some(size) => (0..len)
                 .step_by(size)
                 .map(|start| (start, 1, size.min(len - start)))
@@ -839,16 +841,43 @@ impl Pool {
                     .collect()
             }
         };
+        let collector = Collector::new();
+        let mut jobs = Vec::with_capacity(chunks.len());
+        for (start, stride, count) in chunks {
+            let id = self.shared.next_job_id();
+            let mut frame = RunFrame::new(id, entry.name);
+            let mut chunk = items[start..].iter().step_by(stride).take(count);
+            if let Some(first) = chunk.next() {
+                frame
+                    .push(|buf| encode(first, buf))
+                    .map_err(|e| encode_error(entry.name, e))?;
+                // Items mostly encode to about the size of the first: room for them all at
+                // once saves the copies of a growing buffer.
+                frame.reserve_like_last(count - 1);
+            }
+            for item in chunk {
+                frame
+                    .push(|buf| encode(item, buf))
+                    .map_err(|e| encode_error(entry.name, e))?;
+            }
+            jobs.push(Job {
+                id,
+                task: entry.name,
+                frame: sealed(frame, entry.name)?,
+                sink: Arc::clone(&collector),
+                start,
+                stride,
+                count,
+                timeout,
+                retried: 0,
+                counters: Arc::clone(&self.shared.counters),
+            });
+        }
         Ok(MapJobs {
-            shared: &self.shared,
-            task: entry.name,
-            items,
+            jobs,
+            collector,
             len,
-            chunks,
-            timeout,
-            encode,
-            collector: Collector::new(),
-            error: None,
+            task: entry.name,
         })
     }
 
@@ -927,6 +956,10 @@ impl Pool {
     /// [`ErrorKind::Terminated`]. Workers are asked to stop (SIGTERM) and given 200 ms to
     /// exit; those still running then are killed (SIGKILL). Returns once every worker is
     /// reaped. Dropping the pool does the same.
+    ///
+    /// A blocking call in another thread that runs on borrowed workers (see
+    /// [`apply`](Pool::apply)) sees them end and gives them back between two of its steps;
+    /// one of its steps is decoding one result, so a slow `Deserialize` delays this return.
     pub fn terminate(&self) {
         for job in self.shared.set_phase(Phase::Terminating) {
             let error = Error::terminated(job.task);
@@ -983,101 +1016,33 @@ pub(crate) fn auto_chunks(len: usize, workers: usize) -> usize {
         .min(len)
 }
 
-/// The jobs of one map, each encoded when it is asked for, so that the first go out while
-/// the rest are being encoded.
-struct MapJobs<'a, T, E> {
-    shared: &'a Shared,
-    task: &'static str,
-    items: Vec<T>,
-    len: usize,
-    /// The chunks not yet made: first index, stride, count.
-    chunks: VecDeque<(usize, usize, usize)>,
-    timeout: Option<Duration>,
-    encode: E,
+/// The jobs of one map, and where their results land.
+struct MapJobs {
+    jobs: Vec<Job>,
     collector: Arc<Collector>,
-    /// Why a job could not be made; no more are made after it.
-    error: Option<Error>,
-}
-
-impl<T, E> direct::Source for MapJobs<'_, T, E>
-where
-    E: Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
-{
-    fn left(&self) -> usize {
-        self.chunks.len()
-    }
-
-    fn next_job(&mut self) -> Option<Job> {
-        let chunk = self.chunks.pop_front()?;
-        match self.make(chunk) {
-            Ok(job) => Some(job),
-            Err(error) => {
-                self.error = Some(error);
-                self.chunks.clear();
-                None
-            }
-        }
-    }
-}
-
-impl<T, E> MapJobs<'_, T, E>
-where
-    E: Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
-{
-    fn make(&self, (start, stride, count): (usize, usize, usize)) -> Result<Job, Error> {
-        let id = self.shared.next_job_id();
-        let mut frame = RunFrame::new(id, self.task);
-        let mut chunk = self.items[start..].iter().step_by(stride).take(count);
-        if let Some(first) = chunk.next() {
-            frame
-                .push(|buf| (self.encode)(first, buf))
-                .map_err(|e| encode_error(self.task, e))?;
-            // Items mostly encode to about the size of the first: room for them all at once
-            // saves the copies of a growing buffer.
-            frame.reserve_like_last(count - 1);
-        }
-        for item in chunk {
-            frame
-                .push(|buf| (self.encode)(item, buf))
-                .map_err(|e| encode_error(self.task, e))?;
-        }
-        Ok(Job {
-            id,
-            task: self.task,
-            frame: sealed(frame, self.task)?,
-            sink: Arc::clone(&self.collector),
-            start,
-            stride,
-            count,
-            timeout: self.timeout,
-            retried: 0,
-            counters: Arc::clone(&self.shared.counters),
-        })
-    }
+    len: usize,
+    task: &'static str,
 }
 
 /// A blocking map run from the calling thread: it decodes the results that are in while it
 /// waits for the rest.
-struct BlockingMap<'a, T, E, R> {
-    jobs: MapJobs<'a, T, E>,
+struct BlockingMap<R> {
+    jobs: VecDeque<Job>,
+    collector: Arc<Collector>,
     assembly: Assembly<R>,
 }
 
-impl<T, E, R> direct::Source for BlockingMap<'_, T, E, R>
-where
-    E: Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
-    R: DeserializeOwned,
-{
+impl<R: DeserializeOwned> direct::Source for BlockingMap<R> {
     fn left(&self) -> usize {
-        self.jobs.left()
+        self.jobs.len()
     }
 
     fn next_job(&mut self) -> Option<Job> {
-        self.jobs.next_job()
+        self.jobs.pop_front()
     }
 
     fn while_waiting(&mut self) -> bool {
-        match self.jobs.collector.take_batch() {
+        match self.collector.take_batch() {
             Some(batch) => {
                 self.assembly.add(&batch);
                 true

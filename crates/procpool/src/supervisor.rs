@@ -112,6 +112,12 @@ pub(crate) struct State {
     pub(crate) idle: Vec<Worker>,
     /// How many workers callers hold now.
     pub(crate) lent: usize,
+    /// How many blocking calls run on borrowed workers now: until they end, they may still
+    /// queue jobs (those a failed worker left), so a closed pool waits for them.
+    pub(crate) borrowers: usize,
+    /// The pids of workers a caller holds whose exit the supervisor has seen: given back,
+    /// they go to the supervisor, never to `idle`.
+    pub(crate) exited: Vec<u32>,
     /// Workers given back by callers for the supervisor to take again.
     pub(crate) returned: Vec<Returned>,
 }
@@ -141,6 +147,10 @@ impl Shared {
             .is_some_and(|max| worker.assigned >= max);
         let mut state = self.lock();
         state.lent -= 1;
+        let cause = match state.exited.contains(&worker.info.pid) {
+            true => Some(cause.unwrap_or(Cause::Gone)),
+            false => cause,
+        };
         let idle = cause.is_none()
             && !spent
             && state.queue.is_empty()
@@ -242,6 +252,8 @@ pub(crate) fn launch(
             pids: vec![None; config.processes],
             idle: Vec::new(),
             lent: 0,
+            borrowers: 0,
+            exited: Vec::new(),
             returned: Vec::new(),
         }),
         wake_tx,
@@ -430,6 +442,9 @@ pub(crate) enum Cause {
     Protocol(String),
     /// Its job ran past the deadline, with this timeout per call.
     TimedOut(Duration),
+    /// The thread that borrowed it panicked while it held jobs: the worker is fine, but what
+    /// is left on its socket is unknown, and nobody waits for its jobs.
+    Abandoned,
 }
 
 impl Supervisor {
@@ -529,7 +544,7 @@ impl Supervisor {
         self.take_back_lent();
         let shared = Arc::clone(&self.shared);
         let mut state = shared.lock();
-        let lent = state.lent;
+        let lent = state.lent + state.borrowers;
         match state.phase.clone() {
             Phase::Terminating => return false,
             Phase::Broken(error) => {
@@ -666,6 +681,10 @@ impl Supervisor {
     fn take_back(&mut self, worker: Worker) {
         let index = worker.info.index;
         debug_assert!(self.slots[index].is_none(), "slot {index} is taken");
+        if self.away[index].is_some_and(|away| away.exited) {
+            let pid = worker.info.pid;
+            self.shared.lock().exited.retain(|&p| p != pid);
+        }
         self.away[index] = None;
         self.slots[index] = Some(worker);
     }
@@ -690,6 +709,7 @@ impl Supervisor {
             let index = worker.info.index;
             self.take_back(worker);
             match cause {
+                Some(Cause::Abandoned) => self.abandon(index),
                 Some(cause) => self.on_death(index, cause),
                 None => {
                     let worker = self.slots[index].as_ref().expect("just taken back");
@@ -706,12 +726,17 @@ impl Supervisor {
     }
 
     /// A lent-out worker has exited. An idle one is taken back and its death settled; one a
-    /// caller holds is given back by that caller, and is not polled until then.
+    /// caller holds is marked, so that its caller gives it back to the supervisor rather than
+    /// to `idle`, and is not polled until then.
     fn service_away_exit(&mut self, index: usize, pid: u32) {
         let idle = {
             let mut state = self.shared.lock();
             let at = state.idle.iter().position(|w| w.info.pid == pid);
-            at.map(|at| state.idle.swap_remove(at))
+            let idle = at.map(|at| state.idle.swap_remove(at));
+            if idle.is_none() {
+                state.exited.push(pid);
+            }
+            idle
         };
         match idle {
             Some(worker) => {
@@ -795,8 +820,9 @@ impl Supervisor {
         self.pids_changed = false;
     }
 
-    /// With no new work coming: once no worker holds a job (and callers hold none), tell
-    /// them all to exit; returns false once every worker has exited and been reaped.
+    /// With no new work coming: once no worker holds a job (and no blocking call runs on
+    /// borrowed workers), tell them all to exit; returns false once every worker has exited
+    /// and been reaped.
     fn wind_down(&mut self, lent: usize) -> bool {
         if lent > 0 || self.slots.iter().flatten().any(|w| !w.in_flight.is_empty()) {
             return true;
@@ -960,6 +986,20 @@ impl Supervisor {
         )
     }
 
+    /// The worker in slot `index` was held by a call whose thread panicked: end it (what is
+    /// left on its socket is unknown), end what it held (nobody waits for it) and start a
+    /// replacement. The worker did not die, and is not counted as a death.
+    fn abandon(&mut self, index: usize) {
+        let worker = self.slots[index].take().expect("a worker is in the slot");
+        self.pids_changed = true;
+        let (_, held) = worker.in_flight_and_reap();
+        for job in held {
+            let error = Error::abandoned(job.task);
+            job.fail(&error);
+        }
+        self.replace(index);
+    }
+
     /// The worker in slot `index` is gone or misbehaved: reap it, settle what it held, and
     /// start a replacement.
     fn on_death(&mut self, index: usize, cause: Cause) {
@@ -980,6 +1020,7 @@ impl Supervisor {
                     Cause::Gone => Error::died(first.task, info, exit),
                     Cause::Protocol(message) => Error::protocol(first.task, info, exit, message),
                     Cause::TimedOut(timeout) => Error::timed_out(first.task, info, *timeout),
+                    Cause::Abandoned => Error::abandoned(first.task),
                 };
                 let error = error.with_retries(first.retried);
                 first.fail(&error);
@@ -1007,7 +1048,9 @@ impl Supervisor {
         if self.startup.is_some() {
             let message = match cause {
                 Cause::Protocol(message) => format!("{info}: {message}"),
-                Cause::Gone | Cause::TimedOut(_) => format!("{info} {exit} before it was ready"),
+                Cause::Gone | Cause::TimedOut(_) | Cause::Abandoned => {
+                    format!("{info} {exit} before it was ready")
+                }
             };
             self.fail_startup(BuildError::handshake(message));
             return;

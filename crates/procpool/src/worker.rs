@@ -20,6 +20,11 @@ pub(crate) const ENV: &str = "PROCPOOL_WORKER";
 /// The exit code of a worker that could not talk to its parent.
 const EXIT_PROTOCOL: i32 = 70;
 
+/// The most buffer room a worker keeps between jobs, for the frames it reads and for those it
+/// writes: reused room saves a large payload the cost of faulting in fresh pages each time,
+/// and the bound keeps one huge payload from pinning its size in the worker for good.
+const KEEP: usize = 64 << 20;
+
 static CURRENT: OnceLock<WorkerInfo> = OnceLock::new();
 
 thread_local! {
@@ -107,7 +112,13 @@ fn serve(parent: u32) -> io::Result<()> {
     writer.write_all(&wire::ready_frame(pid, registry::registry_fingerprint()))?;
 
     let mut out = Vec::new();
-    while wire::read_frame(&mut reader, &mut body)?.is_some() {
+    loop {
+        if body.capacity() > KEEP {
+            body = Vec::new();
+        }
+        if wire::read_frame(&mut reader, &mut body)?.is_none() {
+            break;
+        }
         match ToWorker::decode(&body)? {
             ToWorker::Run { job, name, items } => {
                 let buf = std::mem::take(&mut out);
@@ -126,6 +137,9 @@ fn serve(parent: u32) -> io::Result<()> {
                 }
                 out = results.finish();
                 writer.write_all(&out)?;
+                if out.capacity() > KEEP {
+                    out = Vec::new();
+                }
             }
             ToWorker::Shutdown => return Ok(()),
             ToWorker::Setup { .. } => {

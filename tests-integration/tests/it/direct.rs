@@ -5,6 +5,7 @@ use std::collections::HashSet;
 use std::time::{Duration, Instant};
 
 use procpool::{ApplyOptions, ErrorKind, MapOptions, Pool};
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tests_integration::{Rendezvous, assert_no_children, finish, serial};
 
 use crate::tasks::{hold, pid, square};
@@ -158,5 +159,154 @@ fn blocking_calls_from_many_threads_share_the_workers() {
     assert_eq!(stats.ok, 8 * 200 + 8 * 4 * 100);
     assert_eq!(stats.in_flight, 0);
     assert_eq!(stats.worker_deaths, 0);
+    finish(pool);
+}
+
+/// Waits until `pool` lends all its `workers`: a blocking call made then borrows them.
+fn wait_until_lent(pool: &Pool, workers: usize) {
+    wait_for("the idle workers are lent", || {
+        pool.__idle_workers() == workers
+    });
+}
+
+/// An argument whose encoding fails when asked to.
+#[derive(Debug, Clone, Copy, Deserialize)]
+struct Picky {
+    refuse: bool,
+    value: u64,
+}
+
+impl Serialize for Picky {
+    fn serialize<S: Serializer>(&self, s: S) -> Result<S::Ok, S::Error> {
+        if self.refuse {
+            return Err(serde::ser::Error::custom(
+                "this value refuses to be encoded",
+            ));
+        }
+        (self.refuse, self.value).serialize(s)
+    }
+}
+
+#[procpool::task]
+fn picky(item: Picky) -> u64 {
+    item.value
+}
+
+#[procpool::task]
+fn picky_pair(item: Picky, more: u64) -> u64 {
+    item.value + more
+}
+
+#[test]
+fn a_blocking_map_with_a_later_argument_that_does_not_encode_runs_nothing() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(2).build().unwrap();
+    let good = |value| Picky {
+        refuse: false,
+        value,
+    };
+    let bad = Picky {
+        refuse: true,
+        value: 0,
+    };
+    wait_until_lent(&pool, 2);
+    let error = pool
+        .map(picky, vec![good(1), good(2), bad, good(4)])
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Codec, "{error:?}");
+    let options = MapOptions::new().chunksize(1);
+    let error = pool
+        .map_with(picky, vec![good(1), bad], options)
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Codec, "{error:?}");
+    let error = pool
+        .starmap(picky_pair, vec![(good(1), 1), (bad, 2)])
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Codec, "{error:?}");
+    assert_eq!(pool.stats().submitted, 0, "{:?}", pool.stats());
+    assert_eq!(pool.map(picky, vec![good(5)]).unwrap(), vec![5]);
+    finish(pool);
+}
+
+#[test]
+fn close_during_a_blocking_map_whose_worker_is_spent_still_runs_the_rest() {
+    let _serial = serial();
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let rendezvous = Rendezvous::new();
+    let paths = vec![rendezvous.path(); 3];
+    wait_until_lent(&pool, 1);
+    std::thread::scope(|scope| {
+        // The borrowed worker may run one job: the call gives it back and queues the other
+        // two, which replacements run after `close`.
+        let caller = scope.spawn(|| pool.map_with(hold, paths, MapOptions::new().chunksize(1)));
+        let first = rendezvous.arrive();
+        pool.close();
+        first.release(1);
+        rendezvous.arrive().release(2);
+        rendezvous.arrive().release(3);
+        assert_eq!(caller.join().unwrap().unwrap(), vec![1, 2, 3]);
+    });
+    pool.join().unwrap();
+    assert_no_children();
+}
+
+/// A result that panics when the caller decodes it, if it says so.
+#[derive(Debug, Serialize)]
+struct Fragile(bool);
+
+impl<'de> Deserialize<'de> for Fragile {
+    fn deserialize<D: Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        let breaks = bool::deserialize(d)?;
+        assert!(!breaks, "this result breaks when decoded");
+        Ok(Fragile(breaks))
+    }
+}
+
+#[procpool::task]
+fn fragile(breaks: bool, path: String) -> Fragile {
+    if !breaks {
+        let _ = tests_integration::meet(&path);
+    }
+    Fragile(breaks)
+}
+
+#[test]
+fn a_caller_that_panics_while_it_holds_workers_kills_no_worker_count() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(1).build().unwrap();
+    let rendezvous = Rendezvous::new();
+    let path = rendezvous.path();
+    // One worker, two jobs in flight: the first result breaks when decoded, which happens
+    // while the caller holds the worker running the second (waiting at the rendezvous) and
+    // the third (written behind it).
+    let items = vec![(true, path.clone()), (false, path.clone()), (false, path)];
+    wait_until_lent(&pool, 1);
+    std::thread::scope(|scope| {
+        let caller = scope.spawn(|| {
+            std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                pool.starmap_with(fragile, items, MapOptions::new().chunksize(1))
+            }))
+        });
+        let second = rendezvous.arrive();
+        assert!(caller.join().unwrap().is_err(), "the caller panicked");
+        drop(second);
+    });
+    // The worker that held the abandoned calls is ended and replaced by the supervisor, but
+    // it did not die.
+    wait_for("the abandoned calls are settled", || {
+        pool.stats().in_flight == 0
+    });
+    let stats = pool.stats();
+    assert_eq!(stats.worker_deaths, 0, "{stats:?}");
+    assert_eq!(
+        (stats.ok, stats.terminated, stats.in_flight),
+        (1, 2, 0),
+        "{stats:?}"
+    );
+    assert_eq!(pool.apply(square, (3,)).unwrap(), 9);
     finish(pool);
 }
