@@ -914,9 +914,13 @@ impl Supervisor {
                 if self.slots.iter().flatten().all(|w| w.ready)
                     && let Some(ready) = self.startup.take()
                 {
-                    // `worker_pids` must show every worker as soon as `build` returns.
+                    // `worker_pids` must show every worker as soon as `build` returns, and
+                    // the first blocking call can borrow them at once.
                     let shared = Arc::clone(&self.shared);
-                    self.publish_pids(&mut shared.lock());
+                    let mut state = shared.lock();
+                    self.publish_pids(&mut state);
+                    self.lend_idle(&mut state);
+                    drop(state);
                     let _ = ready.send(Ok(()));
                 }
                 Ok(())
