@@ -99,6 +99,8 @@ pub(crate) struct Shared {
     /// The pool's `task_timeout` and `max_tasks_per_child`, which borrowers apply too.
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) max_tasks_per_child: Option<u64>,
+    /// The CPUs this process may run on, when the pool was built.
+    pub(crate) cpus: usize,
 }
 
 #[derive(Debug)]
@@ -262,6 +264,7 @@ pub(crate) fn launch(
         counters: Arc::default(),
         task_timeout: config.task_timeout,
         max_tasks_per_child: config.max_tasks_per_child,
+        cpus: crate::cpu_count(),
     });
     let supervisor = Supervisor {
         slots: (0..config.processes).map(|_| None).collect(),
