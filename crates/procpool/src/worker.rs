@@ -20,10 +20,19 @@ pub(crate) const ENV: &str = "PROCPOOL_WORKER";
 /// The exit code of a worker that could not talk to its parent.
 const EXIT_PROTOCOL: i32 = 70;
 
-/// The most buffer room a worker keeps between jobs, for the frames it reads and for those it
-/// writes: reused room saves a large payload the cost of faulting in fresh pages each time,
-/// and the bound keeps one huge payload from pinning its size in the worker for good.
-const KEEP: usize = 64 << 20;
+/// Buffer room a worker always keeps between jobs, for the frames it reads and for those it
+/// writes; see [`trim`] for more.
+const KEEP: usize = 1 << 20;
+
+/// Frees the room of `buf`, which holds the last frame it carried, once that frame needed
+/// less than a quarter of it. So a run of large payloads reuses pages already faulted in
+/// (fresh ones cost more than the copy into them), and room a huge payload left is given
+/// back at the next smaller job rather than kept for good.
+fn trim(buf: &mut Vec<u8>) {
+    if buf.capacity() > KEEP && buf.capacity() / 4 > buf.len() {
+        *buf = Vec::new();
+    }
+}
 
 static CURRENT: OnceLock<WorkerInfo> = OnceLock::new();
 
@@ -113,9 +122,7 @@ fn serve(parent: u32) -> io::Result<()> {
 
     let mut out = Vec::new();
     loop {
-        if body.capacity() > KEEP {
-            body = Vec::new();
-        }
+        trim(&mut body);
         if wire::read_frame(&mut reader, &mut body)?.is_none() {
             break;
         }
@@ -137,9 +144,7 @@ fn serve(parent: u32) -> io::Result<()> {
                 }
                 out = results.finish();
                 writer.write_all(&out)?;
-                if out.capacity() > KEEP {
-                    out = Vec::new();
-                }
+                trim(&mut out);
             }
             ToWorker::Shutdown => return Ok(()),
             ToWorker::Setup { .. } => {
