@@ -17,10 +17,10 @@ use crate::supervisor::{Cause, DEPTH, Job, Phase, Shared, Worker};
 use crate::sys::{self, PollFd};
 use crate::wire::FromWorker;
 
-/// The jobs of one blocking call, made as workers have room for them, and what the calling
-/// thread does while it waits.
+/// The jobs of one blocking call, handed out as workers have room for them, and what the
+/// calling thread does while it waits.
 pub(crate) trait Source {
-    /// How many jobs are left to make.
+    /// How many jobs are left to hand out.
     fn left(&self) -> usize;
 
     /// The next job; `None` once none are left.
