@@ -142,10 +142,23 @@ fn blocking_calls_from_many_threads_share_the_workers() {
                 scope.spawn(move || {
                     for i in 0..200 {
                         let x = t * 1000 + i;
-                        assert_eq!(pool.apply(square, (x,)).unwrap(), x * x);
+                        // Half the threads queue through the supervisor while the others
+                        // borrow workers, so that lending, taking back and dispatching mix.
+                        let got = if t % 2 == 0 {
+                            pool.apply(square, (x,)).unwrap()
+                        } else {
+                            pool.apply_async(square, (x,)).unwrap().get().unwrap()
+                        };
+                        assert_eq!(got, x * x);
                         if i % 50 == 0 {
                             let squares = pool.map(square, 0..100).unwrap();
                             assert_eq!(squares[99], 9801);
+                            let streamed: Vec<u64> = pool
+                                .imap(square, 0..10)
+                                .unwrap()
+                                .map(Result::unwrap)
+                                .collect();
+                            assert_eq!(streamed[9], 81);
                         }
                     }
                 })
@@ -156,7 +169,7 @@ fn blocking_calls_from_many_threads_share_the_workers() {
         }
     });
     let stats = pool.stats();
-    assert_eq!(stats.ok, 8 * 200 + 8 * 4 * 100);
+    assert_eq!(stats.ok, 8 * 200 + 8 * 4 * (100 + 10));
     assert_eq!(stats.in_flight, 0);
     assert_eq!(stats.worker_deaths, 0);
     finish(pool);
