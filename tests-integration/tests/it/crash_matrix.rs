@@ -1,6 +1,7 @@
 //! The crash matrix: every way a task can fail or misbehave, each run under `apply_async`,
-//! `map` and `imap`. For each, the caller's error names the task, the worker and how the
-//! worker ended; nothing hangs; the pool serves on; no child is left.
+//! `map_async` and `imap` (through the supervisor) and under a blocking `apply` and `map`
+//! (on a worker the calling thread borrows). For each, the caller's error names the task,
+//! the worker and how the worker ended; nothing hangs; the pool serves on; no child is left.
 
 use std::io::Write;
 use std::time::Duration;
@@ -179,6 +180,10 @@ enum Mode {
     ApplyAsync,
     Map,
     Imap,
+    /// `apply` on an idle pool: the calling thread borrows the worker.
+    Apply,
+    /// `map` on an idle pool: the calling thread borrows the worker.
+    BlockingMap,
 }
 
 const TASK: &str = "it::crash_matrix::faulty";
@@ -230,7 +235,7 @@ fn run_case(mode: Mode, fault: Fault, expect: Expect) {
     // dies, its calls run again one by one, and the faulty one arrives a second time.
     let arrivals = match (killer, mode) {
         (false, _) => 0,
-        (true, Mode::Map) => 2,
+        (true, Mode::Map | Mode::BlockingMap) => 2,
         (true, _) => 1,
     };
     let kill_when_it_arrives = || {
@@ -252,12 +257,19 @@ fn run_case(mode: Mode, fault: Fault, expect: Expect) {
         Mode::Map => {
             let pending = pool.map_async(faulty, calls).unwrap();
             kill_when_it_arrives();
-            pending.get_timeout(BOUND).map(|replies| {
-                let values: Vec<u64> = replies.into_iter().map(value).collect();
-                assert_eq!(values, (0..CALLS).collect::<Vec<_>>());
-                values[FAULTY as usize]
-            })
+            pending.get_timeout(BOUND).map(map_value)
         }
+        Mode::Apply => std::thread::scope(|scope| {
+            let call = calls[FAULTY as usize].clone();
+            let caller = scope.spawn(|| pool.apply(faulty, (call,)));
+            kill_when_it_arrives();
+            caller.join().unwrap().map(value)
+        }),
+        Mode::BlockingMap => std::thread::scope(|scope| {
+            let caller = scope.spawn(|| pool.map(faulty, calls));
+            kill_when_it_arrives();
+            caller.join().unwrap().map(map_value)
+        }),
         Mode::Imap => {
             let results = pool.imap(faulty, calls).unwrap();
             kill_when_it_arrives();
@@ -284,6 +296,13 @@ fn run_case(mode: Mode, fault: Fault, expect: Expect) {
     pool.close();
     pool.join().unwrap();
     assert_no_children();
+}
+
+/// The faulty call's value from a map's replies, which must all be there and in order.
+fn map_value(replies: Vec<Reply>) -> u64 {
+    let values: Vec<u64> = replies.into_iter().map(value).collect();
+    assert_eq!(values, (0..CALLS).collect::<Vec<_>>());
+    values[FAULTY as usize]
 }
 
 fn value(reply: Reply) -> u64 {
@@ -356,6 +375,16 @@ macro_rules! matrix {
             #[test]
             fn imap() {
                 run_case(Mode::Imap, $fault, $expect);
+            }
+
+            #[test]
+            fn apply() {
+                run_case(Mode::Apply, $fault, $expect);
+            }
+
+            #[test]
+            fn blocking_map() {
+                run_case(Mode::BlockingMap, $fault, $expect);
             }
         }
     )*};
