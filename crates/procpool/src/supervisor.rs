@@ -712,7 +712,7 @@ impl Supervisor {
             let index = worker.info.index;
             // Its exit may have been seen after it was given back as sound.
             let exited = self.away[index].is_some_and(|away| away.exited);
-            let cause = if exited { cause.or(Some(Cause::Gone)) } else { cause };
+            let cause = cause.or(exited.then_some(Cause::Gone));
             self.take_back(worker);
             match cause {
                 Some(Cause::Abandoned) => self.abandon(index),
