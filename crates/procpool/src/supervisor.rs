@@ -132,6 +132,17 @@ pub(crate) struct Returned {
     pub(crate) cause: Option<Cause>,
 }
 
+impl State {
+    /// The workers callers gave back, no longer marked as seen exiting while held (the
+    /// supervisor keeps that mark in `Away` until it has settled them).
+    fn take_returned(&mut self) -> Vec<Returned> {
+        let returned = std::mem::take(&mut self.returned);
+        self.exited
+            .retain(|pid| !returned.iter().any(|r| r.worker.info.pid == *pid));
+        returned
+    }
+}
+
 impl Shared {
     pub(crate) fn lock(&self) -> MutexGuard<'_, State> {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
@@ -684,10 +695,6 @@ impl Supervisor {
     fn take_back(&mut self, worker: Worker) {
         let index = worker.info.index;
         debug_assert!(self.slots[index].is_none(), "slot {index} is taken");
-        if self.away[index].is_some_and(|away| away.exited) {
-            let pid = worker.info.pid;
-            self.shared.lock().exited.retain(|&p| p != pid);
-        }
         self.away[index] = None;
         self.slots[index] = Some(worker);
     }
@@ -703,7 +710,7 @@ impl Supervisor {
             } else {
                 std::mem::take(&mut state.idle)
             };
-            (idle, std::mem::take(&mut state.returned))
+            (idle, state.take_returned())
         };
         for worker in idle {
             self.take_back(worker);
@@ -769,7 +776,7 @@ impl Supervisor {
             let (idle, returned, lent) = {
                 let mut state = self.shared.lock();
                 let idle = std::mem::take(&mut state.idle);
-                (idle, std::mem::take(&mut state.returned), state.lent)
+                (idle, state.take_returned(), state.lent)
             };
             for worker in idle {
                 self.take_back(worker);
