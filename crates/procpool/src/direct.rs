@@ -17,45 +17,24 @@ use crate::supervisor::{Cause, DEPTH, Job, Phase, Shared, Worker};
 use crate::sys::{self, PollFd};
 use crate::wire::FromWorker;
 
-/// The jobs of one blocking call, handed out as workers have room for them, and what the
-/// calling thread does while it waits.
-pub(crate) trait Source {
-    /// How many jobs are left to hand out.
-    fn left(&self) -> usize;
-
-    /// The next job; `None` once none are left.
-    fn next_job(&mut self) -> Option<Job>;
-
-    /// Useful work while the workers run, such as decoding the results already in. Returns
-    /// whether it did any; then the workers are looked at again without blocking.
-    fn while_waiting(&mut self) -> bool {
-        false
-    }
-}
-
-/// A source of jobs made beforehand.
-impl Source for VecDeque<Job> {
-    fn left(&self) -> usize {
-        self.len()
-    }
-
-    fn next_job(&mut self) -> Option<Job> {
-        self.pop_front()
-    }
-}
-
-/// Runs the jobs of `source` from this thread on borrowed workers, as the supervisor would:
-/// up to [`DEPTH`] jobs at a time on each, the next one written as soon as a worker has
-/// room. Borrows `workers` idle workers (fewer when there are fewer jobs), and only if
-/// that many are idle and nothing is queued; otherwise returns false at once, having taken
-/// nothing from `source`, whose jobs then go through the queue.
+/// Runs `jobs` from this thread on borrowed workers, as the supervisor would: up to
+/// [`DEPTH`] jobs at a time on each, the next one written as soon as a worker has room.
+/// Borrows `workers` idle workers (fewer when there are fewer jobs), and only if that many
+/// are idle and nothing is queued; otherwise returns false at once, with `jobs` untouched,
+/// to go through the queue.
 ///
 /// Returns once every job has been delivered or handed to the supervisor: a worker that
 /// fails goes back with what it held, and jobs no borrowed worker is left to run go to the
-/// queue. Between steps, the thread decodes results ([`Source::while_waiting`]); a
-/// `terminate` meanwhile waits for the step it is on to end.
-pub(crate) fn run(shared: &Shared, source: &mut dyn Source, workers: usize) -> bool {
-    let wanted = workers.min(source.left());
+/// queue. Before it would block, the thread calls `while_waiting`, which does some useful
+/// work (decoding the results already in) and says whether it did; a `terminate` meanwhile
+/// waits for that step to end.
+pub(crate) fn run(
+    shared: &Shared,
+    jobs: &mut VecDeque<Job>,
+    workers: usize,
+    while_waiting: &mut dyn FnMut() -> bool,
+) -> bool {
+    let wanted = workers.min(jobs.len());
     let workers = {
         let mut state = shared.lock();
         let lendable = wanted > 0
@@ -88,7 +67,7 @@ pub(crate) fn run(shared: &Shared, source: &mut dyn Source, workers: usize) -> b
         // One job to each worker first, then a second to each, as the supervisor does.
         for depth in 1..=DEPTH {
             for borrowed in &mut held {
-                borrowed.feed(source, depth);
+                borrowed.feed(jobs, depth);
             }
         }
         for borrowed in &mut held {
@@ -98,11 +77,10 @@ pub(crate) fn run(shared: &Shared, source: &mut dyn Source, workers: usize) -> b
         if held.is_empty() {
             // Every borrowed worker went back: done, or, if some failed, the jobs left go
             // through the queue.
-            let rest: Vec<Job> = std::iter::from_fn(|| source.next_job()).collect();
-            if !rest.is_empty() {
-                let calls = rest.iter().map(|job| job.count).sum();
+            if !jobs.is_empty() {
+                let calls = jobs.iter().map(|job| job.count).sum();
                 shared.counters.submitted(calls);
-                shared.requeue(rest);
+                shared.requeue(jobs.drain(..));
             }
             return true;
         }
@@ -119,7 +97,7 @@ pub(crate) fn run(shared: &Shared, source: &mut dyn Source, workers: usize) -> b
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
         }
-        let timeout = if source.while_waiting() || spin(&mut fds, spare_cpu) {
+        let timeout = if while_waiting() || spin(&mut fds, spare_cpu) {
             Some(Duration::ZERO)
         } else {
             deadline.map(|at| at.saturating_duration_since(Instant::now()))
@@ -131,7 +109,7 @@ pub(crate) fn run(shared: &Shared, source: &mut dyn Source, workers: usize) -> b
             continue;
         }
         let now = Instant::now();
-        let drained = source.left() == 0;
+        let drained = jobs.is_empty();
         for (borrowed, polled) in held.iter_mut().zip(fds.chunks_exact(2)) {
             borrowed.service(&polled[0], &polled[1], drained);
             borrowed.expire(now);
@@ -189,15 +167,15 @@ struct Borrowed<'a> {
 }
 
 impl Borrowed<'_> {
-    /// Gives the worker jobs made by `source` until it holds `depth`, within its
+    /// Gives the worker jobs from `jobs` until it holds `depth`, within its
     /// `max_tasks_per_child`, and writes each at once.
-    fn feed(&mut self, source: &mut dyn Source, depth: usize) {
+    fn feed(&mut self, jobs: &mut VecDeque<Job>, depth: usize) {
         let Some(worker) = &mut self.worker else {
             return;
         };
-        let budget = self.shared.max_tasks_per_child.unwrap_or(u64::MAX);
-        while worker.in_flight.len() < depth && worker.assigned < budget {
-            let Some(job) = source.next_job() else {
+        let max = self.shared.max_tasks_per_child;
+        while worker.in_flight.len() < depth && !worker.spent(max) {
+            let Some(job) = jobs.pop_front() else {
                 return;
             };
             self.shared.counters.submitted(job.count);

@@ -438,7 +438,7 @@ impl Pool {
         let (job, collector, name) = self.apply_job::<F, Args>(args, options)?;
         // A blocking call runs on an idle worker from this thread when there is one.
         let mut jobs = VecDeque::from([job]);
-        if !direct::run(&self.shared, &mut jobs, 1) {
+        if !direct::run(&self.shared, &mut jobs, 1, &mut || false) {
             self.shared.submit(jobs)?;
         }
         AsyncResult::<F::Output>::new(collector, name).get()
@@ -801,19 +801,22 @@ impl Pool {
             len,
             task,
         } = jobs;
-        let mut map = BlockingMap {
-            jobs: VecDeque::from(jobs),
-            collector: Arc::clone(&collector),
-            assembly: Assembly::new(len, task),
+        let mut jobs = VecDeque::from(jobs);
+        let mut assembly = Assembly::new(len, task);
+        // Decodes one batch of results that is in, if there is one.
+        let mut decode_one = || match collector.take_batch() {
+            Some(batch) => {
+                assembly.add(&batch);
+                true
+            }
+            None => false,
         };
-        if !direct::run(&self.shared, &mut map, self.processes) {
-            self.shared.submit(map.jobs.drain(..))?;
+        if !direct::run(&self.shared, &mut jobs, self.processes, &mut decode_one) {
+            self.shared.submit(jobs)?;
         }
         collector.wait_filled(len, None);
-        while let Some(batch) = collector.take_batch() {
-            map.assembly.add(&batch);
-        }
-        map.assembly.finish()
+        while decode_one() {}
+        assembly.finish()
     }
 
     /// The jobs of a map over `items`, all encoded: an item that does not encode fails the
@@ -1025,34 +1028,6 @@ struct MapJobs {
     collector: Arc<Collector>,
     len: usize,
     task: &'static str,
-}
-
-/// A blocking map run from the calling thread: it decodes the results that are in while it
-/// waits for the rest.
-struct BlockingMap<R> {
-    jobs: VecDeque<Job>,
-    collector: Arc<Collector>,
-    assembly: Assembly<R>,
-}
-
-impl<R: DeserializeOwned> direct::Source for BlockingMap<R> {
-    fn left(&self) -> usize {
-        self.jobs.len()
-    }
-
-    fn next_job(&mut self) -> Option<Job> {
-        self.jobs.pop_front()
-    }
-
-    fn while_waiting(&mut self) -> bool {
-        match self.collector.take_batch() {
-            Some(batch) => {
-                self.assembly.add(&batch);
-                true
-            }
-            None => false,
-        }
-    }
 }
 
 /// Feeds an [`Imap`] from an iterator, one chunk a call.

@@ -155,17 +155,12 @@ impl Shared {
     /// Gives a borrowed worker back: to the idle workers when it can serve another call at
     /// once, else to the supervisor (which is woken), with `cause` if it failed.
     pub(crate) fn give_back(&self, worker: Worker, cause: Option<Cause>) {
-        let spent = self
-            .max_tasks_per_child
-            .is_some_and(|max| worker.assigned >= max);
         let mut state = self.lock();
         state.lent -= 1;
-        let cause = match state.exited.contains(&worker.info.pid) {
-            true => Some(cause.unwrap_or(Cause::Gone)),
-            false => cause,
-        };
+        let exited = state.exited.contains(&worker.info.pid);
+        let cause = cause.or(exited.then_some(Cause::Gone));
         let idle = cause.is_none()
-            && !spent
+            && !worker.spent(self.max_tasks_per_child)
             && state.queue.is_empty()
             && matches!(state.phase, Phase::Running);
         if idle {
@@ -325,6 +320,11 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
+    /// Whether the worker has been given all the jobs `max_tasks_per_child` allows.
+    pub(crate) fn spent(&self, max_tasks_per_child: Option<u64>) -> bool {
+        max_tasks_per_child.is_some_and(|max| self.assigned >= max)
+    }
+
     /// When the job this worker runs now must be done by, and the timeout of one of its
     /// calls. A chunk of several calls gets the timeout once per call.
     pub(crate) fn deadline(&self, default: Option<Duration>) -> Option<(Instant, Duration)> {
@@ -558,7 +558,8 @@ impl Supervisor {
         self.take_back_lent();
         let shared = Arc::clone(&self.shared);
         let mut state = shared.lock();
-        let lent = state.lent + state.borrowers;
+        // A worker a caller holds belongs to a blocking call still running.
+        let borrowers = state.borrowers;
         match state.phase.clone() {
             Phase::Terminating => return false,
             Phase::Broken(error) => {
@@ -567,11 +568,11 @@ impl Supervisor {
                 for job in dropped {
                     job.fail(&error);
                 }
-                return self.wind_down(lent);
+                return self.wind_down(borrowers);
             }
             Phase::Closed if state.queue.is_empty() => {
                 drop(state);
-                return self.wind_down(lent);
+                return self.wind_down(borrowers);
             }
             Phase::Running | Phase::Closed => {}
         }
@@ -646,8 +647,8 @@ impl Supervisor {
                 if state.queue.is_empty() {
                     return;
                 }
-                let budget = self.config.max_tasks_per_child.unwrap_or(u64::MAX);
-                if worker.ready && worker.in_flight.len() == depth && worker.assigned < budget {
+                let max = self.config.max_tasks_per_child;
+                if worker.ready && worker.in_flight.len() == depth && !worker.spent(max) {
                     let job = state.queue.pop_front().expect("the queue is not empty");
                     if worker.in_flight.is_empty() {
                         worker.front_since = Some(now);
@@ -668,13 +669,13 @@ impl Supervisor {
         if !state.queue.is_empty() || !matches!(state.phase, Phase::Running) {
             return;
         }
-        let budget = self.config.max_tasks_per_child.unwrap_or(u64::MAX);
+        let max = self.config.max_tasks_per_child;
         for index in 0..self.slots.len() {
             let lendable = self.slots[index].as_ref().is_some_and(|w| {
                 w.ready
                     && w.in_flight.is_empty()
                     && !w.wants_write()
-                    && w.assigned < budget
+                    && !w.spent(max)
                     && w.exit_fd.is_some()
             });
             if !lendable {
@@ -724,16 +725,7 @@ impl Supervisor {
             match cause {
                 Some(Cause::Abandoned) => self.abandon(index),
                 Some(cause) => self.on_death(index, cause),
-                None => {
-                    let worker = self.slots[index].as_ref().expect("just taken back");
-                    let spent = self
-                        .config
-                        .max_tasks_per_child
-                        .is_some_and(|max| worker.assigned >= max);
-                    if spent && worker.in_flight.is_empty() {
-                        self.retire(index);
-                    }
-                }
+                None => self.retire_if_spent(index),
             }
         }
     }
@@ -836,8 +828,8 @@ impl Supervisor {
     /// With no new work coming: once no worker holds a job (and no blocking call runs on
     /// borrowed workers), tell them all to exit; returns false once every worker has exited
     /// and been reaped.
-    fn wind_down(&mut self, lent: usize) -> bool {
-        if lent > 0 || self.slots.iter().flatten().any(|w| !w.in_flight.is_empty()) {
+    fn wind_down(&mut self, borrowers: usize) -> bool {
+        if borrowers > 0 || self.slots.iter().flatten().any(|w| !w.in_flight.is_empty()) {
             return true;
         }
         for slot in &mut self.slots {
@@ -963,15 +955,18 @@ impl Supervisor {
             }
             FromWorker::Results(results) => {
                 worker.complete_front(results, frame)?;
-                let spent = self
-                    .config
-                    .max_tasks_per_child
-                    .is_some_and(|max| worker.assigned >= max);
-                if spent && worker.in_flight.is_empty() {
-                    self.retire(index);
-                }
+                self.retire_if_spent(index);
                 Ok(())
             }
+        }
+    }
+
+    /// Retires the worker in slot `index` once it has run its `max_tasks_per_child` jobs and
+    /// holds none.
+    fn retire_if_spent(&mut self, index: usize) {
+        let worker = self.slots[index].as_ref().expect("a worker is in the slot");
+        if worker.spent(self.config.max_tasks_per_child) && worker.in_flight.is_empty() {
+            self.retire(index);
         }
     }
 
@@ -1223,6 +1218,7 @@ impl Worker {
         let counters = &done.counters;
         counters.ended(None, count - panicked - failed);
         counters.ended(Some(ErrorKind::Panicked), panicked);
+        // The other failures a worker reports (codec, unregistered) all count as `other`.
         counters.ended(Some(ErrorKind::Codec), failed);
         let batch = Batch::results(done.calls(), frame, done.task, self.info);
         done.sink.deliver(batch);

@@ -6,7 +6,6 @@
 
 use std::fmt;
 use std::io::{self, Read};
-use std::ops::Range;
 
 use crate::error::TaskFailure;
 
@@ -327,16 +326,9 @@ impl<'a> Cursor<'a> {
         self.array().map(u64::from_le_bytes)
     }
 
-    fn bytes_range(&mut self) -> Result<Range<usize>, WireError> {
-        let len = self.u32()? as usize;
-        let start = self.pos;
-        self.take(len)?;
-        Ok(start..self.pos)
-    }
-
     fn bytes(&mut self) -> Result<&'a [u8], WireError> {
-        let range = self.bytes_range()?;
-        Ok(&self.buf[range])
+        let len = self.u32()? as usize;
+        self.take(len)
     }
 
     fn str(&mut self) -> Result<&'a str, WireError> {
