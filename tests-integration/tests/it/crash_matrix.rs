@@ -10,7 +10,7 @@ use procpool::{Error, ErrorKind, Pool, WorkerExit};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tests_integration::{Rendezvous, assert_no_children, meet, serial};
 
-use crate::tasks::pid;
+use crate::tasks::{Unencodable, pid};
 
 /// What the faulty call does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -48,24 +48,6 @@ impl Serialize for Undecodable {
 impl<'de> Deserialize<'de> for Undecodable {
     fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
         Err(serde::de::Error::custom("this value refuses to be decoded"))
-    }
-}
-
-/// Decodes fine; refuses to encode.
-#[derive(Debug)]
-struct Unencodable;
-
-impl Serialize for Unencodable {
-    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom(
-            "this value refuses to be encoded",
-        ))
-    }
-}
-
-impl<'de> Deserialize<'de> for Unencodable {
-    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Ok(Unencodable)
     }
 }
 

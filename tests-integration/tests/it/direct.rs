@@ -6,7 +6,7 @@ use std::time::{Duration, Instant};
 
 use procpool::{ApplyOptions, ErrorKind, MapOptions, Pool};
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tests_integration::{Rendezvous, assert_no_children, finish, serial};
+use tests_integration::{Rendezvous, assert_no_children, finish, pool, serial};
 
 use crate::tasks::{hold, pid, square};
 
@@ -25,7 +25,7 @@ fn wait_for(what: &str, mut ready: impl FnMut() -> bool) {
 #[test]
 fn terminate_from_another_thread_ends_a_blocking_apply() {
     let _serial = serial();
-    let pool = Pool::builder().processes(1).build().unwrap();
+    let pool = pool(1);
     let rendezvous = Rendezvous::new();
     std::thread::scope(|scope| {
         let caller = scope.spawn(|| pool.apply(hold, (rendezvous.path(),)));
@@ -43,7 +43,7 @@ fn terminate_from_another_thread_ends_a_blocking_apply() {
 #[test]
 fn join_waits_for_a_blocking_map_that_holds_every_worker() {
     let _serial = serial();
-    let pool = Pool::builder().processes(2).build().unwrap();
+    let pool = pool(2);
     let rendezvous = Rendezvous::new();
     let paths = vec![rendezvous.path(), rendezvous.path()];
     std::thread::scope(|scope| {
@@ -68,7 +68,7 @@ fn join_waits_for_a_blocking_map_that_holds_every_worker() {
 #[test]
 fn an_idle_worker_killed_from_outside_is_replaced() {
     let _serial = serial();
-    let pool = Pool::builder().processes(1).build().unwrap();
+    let pool = pool(1);
     let before = pool.apply(pid, ()).unwrap();
     // SAFETY: kill has no memory effects; the pid is the pool's idle worker, not reaped yet.
     assert_eq!(unsafe { libc::kill(before as i32, libc::SIGKILL) }, 0);
@@ -116,7 +116,7 @@ fn max_tasks_per_child_counts_blocking_calls() {
 #[test]
 fn a_blocking_apply_past_its_timeout_kills_its_worker_and_the_pool_goes_on() {
     let _serial = serial();
-    let pool = Pool::builder().processes(1).build().unwrap();
+    let pool = pool(1);
     let before = pool.apply(pid, ()).unwrap();
     let rendezvous = Rendezvous::new();
     let options = ApplyOptions::new().timeout(Duration::from_millis(200));
@@ -134,7 +134,7 @@ fn a_blocking_apply_past_its_timeout_kills_its_worker_and_the_pool_goes_on() {
 #[test]
 fn blocking_calls_from_many_threads_share_the_workers() {
     let _serial = serial();
-    let pool = Pool::builder().processes(2).build().unwrap();
+    let pool = pool(2);
     std::thread::scope(|scope| {
         let callers: Vec<_> = (0..8u64)
             .map(|t| {
@@ -213,7 +213,7 @@ fn picky_pair(item: Picky, more: u64) -> u64 {
 #[test]
 fn a_blocking_map_with_a_later_argument_that_does_not_encode_runs_nothing() {
     let _serial = serial();
-    let pool = Pool::builder().processes(2).build().unwrap();
+    let pool = pool(2);
     let good = |value| Picky {
         refuse: false,
         value,
@@ -290,7 +290,7 @@ fn fragile(breaks: bool, path: String) -> Fragile {
 #[test]
 fn a_caller_that_panics_while_it_holds_workers_kills_no_worker_count() {
     let _serial = serial();
-    let pool = Pool::builder().processes(1).build().unwrap();
+    let pool = pool(1);
     let rendezvous = Rendezvous::new();
     let path = rendezvous.path();
     // One worker, two jobs in flight: the first result breaks when decoded, which happens

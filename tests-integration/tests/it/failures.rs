@@ -4,10 +4,9 @@
 use std::collections::HashSet;
 
 use procpool::{ErrorKind, MapOptions, Pool, WorkerExit};
-use serde::{Serialize, Serializer};
 use tests_integration::{Rendezvous, assert_no_children, finish, pool, serial};
 
-use crate::tasks::{hold, pid, square};
+use crate::tasks::{Unencodable, hold, pid, square};
 
 #[procpool::task]
 fn panics(x: u64) -> u64 {
@@ -46,24 +45,6 @@ fn crash_one(x: u64) -> u64 {
         std::process::abort();
     }
     x
-}
-
-/// A result whose encoding always fails.
-#[derive(Debug)]
-struct Unencodable;
-
-impl Serialize for Unencodable {
-    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
-        Err(serde::ser::Error::custom(
-            "this value refuses to be encoded",
-        ))
-    }
-}
-
-impl<'de> serde::Deserialize<'de> for Unencodable {
-    fn deserialize<D: serde::Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Ok(Unencodable)
-    }
 }
 
 #[procpool::task]

@@ -1,6 +1,25 @@
-//! Tasks that several groups of tests use.
+//! Tasks, and values, that several groups of tests use.
 
+use serde::{Deserialize, Deserializer, Serialize, Serializer};
 use tests_integration::meet;
+
+/// Decodes fine; refuses to encode.
+#[derive(Debug)]
+pub struct Unencodable;
+
+impl Serialize for Unencodable {
+    fn serialize<S: Serializer>(&self, _: S) -> Result<S::Ok, S::Error> {
+        Err(serde::ser::Error::custom(
+            "this value refuses to be encoded",
+        ))
+    }
+}
+
+impl<'de> Deserialize<'de> for Unencodable {
+    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
+        Ok(Unencodable)
+    }
+}
 
 #[procpool::task]
 pub fn square(x: u64) -> u64 {
