@@ -10,7 +10,7 @@ use std::time::{Duration, Instant};
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, WorkerInfo};
-use crate::wire::{RESULTS_START, ResultItems};
+use crate::wire::{ResultItems, ResultsAt};
 
 /// The outcomes of some calls of one submission, as one job delivered them: call `i` of the
 /// batch is the submission's call `start + i * stride`.
@@ -21,9 +21,9 @@ pub(crate) struct Batch {
     count: usize,
     outcomes: Outcomes,
     /// For [`Imap`], which takes calls one by one and in order: how many have been taken,
-    /// and where the next one's result starts in the body.
+    /// and where the next one's result starts in the body (`None` before the first).
     taken: usize,
-    next: usize,
+    next: Option<ResultsAt>,
 }
 
 #[derive(Debug)]
@@ -66,7 +66,7 @@ impl Batch {
             count,
             outcomes,
             taken: 0,
-            next: RESULTS_START,
+            next: None,
         }
     }
 
@@ -78,7 +78,7 @@ impl Batch {
     fn visit(&self, mut visit: impl FnMut(usize, Result<&[u8], Error>)) {
         match &self.outcomes {
             Outcomes::Results { body, task, worker } => {
-                for (i, item) in ResultItems::at(body, RESULTS_START).enumerate() {
+                for (i, item) in ResultItems::new(body).enumerate() {
                     let item = item.map_err(|failure| Error::from_failure(failure, task, *worker));
                     visit(self.index(i), item);
                 }
@@ -94,9 +94,7 @@ impl Batch {
     /// Whether every call succeeded.
     fn all_ok(&self) -> bool {
         match &self.outcomes {
-            Outcomes::Results { body, .. } => {
-                ResultItems::at(body, RESULTS_START).all(|item| item.is_ok())
-            }
+            Outcomes::Results { body, .. } => ResultItems::new(body).all(|item| item.is_ok()),
             Outcomes::Failed(_) => self.count == 0,
         }
     }
@@ -107,9 +105,12 @@ impl Batch {
         self.taken += 1;
         let item = match &self.outcomes {
             Outcomes::Results { body, task, worker } => {
-                let mut items = ResultItems::at(body, self.next);
+                let mut items = match self.next {
+                    Some(at) => ResultItems::at(body, at),
+                    None => ResultItems::new(body),
+                };
                 let item = items.next().expect("the batch has a call left");
-                self.next = items.position();
+                self.next = Some(items.position());
                 item.map_err(|failure| Error::from_failure(failure, task, *worker))
             }
             Outcomes::Failed(error) => Err(error.clone()),

@@ -12,7 +12,7 @@ use crate::error::TaskFailure;
 /// "PPL" and a 1: the first four bytes of both sides' handshake frames.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PPL1");
 /// Bumped on every change of the frame layout.
-pub(crate) const VERSION: u16 = 1;
+pub(crate) const VERSION: u16 = 2;
 /// The largest frame body either side accepts.
 pub(crate) const MAX_FRAME: usize = 1 << 30;
 
@@ -29,6 +29,7 @@ pub(crate) enum WireError {
     TooLarge { len: usize },
     Truncated,
     UnknownTag(u8),
+    UnknownLayout(u8),
     BadUtf8,
     Trailing(usize),
     Handshake { expected: String, found: String },
@@ -42,6 +43,7 @@ impl fmt::Display for WireError {
             }
             WireError::Truncated => f.write_str("frame ends in the middle of a field"),
             WireError::UnknownTag(tag) => write!(f, "unknown frame tag {tag}"),
+            WireError::UnknownLayout(layout) => write!(f, "unknown layout {layout} of items"),
             WireError::BadUtf8 => f.write_str("name is not valid UTF-8"),
             WireError::Trailing(n) => {
                 write!(f, "{n} unexpected bytes after the frame's last field")
@@ -160,13 +162,138 @@ fn len_u32(len: usize) -> u32 {
     u32::try_from(len).unwrap_or(u32::MAX)
 }
 
+/// The layouts of the items of a RUN or RESULTS body (see `wire.md`).
+const LAYOUT_SIZED: u8 = 0;
+const LAYOUT_PACKED: u8 = 1;
+
+/// Writes the items of a RUN or RESULTS body: packed back to back, with their common size
+/// once, while every item takes the same number of bytes (a map over numbers or fixed-size
+/// records: nothing to write, read or check per item); each with its own length (and, in
+/// RESULTS, its status) from the first item of another size or the first failure on.
+struct ItemWriter {
+    /// Where the layout byte is; the items follow it, after the size when packed.
+    layout_at: usize,
+    /// Whether each item of the sized layout starts with a status byte (RESULTS).
+    tagged: bool,
+    count: usize,
+    packing: Packing,
+    /// Where the last item pushed starts.
+    last_at: usize,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Packing {
+    /// Packed so far, and no item yet to set the size.
+    Empty,
+    /// Packed: every item so far took this many bytes.
+    Packed(usize),
+    Sized,
+}
+
+impl ItemWriter {
+    fn start(frame: &mut FrameWriter, tagged: bool) -> ItemWriter {
+        let layout_at = frame.position();
+        frame.u8(LAYOUT_PACKED).u32(0);
+        ItemWriter {
+            layout_at,
+            tagged,
+            count: 0,
+            packing: Packing::Empty,
+            last_at: frame.position(),
+        }
+    }
+
+    /// Appends one item that `write` encodes; when it fails, nothing is left of it.
+    fn push<E>(
+        &mut self,
+        frame: &mut FrameWriter,
+        write: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let at = frame.position();
+        if self.packing == Packing::Sized {
+            if self.tagged {
+                frame.u8(0);
+            }
+            if let Err(error) = frame.field(write) {
+                frame.buf.truncate(at);
+                return Err(error);
+            }
+            self.last_at = at;
+        } else {
+            if let Err(error) = write(&mut frame.buf) {
+                frame.buf.truncate(at);
+                return Err(error);
+            }
+            let size = frame.position() - at;
+            self.last_at = at;
+            match self.packing {
+                Packing::Empty => self.packing = Packing::Packed(size),
+                Packing::Packed(common) if common == size => {}
+                _ => {
+                    // The first item of another size: the items so far get their lengths.
+                    let item = frame.buf.split_off(at);
+                    self.unpack(frame);
+                    self.last_at = frame.position();
+                    if self.tagged {
+                        frame.u8(0);
+                    }
+                    frame.bytes(&item);
+                }
+            }
+        }
+        self.count += 1;
+        Ok(())
+    }
+
+    /// Takes the last item pushed out again.
+    fn pop(&mut self, frame: &mut FrameWriter) {
+        frame.buf.truncate(self.last_at);
+        self.count -= 1;
+    }
+
+    /// Switches to the sized layout, rewriting the items packed so far.
+    fn unpack(&mut self, frame: &mut FrameWriter) {
+        let size = match self.packing {
+            Packing::Sized => return,
+            Packing::Empty => 0,
+            Packing::Packed(size) => size,
+        };
+        let packed = frame.buf.split_off(self.layout_at + 5);
+        frame.buf.truncate(self.layout_at);
+        frame.u8(LAYOUT_SIZED);
+        frame
+            .buf
+            .reserve(packed.len() + self.count * (4 + usize::from(self.tagged)));
+        for i in 0..self.count {
+            if self.tagged {
+                frame.u8(0);
+            }
+            frame.bytes(&packed[i * size..(i + 1) * size]);
+        }
+        self.packing = Packing::Sized;
+    }
+
+    /// Appends an item that failed (RESULTS only): from here on the layout is sized.
+    fn push_failure(&mut self, frame: &mut FrameWriter, failure: &TaskFailure) {
+        self.unpack(frame);
+        self.last_at = frame.position();
+        frame.u8(1).failure(failure);
+        self.count += 1;
+    }
+
+    /// Writes the common size of packed items.
+    fn finish(&self, frame: &mut FrameWriter) {
+        if let Packing::Packed(size) = self.packing {
+            frame.patch_u32(self.layout_at + 1, len_u32(size));
+        }
+    }
+}
+
 /// A `RUN` frame: one job of one or more calls of the same task.
 pub(crate) struct RunFrame {
     frame: FrameWriter,
     count_at: usize,
-    count: u32,
-    /// The size of the last item pushed, with its length.
-    last: usize,
+    items: ItemWriter,
 }
 
 impl RunFrame {
@@ -175,38 +302,43 @@ impl RunFrame {
         frame.u64(job).str(name);
         let count_at = frame.position();
         frame.u32(0);
+        let items = ItemWriter::start(&mut frame, false);
         RunFrame {
             frame,
             count_at,
-            count: 0,
-            last: 0,
+            items,
         }
     }
 
+    /// Appends one call's arguments, which `encode` writes; when it fails, nothing is left
+    /// of them.
     pub(crate) fn push<E>(
         &mut self,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
-        let at = self.frame.position();
-        self.frame.field(encode)?;
-        self.count += 1;
-        self.last = self.frame.position() - at;
-        Ok(())
+        self.items.push(&mut self.frame, encode)
     }
 
     pub(crate) fn len(&self) -> usize {
-        self.count as usize
+        self.items.count
     }
 
     /// Makes room for `more` items the size of the last one pushed.
     pub(crate) fn reserve_like_last(&mut self, more: usize) {
-        self.frame.buf.reserve(self.last.saturating_mul(more));
+        let last = match self.items.packing {
+            Packing::Packed(size) => size,
+            // A length (and the item) per item; the items' sizes are not kept.
+            Packing::Empty | Packing::Sized => 4,
+        };
+        self.frame.buf.reserve(last.saturating_mul(more));
     }
 
     /// The finished frame, or `Err` with the body's length when it is over [`MAX_FRAME`]: a
     /// worker would refuse it, so it must not be sent.
     pub(crate) fn finish(mut self) -> Result<Vec<u8>, usize> {
-        self.frame.patch_u32(self.count_at, self.count);
+        self.frame
+            .patch_u32(self.count_at, len_u32(self.items.count));
+        self.items.finish(&mut self.frame);
         let frame = self.frame.finish();
         match frame.len() - 4 {
             len if len > MAX_FRAME => Err(len),
@@ -218,6 +350,7 @@ impl RunFrame {
 /// A `RESULTS` frame, built by a worker.
 pub(crate) struct ResultsFrame {
     frame: FrameWriter,
+    items: ItemWriter,
 }
 
 impl ResultsFrame {
@@ -226,7 +359,8 @@ impl ResultsFrame {
     pub(crate) fn reusing(buf: Vec<u8>, job: u64, count: u32) -> ResultsFrame {
         let mut frame = FrameWriter::reusing(buf, TAG_RESULTS);
         frame.u64(job).u32(count);
-        ResultsFrame { frame }
+        let items = ItemWriter::start(&mut frame, true);
+        ResultsFrame { frame, items }
     }
 
     #[cfg(test)]
@@ -236,26 +370,27 @@ impl ResultsFrame {
 
     /// Appends one call's outcome; `run` writes the encoded result into the buffer it gets.
     pub(crate) fn push(&mut self, run: impl FnOnce(&mut Vec<u8>) -> Result<(), TaskFailure>) {
-        let at = self.frame.position();
-        self.frame.u8(0);
-        let outcome = self.frame.field(run).map(|_| ()).and_then(|()| {
+        let outcome = self.items.push(&mut self.frame, run).and_then(|()| {
             // A frame over the limit would be refused by the parent as a protocol error:
-            // the result that pushed it over fails alone instead.
+            // the result that pushed it over comes out again and fails alone instead.
             match self.frame.position() - 4 {
-                len if len > MAX_FRAME => Err(TaskFailure::ResultEncode(format!(
-                    "the result takes {} bytes, over the frame limit of {MAX_FRAME}",
-                    len - at
-                ))),
+                len if len > MAX_FRAME => {
+                    let size = self.frame.position() - self.items.last_at;
+                    self.items.pop(&mut self.frame);
+                    Err(TaskFailure::ResultEncode(format!(
+                        "the result takes {size} bytes, over the frame limit of {MAX_FRAME}"
+                    )))
+                }
                 _ => Ok(()),
             }
         });
         if let Err(failure) = outcome {
-            self.frame.buf.truncate(at);
-            self.frame.u8(1).failure(&failure);
+            self.items.push_failure(&mut self.frame, &failure);
         }
     }
 
-    pub(crate) fn finish(self) -> Vec<u8> {
+    pub(crate) fn finish(mut self) -> Vec<u8> {
+        self.items.finish(&mut self.frame);
         self.frame.finish()
     }
 }
@@ -287,6 +422,7 @@ pub(crate) fn init_failed_frame(failure: &TaskFailure) -> Vec<u8> {
 }
 
 /// A bounds-checked reader over one frame body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
 struct Cursor<'a> {
     buf: &'a [u8],
     pos: usize,
@@ -335,14 +471,11 @@ impl<'a> Cursor<'a> {
         std::str::from_utf8(self.bytes()?).map_err(|_| WireError::BadUtf8)
     }
 
-    /// A count of fields that each take at least `min_size` bytes, checked against what is
-    /// left so that no caller allocates for more fields than the frame can hold.
-    fn count(&mut self, min_size: usize) -> Result<usize, WireError> {
-        let count = self.u32()? as usize;
-        if count.saturating_mul(min_size) > self.buf.len() - self.pos {
-            return Err(WireError::Truncated);
-        }
-        Ok(count)
+    /// Steps over `count` packed items of `items`' size.
+    fn skip_packed(&mut self, count: usize, items: &ItemReader<'_>) -> Result<(), WireError> {
+        let size = items.packed.unwrap_or(0);
+        let len = count.checked_mul(size).ok_or(WireError::Truncated)?;
+        self.take(len).map(|_| ())
     }
 
     fn failure(&mut self) -> Result<TaskFailure, WireError> {
@@ -398,7 +531,7 @@ pub(crate) enum ToWorker<'a> {
     Run {
         job: u64,
         name: &'a str,
-        items: Vec<&'a [u8]>,
+        items: RunItems<'a>,
     },
     Shutdown,
 }
@@ -419,12 +552,21 @@ impl<'a> ToWorker<'a> {
             TAG_RUN => {
                 let job = cursor.u64()?;
                 let name = cursor.str()?;
-                let count = cursor.count(4)?;
-                let mut items = Vec::with_capacity(count);
-                for _ in 0..count {
-                    items.push(cursor.bytes()?);
+                let count = cursor.u32()? as usize;
+                let items = ItemReader::new(&mut cursor, count)?;
+                match items.packed {
+                    Some(_) => cursor.skip_packed(count, &items)?,
+                    None => {
+                        for _ in 0..count {
+                            cursor.bytes()?;
+                        }
+                    }
                 }
-                ToWorker::Run { job, name, items }
+                ToWorker::Run {
+                    job,
+                    name,
+                    items: RunItems(items),
+                }
             }
             TAG_SHUTDOWN => ToWorker::Shutdown,
             tag => return Err(WireError::UnknownTag(tag)),
@@ -468,18 +610,24 @@ impl FromWorker {
             TAG_INIT_FAILED => FromWorker::InitFailed(cursor.failure()?),
             TAG_RESULTS => {
                 let job = cursor.u64()?;
-                let count = cursor.count(5)?;
+                let count = cursor.u32()? as usize;
+                let items = ItemReader::new(&mut cursor, count)?;
                 let (mut panicked, mut failed) = (0, 0);
-                for _ in 0..count {
-                    match cursor.u8()? {
-                        0 => {
-                            cursor.bytes()?;
+                match items.packed {
+                    Some(_) => cursor.skip_packed(count, &items)?,
+                    None => {
+                        for _ in 0..count {
+                            match cursor.u8()? {
+                                0 => {
+                                    cursor.bytes()?;
+                                }
+                                1 => match cursor.failure()? {
+                                    TaskFailure::Panic { .. } => panicked += 1,
+                                    _ => failed += 1,
+                                },
+                                tag => return Err(WireError::UnknownTag(tag)),
+                            }
                         }
-                        1 => match cursor.failure()? {
-                            TaskFailure::Panic { .. } => panicked += 1,
-                            _ => failed += 1,
-                        },
-                        tag => return Err(WireError::UnknownTag(tag)),
                     }
                 }
                 FromWorker::Results(Results {
@@ -496,25 +644,102 @@ impl FromWorker {
     }
 }
 
-/// Where the first item of a RESULTS body starts: after the tag, the job and the count.
-pub(crate) const RESULTS_START: usize = 1 + 8 + 4;
-
-/// Reads the items of a RESULTS body that [`FromWorker::decode`] accepted, in order, from a
-/// byte position: [`RESULTS_START`] for the first, [`ResultItems::position`] to go on later.
-pub(crate) struct ResultItems<'a> {
+/// Reads the items of a RUN or RESULTS body in order, from the layout byte on. The body was
+/// checked whole when it arrived ([`ToWorker::decode`], [`FromWorker::decode`]), so reading
+/// the items cannot fail.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+struct ItemReader<'a> {
     cursor: Cursor<'a>,
+    /// Items not yet read.
+    left: usize,
+    /// The common size of packed items; `None` for the sized layout.
+    packed: Option<usize>,
 }
 
-impl<'a> ResultItems<'a> {
-    pub(crate) fn at(body: &'a [u8], pos: usize) -> ResultItems<'a> {
-        ResultItems {
-            cursor: Cursor { buf: body, pos },
-        }
+impl<'a> ItemReader<'a> {
+    /// Reads the layout of `count` items at `cursor`, which moves past it: to the first item.
+    fn new(cursor: &mut Cursor<'a>, count: usize) -> Result<ItemReader<'a>, WireError> {
+        let packed = match cursor.u8()? {
+            LAYOUT_SIZED => None,
+            LAYOUT_PACKED => Some(cursor.u32()? as usize),
+            layout => return Err(WireError::UnknownLayout(layout)),
+        };
+        Ok(ItemReader {
+            cursor: *cursor,
+            left: count,
+            packed,
+        })
     }
 
-    /// Where the next item starts.
-    pub(crate) fn position(&self) -> usize {
-        self.cursor.pos
+    /// The next item's bytes when packed, else `None` (and nothing read).
+    fn next_packed(&mut self) -> Option<&'a [u8]> {
+        let size = self.packed?;
+        Some(self.cursor.take(size).expect(CHECKED))
+    }
+}
+
+const CHECKED: &str = "a frame's items are checked whole when it arrives";
+
+/// The arguments of the calls of a RUN frame, in order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct RunItems<'a>(ItemReader<'a>);
+
+impl<'a> Iterator for RunItems<'a> {
+    type Item = &'a [u8];
+
+    fn next(&mut self) -> Option<&'a [u8]> {
+        let items = &mut self.0;
+        if items.left == 0 {
+            return None;
+        }
+        items.left -= 1;
+        Some(match items.next_packed() {
+            Some(item) => item,
+            None => items.cursor.bytes().expect(CHECKED),
+        })
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.0.left, Some(self.0.left))
+    }
+}
+
+impl ExactSizeIterator for RunItems<'_> {}
+
+/// Where [`ResultItems`] stand in a RESULTS body, to go on from there later.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct ResultsAt {
+    pos: usize,
+    left: usize,
+}
+
+/// Reads the outcomes of the calls of a RESULTS body that [`FromWorker::decode`] accepted,
+/// in order.
+pub(crate) struct ResultItems<'a>(ItemReader<'a>);
+
+impl<'a> ResultItems<'a> {
+    /// The outcomes of a RESULTS body, from the first.
+    pub(crate) fn new(body: &'a [u8]) -> ResultItems<'a> {
+        // Past the tag and the job, to the count.
+        let mut cursor = Cursor { buf: body, pos: 9 };
+        let count = cursor.u32().expect(CHECKED) as usize;
+        ResultItems(ItemReader::new(&mut cursor, count).expect(CHECKED))
+    }
+
+    /// The outcomes of a RESULTS body, from where [`ResultItems::position`] said.
+    pub(crate) fn at(body: &'a [u8], at: ResultsAt) -> ResultItems<'a> {
+        let mut items = ResultItems::new(body);
+        items.0.cursor.pos = at.pos;
+        items.0.left = at.left;
+        items
+    }
+
+    /// Where the next outcome starts.
+    pub(crate) fn position(&self) -> ResultsAt {
+        ResultsAt {
+            pos: self.0.cursor.pos,
+            left: self.0.left,
+        }
     }
 }
 
@@ -523,18 +748,29 @@ impl<'a> Iterator for ResultItems<'a> {
     type Item = Result<&'a [u8], TaskFailure>;
 
     fn next(&mut self) -> Option<Self::Item> {
-        if self.cursor.pos == self.cursor.buf.len() {
+        let items = &mut self.0;
+        if items.left == 0 {
             return None;
         }
-        let item = match self.cursor.u8() {
-            Ok(0) => self.cursor.bytes().map(Ok),
-            Ok(1) => self.cursor.failure().map(Err),
+        items.left -= 1;
+        if let Some(item) = items.next_packed() {
+            return Some(Ok(item));
+        }
+        let item = match items.cursor.u8() {
+            Ok(0) => items.cursor.bytes().map(Ok),
+            Ok(1) => items.cursor.failure().map(Err),
             Ok(tag) => Err(WireError::UnknownTag(tag)),
             Err(error) => Err(error),
         };
-        Some(item.expect("a RESULTS body is checked whole when it arrives"))
+        Some(item.expect(CHECKED))
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.0.left, Some(self.0.left))
     }
 }
+
+impl ExactSizeIterator for ResultItems<'_> {}
 
 /// Reads one frame body from a blocking stream; `Ok(None)` on a clean end of stream.
 ///
@@ -737,7 +973,7 @@ pub fn fuzz_wire(data: &[u8]) {
 #[cfg(feature = "fuzzing")]
 fn decode_all(body: &[u8]) {
     if let Ok(FromWorker::Results(Results { count, .. })) = FromWorker::decode(body) {
-        assert_eq!(ResultItems::at(body, RESULTS_START).count(), count);
+        assert_eq!(ResultItems::new(body).count(), count);
     }
 }
 
@@ -751,14 +987,49 @@ mod tests {
         &frame[4..]
     }
 
-    #[test]
-    fn run_frame_round_trips() {
-        let mut run = RunFrame::new(7, "demo::add");
+    /// The job, task name, arguments and layout byte of a RUN frame.
+    fn run_items(frame: &[u8]) -> (u64, &str, Vec<&[u8]>, u8) {
+        let ToWorker::Run { job, name, items } = ToWorker::decode(body(frame)).unwrap() else {
+            panic!("not a RUN frame");
+        };
+        let layout = frame[4 + 1 + 8 + 4 + name.len() + 4];
+        (job, name, items.collect(), layout)
+    }
+
+    /// The outcomes and layout byte of a RESULTS frame, which must decode as `results`.
+    fn result_items(frame: &[u8], results: Results) -> (Vec<Result<&[u8], TaskFailure>>, u8) {
+        let body = body(frame);
+        assert_eq!(
+            FromWorker::decode(body).unwrap(),
+            FromWorker::Results(results)
+        );
+        (ResultItems::new(body).collect(), body[RESULTS_LAYOUT_AT])
+    }
+
+    /// Where the layout byte of a RESULTS body is: after the tag, the job and the count.
+    const RESULTS_LAYOUT_AT: usize = 1 + 8 + 4;
+
+    fn push_run(run: &mut RunFrame, item: &[u8]) {
         run.push(|buf| -> Result<(), ()> {
-            buf.extend_from_slice(b"ab");
+            buf.extend_from_slice(item);
             Ok(())
         })
         .unwrap();
+    }
+
+    fn ok(job: u64, count: usize) -> Results {
+        Results {
+            job,
+            count,
+            panicked: 0,
+            failed: 0,
+        }
+    }
+
+    #[test]
+    fn run_frame_round_trips() {
+        let mut run = RunFrame::new(7, "demo::add");
+        push_run(&mut run, b"ab");
         assert!(
             run.push(|buf| {
                 buf.push(1);
@@ -766,23 +1037,83 @@ mod tests {
             })
             .is_err()
         );
-        run.push(|_| -> Result<(), ()> { Ok(()) }).unwrap();
+        push_run(&mut run, b"");
         assert_eq!(run.len(), 2);
         let frame = run.finish().unwrap();
-        let decoded = ToWorker::decode(body(&frame)).unwrap();
         assert_eq!(
-            decoded,
-            ToWorker::Run {
-                job: 7,
-                name: "demo::add",
-                items: vec![b"ab".as_slice(), b""]
-            }
+            run_items(&frame),
+            (7, "demo::add", vec![b"ab".as_slice(), b""], LAYOUT_SIZED)
         );
     }
 
     #[test]
+    fn items_of_one_size_are_packed_without_lengths() {
+        let mut run = RunFrame::new(1, "t");
+        for item in [b"abc", b"def", b"ghi"] {
+            push_run(&mut run, item);
+        }
+        let frame = run.finish().unwrap();
+        let (_, _, items, layout) = run_items(&frame);
+        assert_eq!(items, [b"abc", b"def", b"ghi"]);
+        assert_eq!(layout, LAYOUT_PACKED);
+        // The body: tag, job, name, count, layout, size, then the items and nothing else.
+        assert_eq!(frame.len(), 4 + 1 + 8 + (4 + 1) + 4 + 1 + 4 + 9);
+
+        let mut results = ResultsFrame::new(2, 2);
+        for item in [b"xy", b"zw"] {
+            results.push(|buf| {
+                buf.extend_from_slice(item);
+                Ok(())
+            });
+        }
+        let frame = results.finish();
+        let (items, layout) = result_items(&frame, ok(2, 2));
+        assert_eq!(items, [Ok(b"xy".as_slice()), Ok(b"zw".as_slice())]);
+        assert_eq!(layout, LAYOUT_PACKED);
+    }
+
+    #[test]
+    fn items_of_no_bytes_are_packed_and_counted() {
+        let mut run = RunFrame::new(1, "t");
+        for _ in 0..3 {
+            push_run(&mut run, b"");
+        }
+        let frame = run.finish().unwrap();
+        let (_, _, items, layout) = run_items(&frame);
+        assert_eq!(items, [b"", b"", b""]);
+        assert_eq!(layout, LAYOUT_PACKED);
+        let frame = ResultsFrame::new(4, 0).finish();
+        let (items, _) = result_items(&frame, ok(4, 0));
+        assert!(items.is_empty());
+    }
+
+    #[test]
+    fn an_item_of_another_size_unpacks_the_items_before_it() {
+        let mut run = RunFrame::new(1, "t");
+        for item in [b"ab".as_slice(), b"cd", b"efg", b"hi"] {
+            push_run(&mut run, item);
+        }
+        let frame = run.finish().unwrap();
+        let (_, _, items, layout) = run_items(&frame);
+        assert_eq!(items, [b"ab".as_slice(), b"cd", b"efg", b"hi"]);
+        assert_eq!(layout, LAYOUT_SIZED);
+
+        let mut results = ResultsFrame::new(5, 3);
+        for item in [b"".as_slice(), b"", b"x"] {
+            results.push(|buf| {
+                buf.extend_from_slice(item);
+                Ok(())
+            });
+        }
+        let frame = results.finish();
+        let (items, layout) = result_items(&frame, ok(5, 3));
+        assert_eq!(items, [Ok(b"".as_slice()), Ok(b""), Ok(b"x")]);
+        assert_eq!(layout, LAYOUT_SIZED);
+    }
+
+    #[test]
     fn results_frame_round_trips() {
-        let mut results = ResultsFrame::new(3, 2);
+        let mut results = ResultsFrame::new(3, 3);
         results.push(|buf| {
             buf.extend_from_slice(b"xyz");
             Ok(())
@@ -795,21 +1126,95 @@ mod tests {
             buf.push(9);
             Err(failure.clone())
         });
+        // After a failure, results of the first one's size still read back.
+        results.push(|buf| {
+            buf.extend_from_slice(b"uvw");
+            Ok(())
+        });
+        let results_of = Results {
+            job: 3,
+            count: 3,
+            panicked: 1,
+            failed: 0,
+        };
         let frame = results.finish();
-        let body = body(&frame);
+        let (items, layout) = result_items(&frame, results_of);
         assert_eq!(
-            FromWorker::decode(body).unwrap(),
-            FromWorker::Results(Results {
-                job: 3,
-                count: 2,
-                panicked: 1,
-                failed: 0
-            })
+            items,
+            [Ok(b"xyz".as_slice()), Err(failure), Ok(b"uvw".as_slice())]
         );
-        let mut items = ResultItems::at(body, RESULTS_START);
-        assert_eq!(items.next(), Some(Ok(b"xyz".as_slice())));
-        assert_eq!(items.next(), Some(Err(failure)));
-        assert_eq!(items.next(), None);
+        assert_eq!(layout, LAYOUT_SIZED);
+    }
+
+    #[test]
+    fn a_result_over_the_frame_limit_fails_alone() {
+        let mut results = ResultsFrame::new(1, 3);
+        // Zeroed by the allocator and copied with `memcpy`: quick even in a debug build.
+        let push = |results: &mut ResultsFrame, len: usize| {
+            let bytes = vec![0; len];
+            results.push(|buf| {
+                buf.extend_from_slice(&bytes);
+                Ok(())
+            })
+        };
+        push(&mut results, 2);
+        push(&mut results, MAX_FRAME);
+        push(&mut results, 2);
+        let frame = results.finish();
+        let results_of = Results {
+            job: 1,
+            count: 3,
+            panicked: 0,
+            failed: 1,
+        };
+        let (items, _) = result_items(&frame, results_of);
+        assert_eq!(items[0], Ok([0, 0].as_slice()));
+        assert!(
+            matches!(&items[1], Err(TaskFailure::ResultEncode(m)) if m.contains("over the frame limit")),
+            "{:?}",
+            items[1]
+        );
+        assert_eq!(items[2], Ok([0, 0].as_slice()));
+    }
+
+    #[test]
+    fn reading_results_goes_on_from_a_position() {
+        for packed in [true, false] {
+            let mut results = ResultsFrame::new(1, 3);
+            for item in [b"a".as_slice(), b"b", if packed { b"c" } else { b"cc" }] {
+                results.push(|buf| {
+                    buf.extend_from_slice(item);
+                    Ok(())
+                });
+            }
+            let frame = results.finish();
+            let body = body(&frame);
+            let mut items = ResultItems::new(body);
+            assert_eq!(items.next(), Some(Ok(b"a".as_slice())));
+            let mut items = ResultItems::at(body, items.position());
+            assert_eq!(items.len(), 2);
+            assert_eq!(items.next(), Some(Ok(b"b".as_slice())));
+            let mut items = ResultItems::at(body, items.position());
+            let last: &[u8] = if packed { b"c" } else { b"cc" };
+            assert_eq!(items.next(), Some(Ok(last)));
+            assert_eq!(items.next(), None);
+        }
+    }
+
+    #[test]
+    fn packed_items_must_fill_the_body_exactly() {
+        let mut run = RunFrame::new(1, "t");
+        push_run(&mut run, b"ab");
+        push_run(&mut run, b"cd");
+        let frame = run.finish().unwrap();
+        let short = &frame[4..frame.len() - 1];
+        assert_eq!(ToWorker::decode(short), Err(WireError::Truncated));
+        let mut long = frame[4..].to_vec();
+        long.push(0);
+        assert_eq!(ToWorker::decode(&long), Err(WireError::Trailing(1)));
+        let mut bad = frame[4..].to_vec();
+        bad[1 + 8 + 5 + 4] = 7;
+        assert_eq!(ToWorker::decode(&bad), Err(WireError::UnknownLayout(7)));
     }
 
     #[test]
@@ -823,9 +1228,9 @@ mod tests {
             }
         );
         let mut bad = frame.clone();
-        bad[9] = 2; // the version's low byte
+        bad[9] = 3; // the version's low byte
         let err = FromWorker::decode(body(&bad)).unwrap_err();
-        assert_eq!(err.to_string(), "expected protocol version 1, found 2");
+        assert_eq!(err.to_string(), "expected protocol version 2, found 3");
         let setup = setup_frame(1, Some(("init", b"args")));
         assert_eq!(
             ToWorker::decode(body(&setup)).unwrap(),
@@ -1032,19 +1437,49 @@ mod tests {
             proptest::prop_assert_eq!(frames, bodies);
         }
 
+        /// Outcomes of a few sizes, so that runs of one size pack and a size or a failure
+        /// that breaks the run unpacks them; `None` is a call that failed.
         #[test]
-        fn results_survive_any_payload(payloads in proptest::collection::vec(proptest::collection::vec(proptest::prelude::any::<u8>(), 0..64), 0..16)) {
-            let mut results = ResultsFrame::new(1, payloads.len() as u32);
-            for p in &payloads {
-                results.push(|buf| { buf.extend_from_slice(p); Ok(()) });
+        fn results_survive_any_outcomes(outcomes in proptest::collection::vec(proptest::option::weighted(0.9, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3)), 0..16)) {
+            let mut results = ResultsFrame::new(1, outcomes.len() as u32);
+            let failure = TaskFailure::ArgsDecode("bad".into());
+            for outcome in &outcomes {
+                results.push(|buf| match outcome {
+                    Some(bytes) => { buf.extend_from_slice(bytes); Ok(()) }
+                    None => { buf.push(1); Err(failure.clone()) }
+                });
             }
             let frame = results.finish();
             let body = &frame[4..];
+            let failed = outcomes.iter().filter(|o| o.is_none()).count();
             let decoded = FromWorker::decode(body).unwrap();
-            let expected = FromWorker::Results(Results { job: 1, count: payloads.len(), panicked: 0, failed: 0 });
+            let expected = FromWorker::Results(Results { job: 1, count: outcomes.len(), panicked: 0, failed });
             proptest::prop_assert_eq!(decoded, expected);
-            let got: Vec<&[u8]> = ResultItems::at(body, RESULTS_START).map(Result::unwrap).collect();
-            let want: Vec<&[u8]> = payloads.iter().map(|p| p.as_slice()).collect();
+            let got: Vec<Result<&[u8], TaskFailure>> = ResultItems::new(body).collect();
+            let want: Vec<Result<&[u8], TaskFailure>> = outcomes
+                .iter()
+                .map(|o| o.as_deref().ok_or(failure.clone()))
+                .collect();
+            proptest::prop_assert_eq!(got, want);
+        }
+
+        /// Arguments of a few sizes, some of which fail to encode and leave nothing.
+        #[test]
+        fn run_frames_survive_any_arguments(args in proptest::collection::vec(proptest::option::weighted(0.9, proptest::collection::vec(proptest::prelude::any::<u8>(), 0..3)), 0..16)) {
+            let mut run = RunFrame::new(9, "t");
+            for arg in &args {
+                let pushed = run.push(|buf| match arg {
+                    Some(bytes) => { buf.extend_from_slice(bytes); Ok(()) }
+                    None => { buf.push(1); Err(()) }
+                });
+                proptest::prop_assert_eq!(pushed.is_ok(), arg.is_some());
+            }
+            let frame = run.finish().unwrap();
+            let ToWorker::Run { items, .. } = ToWorker::decode(&frame[4..]).unwrap() else {
+                panic!("not a RUN frame");
+            };
+            let got: Vec<&[u8]> = items.collect();
+            let want: Vec<&[u8]> = args.iter().flatten().map(Vec::as_slice).collect();
             proptest::prop_assert_eq!(got, want);
         }
     }
