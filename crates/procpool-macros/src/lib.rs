@@ -141,8 +141,8 @@ fn expand(
         static #entry: ::procpool::__private::TaskEntry = ::procpool::__private::TaskEntry {
             name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
             type_name: || ::procpool::__private::type_name_of(&#ident),
-            call: |input, output| {
-                ::procpool::__private::invoke::<_, (#(#types,)*), #output>(#ident, input, output)
+            call: |calls| {
+                ::procpool::__private::invoke::<_, (#(#types,)*), #output>(#ident, calls)
             },
         };
     })

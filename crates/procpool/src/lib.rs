@@ -158,6 +158,6 @@ pub mod __fuzz {
 #[doc(hidden)]
 pub mod __private {
     pub use crate::error::TaskFailure;
-    pub use crate::registry::{TASKS, TaskEntry, invoke, type_name_of};
+    pub use crate::registry::{Calls, TASKS, TaskEntry, invoke, type_name_of};
     pub use linkme;
 }

@@ -6,6 +6,7 @@
 
 use std::any::type_name;
 use std::collections::{HashMap, HashSet};
+use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
@@ -13,6 +14,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::TaskFailure;
+use crate::wire::{ResultItems, ResultsFrame, RunItems};
 
 /// Everything the registry knows of one task.
 #[doc(hidden)]
@@ -22,8 +24,32 @@ pub struct TaskEntry {
     pub name: &'static str,
     /// The name of the function's own type, the parent's key from a fn item to `name`.
     pub type_name: fn() -> &'static str,
-    /// Decodes the arguments, runs the function and appends the encoded result to the output.
-    pub call: fn(&[u8], &mut Vec<u8>) -> Result<(), TaskFailure>,
+    /// Runs calls of the task: decodes each one's arguments, runs the function and writes
+    /// its encoded result. Monomorphic per task, so that the loop over a job's calls has
+    /// nothing to look up or call through a pointer per call.
+    pub call: fn(&mut Calls<'_>),
+}
+
+/// The calls of one job as a worker runs them: each one's encoded arguments in, its outcome
+/// out. Opaque outside the crate.
+#[doc(hidden)]
+pub struct Calls<'a> {
+    inputs: RunItems<'a>,
+    results: &'a mut ResultsFrame,
+}
+
+impl fmt::Debug for Calls<'_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Calls")
+            .field("left", &self.inputs.len())
+            .finish_non_exhaustive()
+    }
+}
+
+impl<'a> Calls<'a> {
+    pub(crate) fn new(inputs: RunItems<'a>, results: &'a mut ResultsFrame) -> Calls<'a> {
+        Calls { inputs, results }
+    }
 }
 
 #[doc(hidden)]
@@ -74,39 +100,46 @@ pub fn type_name_of<F>(_: &F) -> &'static str {
     type_name::<F>()
 }
 
-/// The body of every registered call: decode, run, encode. Runs in a worker.
+/// The body of every registered task: for each call, decode, run, encode. Runs in a worker.
 #[doc(hidden)]
-pub fn invoke<F, Args, Out>(f: F, input: &[u8], output: &mut Vec<u8>) -> Result<(), TaskFailure>
+pub fn invoke<F, Args, Out>(f: F, calls: &mut Calls<'_>)
 where
     F: Task<Args, Output = Out>,
     Args: DeserializeOwned,
     Out: Serialize,
 {
-    let args: Args =
-        bincode::deserialize(input).map_err(|e| TaskFailure::ArgsDecode(e.to_string()))?;
-    let result = f.call(args);
-    let start = output.len();
-    bincode::serialize_into(&mut *output, &result).map_err(|e| {
-        output.truncate(start);
-        TaskFailure::ResultEncode(e.to_string())
-    })
+    for input in calls.inputs.by_ref() {
+        calls.results.push(|output| {
+            let args: Args =
+                bincode::deserialize(input).map_err(|e| TaskFailure::ArgsDecode(e.to_string()))?;
+            let result = f.call(args);
+            bincode::serialize_into(output, &result)
+                .map_err(|e| TaskFailure::ResultEncode(e.to_string()))
+        });
+    }
 }
 
-/// Runs a registered call, turning a panic into [`TaskFailure::Panic`].
+/// Runs every call of `calls`: a call that panics fails alone, with [`TaskFailure::Panic`],
+/// and the calls after it go on.
 ///
 /// The worker's panic hook records the message and location of the last panic; see `worker`.
-pub(crate) fn run(
-    entry: &TaskEntry,
-    input: &[u8],
-    output: &mut Vec<u8>,
-) -> Result<(), TaskFailure> {
-    let start = output.len();
-    match catch_unwind(AssertUnwindSafe(|| (entry.call)(input, output))) {
-        Ok(result) => result,
-        Err(payload) => {
-            output.truncate(start);
-            Err(TaskFailure::from_panic(payload))
-        }
+pub(crate) fn run(entry: &TaskEntry, calls: &mut Calls<'_>) {
+    // The call that panicked has taken its input: the next round starts after it.
+    while let Err(payload) = catch_unwind(AssertUnwindSafe(|| (entry.call)(calls))) {
+        calls
+            .results
+            .push_panicked(TaskFailure::from_panic(payload));
+    }
+}
+
+/// Runs one call whose result is not wanted (an initializer): how it failed, if it did.
+pub(crate) fn run_one(entry: &TaskEntry, input: &[u8]) -> Result<(), TaskFailure> {
+    let mut results = ResultsFrame::reusing(Vec::new(), 0, 1);
+    run(entry, &mut Calls::new(RunItems::one(input), &mut results));
+    let frame = results.finish();
+    match ResultItems::new(&frame[4..]).next() {
+        Some(Err(failure)) => Err(failure),
+        _ => Ok(()),
     }
 }
 
@@ -223,16 +256,82 @@ mod tests {
         assert_eq!(Task::call(|| 7u8, ()), 7);
     }
 
+    /// The outcomes of the calls of `call` on `inputs`, run as a worker runs a job.
+    fn run_calls<Out: DeserializeOwned>(
+        call: fn(&mut Calls<'_>),
+        inputs: &[&[u8]],
+    ) -> Vec<Result<Out, TaskFailure>> {
+        let mut frame = crate::wire::RunFrame::new(1, "f");
+        for input in inputs {
+            frame
+                .push(|buf| -> Result<(), ()> {
+                    buf.extend_from_slice(input);
+                    Ok(())
+                })
+                .unwrap();
+        }
+        let frame = frame.finish().unwrap();
+        let crate::wire::ToWorker::Run { items, .. } =
+            crate::wire::ToWorker::decode(&frame[4..]).unwrap()
+        else {
+            panic!("not a RUN frame");
+        };
+        let entry = TaskEntry {
+            name: "f",
+            type_name: || "f",
+            call,
+        };
+        let mut results = ResultsFrame::reusing(Vec::new(), 1, inputs.len() as u32);
+        run(&entry, &mut Calls::new(items, &mut results));
+        let out = results.finish();
+        ResultItems::new(&out[4..])
+            .map(|item| item.map(|bytes| bincode::deserialize(bytes).unwrap()))
+            .collect()
+    }
+
     #[test]
     fn invoke_round_trips_and_reports_bad_input() {
         let input = bincode::serialize(&(21u32,)).unwrap();
-        let mut out = vec![9];
-        invoke::<_, (u32,), u32>(double, &input, &mut out).unwrap();
-        assert_eq!(out[0], 9);
-        assert_eq!(bincode::deserialize::<u32>(&out[1..]).unwrap(), 42);
+        let outcomes = run_calls(|calls| invoke(double, calls), &[&input, &[1], &input]);
+        assert_eq!(outcomes[0], Ok(42));
+        assert!(
+            matches!(&outcomes[1], Err(TaskFailure::ArgsDecode(_))),
+            "{:?}",
+            outcomes[1]
+        );
+        assert_eq!(outcomes[2], Ok(42));
+    }
 
-        let err = invoke::<_, (u32,), u32>(double, &[1], &mut out).unwrap_err();
-        assert!(matches!(err, TaskFailure::ArgsDecode(_)), "{err:?}");
+    /// Encodes as a `u32`, after panicking for odd ones: a result cut short mid-write.
+    #[derive(Debug, PartialEq, serde::Deserialize)]
+    struct EvenOnly(u32);
+
+    impl Serialize for EvenOnly {
+        fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+            assert!(self.0 % 2 == 0, "odd");
+            serializer.serialize_u32(self.0)
+        }
+    }
+
+    #[test]
+    fn a_call_that_panics_mid_write_fails_alone() {
+        fn pair(x: u32) -> (u32, EvenOnly) {
+            (x, EvenOnly(x))
+        }
+        let inputs: Vec<Vec<u8>> = (0..5u32).map(|x| bincode::serialize(&x).unwrap()).collect();
+        let inputs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
+        let outcomes = run_calls(|calls| invoke(pair, calls), &inputs);
+        for (x, outcome) in outcomes.into_iter().enumerate() {
+            let x = x as u32;
+            if x % 2 == 0 {
+                assert_eq!(outcome, Ok((x, EvenOnly(x))));
+            } else {
+                assert!(
+                    matches!(&outcome, Err(TaskFailure::Panic { message, .. }) if message == "odd"),
+                    "{outcome:?}"
+                );
+            }
+        }
     }
 
     #[test]

@@ -177,8 +177,10 @@ struct ItemWriter {
     tagged: bool,
     count: usize,
     packing: Packing,
-    /// Where the last item pushed starts.
+    /// Where the last item pushed starts, and where it ends: any bytes after `end` are of an
+    /// item whose writing was cut short by a panic.
     last_at: usize,
+    end: usize,
 }
 
 #[derive(Clone, Copy, PartialEq, Eq)]
@@ -200,6 +202,7 @@ impl ItemWriter {
             count: 0,
             packing: Packing::Empty,
             last_at: frame.position(),
+            end: frame.position(),
         }
     }
 
@@ -242,12 +245,14 @@ impl ItemWriter {
             }
         }
         self.count += 1;
+        self.end = frame.position();
         Ok(())
     }
 
     /// Takes the last item pushed out again.
     fn pop(&mut self, frame: &mut FrameWriter) {
         frame.buf.truncate(self.last_at);
+        self.end = self.last_at;
         self.count -= 1;
     }
 
@@ -275,10 +280,12 @@ impl ItemWriter {
 
     /// Appends an item that failed (RESULTS only): from here on the layout is sized.
     fn push_failure(&mut self, frame: &mut FrameWriter, failure: &TaskFailure) {
+        frame.buf.truncate(self.end);
         self.unpack(frame);
         self.last_at = frame.position();
         frame.u8(1).failure(failure);
         self.count += 1;
+        self.end = frame.position();
     }
 
     /// Writes the common size of packed items.
@@ -387,6 +394,12 @@ impl ResultsFrame {
         if let Err(failure) = outcome {
             self.items.push_failure(&mut self.frame, &failure);
         }
+    }
+
+    /// Appends the outcome of a call that panicked while its result was being written:
+    /// whatever it wrote goes.
+    pub(crate) fn push_panicked(&mut self, failure: TaskFailure) {
+        self.items.push_failure(&mut self.frame, &failure);
     }
 
     pub(crate) fn finish(mut self) -> Vec<u8> {
@@ -683,6 +696,17 @@ const CHECKED: &str = "a frame's items are checked whole when it arrives";
 /// The arguments of the calls of a RUN frame, in order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) struct RunItems<'a>(ItemReader<'a>);
+
+impl<'a> RunItems<'a> {
+    /// The arguments of one call, outside any frame.
+    pub(crate) fn one(args: &'a [u8]) -> RunItems<'a> {
+        RunItems(ItemReader {
+            cursor: Cursor { buf: args, pos: 0 },
+            left: 1,
+            packed: Some(args.len()),
+        })
+    }
+}
 
 impl<'a> Iterator for RunItems<'a> {
     type Item = &'a [u8];

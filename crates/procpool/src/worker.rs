@@ -10,7 +10,7 @@ use std::io::{self, BufReader, Write};
 use std::sync::OnceLock;
 
 use crate::error::{TaskFailure, WorkerInfo};
-use crate::registry;
+use crate::registry::{self, Calls};
 use crate::sys;
 use crate::wire::{self, ResultsFrame, ToWorker};
 
@@ -110,7 +110,7 @@ fn serve(parent: u32) -> io::Result<()> {
     });
     if let Some((name, args)) = initializer {
         let outcome = match registry::by_name(name) {
-            Some(entry) => registry::run(entry, args, &mut Vec::new()),
+            Some(entry) => registry::run_one(entry, args),
             None => Err(TaskFailure::Unregistered(name.to_owned())),
         };
         if let Err(failure) = outcome {
@@ -131,11 +131,7 @@ fn serve(parent: u32) -> io::Result<()> {
                 let buf = std::mem::take(&mut out);
                 let mut results = ResultsFrame::reusing(buf, job, items.len() as u32);
                 match registry::by_name(name) {
-                    Some(entry) => {
-                        for item in items {
-                            results.push(|out| registry::run(entry, item, out));
-                        }
-                    }
+                    Some(entry) => registry::run(entry, &mut Calls::new(items, &mut results)),
                     None => {
                         for _ in items {
                             results.push(|_| Err(TaskFailure::Unregistered(name.to_owned())));
