@@ -8,15 +8,17 @@
     python3 bench/compare/ab.py /tmp/compare-before /tmp/compare-after apply map100k fact100
 
 Each repetition runs every workload once under each build, alternating which goes first,
-each sample in a fresh process; it prints the medians and their ratio. Standard library only.
+each sample in a fresh process; it prints the medians and their ratio. AB_REPS=N sets the
+repetitions (7 by default). Standard library only.
 """
 
 import json
+import os
 import statistics
 import subprocess
 import sys
 
-REPS = 7
+REPS = int(os.environ.get("AB_REPS", "7"))
 
 
 def sample(binary, workload):

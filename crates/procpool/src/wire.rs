@@ -79,26 +79,31 @@ impl FrameWriter {
         FrameWriter { buf }
     }
 
+    #[inline]
     pub(crate) fn u8(&mut self, v: u8) -> &mut Self {
         self.buf.push(v);
         self
     }
 
+    #[inline]
     pub(crate) fn u16(&mut self, v: u16) -> &mut Self {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self
     }
 
+    #[inline]
     pub(crate) fn u32(&mut self, v: u32) -> &mut Self {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self
     }
 
+    #[inline]
     pub(crate) fn u64(&mut self, v: u64) -> &mut Self {
         self.buf.extend_from_slice(&v.to_le_bytes());
         self
     }
 
+    #[inline]
     pub(crate) fn bytes(&mut self, v: &[u8]) -> &mut Self {
         self.u32(len_u32(v.len()));
         self.buf.extend_from_slice(v);
@@ -141,10 +146,12 @@ impl FrameWriter {
     }
 
     /// The position where the next byte goes, for `patch_u32`.
+    #[inline]
     pub(crate) fn position(&self) -> usize {
         self.buf.len()
     }
 
+    #[inline]
     pub(crate) fn patch_u32(&mut self, at: usize, v: u32) {
         self.buf[at..at + 4].copy_from_slice(&v.to_le_bytes());
     }
@@ -156,6 +163,7 @@ impl FrameWriter {
     }
 }
 
+#[inline]
 fn len_u32(len: usize) -> u32 {
     // A longer field is refused by the frame limit on the reading side; saturating keeps the
     // writer from wrapping into a shorter, wrong length.
@@ -207,6 +215,7 @@ impl ItemWriter {
     }
 
     /// Appends one item that `write` encodes; when it fails, nothing is left of it.
+    #[inline]
     fn push<E>(
         &mut self,
         frame: &mut FrameWriter,
@@ -257,6 +266,7 @@ impl ItemWriter {
     }
 
     /// Switches to the sized layout, rewriting the items packed so far.
+    #[cold]
     fn unpack(&mut self, frame: &mut FrameWriter) {
         let size = match self.packing {
             Packing::Sized => return,
@@ -319,6 +329,7 @@ impl RunFrame {
 
     /// Appends one call's arguments, which `encode` writes; when it fails, nothing is left
     /// of them.
+    #[inline]
     pub(crate) fn push<E>(
         &mut self,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
@@ -376,6 +387,7 @@ impl ResultsFrame {
     }
 
     /// Appends one call's outcome; `run` writes the encoded result into the buffer it gets.
+    #[inline]
     pub(crate) fn push(&mut self, run: impl FnOnce(&mut Vec<u8>) -> Result<(), TaskFailure>) {
         let outcome = self.items.push(&mut self.frame, run).and_then(|()| {
             // A frame over the limit would be refused by the parent as a protocol error:
@@ -442,6 +454,7 @@ struct Cursor<'a> {
 }
 
 impl<'a> Cursor<'a> {
+    #[inline]
     fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
         let end = self
             .pos
@@ -453,12 +466,14 @@ impl<'a> Cursor<'a> {
         Ok(bytes)
     }
 
+    #[inline]
     fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
         let mut out = [0; N];
         out.copy_from_slice(self.take(N)?);
         Ok(out)
     }
 
+    #[inline]
     fn u8(&mut self) -> Result<u8, WireError> {
         Ok(self.array::<1>()?[0])
     }
@@ -467,14 +482,17 @@ impl<'a> Cursor<'a> {
         self.array().map(u16::from_le_bytes)
     }
 
+    #[inline]
     fn u32(&mut self) -> Result<u32, WireError> {
         self.array().map(u32::from_le_bytes)
     }
 
+    #[inline]
     fn u64(&mut self) -> Result<u64, WireError> {
         self.array().map(u64::from_le_bytes)
     }
 
+    #[inline]
     fn bytes(&mut self) -> Result<&'a [u8], WireError> {
         let len = self.u32()? as usize;
         self.take(len)
@@ -685,6 +703,7 @@ impl<'a> ItemReader<'a> {
     }
 
     /// The next item's bytes when packed, else `None` (and nothing read).
+    #[inline]
     fn next_packed(&mut self) -> Option<&'a [u8]> {
         let size = self.packed?;
         Some(self.cursor.take(size).expect(CHECKED))
@@ -711,6 +730,7 @@ impl<'a> RunItems<'a> {
 impl<'a> Iterator for RunItems<'a> {
     type Item = &'a [u8];
 
+    #[inline]
     fn next(&mut self) -> Option<&'a [u8]> {
         let items = &mut self.0;
         if items.left == 0 {
@@ -767,10 +787,54 @@ impl<'a> ResultItems<'a> {
     }
 }
 
+impl<'a> ResultItems<'a> {
+    /// The results left, as plain bytes, if the body is packed (every call succeeded and
+    /// every result takes the same size): a loop over them has nothing to check per item.
+    pub(crate) fn packed(&self) -> Option<PackedItems<'a>> {
+        let size = self.0.packed?;
+        let cursor = self.0.cursor;
+        Some(PackedItems {
+            rest: &cursor.buf[cursor.pos..],
+            size,
+            left: self.0.left,
+        })
+    }
+}
+
+/// The items of a packed body, each `size` bytes; see [`ResultItems::packed`].
+pub(crate) struct PackedItems<'a> {
+    rest: &'a [u8],
+    size: usize,
+    left: usize,
+}
+
+impl<'a> Iterator for PackedItems<'a> {
+    type Item = &'a [u8];
+
+    #[inline]
+    fn next(&mut self) -> Option<&'a [u8]> {
+        if self.left == 0 {
+            return None;
+        }
+        self.left -= 1;
+        // The body was checked to hold `left` items of `size` bytes.
+        let (item, rest) = self.rest.split_at(self.size);
+        self.rest = rest;
+        Some(item)
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        (self.left, Some(self.left))
+    }
+}
+
+impl ExactSizeIterator for PackedItems<'_> {}
+
 impl<'a> Iterator for ResultItems<'a> {
     /// One call's encoded result, or how it failed.
     type Item = Result<&'a [u8], TaskFailure>;
 
+    #[inline]
     fn next(&mut self) -> Option<Self::Item> {
         let items = &mut self.0;
         if items.left == 0 {
