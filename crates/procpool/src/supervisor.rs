@@ -1111,12 +1111,15 @@ impl Supervisor {
             .initializer
             .as_ref()
             .map(|(name, args)| (*name, args.as_slice()));
+        // Waiting workers may spin while each has a CPU of its own: then a spin takes time
+        // from nobody else's work.
+        let spin = self.config.processes <= self.shared.cpus;
         let mut worker = Worker {
             info,
             child,
             socket,
             reader: FrameReader::default(),
-            control: VecDeque::from([wire::setup_frame(index as u32, initializer)]),
+            control: VecDeque::from([wire::setup_frame(index as u32, spin, initializer)]),
             control_written: 0,
             in_flight: VecDeque::new(),
             front_since: None,

@@ -420,9 +420,11 @@ impl ResultsFrame {
     }
 }
 
-pub(crate) fn setup_frame(index: u32, initializer: Option<(&str, &[u8])>) -> Vec<u8> {
+/// The SETUP frame: the worker's index, whether it may spin while it waits for work (see
+/// `worker::SPIN`), and the initializer to run, if any.
+pub(crate) fn setup_frame(index: u32, spin: bool, initializer: Option<(&str, &[u8])>) -> Vec<u8> {
     let mut frame = FrameWriter::new(TAG_SETUP);
-    frame.u32(MAGIC).u16(VERSION).u32(index);
+    frame.u32(MAGIC).u16(VERSION).u32(index).u8(u8::from(spin));
     match initializer {
         Some((name, args)) => frame.u8(1).str(name).bytes(args),
         None => frame.u8(0),
@@ -557,6 +559,7 @@ impl<'a> Cursor<'a> {
 pub(crate) enum ToWorker<'a> {
     Setup {
         index: u32,
+        spin: bool,
         initializer: Option<(&'a str, &'a [u8])>,
     },
     Run {
@@ -574,11 +577,16 @@ impl<'a> ToWorker<'a> {
             TAG_SETUP => {
                 cursor.handshake()?;
                 let index = cursor.u32()?;
+                let spin = cursor.u8()? != 0;
                 let initializer = match cursor.u8()? {
                     0 => None,
                     _ => Some((cursor.str()?, cursor.bytes()?)),
                 };
-                ToWorker::Setup { index, initializer }
+                ToWorker::Setup {
+                    index,
+                    spin,
+                    initializer,
+                }
             }
             TAG_RUN => {
                 let job = cursor.u64()?;
@@ -1319,11 +1327,12 @@ mod tests {
         bad[9] = 3; // the version's low byte
         let err = FromWorker::decode(body(&bad)).unwrap_err();
         assert_eq!(err.to_string(), "expected protocol version 2, found 3");
-        let setup = setup_frame(1, Some(("init", b"args")));
+        let setup = setup_frame(1, true, Some(("init", b"args")));
         assert_eq!(
             ToWorker::decode(body(&setup)).unwrap(),
             ToWorker::Setup {
                 index: 1,
+                spin: true,
                 initializer: Some(("init", b"args".as_slice()))
             }
         );
@@ -1433,11 +1442,12 @@ mod tests {
                 FromWorker::decode(&ready[4..]).unwrap(),
                 FromWorker::Ready { pid, fingerprint }
             );
-            let setup = setup_frame(index, init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())));
+            let setup = setup_frame(index, index % 2 == 0, init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())));
             proptest::prop_assert_eq!(
                 ToWorker::decode(&setup[4..]).unwrap(),
                 ToWorker::Setup {
                     index,
+                    spin: index % 2 == 0,
                     initializer: init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())),
                 }
             );
@@ -1464,7 +1474,7 @@ mod tests {
             setup in proptest::prelude::any::<bool>(),
             edits in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 1..4),
         ) {
-            let frame = if setup { setup_frame(3, Some(("init", b"args"))) } else { ready_frame(42, 9) };
+            let frame = if setup { setup_frame(3, false, Some(("init", b"args"))) } else { ready_frame(42, 9) };
             let mut body = frame[4..].to_vec();
             for (at, byte) in edits {
                 let at = at % body.len();

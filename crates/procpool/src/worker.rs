@@ -2,16 +2,20 @@
 //! the handshake, then serves jobs until the parent says stop or goes away.
 //!
 //! The state machine: `setup` (read SETUP, run the initializer, answer READY or INIT_FAILED)
-//! → `serve` (read RUN, run each call under `catch_unwind`, answer RESULTS; a SHUTDOWN frame
+//! → `serve` (read RUN, run each call under `catch_unwind`, answer RESULTS, and if SETUP
+//! allowed it, watch the socket for a short while before sleeping in `read`; a SHUTDOWN frame
 //! or the end of the stream ends it) → exit.
 
 use std::cell::RefCell;
 use std::io::{self, BufReader, Write};
+use std::os::fd::AsRawFd;
+use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
+use std::time::{Duration, Instant};
 
 use crate::error::{TaskFailure, WorkerInfo};
 use crate::registry::{self, Calls};
-use crate::sys;
+use crate::sys::{self, PollFd};
 use crate::wire::{self, ResultsFrame, ToWorker};
 
 /// The environment variable that marks a process as a worker.
@@ -82,6 +86,28 @@ pub(crate) fn enter_if_worker() {
     std::process::exit(code);
 }
 
+/// How long a worker with nothing to do watches its socket before it sleeps in `read`.
+///
+/// A pool that sends one job after another (a loop of `apply`, maps in turn) sends the next
+/// within microseconds of the last result; a worker that slept meanwhile must be woken, which
+/// costs a few microseconds, and on a virtual machine whose idle CPUs halt some tens. The
+/// worker yields its CPU between looks, so whatever else wants it gets it, and it spins only
+/// if the pool says so in SETUP: when it has no more workers than there are CPUs. An idle
+/// pool costs this much CPU per worker after its last job, then none.
+const SPIN: Duration = Duration::from_micros(50);
+
+/// Watches `socket` for up to [`SPIN`] until it has something to read.
+fn spin(socket: &UnixStream) {
+    let until = Instant::now() + SPIN;
+    let mut fds = [PollFd::new(socket.as_raw_fd(), false)];
+    while Instant::now() < until {
+        if sys::poll(&mut fds, Some(Duration::ZERO)).is_ok_and(|ready| ready > 0) {
+            return;
+        }
+        std::thread::yield_now();
+    }
+}
+
 fn serve(parent: u32) -> io::Result<()> {
     let socket = sys::adopt_socket(parent)?;
     let mut reader = BufReader::with_capacity(64 * 1024, &socket);
@@ -97,7 +123,12 @@ fn serve(parent: u32) -> io::Result<()> {
     if wire::read_frame(&mut reader, &mut body)?.is_none() {
         return Ok(());
     }
-    let ToWorker::Setup { index, initializer } = ToWorker::decode(&body)? else {
+    let ToWorker::Setup {
+        index,
+        spin: may_spin,
+        initializer,
+    } = ToWorker::decode(&body)?
+    else {
         return Err(io::Error::new(
             io::ErrorKind::InvalidData,
             "expected a SETUP frame first",
@@ -123,6 +154,9 @@ fn serve(parent: u32) -> io::Result<()> {
     let mut out = Vec::new();
     loop {
         trim(&mut body);
+        if may_spin && reader.buffer().is_empty() {
+            spin(&socket);
+        }
         if wire::read_frame(&mut reader, &mut body)?.is_none() {
             break;
         }
