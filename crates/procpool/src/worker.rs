@@ -92,19 +92,50 @@ pub(crate) fn enter_if_worker() {
 /// within microseconds of the last result; a worker that slept meanwhile must be woken, which
 /// costs a few microseconds, and on a virtual machine whose idle CPUs halt some tens. The
 /// worker yields its CPU between looks, so whatever else wants it gets it, and it spins only
-/// if the pool says so in SETUP: when it has no more workers than there are CPUs. An idle
-/// pool costs this much CPU per worker after its last job, then none.
+/// if the pool says so in SETUP: when it has no more workers than there are CPUs; see
+/// [`Spinner`] for how it stops watching where watching does not pay. An idle pool costs
+/// this much CPU per worker after its last job, then none.
 const SPIN: Duration = Duration::from_micros(50);
 
-/// Watches `socket` for up to [`SPIN`] until it has something to read.
-fn spin(socket: &UnixStream) {
-    let until = Instant::now() + SPIN;
-    let mut fds = [PollFd::new(socket.as_raw_fd(), false)];
-    while Instant::now() < until {
-        if sys::poll(&mut fds, Some(Duration::ZERO)).is_ok_and(|ready| ready > 0) {
+/// Waits for the next frame by watching the socket, where that has been paying off.
+///
+/// A watch that ends without a frame, or that lost the CPU for longer than the watch itself
+/// (the worker yields between looks, and on a machine with more runnable threads than CPUs
+/// another process may then hold the CPU for a whole time slice, some milliseconds), makes
+/// the worker go straight to sleep for the next waits: one after the first such watch, then
+/// twice as many each time, up to [`MAX_SKIP`]. A watch that pays off halves the count.
+#[derive(Default)]
+struct Spinner {
+    /// Waits left to go straight to sleep, and how many the last failed watch set.
+    skip: u32,
+    backoff: u32,
+}
+
+/// The most waits a worker goes straight to sleep for after watches that did not pay off.
+const MAX_SKIP: u32 = 1024;
+
+impl Spinner {
+    fn wait(&mut self, socket: &UnixStream) {
+        if self.skip > 0 {
+            self.skip -= 1;
             return;
         }
-        std::thread::yield_now();
+        let started = Instant::now();
+        let mut fds = [PollFd::new(socket.as_raw_fd(), false)];
+        let paid_off = loop {
+            let ready = sys::poll(&mut fds, Some(Duration::ZERO)).is_ok_and(|ready| ready > 0);
+            let late = started.elapsed() > SPIN;
+            if ready || late {
+                break ready && !late;
+            }
+            std::thread::yield_now();
+        };
+        if paid_off {
+            self.backoff /= 2;
+        } else {
+            self.backoff = (self.backoff * 2).clamp(1, MAX_SKIP);
+            self.skip = self.backoff;
+        }
     }
 }
 
@@ -152,10 +183,11 @@ fn serve(parent: u32) -> io::Result<()> {
     writer.write_all(&wire::ready_frame(pid, registry::registry_fingerprint()))?;
 
     let mut out = Vec::new();
+    let mut spinner = Spinner::default();
     loop {
         trim(&mut body);
         if may_spin && reader.buffer().is_empty() {
-            spin(&socket);
+            spinner.wait(&socket);
         }
         if wire::read_frame(&mut reader, &mut body)?.is_none() {
             break;
@@ -186,4 +218,31 @@ fn serve(parent: u32) -> io::Result<()> {
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_watch_that_finds_nothing_backs_off_twice_as_long_each_time() {
+        let (ours, _theirs) = UnixStream::pair().unwrap();
+        let mut spinner = Spinner::default();
+        spinner.wait(&ours);
+        assert_eq!((spinner.skip, spinner.backoff), (1, 1));
+        // The next wait goes straight to sleep: nothing is watched.
+        let started = Instant::now();
+        spinner.wait(&ours);
+        assert_eq!(spinner.skip, 0);
+        spinner.wait(&ours);
+        assert_eq!((spinner.skip, spinner.backoff), (2, 2));
+        assert!(started.elapsed() >= SPIN, "the second watch took its time");
+        for _ in 0..20 {
+            while spinner.skip > 0 {
+                spinner.wait(&ours);
+            }
+            spinner.wait(&ours);
+        }
+        assert_eq!(spinner.backoff, MAX_SKIP);
+    }
 }
