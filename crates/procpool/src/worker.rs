@@ -95,7 +95,7 @@ pub(crate) fn enter_if_worker() {
 /// if the pool says so in SETUP: when it has no more workers than there are CPUs; see
 /// [`Spinner`] for how it stops watching where watching does not pay. An idle pool costs
 /// this much CPU per worker after its last job, then none.
-const SPIN: Duration = Duration::from_micros(50);
+const SPIN: Duration = Duration::from_micros(200);
 
 /// Waits for the next frame by watching the socket, where that has been paying off.
 ///
