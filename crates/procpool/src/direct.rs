@@ -11,8 +11,10 @@
 use std::collections::VecDeque;
 use std::io::Read;
 use std::os::fd::AsRawFd;
+use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
+use crate::spin;
 use crate::supervisor::{Cause, DEPTH, Job, Phase, Shared, Worker};
 use crate::sys::{self, PollFd};
 use crate::wire::FromWorker;
@@ -60,9 +62,9 @@ pub(crate) fn run(
         })
         .collect();
     let mut fds = Vec::with_capacity(2 * held.len());
-    // This thread and the workers it drives each have a CPU, so it can afford to watch for
-    // replies instead of sleeping (see `spin`).
-    let spare_cpu = held.len() < shared.cpus;
+    // Watching for results (see `watch`) only while there are CPUs enough for this thread's
+    // workers: with more workers than CPUs, a CPU this thread holds is one a worker waits for.
+    let may_watch = held.len() <= shared.cpus;
     loop {
         // One job to each worker first, then a second to each, as the supervisor does.
         for depth in 1..=DEPTH {
@@ -97,7 +99,7 @@ pub(crate) fn run(
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
         }
-        let timeout = if while_waiting() || spin(&mut fds, spare_cpu) {
+        let timeout = if while_waiting() || watch(shared, &mut fds, may_watch) {
             Some(Duration::ZERO)
         } else {
             deadline.map(|at| at.saturating_duration_since(Instant::now()))
@@ -117,31 +119,26 @@ pub(crate) fn run(
     }
 }
 
-/// How long a caller with a CPU to spare watches its workers' sockets before it sleeps.
-///
-/// Sleeping in `poll` and being woken costs a few microseconds, and on a virtual machine
-/// whose idle CPUs halt, some tens: more than a short call takes. A call that ends within
-/// this window costs no wake-up of the caller; a longer one costs this much CPU more.
-const SPIN: Duration = Duration::from_micros(50);
+/// How long a caller watches its workers' sockets before it sleeps in `poll` (see
+/// [`spin`](crate::spin)). A call that ends within this window costs no wake-up of the
+/// caller; a longer one costs this much CPU more.
+const SPIN: Duration = Duration::from_micros(200);
 
-/// With `spare_cpu`, polls `fds` without blocking for up to [`SPIN`]; returns whether one
-/// became ready. Without it (every CPU runs a worker the caller drives), returns false at
-/// once: spinning would take a CPU from one of them.
-fn spin(fds: &mut [PollFd], spare_cpu: bool) -> bool {
-    if !spare_cpu {
+/// Watches `fds` for up to [`SPIN`] if `may_watch` and the pool's watches have been paying
+/// off; returns whether one became ready.
+fn watch(shared: &Shared, fds: &mut [PollFd], may_watch: bool) -> bool {
+    let spinner = || {
+        shared
+            .spinner
+            .lock()
+            .unwrap_or_else(PoisonError::into_inner)
+    };
+    if !may_watch || !spinner().should_watch() {
         return false;
     }
-    let until = Instant::now() + SPIN;
-    loop {
-        if sys::poll(fds, Some(Duration::ZERO)).is_ok_and(|ready| ready > 0) {
-            return true;
-        }
-        if Instant::now() >= until {
-            return false;
-        }
-        // Gives the CPU to whatever else wants it, a worker included.
-        std::thread::yield_now();
-    }
+    let watched = spin::watch(fds, SPIN);
+    spinner().record(watched.paid_off);
+    watched.ready
 }
 
 /// One blocking call running on borrowed workers, counted in `State::borrowers` until it

@@ -132,6 +132,7 @@ mod error;
 mod pool;
 mod registry;
 mod result;
+mod spin;
 mod start;
 mod stats;
 mod supervisor;

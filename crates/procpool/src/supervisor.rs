@@ -21,6 +21,7 @@ use std::time::{Duration, Instant};
 use crate::error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
 use crate::registry;
 use crate::result::{Batch, Collector};
+use crate::spin::Spinner;
 use crate::start::{self, StartMethod};
 use crate::stats::Counters;
 use crate::sys::{self, PollFd};
@@ -101,6 +102,8 @@ pub(crate) struct Shared {
     pub(crate) max_tasks_per_child: Option<u64>,
     /// The CPUs this process may run on, when the pool was built.
     pub(crate) cpus: usize,
+    /// Whether callers' watches for results have been paying off (see `direct`).
+    pub(crate) spinner: Mutex<Spinner>,
 }
 
 #[derive(Debug)]
@@ -271,6 +274,7 @@ pub(crate) fn launch(
         task_timeout: config.task_timeout,
         max_tasks_per_child: config.max_tasks_per_child,
         cpus: crate::cpu_count(),
+        spinner: Mutex::default(),
     });
     let supervisor = Supervisor {
         slots: (0..config.processes).map(|_| None).collect(),

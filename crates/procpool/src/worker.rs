@@ -9,12 +9,12 @@
 use std::cell::RefCell;
 use std::io::{self, BufReader, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use crate::error::{TaskFailure, WorkerInfo};
 use crate::registry::{self, Calls};
+use crate::spin::{self, Spinner};
 use crate::sys::{self, PollFd};
 use crate::wire::{self, ResultsFrame, ToWorker};
 
@@ -86,58 +86,12 @@ pub(crate) fn enter_if_worker() {
     std::process::exit(code);
 }
 
-/// How long a worker with nothing to do watches its socket before it sleeps in `read`.
-///
-/// A pool that sends one job after another (a loop of `apply`, maps in turn) sends the next
-/// within microseconds of the last result; a worker that slept meanwhile must be woken, which
-/// costs a few microseconds, and on a virtual machine whose idle CPUs halt some tens. The
-/// worker yields its CPU between looks, so whatever else wants it gets it, and it spins only
-/// if the pool says so in SETUP: when it has no more workers than there are CPUs; see
-/// [`Spinner`] for how it stops watching where watching does not pay. An idle pool costs
-/// this much CPU per worker after its last job, then none.
+/// How long a worker with nothing to do watches its socket before it sleeps in `read` (see
+/// [`spin`](crate::spin)), if the pool allows it in SETUP: when it has no more workers than
+/// there are CPUs. Between two maps a worker waits for the other workers' results to come
+/// in and the caller's next map to go out, which often takes longer than 50 µs; an idle pool
+/// costs this much CPU per worker after its last job, then none.
 const SPIN: Duration = Duration::from_micros(200);
-
-/// Waits for the next frame by watching the socket, where that has been paying off.
-///
-/// A watch that ends without a frame, or that lost the CPU for longer than the watch itself
-/// (the worker yields between looks, and on a machine with more runnable threads than CPUs
-/// another process may then hold the CPU for a whole time slice, some milliseconds), makes
-/// the worker go straight to sleep for the next waits: one after the first such watch, then
-/// twice as many each time, up to [`MAX_SKIP`]. A watch that pays off halves the count.
-#[derive(Default)]
-struct Spinner {
-    /// Waits left to go straight to sleep, and how many the last failed watch set.
-    skip: u32,
-    backoff: u32,
-}
-
-/// The most waits a worker goes straight to sleep for after watches that did not pay off.
-const MAX_SKIP: u32 = 1024;
-
-impl Spinner {
-    fn wait(&mut self, socket: &UnixStream) {
-        if self.skip > 0 {
-            self.skip -= 1;
-            return;
-        }
-        let started = Instant::now();
-        let mut fds = [PollFd::new(socket.as_raw_fd(), false)];
-        let paid_off = loop {
-            let ready = sys::poll(&mut fds, Some(Duration::ZERO)).is_ok_and(|ready| ready > 0);
-            let late = started.elapsed() > SPIN;
-            if ready || late {
-                break ready && !late;
-            }
-            std::thread::yield_now();
-        };
-        if paid_off {
-            self.backoff /= 2;
-        } else {
-            self.backoff = (self.backoff * 2).clamp(1, MAX_SKIP);
-            self.skip = self.backoff;
-        }
-    }
-}
 
 fn serve(parent: u32) -> io::Result<()> {
     let socket = sys::adopt_socket(parent)?;
@@ -186,8 +140,9 @@ fn serve(parent: u32) -> io::Result<()> {
     let mut spinner = Spinner::default();
     loop {
         trim(&mut body);
-        if may_spin && reader.buffer().is_empty() {
-            spinner.wait(&socket);
+        if may_spin && reader.buffer().is_empty() && spinner.should_watch() {
+            let mut fds = [PollFd::new(socket.as_raw_fd(), false)];
+            spinner.record(spin::watch(&mut fds, SPIN).paid_off);
         }
         if wire::read_frame(&mut reader, &mut body)?.is_none() {
             break;
@@ -218,31 +173,4 @@ fn serve(parent: u32) -> io::Result<()> {
         }
     }
     Ok(())
-}
-
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn a_watch_that_finds_nothing_backs_off_twice_as_long_each_time() {
-        let (ours, _theirs) = UnixStream::pair().unwrap();
-        let mut spinner = Spinner::default();
-        spinner.wait(&ours);
-        assert_eq!((spinner.skip, spinner.backoff), (1, 1));
-        // The next wait goes straight to sleep: nothing is watched.
-        let started = Instant::now();
-        spinner.wait(&ours);
-        assert_eq!(spinner.skip, 0);
-        spinner.wait(&ours);
-        assert_eq!((spinner.skip, spinner.backoff), (2, 2));
-        assert!(started.elapsed() >= SPIN, "the second watch took its time");
-        for _ in 0..20 {
-            while spinner.skip > 0 {
-                spinner.wait(&ours);
-            }
-            spinner.wait(&ours);
-        }
-        assert_eq!(spinner.backoff, MAX_SKIP);
-    }
 }
