@@ -357,9 +357,11 @@ impl Pool {
     /// to it directly, so that the call costs about one round trip between two processes;
     /// otherwise the call is queued. `map` and `starmap` do the same when every worker is
     /// idle. Either way, failures, timeouts and the pool's settings apply alike. While it
-    /// waits for a borrowed worker, the calling thread watches for the reply for up to 50 µs
-    /// before it sleeps, if the machine has more CPUs than the workers it drives (yielding
-    /// the CPU to anything else that wants it): a short call then costs no wake-up.
+    /// waits for a borrowed worker, the calling thread watches for the reply for up to
+    /// 200 µs before it sleeps, if the machine has at least as many CPUs as the workers it
+    /// drives (yielding the CPU to anything else that wants it), and so do idle workers for
+    /// their next job: calls that follow each other then cost no wake-up. Where watching
+    /// does not pay, it backs off (see the crate docs' caveats).
     ///
     /// # Errors
     ///
