@@ -298,6 +298,22 @@ impl ItemWriter {
         self.end = frame.position();
     }
 
+    /// The length the frame's body would have in the sized layout, which the frame limit
+    /// applies to: a packed frame is never so large that a failure, or an item of another
+    /// size, would take it over the limit when it unpacks, and its count fits a `u32`.
+    fn sized_len(&self, frame: &FrameWriter) -> usize {
+        // Less the frame's length prefix.
+        let len = frame.position() - 4;
+        match self.packing {
+            Packing::Sized => len,
+            // Less the common size, plus a length (and a status) per item.
+            Packing::Empty | Packing::Packed(_) => {
+                let per_item = 4 + usize::from(self.tagged);
+                (len - 4).saturating_add(self.count.saturating_mul(per_item))
+            }
+        }
+    }
+
     /// Writes the common size of packed items.
     fn finish(&self, frame: &mut FrameWriter) {
         if let Packing::Packed(size) = self.packing {
@@ -311,6 +327,8 @@ pub(crate) struct RunFrame {
     frame: FrameWriter,
     count_at: usize,
     items: ItemWriter,
+    /// [`MAX_FRAME`], but in tests.
+    limit: usize,
 }
 
 impl RunFrame {
@@ -324,6 +342,16 @@ impl RunFrame {
             frame,
             count_at,
             items,
+            limit: MAX_FRAME,
+        }
+    }
+
+    /// A frame with a smaller limit than [`MAX_FRAME`], to test the limit without a GiB.
+    #[cfg(test)]
+    fn with_limit(job: u64, name: &str, limit: usize) -> RunFrame {
+        RunFrame {
+            limit,
+            ..RunFrame::new(job, name)
         }
     }
 
@@ -352,16 +380,18 @@ impl RunFrame {
     }
 
     /// The finished frame, or `Err` with the body's length when it is over [`MAX_FRAME`]: a
-    /// worker would refuse it, so it must not be sent.
+    /// worker would refuse it, so it must not be sent. The limit applies to the length in
+    /// the sized layout (see `ItemWriter::sized_len`), so a packed frame's count always fits
+    /// its `u32`.
     pub(crate) fn finish(mut self) -> Result<Vec<u8>, usize> {
+        let len = self.items.sized_len(&self.frame);
+        if len > self.limit {
+            return Err(len);
+        }
         self.frame
             .patch_u32(self.count_at, len_u32(self.items.count));
         self.items.finish(&mut self.frame);
-        let frame = self.frame.finish();
-        match frame.len() - 4 {
-            len if len > MAX_FRAME => Err(len),
-            _ => Ok(frame),
-        }
+        Ok(self.frame.finish())
     }
 }
 
@@ -369,6 +399,8 @@ impl RunFrame {
 pub(crate) struct ResultsFrame {
     frame: FrameWriter,
     items: ItemWriter,
+    /// [`MAX_FRAME`], but in tests.
+    limit: usize,
 }
 
 impl ResultsFrame {
@@ -378,12 +410,25 @@ impl ResultsFrame {
         let mut frame = FrameWriter::reusing(buf, TAG_RESULTS);
         frame.u64(job).u32(count);
         let items = ItemWriter::start(&mut frame, true);
-        ResultsFrame { frame, items }
+        ResultsFrame {
+            frame,
+            items,
+            limit: MAX_FRAME,
+        }
     }
 
     #[cfg(test)]
     pub(crate) fn new(job: u64, count: u32) -> ResultsFrame {
         ResultsFrame::reusing(Vec::new(), job, count)
+    }
+
+    /// A frame with a smaller limit than [`MAX_FRAME`], to test the limit without a GiB.
+    #[cfg(test)]
+    fn with_limit(job: u64, count: u32, limit: usize) -> ResultsFrame {
+        ResultsFrame {
+            limit,
+            ..ResultsFrame::new(job, count)
+        }
     }
 
     /// Appends one call's outcome; `run` writes the encoded result into the buffer it gets.
@@ -392,26 +437,44 @@ impl ResultsFrame {
         let outcome = self.items.push(&mut self.frame, run).and_then(|()| {
             // A frame over the limit would be refused by the parent as a protocol error:
             // the result that pushed it over comes out again and fails alone instead.
-            match self.frame.position() - 4 {
-                len if len > MAX_FRAME => {
-                    let size = self.frame.position() - self.items.last_at;
-                    self.items.pop(&mut self.frame);
-                    Err(TaskFailure::ResultEncode(format!(
-                        "the result takes {size} bytes, over the frame limit of {MAX_FRAME}"
-                    )))
-                }
-                _ => Ok(()),
+            if self.items.sized_len(&self.frame) > self.limit {
+                let size = self.frame.position() - self.items.last_at;
+                self.items.pop(&mut self.frame);
+                return Err(TaskFailure::ResultEncode(format!(
+                    "the result takes {size} bytes, over the frame limit of {}",
+                    self.limit
+                )));
             }
+            Ok(())
         });
         if let Err(failure) = outcome {
-            self.items.push_failure(&mut self.frame, &failure);
+            self.push_failure(&failure);
         }
     }
 
     /// Appends the outcome of a call that panicked while its result was being written:
     /// whatever it wrote goes.
     pub(crate) fn push_panicked(&mut self, failure: TaskFailure) {
-        self.items.push_failure(&mut self.frame, &failure);
+        self.push_failure(&failure);
+    }
+
+    /// Appends a failure; one whose record would take the frame over the limit (a panic
+    /// message of a gigabyte) is replaced by a short one that says so.
+    ///
+    /// Calls that fail after the frame has reached its limit can still take it over, a few
+    /// dozen bytes each; the parent then refuses the frame as a protocol error and runs the
+    /// job's calls again one by one.
+    fn push_failure(&mut self, failure: &TaskFailure) {
+        self.items.push_failure(&mut self.frame, failure);
+        if self.items.sized_len(&self.frame) > self.limit {
+            let size = self.frame.position() - self.items.last_at;
+            self.items.pop(&mut self.frame);
+            let short = TaskFailure::ResultEncode(format!(
+                "the call failed, and how takes {size} bytes, over the frame limit of {}",
+                self.limit
+            ));
+            self.items.push_failure(&mut self.frame, &short);
+        }
     }
 
     pub(crate) fn finish(mut self) -> Vec<u8> {
@@ -505,7 +568,19 @@ impl<'a> Cursor<'a> {
     }
 
     /// Steps over `count` packed items of `items`' size.
-    fn skip_packed(&mut self, count: usize, items: &ItemReader<'_>) -> Result<(), WireError> {
+    /// Steps over `count` packed items of `items`' size. The count is held to the frame
+    /// limit as the writer holds it (see `ItemWriter::sized_len`): `per_item` bytes of length
+    /// and status each, so that items of no bytes cannot come in billions.
+    fn skip_packed(
+        &mut self,
+        count: usize,
+        items: &ItemReader<'_>,
+        per_item: usize,
+    ) -> Result<(), WireError> {
+        let sized = count.saturating_mul(per_item);
+        if sized > MAX_FRAME {
+            return Err(WireError::TooLarge { len: sized });
+        }
         let size = items.packed.unwrap_or(0);
         let len = count.checked_mul(size).ok_or(WireError::Truncated)?;
         self.take(len).map(|_| ())
@@ -594,7 +669,7 @@ impl<'a> ToWorker<'a> {
                 let count = cursor.u32()? as usize;
                 let items = ItemReader::new(&mut cursor, count)?;
                 match items.packed {
-                    Some(_) => cursor.skip_packed(count, &items)?,
+                    Some(_) => cursor.skip_packed(count, &items, 4)?,
                     None => {
                         for _ in 0..count {
                             cursor.bytes()?;
@@ -653,7 +728,7 @@ impl FromWorker {
                 let items = ItemReader::new(&mut cursor, count)?;
                 let (mut panicked, mut failed) = (0, 0);
                 match items.packed {
-                    Some(_) => cursor.skip_packed(count, &items)?,
+                    Some(_) => cursor.skip_packed(count, &items, 5)?,
                     None => {
                         for _ in 0..count {
                             match cursor.u8()? {
@@ -1064,12 +1139,16 @@ pub fn fuzz_wire(data: &[u8]) {
     assert!(body.len() <= MAX_FRAME, "a frame over the limit");
 }
 
-/// Decodes a body as a parent does, and reads every result of an accepted RESULTS body: what
-/// the check lets through must read without a panic.
+/// Decodes a body as a parent does, and reads the results of an accepted RESULTS body: what
+/// the check lets through must read without a panic. (Up to a few thousand: packed results of
+/// no bytes can number hundreds of millions in a short body, and a parent reads no more than
+/// the job it sent holds.)
 #[cfg(feature = "fuzzing")]
 fn decode_all(body: &[u8]) {
     if let Ok(FromWorker::Results(Results { count, .. })) = FromWorker::decode(body) {
-        assert_eq!(ResultItems::new(body).count(), count);
+        let items = ResultItems::new(body);
+        assert_eq!(items.len(), count);
+        assert_eq!(items.take(4096).count(), count.min(4096));
     }
 }
 
@@ -1244,18 +1323,14 @@ mod tests {
 
     #[test]
     fn a_result_over_the_frame_limit_fails_alone() {
-        let mut results = ResultsFrame::new(1, 3);
-        // Zeroed by the allocator and copied with `memcpy`: quick even in a debug build.
-        let push = |results: &mut ResultsFrame, len: usize| {
-            let bytes = vec![0; len];
+        let limit = 100;
+        let mut results = ResultsFrame::with_limit(1, 3, limit);
+        for len in [2, limit, 2] {
             results.push(|buf| {
-                buf.extend_from_slice(&bytes);
+                buf.resize(buf.len() + len, 0);
                 Ok(())
-            })
-        };
-        push(&mut results, 2);
-        push(&mut results, MAX_FRAME);
-        push(&mut results, 2);
+            });
+        }
         let frame = results.finish();
         let results_of = Results {
             job: 1,
@@ -1271,6 +1346,76 @@ mod tests {
             items[1]
         );
         assert_eq!(items[2], Ok([0, 0].as_slice()));
+    }
+
+    #[test]
+    fn packed_results_are_held_to_the_limit_they_would_have_sized() {
+        // 14 bytes of header, then 5 per empty result once sized: 20 of them fill 114 bytes.
+        let limit = 14 + 20 * 5;
+        let mut results = ResultsFrame::with_limit(1, 15, limit);
+        for _ in 0..14 {
+            results.push(|_| Ok(()));
+        }
+        // An item of another size unpacks the frame, still within the limit.
+        results.push(|buf| {
+            buf.extend_from_slice(b"ab");
+            Ok(())
+        });
+        let frame = results.finish();
+        assert!(body(&frame).len() <= limit);
+        assert_eq!(ResultItems::new(body(&frame)).count(), 15);
+
+        // Packed, 25 empty results would take 14 bytes of header and none per item; sized,
+        // 139 bytes. The 21st and later fail, as they would have in the sized layout. (Their
+        // failures take the frame over the limit: the parent then refuses it and runs the
+        // calls again one by one.)
+        let mut results = ResultsFrame::with_limit(1, 25, limit);
+        for _ in 0..25 {
+            results.push(|_| Ok(()));
+        }
+        let frame = results.finish();
+        let items: Vec<_> = ResultItems::new(body(&frame)).collect();
+        assert_eq!(items.len(), 25);
+        assert!(items[..20].iter().all(|item| item == &Ok(b"".as_slice())));
+        for item in &items[20..] {
+            assert!(
+                matches!(item, Err(TaskFailure::ResultEncode(m)) if m.contains("over the frame limit")),
+                "{item:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_failure_too_large_for_the_frame_is_cut_short() {
+        let mut results = ResultsFrame::with_limit(1, 2, 200);
+        results.push(|_| Err(TaskFailure::ArgsDecode("x".repeat(500))));
+        results.push(|_| Ok(()));
+        let frame = results.finish();
+        let body = body(&frame);
+        assert!(body.len() <= 200, "{} bytes", body.len());
+        let items: Vec<_> = ResultItems::new(body).collect();
+        assert!(
+            matches!(&items[0], Err(TaskFailure::ResultEncode(m)) if m.contains("over the frame limit")),
+            "{:?}",
+            items[0]
+        );
+        assert_eq!(items[1], Ok(b"".as_slice()));
+    }
+
+    #[test]
+    fn a_packed_run_frame_is_held_to_the_limit_it_would_have_sized() {
+        // Empty arguments take no bytes packed, 4 each sized: the limit counts those.
+        let mut run = RunFrame::with_limit(1, "t", 100);
+        for _ in 0..30 {
+            push_run(&mut run, b"");
+        }
+        assert!(run.finish().is_err());
+        let mut run = RunFrame::with_limit(1, "t", 100);
+        for _ in 0..10 {
+            push_run(&mut run, b"");
+        }
+        let frame = run.finish().unwrap();
+        assert_eq!(run_items(&frame).2.len(), 10);
     }
 
     #[test]
@@ -1295,6 +1440,19 @@ mod tests {
             assert_eq!(items.next(), Some(Ok(last)));
             assert_eq!(items.next(), None);
         }
+    }
+
+    #[test]
+    fn packed_items_of_no_bytes_cannot_come_in_billions() {
+        let mut body = vec![TAG_RESULTS];
+        body.extend_from_slice(&1u64.to_le_bytes());
+        body.extend_from_slice(&u32::MAX.to_le_bytes());
+        body.push(LAYOUT_PACKED);
+        body.extend_from_slice(&0u32.to_le_bytes());
+        assert!(matches!(
+            FromWorker::decode(&body),
+            Err(WireError::TooLarge { .. })
+        ));
     }
 
     #[test]
