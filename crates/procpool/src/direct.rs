@@ -120,7 +120,7 @@ pub(crate) fn run(
 }
 
 /// How long a caller watches its workers' sockets before it sleeps in `poll` (see
-/// [`spin`](crate::spin)). A call that ends within this window costs no wake-up of the
+/// [`spin`]). A call that ends within this window costs no wake-up of the
 /// caller; a longer one costs this much CPU more.
 const SPIN: Duration = Duration::from_micros(200);
 

@@ -1,6 +1,6 @@
 //! The task registry: registered name → type-erased call, filled at link time.
 //!
-//! `#[procpool::task]` puts one [`TaskEntry`] per function into the [`TASKS`] slice. The parent
+//! `#[procpool::task]` puts one [`TaskEntry`] per function into the `TASKS` slice. The parent
 //! looks a function up by its type (every fn item has its own type) to find the registered
 //! name; a worker, which is the same binary, looks the name up to find the call.
 

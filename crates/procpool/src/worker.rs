@@ -87,7 +87,7 @@ pub(crate) fn enter_if_worker() {
 }
 
 /// How long a worker with nothing to do watches its socket before it sleeps in `read` (see
-/// [`spin`](crate::spin)), if the pool allows it in SETUP: when it has no more workers than
+/// [`spin`]), if the pool allows it in SETUP: when it has no more workers than
 /// there are CPUs. Between two maps a worker waits for the other workers' results to come
 /// in and the caller's next map to go out, which often takes longer than 50 µs; an idle pool
 /// costs this much CPU per worker after its last job, then none.
