@@ -99,12 +99,18 @@ pub(crate) fn run(
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
         }
-        let timeout = if while_waiting() || watch(shared, &mut fds, may_watch) {
-            Some(Duration::ZERO)
+        let polled = if while_waiting() {
+            sys::poll(&mut fds, Some(Duration::ZERO))
+        } else if watch(shared, &mut fds, may_watch) {
+            // The watch's last poll found a descriptor ready and left what it found in `fds`.
+            Ok(1)
         } else {
-            deadline.map(|at| at.saturating_duration_since(Instant::now()))
+            sys::poll(
+                &mut fds,
+                deadline.map(|at| at.saturating_duration_since(Instant::now())),
+            )
         };
-        if let Err(error) = sys::poll(&mut fds, timeout) {
+        if let Err(error) = polled {
             for borrowed in &mut held {
                 borrowed.give_back(Some(Cause::Protocol(format!("cannot poll: {error}"))));
             }
@@ -125,7 +131,7 @@ pub(crate) fn run(
 const SPIN: Duration = Duration::from_micros(200);
 
 /// Watches `fds` for up to [`SPIN`] if `may_watch` and the pool's watches have been paying
-/// off; returns whether one became ready.
+/// off; returns whether one became ready, with what the last poll found left in `fds`.
 fn watch(shared: &Shared, fds: &mut [PollFd], may_watch: bool) -> bool {
     let spinner = || {
         shared

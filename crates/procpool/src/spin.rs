@@ -61,7 +61,7 @@ pub(crate) struct Watched {
 }
 
 /// Polls `fds` without blocking, yielding between looks, until one is ready or `window` has
-/// passed.
+/// passed. What the last poll found stays in `fds`.
 pub(crate) fn watch(fds: &mut [PollFd], window: Duration) -> Watched {
     let started = Instant::now();
     loop {
