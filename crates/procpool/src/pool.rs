@@ -44,7 +44,7 @@ impl MapOptions {
     ///
     /// Larger chunks cost fewer round trips; smaller ones balance uneven work better. A chunk
     /// size of 0 is refused when the options are used. Without one, `imap` sends one call at
-    /// a time, and `map` and `starmap` cut the input into two to four chunks per worker (two
+    /// a time, and `map` and `starmap` cut the input into two to eight chunks per worker (two
     /// for a short input) whose items interleave: chunk `j` of `c` takes items `j`, `j + c`,
     /// `j + 2c`… So every chunk samples the whole input, and work that grows or shrinks
     /// along the input (the last items the heaviest, say) is spread evenly, without the
@@ -1007,8 +1007,12 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 ///
 /// - At least two per worker, [`DEPTH`] of them: each worker gets both in its first write, so
 ///   a short map costs one round trip per worker.
-/// - Up to four per worker when there are enough items: a worker that finishes early takes
-///   another chunk, and each result frame is taken in while the workers run the rest.
+/// - Up to eight per worker when there are enough items: the chunks beyond the first two per
+///   worker go to whichever worker is free, so a worker that the machine slows down (a busy
+///   CPU, a noisy neighbour) hands work to the others; and each result frame is taken in
+///   while the workers run the rest. (Measured: with one of two workers sharing its CPU with
+///   another process, factorials 1..=3000 took a median of 0.67 s in 11 chunks against
+///   0.85 s in 4; on a quiet machine the two were alike.)
 /// - No more chunks than `len / MIN_CHUNK`, beyond the two per worker: a chunk of fewer
 ///   items costs the pool less per item than its round trip, so splitting it further would
 ///   only add round trips.
@@ -1017,10 +1021,10 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 /// The chunks interleave (see [`MapOptions::chunksize`]), so they weigh about the same.
 pub(crate) fn auto_chunks(len: usize, workers: usize) -> usize {
     /// Items below which one more chunk is not worth its round trip.
-    const MIN_CHUNK: usize = 1024;
+    const MIN_CHUNK: usize = 256;
     let workers = workers.max(1);
     (len / MIN_CHUNK)
-        .clamp(DEPTH * workers, 4 * workers)
+        .clamp(DEPTH * workers, 8 * workers)
         .min(len)
 }
 
@@ -1109,15 +1113,15 @@ mod tests {
     use super::auto_chunks;
 
     #[test]
-    fn auto_chunks_are_two_to_four_per_worker_and_never_empty() {
+    fn auto_chunks_are_two_to_eight_per_worker_and_never_empty() {
         assert_eq!(auto_chunks(0, 2), 0);
         assert_eq!(auto_chunks(1, 2), 1);
         assert_eq!(auto_chunks(3, 2), 3);
         assert_eq!(auto_chunks(100, 2), 4);
-        assert_eq!(auto_chunks(3000, 2), 4);
-        assert_eq!(auto_chunks(6000, 2), 5);
-        assert_eq!(auto_chunks(100_000, 2), 8);
-        assert_eq!(auto_chunks(100_000, 16), 64);
+        assert_eq!(auto_chunks(1000, 2), 4);
+        assert_eq!(auto_chunks(3000, 2), 11);
+        assert_eq!(auto_chunks(100_000, 2), 16);
+        assert_eq!(auto_chunks(100_000, 16), 128);
         assert_eq!(auto_chunks(100, 0), 2);
     }
 }
