@@ -125,12 +125,7 @@ pub(crate) fn run(
     }
 }
 
-/// How long a caller watches its workers' sockets before it sleeps in `poll` (see
-/// [`spin`]). A call that ends within this window costs no wake-up of the
-/// caller; a longer one costs this much CPU more.
-const SPIN: Duration = Duration::from_micros(200);
-
-/// Watches `fds` for up to [`SPIN`] if `may_watch` and the pool's watches have been paying
+/// Watches `fds` (see [`spin`]) if `may_watch` and the pool's watches have been paying
 /// off; returns whether one became ready, with what the last poll found left in `fds`.
 fn watch(shared: &Shared, fds: &mut [PollFd], may_watch: bool) -> bool {
     let spinner = || {
@@ -142,7 +137,7 @@ fn watch(shared: &Shared, fds: &mut [PollFd], may_watch: bool) -> bool {
     if !may_watch || !spinner().should_watch() {
         return false;
     }
-    let watched = spin::watch(fds, SPIN);
+    let watched = spin::watch(fds, spin::WINDOW);
     spinner().record(watched.paid_off);
     watched.ready
 }

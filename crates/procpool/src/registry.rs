@@ -132,9 +132,10 @@ pub(crate) fn run(entry: &TaskEntry, calls: &mut Calls<'_>) {
     }
 }
 
-/// Runs one call whose result is not wanted (an initializer): how it failed, if it did.
+/// Runs one call whose result is not wanted (an initializer): how it failed, if it did. The
+/// result is never sent, so no frame limit applies to it.
 pub(crate) fn run_one(entry: &TaskEntry, input: &[u8]) -> Result<(), TaskFailure> {
-    let mut results = ResultsFrame::reusing(Vec::new(), 0, 1);
+    let mut results = ResultsFrame::with_limit(0, 1, usize::MAX);
     run(entry, &mut Calls::new(RunItems::one(input), &mut results));
     let frame = results.finish();
     match ResultItems::new(&frame[4..]).next() {

@@ -19,6 +19,13 @@ use std::time::{Duration, Instant};
 
 use crate::sys::{self, PollFd};
 
+/// How long a waiter watches before it sleeps: a worker for its next job, a caller for its
+/// results. Between two maps a worker waits for the other workers' results to come in and
+/// the caller's next map to go out, which often takes longer than 50 µs (measured: 200 µs
+/// made factorials 1..=100 0.55 of their time with 50 µs). An idle pool costs this much CPU
+/// per worker after its last job, then none.
+pub(crate) const WINDOW: Duration = Duration::from_micros(200);
+
 /// The most waits that go straight to sleep after watches that did not pay off.
 pub(crate) const MAX_SKIP: u32 = 1024;
 

@@ -422,12 +422,12 @@ impl ResultsFrame {
         ResultsFrame::reusing(Vec::new(), job, count)
     }
 
-    /// A frame with a smaller limit than [`MAX_FRAME`], to test the limit without a GiB.
-    #[cfg(test)]
-    fn with_limit(job: u64, count: u32, limit: usize) -> ResultsFrame {
+    /// A frame with another limit than [`MAX_FRAME`]: a smaller one, to test the limit
+    /// without a GiB, or none, for a result that is never sent (an initializer's).
+    pub(crate) fn with_limit(job: u64, count: u32, limit: usize) -> ResultsFrame {
         ResultsFrame {
             limit,
-            ..ResultsFrame::new(job, count)
+            ..ResultsFrame::reusing(Vec::new(), job, count)
         }
     }
 
@@ -484,7 +484,7 @@ impl ResultsFrame {
 }
 
 /// The SETUP frame: the worker's index, whether it may spin while it waits for work (see
-/// `worker::SPIN`), and the initializer to run, if any.
+/// `spin`), and the initializer to run, if any.
 pub(crate) fn setup_frame(index: u32, spin: bool, initializer: Option<(&str, &[u8])>) -> Vec<u8> {
     let mut frame = FrameWriter::new(TAG_SETUP);
     frame.u32(MAGIC).u16(VERSION).u32(index).u8(u8::from(spin));

@@ -10,7 +10,6 @@ use std::cell::RefCell;
 use std::io::{self, BufReader, Write};
 use std::os::fd::AsRawFd;
 use std::sync::OnceLock;
-use std::time::Duration;
 
 use crate::error::{TaskFailure, WorkerInfo};
 use crate::registry::{self, Calls};
@@ -86,13 +85,6 @@ pub(crate) fn enter_if_worker() {
     std::process::exit(code);
 }
 
-/// How long a worker with nothing to do watches its socket before it sleeps in `read` (see
-/// [`spin`]), if the pool allows it in SETUP: when it has no more workers than
-/// there are CPUs. Between two maps a worker waits for the other workers' results to come
-/// in and the caller's next map to go out, which often takes longer than 50 µs; an idle pool
-/// costs this much CPU per worker after its last job, then none.
-const SPIN: Duration = Duration::from_micros(200);
-
 fn serve(parent: u32) -> io::Result<()> {
     let socket = sys::adopt_socket(parent)?;
     let mut reader = BufReader::with_capacity(64 * 1024, &socket);
@@ -142,7 +134,7 @@ fn serve(parent: u32) -> io::Result<()> {
         trim(&mut body);
         if may_spin && reader.buffer().is_empty() && spinner.should_watch() {
             let mut fds = [PollFd::new(socket.as_raw_fd(), false)];
-            spinner.record(spin::watch(&mut fds, SPIN).paid_off);
+            spinner.record(spin::watch(&mut fds, spin::WINDOW).paid_off);
         }
         if wire::read_frame(&mut reader, &mut body)?.is_none() {
             break;
