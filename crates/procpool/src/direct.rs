@@ -9,7 +9,6 @@
 //! it does for the workers it drives itself: an error, a retry, a replacement.
 
 use std::collections::VecDeque;
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
@@ -209,9 +208,7 @@ impl Borrowed<'_> {
             return;
         }
         let mut frames = Vec::new();
-        let more = worker
-            .reader
-            .read_from(|buf| (&worker.socket).read(buf), |frame| frames.push(frame));
+        let more = worker.read_frames(|frame| frames.push(frame));
         for frame in frames {
             let outcome = match FromWorker::decode(&frame) {
                 Ok(FromWorker::Results(results)) => worker.complete_front(results, frame),

@@ -13,11 +13,12 @@ use crate::direct;
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::registry::{self, Task, TaskEntry};
 use crate::result::{Assembly, AsyncResult, Batch, Collector, Fed, Feed, Imap, MapResult};
+use crate::shared::Fds;
 use crate::start::StartMethod;
 use crate::stats::Stats;
 use crate::supervisor::{self, Config, DEPTH, Job, Phase, Shared};
 use crate::sys;
-use crate::wire::{MAX_FRAME, RunFrame};
+use crate::wire::{MAX_FDS, MAX_FRAME, Oversized, RunFrame};
 
 /// The number of CPUs this process may run on.
 ///
@@ -262,17 +263,21 @@ fn lookup<F: 'static>() -> Result<&'static TaskEntry, Error> {
     registry::lookup::<F>().map_err(|e| Error::new(ErrorKind::Unregistered, e.to_string()))
 }
 
-/// The finished RUN frame, or a clear error when the arguments are over the frame limit.
-fn sealed(frame: RunFrame, task: &str) -> Result<Vec<u8>, Error> {
-    frame.finish().map_err(|len| {
-        Error::new(
-            ErrorKind::Codec,
-            format!(
-                "the arguments take {len} bytes, over the frame limit of {MAX_FRAME} (send the data another way, or use a smaller chunk size)"
+/// The finished RUN frame and its descriptors, or a clear error when the arguments are over
+/// the frame's limits.
+fn sealed(frame: RunFrame, task: &str) -> Result<(Vec<u8>, Fds), Error> {
+    let (frame, fds) = frame.finish().map_err(|oversized| {
+        let message = match oversized {
+            Oversized::Bytes(len) => format!(
+                "the arguments take {len} bytes, over the frame limit of {MAX_FRAME} (send the data in a SharedBytes, or use a smaller chunk size)"
             ),
-        )
-        .task(task)
-    })
+            Oversized::Fds(fds) => format!(
+                "the arguments hold {fds} SharedBytes, over the limit of {MAX_FDS} a job (use a smaller chunk size)"
+            ),
+        };
+        Error::new(ErrorKind::Codec, message).task(task)
+    })?;
+    Ok((frame, Fds::new(fds)))
 }
 
 fn encode_error(task: &str, error: bincode::Error) -> Error {
@@ -484,12 +489,13 @@ impl Pool {
         frame
             .push(|buf| bincode::serialize_into(buf, &args))
             .map_err(|e| encode_error(entry.name, e))?;
-        let frame = sealed(frame, entry.name)?;
+        let (frame, fds) = sealed(frame, entry.name)?;
         let collector = Collector::new();
         let job = Job {
             id,
             task: entry.name,
             frame,
+            fds,
             sink: Arc::clone(&collector),
             start: 0,
             stride: 1,
@@ -868,10 +874,12 @@ impl Pool {
                     .push(|buf| encode(item, buf))
                     .map_err(|e| encode_error(entry.name, e))?;
             }
+            let (frame, fds) = sealed(frame, entry.name)?;
             jobs.push(Job {
                 id,
                 task: entry.name,
-                frame: sealed(frame, entry.name)?,
+                frame,
+                fds,
                 sink: Arc::clone(&collector),
                 start,
                 stride,
@@ -1069,8 +1077,8 @@ where
         }
         let count = frame.len();
         if count > 0 {
-            let frame = match sealed(frame, name) {
-                Ok(frame) => frame,
+            let (frame, fds) = match sealed(frame, name) {
+                Ok(sealed) => sealed,
                 Err(error) => {
                     collector.deliver(Batch::failed((start, 1, count), error));
                     return Fed::Exhausted(count);
@@ -1080,6 +1088,7 @@ where
                 id,
                 task: name,
                 frame,
+                fds,
                 sink: Arc::clone(collector),
                 start,
                 stride: 1,

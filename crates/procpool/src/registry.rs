@@ -7,6 +7,7 @@
 use std::any::type_name;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
+use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
@@ -14,6 +15,7 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::error::TaskFailure;
+use crate::shared;
 use crate::wire::{ResultItems, ResultsFrame, RunItems};
 
 /// Everything the registry knows of one task.
@@ -35,6 +37,8 @@ pub struct TaskEntry {
 #[doc(hidden)]
 pub struct Calls<'a> {
     inputs: RunItems<'a>,
+    /// The descriptors that came with the job, which `SharedBytes` arguments name.
+    fds: &'a [OwnedFd],
     results: &'a mut ResultsFrame,
 }
 
@@ -47,8 +51,16 @@ impl fmt::Debug for Calls<'_> {
 }
 
 impl<'a> Calls<'a> {
-    pub(crate) fn new(inputs: RunItems<'a>, results: &'a mut ResultsFrame) -> Calls<'a> {
-        Calls { inputs, results }
+    pub(crate) fn new(
+        inputs: RunItems<'a>,
+        fds: &'a [OwnedFd],
+        results: &'a mut ResultsFrame,
+    ) -> Calls<'a> {
+        Calls {
+            inputs,
+            fds,
+            results,
+        }
     }
 }
 
@@ -108,12 +120,13 @@ where
     Args: DeserializeOwned,
     Out: Serialize,
 {
+    let fds = calls.fds;
     for input in calls.inputs.by_ref() {
-        calls.results.push(|output| {
-            let args: Args =
-                bincode::deserialize(input).map_err(|e| TaskFailure::ArgsDecode(e.to_string()))?;
+        calls.results.push(|output, out_fds| {
+            let args: Args = shared::decoding(fds, || bincode::deserialize(input))
+                .map_err(|e| TaskFailure::ArgsDecode(e.to_string()))?;
             let result = f.call(args);
-            bincode::serialize_into(output, &result)
+            shared::encoding(out_fds, || bincode::serialize_into(output, &result))
                 .map_err(|e| TaskFailure::ResultEncode(e.to_string()))
         });
     }
@@ -136,8 +149,11 @@ pub(crate) fn run(entry: &TaskEntry, calls: &mut Calls<'_>) {
 /// result is never sent, so no frame limit applies to it.
 pub(crate) fn run_one(entry: &TaskEntry, input: &[u8]) -> Result<(), TaskFailure> {
     let mut results = ResultsFrame::with_limit(0, 1, usize::MAX);
-    run(entry, &mut Calls::new(RunItems::one(input), &mut results));
-    let frame = results.finish();
+    run(
+        entry,
+        &mut Calls::new(RunItems::one(input), &[], &mut results),
+    );
+    let (frame, _) = results.finish();
     match ResultItems::new(&frame[4..]).next() {
         Some(Err(failure)) => Err(failure),
         _ => Ok(()),
@@ -271,7 +287,7 @@ mod tests {
                 })
                 .unwrap();
         }
-        let frame = frame.finish().unwrap();
+        let (frame, _) = frame.finish().unwrap();
         let crate::wire::ToWorker::Run { items, .. } =
             crate::wire::ToWorker::decode(&frame[4..]).unwrap()
         else {
@@ -283,8 +299,8 @@ mod tests {
             call,
         };
         let mut results = ResultsFrame::reusing(Vec::new(), 1, inputs.len() as u32);
-        run(&entry, &mut Calls::new(items, &mut results));
-        let out = results.finish();
+        run(&entry, &mut Calls::new(items, &[], &mut results));
+        let (out, _) = results.finish();
         ResultItems::new(&out[4..])
             .map(|item| item.map(|bytes| bincode::deserialize(bytes).unwrap()))
             .collect()

@@ -4,12 +4,14 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
+use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, WorkerInfo};
+use crate::shared;
 use crate::wire::{ResultItems, ResultsAt};
 
 /// The outcomes of some calls of one submission, as one job delivered them: call `i` of the
@@ -32,6 +34,9 @@ enum Outcomes {
     /// are decoded only when they are asked for.
     Results {
         body: Vec<u8>,
+        /// The descriptors that came with the frame, which `SharedBytes` results name; each
+        /// decoding maps a duplicate, so a result can be decoded more than once.
+        fds: Vec<OwnedFd>,
         task: &'static str,
         worker: WorkerInfo,
     },
@@ -45,12 +50,18 @@ impl Batch {
     pub(crate) fn results(
         (start, stride, count): (usize, usize, usize),
         body: Vec<u8>,
+        fds: Vec<OwnedFd>,
         task: &'static str,
         worker: WorkerInfo,
     ) -> Batch {
         Batch::new(
             (start, stride, count),
-            Outcomes::Results { body, task, worker },
+            Outcomes::Results {
+                body,
+                fds,
+                task,
+                worker,
+            },
         )
     }
 
@@ -77,12 +88,17 @@ impl Batch {
     /// Hands each call's index and encoded result (or error) to `visit`, in order.
     fn visit(&self, mut visit: impl FnMut(usize, Result<&[u8], Error>)) {
         match &self.outcomes {
-            Outcomes::Results { body, task, worker } => {
+            Outcomes::Results {
+                body,
+                fds,
+                task,
+                worker,
+            } => shared::decoding(fds, || {
                 for (i, item) in ResultItems::new(body).enumerate() {
                     let item = item.map_err(|failure| Error::from_failure(failure, task, *worker));
                     visit(self.index(i), item);
                 }
-            }
+            }),
             Outcomes::Failed(error) => {
                 for i in 0..self.count {
                     visit(self.index(i), Err(error.clone()));
@@ -95,23 +111,26 @@ impl Batch {
     /// common case, in one tight loop; `None` otherwise, for [`Batch::visit`] to say which
     /// failed and how.
     fn decode_all<R: DeserializeOwned>(&self) -> Option<Vec<R>> {
-        let Outcomes::Results { body, .. } = &self.outcomes else {
+        let Outcomes::Results { body, fds, .. } = &self.outcomes else {
             return None;
         };
         let items = ResultItems::new(body);
         let mut values = Vec::with_capacity(self.count);
-        match items.packed() {
-            Some(packed) => {
-                for bytes in packed {
-                    values.push(bincode::deserialize(bytes).ok()?);
+        shared::decoding(fds, || {
+            match items.packed() {
+                Some(packed) => {
+                    for bytes in packed {
+                        values.push(bincode::deserialize(bytes).ok()?);
+                    }
+                }
+                None => {
+                    for item in items {
+                        values.push(bincode::deserialize(item.ok()?).ok()?);
+                    }
                 }
             }
-            None => {
-                for item in items {
-                    values.push(bincode::deserialize(item.ok()?).ok()?);
-                }
-            }
-        }
+            Some(())
+        })?;
         Some(values)
     }
 
@@ -127,19 +146,24 @@ impl Batch {
     fn take_next<T>(&mut self, decode: impl FnOnce(Result<&[u8], Error>) -> T) -> (usize, T) {
         let index = self.index(self.taken);
         self.taken += 1;
-        let item = match &self.outcomes {
-            Outcomes::Results { body, task, worker } => {
+        match &self.outcomes {
+            Outcomes::Results {
+                body,
+                fds,
+                task,
+                worker,
+            } => {
                 let mut items = match self.next {
                     Some(at) => ResultItems::at(body, at),
                     None => ResultItems::new(body),
                 };
                 let item = items.next().expect("the batch has a call left");
                 self.next = Some(items.position());
-                item.map_err(|failure| Error::from_failure(failure, task, *worker))
+                let item = item.map_err(|failure| Error::from_failure(failure, task, *worker));
+                (index, shared::decoding(fds, || decode(item)))
             }
-            Outcomes::Failed(error) => Err(error.clone()),
-        };
-        (index, decode(item))
+            Outcomes::Failed(error) => (index, decode(Err(error.clone()))),
+        }
     }
 
     fn exhausted(&self) -> bool {
@@ -670,14 +694,14 @@ mod tests {
     fn batch(start: usize, stride: usize, values: &[u64]) -> Batch {
         let mut frame = ResultsFrame::new(0, values.len() as u32);
         for value in values {
-            frame.push(|buf| {
+            frame.push(|buf, _| {
                 bincode::serialize_into(buf, value).unwrap();
                 Ok(())
             });
         }
-        let body = frame.finish()[4..].to_vec();
+        let body = frame.finish().0[4..].to_vec();
         let worker = WorkerInfo { index: 0, pid: 1 };
-        Batch::results((start, stride, values.len()), body, "t", worker)
+        Batch::results((start, stride, values.len()), body, Vec::new(), "t", worker)
     }
 
     fn assemble(len: usize, batches: &[Batch]) -> Result<Vec<u64>, Error> {

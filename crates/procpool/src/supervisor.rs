@@ -21,11 +21,12 @@ use std::time::{Duration, Instant};
 use crate::error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
 use crate::registry;
 use crate::result::{Batch, Collector};
+use crate::shared::Fds;
 use crate::spin::Spinner;
 use crate::start::{self, StartMethod};
 use crate::stats::Counters;
 use crate::sys::{self, PollFd};
-use crate::wire::{self, FrameReader, FromWorker, Results, RunFrame, ToWorker};
+use crate::wire::{self, FrameReader, FromWorker, MAX_FDS, Results, RunFrame, ToWorker};
 
 /// How many jobs a worker may hold at once: one running, one waiting behind it, so that the
 /// round trip between them is hidden.
@@ -51,6 +52,8 @@ pub(crate) struct Job {
     pub(crate) id: u64,
     pub(crate) task: &'static str,
     pub(crate) frame: Vec<u8>,
+    /// The descriptors that go with the frame.
+    pub(crate) fds: Fds,
     pub(crate) sink: Arc<Collector>,
     pub(crate) start: usize,
     /// 1 for a run of neighbouring items; `map`'s automatic chunks interleave.
@@ -301,6 +304,8 @@ pub(crate) struct Worker {
     pub(crate) child: Child,
     pub(crate) socket: UnixStream,
     pub(crate) reader: FrameReader,
+    /// Descriptors that came over the socket, not yet claimed by the frames they came with.
+    received: VecDeque<OwnedFd>,
     /// Control frames (SETUP, SHUTDOWN) to write before any job, and how much of the first
     /// is written.
     control: VecDeque<Vec<u8>>,
@@ -312,6 +317,8 @@ pub(crate) struct Worker {
     pub(crate) front_since: Option<Instant>,
     pub(crate) unsent: usize,
     job_written: usize,
+    /// How many of the descriptors of `in_flight[unsent]` have been sent.
+    fds_sent: usize,
     ready: bool,
     /// Jobs given to this worker so far, against `max_tasks_per_child`.
     pub(crate) assigned: u64,
@@ -341,6 +348,27 @@ impl Worker {
         Some((deadline, timeout))
     }
 
+    /// Reads what the socket has, handing each complete frame to `on_frame`; as
+    /// [`FrameReader::read_from`].
+    pub(crate) fn read_frames(&mut self, on_frame: impl FnMut(Vec<u8>)) -> io::Result<bool> {
+        let socket = &self.socket;
+        let received = &mut self.received;
+        self.reader.read_from(
+            |buf| {
+                // Descriptors that no frame claims: a worker that sends them cannot make the
+                // parent run out.
+                if received.len() > MAX_FDS + sys::FDS_PER_MESSAGE {
+                    return Err(io::Error::new(
+                        io::ErrorKind::InvalidData,
+                        "descriptors that no frame claims",
+                    ));
+                }
+                sys::recv(socket, buf, received)
+            },
+            on_frame,
+        )
+    }
+
     pub(crate) fn wants_write(&self) -> bool {
         !self.control.is_empty() || self.unsent < self.in_flight.len()
     }
@@ -360,24 +388,55 @@ impl Worker {
                 count += 1;
                 written = 0;
             }
+            // Descriptors ride on the first byte of a message: a frame with descriptors left
+            // to send starts a message of its own, and a frame with more than one message
+            // carries gets a byte per message until its last.
+            let mut fds: &[OwnedFd] = &[];
             if self.control.is_empty() {
                 let mut written = self.job_written;
+                let mut fds_sent = self.fds_sent;
                 for job in self.in_flight.iter().skip(self.unsent).take(slices.len()) {
-                    slices[count] = IoSlice::new(&job.frame[written..]);
-                    offered += job.frame.len() - written;
+                    let fds_left = &job.fds.as_slice()[fds_sent..];
+                    let frame = &job.frame[written..];
+                    if !fds_left.is_empty() {
+                        if count > 0 {
+                            break;
+                        }
+                        fds = &fds_left[..fds_left.len().min(sys::FDS_PER_MESSAGE)];
+                        let bytes = if fds.len() < fds_left.len() {
+                            &frame[..frame.len().min(1)]
+                        } else {
+                            frame
+                        };
+                        if bytes.is_empty() {
+                            return Err(io::Error::other(
+                                "more descriptors than bytes to carry them",
+                            ));
+                        }
+                        slices[0] = IoSlice::new(bytes);
+                        offered = bytes.len();
+                        count = 1;
+                        break;
+                    }
+                    slices[count] = IoSlice::new(frame);
+                    offered += frame.len();
                     count += 1;
                     written = 0;
+                    fds_sent = 0;
                 }
             }
             if count == 0 {
                 return Ok(());
             }
-            let mut n = match (&self.socket).write_vectored(&slices[..count]) {
+            let mut n = match sys::send(&self.socket, &slices[..count], fds) {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
                 Err(e) => return Err(e),
             };
+            if n > 0 {
+                self.fds_sent += fds.len();
+            }
             // A short write means the socket is full: account for it and let POLLOUT say
             // when to go on, instead of a write that only says `EAGAIN`.
             let full = n < offered;
@@ -398,6 +457,7 @@ impl Worker {
                         n -= left;
                         self.unsent += 1;
                         self.job_written = 0;
+                        self.fds_sent = 0;
                     } else {
                         self.job_written += n;
                         n = 0;
@@ -860,10 +920,7 @@ impl Supervisor {
         }
         let pid = worker.info.pid;
         let mut events = Vec::new();
-        let more = worker.reader.read_from(
-            |buf| (&worker.socket).read(buf),
-            |frame| events.push(Event::Frame(frame)),
-        );
+        let more = worker.read_frames(|frame| events.push(Event::Frame(frame)));
         match more {
             Ok(true) => {}
             Err(e) if e.kind() == io::ErrorKind::InvalidData => {
@@ -994,12 +1051,7 @@ impl Supervisor {
             return false;
         }
         // A retiring worker holds no jobs and has nothing left to say but its end of stream.
-        !matches!(
-            worker
-                .reader
-                .read_from(|buf| (&worker.socket).read(buf), |_| ()),
-            Ok(true)
-        )
+        !matches!(worker.read_frames(|_| ()), Ok(true))
     }
 
     /// The worker in slot `index` was held by a call whose thread panicked: end it (what is
@@ -1123,12 +1175,14 @@ impl Supervisor {
             child,
             socket,
             reader: FrameReader::default(),
+            received: VecDeque::new(),
             control: VecDeque::from([wire::setup_frame(index as u32, spin, initializer)]),
             control_written: 0,
             in_flight: VecDeque::new(),
             front_since: None,
             unsent: 0,
             job_written: 0,
+            fds_sent: 0,
             ready: false,
             assigned: 0,
             exit_by: None,
@@ -1205,6 +1259,7 @@ impl Worker {
         let Results {
             job,
             count,
+            fds,
             panicked,
             failed,
         } = results;
@@ -1219,6 +1274,13 @@ impl Worker {
                 front.id, front.count
             )));
         }
+        if fds > self.received.len() {
+            return Err(Cause::Protocol(format!(
+                "results for job {job} named {fds} descriptors, {} came",
+                self.received.len()
+            )));
+        }
+        let fds = self.received.drain(..fds).collect();
         let done = self.in_flight.pop_front().expect("checked above");
         self.unsent -= 1;
         self.front_since = (!self.in_flight.is_empty()).then(Instant::now);
@@ -1227,7 +1289,7 @@ impl Worker {
         counters.ended(Some(ErrorKind::Panicked), panicked);
         // The other failures a worker reports (codec, unregistered) all count as `other`.
         counters.ended(Some(ErrorKind::Codec), failed);
-        let batch = Batch::results(done.calls(), frame, done.task, self.info);
+        let batch = Batch::results(done.calls(), frame, fds, done.task, self.info);
         done.sink.deliver(batch);
         Ok(())
     }
@@ -1291,7 +1353,8 @@ fn stop_within(workers: &mut [Worker], grace: Duration) {
     }
 }
 
-/// Splits a job of several calls into one job per call.
+/// Splits a job of several calls into one job per call. Each gets all the descriptors of
+/// the chunk, since its arguments name them by their index in the chunk's frame.
 fn split(job: &Job, shared: &Shared) -> Option<Vec<Job>> {
     // The frame is the parent's own, built under the frame limit, so it decodes and each
     // call fits a frame of its own; `None` is for the impossible case, so that it fails the
@@ -1304,7 +1367,7 @@ fn split(job: &Job, shared: &Shared) -> Option<Vec<Job>> {
         .enumerate()
         .map(|(i, item)| {
             let id = shared.next_job_id();
-            let mut frame = RunFrame::new(id, name);
+            let mut frame = RunFrame::split_from(id, name, job.fds.as_slice().len());
             frame
                 .push(|buf| -> Result<(), ()> {
                     buf.extend_from_slice(item);
@@ -1314,7 +1377,8 @@ fn split(job: &Job, shared: &Shared) -> Option<Vec<Job>> {
             Some(Job {
                 id,
                 task: job.task,
-                frame: frame.finish().ok()?,
+                frame: frame.finish().ok()?.0,
+                fds: job.fds.clone(),
                 sink: Arc::clone(&job.sink),
                 start: job.start + i * job.stride,
                 stride: 1,

@@ -6,15 +6,19 @@
 
 use std::fmt;
 use std::io::{self, Read};
+use std::os::fd::OwnedFd;
 
 use crate::error::TaskFailure;
+use crate::shared;
 
 /// "PPL" and a 1: the first four bytes of both sides' handshake frames.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PPL1");
 /// Bumped on every change of the frame layout.
-pub(crate) const VERSION: u16 = 2;
+pub(crate) const VERSION: u16 = 3;
 /// The largest frame body either side accepts.
 pub(crate) const MAX_FRAME: usize = 1 << 30;
+/// The most descriptors (of `SharedBytes`) one RUN or RESULTS frame may carry.
+pub(crate) const MAX_FDS: usize = 1 << 16;
 
 const TAG_SETUP: u8 = 1;
 const TAG_RUN: u8 = 2;
@@ -27,6 +31,7 @@ const TAG_RESULTS: u8 = 12;
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum WireError {
     TooLarge { len: usize },
+    TooManyFds(usize),
     Truncated,
     UnknownTag(u8),
     UnknownLayout(u8),
@@ -40,6 +45,12 @@ impl fmt::Display for WireError {
         match self {
             WireError::TooLarge { len } => {
                 write!(f, "frame of {len} bytes exceeds the limit of {MAX_FRAME}")
+            }
+            WireError::TooManyFds(n) => {
+                write!(
+                    f,
+                    "frame carries {n} descriptors, over the limit of {MAX_FDS}"
+                )
             }
             WireError::Truncated => f.write_str("frame ends in the middle of a field"),
             WireError::UnknownTag(tag) => write!(f, "unknown frame tag {tag}"),
@@ -322,11 +333,26 @@ impl ItemWriter {
     }
 }
 
+/// Why a RUN frame cannot be sent.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum Oversized {
+    /// Its body would take this many bytes, over [`MAX_FRAME`].
+    Bytes(usize),
+    /// Its arguments hold this many `SharedBytes`, over [`MAX_FDS`].
+    Fds(usize),
+}
+
 /// A `RUN` frame: one job of one or more calls of the same task.
 pub(crate) struct RunFrame {
     frame: FrameWriter,
+    /// Where the count of calls is, followed by the count of descriptors.
     count_at: usize,
     items: ItemWriter,
+    /// The descriptors of the `SharedBytes` in the arguments, which travel with the frame.
+    fds: Vec<OwnedFd>,
+    /// Descriptors the frame travels with that are not in `fds`: those of the chunk it was
+    /// split from, whose indices its arguments keep.
+    inherited_fds: usize,
     /// [`MAX_FRAME`], but in tests.
     limit: usize,
 }
@@ -336,13 +362,24 @@ impl RunFrame {
         let mut frame = FrameWriter::new(TAG_RUN);
         frame.u64(job).str(name);
         let count_at = frame.position();
-        frame.u32(0);
+        frame.u32(0).u32(0);
         let items = ItemWriter::start(&mut frame, false);
         RunFrame {
             frame,
             count_at,
             items,
+            fds: Vec::new(),
+            inherited_fds: 0,
             limit: MAX_FRAME,
+        }
+    }
+
+    /// A frame for calls taken out of a chunk's frame, whose `fds` descriptors it sends
+    /// again: its arguments' indices name them.
+    pub(crate) fn split_from(job: u64, name: &str, fds: usize) -> RunFrame {
+        RunFrame {
+            inherited_fds: fds,
+            ..RunFrame::new(job, name)
         }
     }
 
@@ -362,7 +399,15 @@ impl RunFrame {
         &mut self,
         encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
-        self.items.push(&mut self.frame, encode)
+        let RunFrame {
+            frame, items, fds, ..
+        } = self;
+        let before = fds.len();
+        let pushed = shared::encoding(fds, || items.push(frame, encode));
+        if pushed.is_err() {
+            fds.truncate(before);
+        }
+        pushed
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -379,19 +424,24 @@ impl RunFrame {
         self.frame.buf.reserve(last.saturating_mul(more));
     }
 
-    /// The finished frame, or `Err` with the body's length when it is over [`MAX_FRAME`]: a
-    /// worker would refuse it, so it must not be sent. The limit applies to the length in
-    /// the sized layout (see `ItemWriter::sized_len`), so a packed frame's count always fits
-    /// its `u32`.
-    pub(crate) fn finish(mut self) -> Result<Vec<u8>, usize> {
+    /// The finished frame and the descriptors that go with it, or why it is too large: a
+    /// worker would refuse it, so it must not be sent. The byte limit applies to the length
+    /// in the sized layout (see `ItemWriter::sized_len`), so a packed frame's count always
+    /// fits its `u32`.
+    pub(crate) fn finish(mut self) -> Result<(Vec<u8>, Vec<OwnedFd>), Oversized> {
         let len = self.items.sized_len(&self.frame);
         if len > self.limit {
-            return Err(len);
+            return Err(Oversized::Bytes(len));
+        }
+        let fds = self.fds.len() + self.inherited_fds;
+        if fds > MAX_FDS {
+            return Err(Oversized::Fds(fds));
         }
         self.frame
             .patch_u32(self.count_at, len_u32(self.items.count));
+        self.frame.patch_u32(self.count_at + 4, len_u32(fds));
         self.items.finish(&mut self.frame);
-        Ok(self.frame.finish())
+        Ok((self.frame.finish(), self.fds))
     }
 }
 
@@ -399,20 +449,31 @@ impl RunFrame {
 pub(crate) struct ResultsFrame {
     frame: FrameWriter,
     items: ItemWriter,
+    /// The descriptors of the `SharedBytes` in the results, which travel with the frame, and
+    /// how many there were before the call being pushed: a call that fails or panics takes
+    /// its own back out.
+    fds: Vec<OwnedFd>,
+    fds_before: usize,
     /// [`MAX_FRAME`], but in tests.
     limit: usize,
 }
+
+/// Where the count of descriptors is in a RESULTS frame: after the length prefix, the tag,
+/// the job and the count of calls.
+const RESULTS_FDS_AT: usize = 4 + 1 + 8 + 4;
 
 impl ResultsFrame {
     /// A RESULTS frame written into `buf`, whose room is reused: a worker keeps one buffer
     /// for all its results, so that a large one does not land in fresh pages each time.
     pub(crate) fn reusing(buf: Vec<u8>, job: u64, count: u32) -> ResultsFrame {
         let mut frame = FrameWriter::reusing(buf, TAG_RESULTS);
-        frame.u64(job).u32(count);
+        frame.u64(job).u32(count).u32(0);
         let items = ItemWriter::start(&mut frame, true);
         ResultsFrame {
             frame,
             items,
+            fds: Vec::new(),
+            fds_before: 0,
             limit: MAX_FRAME,
         }
     }
@@ -431,22 +492,37 @@ impl ResultsFrame {
         }
     }
 
-    /// Appends one call's outcome; `run` writes the encoded result into the buffer it gets.
+    /// Appends one call's outcome; `run` writes the encoded result into the buffer it gets,
+    /// and encodes it in [`shared::encoding`] with the descriptor list it gets.
     #[inline]
-    pub(crate) fn push(&mut self, run: impl FnOnce(&mut Vec<u8>) -> Result<(), TaskFailure>) {
-        let outcome = self.items.push(&mut self.frame, run).and_then(|()| {
-            // A frame over the limit would be refused by the parent as a protocol error:
-            // the result that pushed it over comes out again and fails alone instead.
-            if self.items.sized_len(&self.frame) > self.limit {
-                let size = self.frame.position() - self.items.last_at;
-                self.items.pop(&mut self.frame);
-                return Err(TaskFailure::ResultEncode(format!(
-                    "the result takes {size} bytes, over the frame limit of {}",
-                    self.limit
-                )));
-            }
-            Ok(())
-        });
+    pub(crate) fn push(
+        &mut self,
+        run: impl FnOnce(&mut Vec<u8>, &mut Vec<OwnedFd>) -> Result<(), TaskFailure>,
+    ) {
+        self.fds_before = self.fds.len();
+        let fds = &mut self.fds;
+        let outcome = self
+            .items
+            .push(&mut self.frame, |buf| run(buf, fds))
+            .and_then(|()| {
+                // A frame over the limit would be refused by the parent as a protocol
+                // error: the result that pushed it over comes out again and fails alone.
+                if self.items.sized_len(&self.frame) > self.limit {
+                    let size = self.frame.position() - self.items.last_at;
+                    self.items.pop(&mut self.frame);
+                    return Err(TaskFailure::ResultEncode(format!(
+                        "the result takes {size} bytes, over the frame limit of {}",
+                        self.limit
+                    )));
+                }
+                if self.fds.len() > MAX_FDS {
+                    self.items.pop(&mut self.frame);
+                    return Err(TaskFailure::ResultEncode(format!(
+                        "the results of this job hold more than {MAX_FDS} SharedBytes (use a smaller chunk size)"
+                    )));
+                }
+                Ok(())
+            });
         if let Err(failure) = outcome {
             self.push_failure(&failure);
         }
@@ -465,6 +541,7 @@ impl ResultsFrame {
     /// dozen bytes each; the parent then refuses the frame as a protocol error and runs the
     /// job's calls again one by one.
     fn push_failure(&mut self, failure: &TaskFailure) {
+        self.fds.truncate(self.fds_before);
         self.items.push_failure(&mut self.frame, failure);
         if self.items.sized_len(&self.frame) > self.limit {
             let size = self.frame.position() - self.items.last_at;
@@ -477,9 +554,12 @@ impl ResultsFrame {
         }
     }
 
-    pub(crate) fn finish(mut self) -> Vec<u8> {
+    /// The finished frame, and the descriptors that go with it.
+    pub(crate) fn finish(mut self) -> (Vec<u8>, Vec<OwnedFd>) {
+        self.frame
+            .patch_u32(RESULTS_FDS_AT, len_u32(self.fds.len()));
         self.items.finish(&mut self.frame);
-        self.frame.finish()
+        (self.frame.finish(), self.fds)
     }
 }
 
@@ -563,6 +643,15 @@ impl<'a> Cursor<'a> {
         self.take(len)
     }
 
+    /// A count of descriptors, refused over [`MAX_FDS`].
+    fn fds(&mut self) -> Result<usize, WireError> {
+        let fds = self.u32()? as usize;
+        if fds > MAX_FDS {
+            return Err(WireError::TooManyFds(fds));
+        }
+        Ok(fds)
+    }
+
     fn str(&mut self) -> Result<&'a str, WireError> {
         std::str::from_utf8(self.bytes()?).map_err(|_| WireError::BadUtf8)
     }
@@ -640,6 +729,8 @@ pub(crate) enum ToWorker<'a> {
     Run {
         job: u64,
         name: &'a str,
+        /// How many descriptors came with the frame.
+        fds: usize,
         items: RunItems<'a>,
     },
     Shutdown,
@@ -667,6 +758,7 @@ impl<'a> ToWorker<'a> {
                 let job = cursor.u64()?;
                 let name = cursor.str()?;
                 let count = cursor.u32()? as usize;
+                let fds = cursor.fds()?;
                 let items = ItemReader::new(&mut cursor, count)?;
                 match items.packed {
                     Some(_) => cursor.skip_packed(count, &items, 4)?,
@@ -679,6 +771,7 @@ impl<'a> ToWorker<'a> {
                 ToWorker::Run {
                     job,
                     name,
+                    fds,
                     items: RunItems(items),
                 }
             }
@@ -705,6 +798,8 @@ pub(crate) enum FromWorker {
 pub(crate) struct Results {
     pub(crate) job: u64,
     pub(crate) count: usize,
+    /// How many descriptors came with the frame.
+    pub(crate) fds: usize,
     /// How many of the calls panicked, and how many failed otherwise.
     pub(crate) panicked: usize,
     pub(crate) failed: usize,
@@ -725,6 +820,7 @@ impl FromWorker {
             TAG_RESULTS => {
                 let job = cursor.u64()?;
                 let count = cursor.u32()? as usize;
+                let fds = cursor.fds()?;
                 let items = ItemReader::new(&mut cursor, count)?;
                 let (mut panicked, mut failed) = (0, 0);
                 match items.packed {
@@ -747,6 +843,7 @@ impl FromWorker {
                 FromWorker::Results(Results {
                     job,
                     count,
+                    fds,
                     panicked,
                     failed,
                 })
@@ -847,9 +944,10 @@ pub(crate) struct ResultItems<'a>(ItemReader<'a>);
 impl<'a> ResultItems<'a> {
     /// The outcomes of a RESULTS body, from the first.
     pub(crate) fn new(body: &'a [u8]) -> ResultItems<'a> {
-        // Past the tag and the job, to the count.
+        // Past the tag and the job, to the count, then past the count of descriptors.
         let mut cursor = Cursor { buf: body, pos: 9 };
         let count = cursor.u32().expect(CHECKED) as usize;
+        cursor.u32().expect(CHECKED);
         ResultItems(ItemReader::new(&mut cursor, count).expect(CHECKED))
     }
 
@@ -1164,10 +1262,13 @@ mod tests {
 
     /// The job, task name, arguments and layout byte of a RUN frame.
     fn run_items(frame: &[u8]) -> (u64, &str, Vec<&[u8]>, u8) {
-        let ToWorker::Run { job, name, items } = ToWorker::decode(body(frame)).unwrap() else {
+        let ToWorker::Run {
+            job, name, items, ..
+        } = ToWorker::decode(body(frame)).unwrap()
+        else {
             panic!("not a RUN frame");
         };
-        let layout = frame[4 + 1 + 8 + 4 + name.len() + 4];
+        let layout = frame[4 + 1 + 8 + 4 + name.len() + 4 + 4];
         (job, name, items.collect(), layout)
     }
 
@@ -1181,8 +1282,9 @@ mod tests {
         (ResultItems::new(body).collect(), body[RESULTS_LAYOUT_AT])
     }
 
-    /// Where the layout byte of a RESULTS body is: after the tag, the job and the count.
-    const RESULTS_LAYOUT_AT: usize = 1 + 8 + 4;
+    /// Where the layout byte of a RESULTS body is: after the tag, the job, the count and the
+    /// count of descriptors.
+    const RESULTS_LAYOUT_AT: usize = 1 + 8 + 4 + 4;
 
     fn push_run(run: &mut RunFrame, item: &[u8]) {
         run.push(|buf| -> Result<(), ()> {
@@ -1196,6 +1298,7 @@ mod tests {
         Results {
             job,
             count,
+            fds: 0,
             panicked: 0,
             failed: 0,
         }
@@ -1214,7 +1317,7 @@ mod tests {
         );
         push_run(&mut run, b"");
         assert_eq!(run.len(), 2);
-        let frame = run.finish().unwrap();
+        let frame = run.finish().unwrap().0;
         assert_eq!(
             run_items(&frame),
             (7, "demo::add", vec![b"ab".as_slice(), b""], LAYOUT_SIZED)
@@ -1227,21 +1330,22 @@ mod tests {
         for item in [b"abc", b"def", b"ghi"] {
             push_run(&mut run, item);
         }
-        let frame = run.finish().unwrap();
+        let frame = run.finish().unwrap().0;
         let (_, _, items, layout) = run_items(&frame);
         assert_eq!(items, [b"abc", b"def", b"ghi"]);
         assert_eq!(layout, LAYOUT_PACKED);
-        // The body: tag, job, name, count, layout, size, then the items and nothing else.
-        assert_eq!(frame.len(), 4 + 1 + 8 + (4 + 1) + 4 + 1 + 4 + 9);
+        // The body: tag, job, name, count, descriptors, layout, size, then the items and
+        // nothing else.
+        assert_eq!(frame.len(), 4 + 1 + 8 + (4 + 1) + 4 + 4 + 1 + 4 + 9);
 
         let mut results = ResultsFrame::new(2, 2);
         for item in [b"xy", b"zw"] {
-            results.push(|buf| {
+            results.push(|buf, _| {
                 buf.extend_from_slice(item);
                 Ok(())
             });
         }
-        let frame = results.finish();
+        let frame = results.finish().0;
         let (items, layout) = result_items(&frame, ok(2, 2));
         assert_eq!(items, [Ok(b"xy".as_slice()), Ok(b"zw".as_slice())]);
         assert_eq!(layout, LAYOUT_PACKED);
@@ -1253,11 +1357,11 @@ mod tests {
         for _ in 0..3 {
             push_run(&mut run, b"");
         }
-        let frame = run.finish().unwrap();
+        let frame = run.finish().unwrap().0;
         let (_, _, items, layout) = run_items(&frame);
         assert_eq!(items, [b"", b"", b""]);
         assert_eq!(layout, LAYOUT_PACKED);
-        let frame = ResultsFrame::new(4, 0).finish();
+        let frame = ResultsFrame::new(4, 0).finish().0;
         let (items, _) = result_items(&frame, ok(4, 0));
         assert!(items.is_empty());
     }
@@ -1268,19 +1372,19 @@ mod tests {
         for item in [b"ab".as_slice(), b"cd", b"efg", b"hi"] {
             push_run(&mut run, item);
         }
-        let frame = run.finish().unwrap();
+        let frame = run.finish().unwrap().0;
         let (_, _, items, layout) = run_items(&frame);
         assert_eq!(items, [b"ab".as_slice(), b"cd", b"efg", b"hi"]);
         assert_eq!(layout, LAYOUT_SIZED);
 
         let mut results = ResultsFrame::new(5, 3);
         for item in [b"".as_slice(), b"", b"x"] {
-            results.push(|buf| {
+            results.push(|buf, _| {
                 buf.extend_from_slice(item);
                 Ok(())
             });
         }
-        let frame = results.finish();
+        let frame = results.finish().0;
         let (items, layout) = result_items(&frame, ok(5, 3));
         assert_eq!(items, [Ok(b"".as_slice()), Ok(b""), Ok(b"x")]);
         assert_eq!(layout, LAYOUT_SIZED);
@@ -1289,7 +1393,7 @@ mod tests {
     #[test]
     fn results_frame_round_trips() {
         let mut results = ResultsFrame::new(3, 3);
-        results.push(|buf| {
+        results.push(|buf, _| {
             buf.extend_from_slice(b"xyz");
             Ok(())
         });
@@ -1297,22 +1401,23 @@ mod tests {
             message: "boom".into(),
             location: Some("a.rs:1:1".into()),
         };
-        results.push(|buf| {
+        results.push(|buf, _| {
             buf.push(9);
             Err(failure.clone())
         });
         // After a failure, results of the first one's size still read back.
-        results.push(|buf| {
+        results.push(|buf, _| {
             buf.extend_from_slice(b"uvw");
             Ok(())
         });
         let results_of = Results {
             job: 3,
             count: 3,
+            fds: 0,
             panicked: 1,
             failed: 0,
         };
-        let frame = results.finish();
+        let frame = results.finish().0;
         let (items, layout) = result_items(&frame, results_of);
         assert_eq!(
             items,
@@ -1326,15 +1431,16 @@ mod tests {
         let limit = 100;
         let mut results = ResultsFrame::with_limit(1, 3, limit);
         for len in [2, limit, 2] {
-            results.push(|buf| {
+            results.push(|buf, _| {
                 buf.resize(buf.len() + len, 0);
                 Ok(())
             });
         }
-        let frame = results.finish();
+        let frame = results.finish().0;
         let results_of = Results {
             job: 1,
             count: 3,
+            fds: 0,
             panicked: 0,
             failed: 1,
         };
@@ -1350,30 +1456,30 @@ mod tests {
 
     #[test]
     fn packed_results_are_held_to_the_limit_they_would_have_sized() {
-        // 14 bytes of header, then 5 per empty result once sized: 20 of them fill 114 bytes.
-        let limit = 14 + 20 * 5;
+        // 18 bytes of header, then 5 per empty result once sized: 20 of them fill 118 bytes.
+        let limit = 18 + 20 * 5;
         let mut results = ResultsFrame::with_limit(1, 15, limit);
         for _ in 0..14 {
-            results.push(|_| Ok(()));
+            results.push(|_, _| Ok(()));
         }
         // An item of another size unpacks the frame, still within the limit.
-        results.push(|buf| {
+        results.push(|buf, _| {
             buf.extend_from_slice(b"ab");
             Ok(())
         });
-        let frame = results.finish();
+        let frame = results.finish().0;
         assert!(body(&frame).len() <= limit);
         assert_eq!(ResultItems::new(body(&frame)).count(), 15);
 
-        // Packed, 25 empty results would take 14 bytes of header and none per item; sized,
-        // 139 bytes. The 21st and later fail, as they would have in the sized layout. (Their
+        // Packed, 25 empty results would take 18 bytes of header and none per item; sized,
+        // 143 bytes. The 21st and later fail, as they would have in the sized layout. (Their
         // failures take the frame over the limit: the parent then refuses it and runs the
         // calls again one by one.)
         let mut results = ResultsFrame::with_limit(1, 25, limit);
         for _ in 0..25 {
-            results.push(|_| Ok(()));
+            results.push(|_, _| Ok(()));
         }
-        let frame = results.finish();
+        let frame = results.finish().0;
         let items: Vec<_> = ResultItems::new(body(&frame)).collect();
         assert_eq!(items.len(), 25);
         assert!(items[..20].iter().all(|item| item == &Ok(b"".as_slice())));
@@ -1388,9 +1494,9 @@ mod tests {
     #[test]
     fn a_failure_too_large_for_the_frame_is_cut_short() {
         let mut results = ResultsFrame::with_limit(1, 2, 200);
-        results.push(|_| Err(TaskFailure::ArgsDecode("x".repeat(500))));
-        results.push(|_| Ok(()));
-        let frame = results.finish();
+        results.push(|_, _| Err(TaskFailure::ArgsDecode("x".repeat(500))));
+        results.push(|_, _| Ok(()));
+        let frame = results.finish().0;
         let body = body(&frame);
         assert!(body.len() <= 200, "{} bytes", body.len());
         let items: Vec<_> = ResultItems::new(body).collect();
@@ -1414,7 +1520,7 @@ mod tests {
         for _ in 0..10 {
             push_run(&mut run, b"");
         }
-        let frame = run.finish().unwrap();
+        let frame = run.finish().unwrap().0;
         assert_eq!(run_items(&frame).2.len(), 10);
     }
 
@@ -1423,12 +1529,12 @@ mod tests {
         for packed in [true, false] {
             let mut results = ResultsFrame::new(1, 3);
             for item in [b"a".as_slice(), b"b", if packed { b"c" } else { b"cc" }] {
-                results.push(|buf| {
+                results.push(|buf, _| {
                     buf.extend_from_slice(item);
                     Ok(())
                 });
             }
-            let frame = results.finish();
+            let frame = results.finish().0;
             let body = body(&frame);
             let mut items = ResultItems::new(body);
             assert_eq!(items.next(), Some(Ok(b"a".as_slice())));
@@ -1447,6 +1553,7 @@ mod tests {
         let mut body = vec![TAG_RESULTS];
         body.extend_from_slice(&1u64.to_le_bytes());
         body.extend_from_slice(&u32::MAX.to_le_bytes());
+        body.extend_from_slice(&0u32.to_le_bytes());
         body.push(LAYOUT_PACKED);
         body.extend_from_slice(&0u32.to_le_bytes());
         assert!(matches!(
@@ -1460,14 +1567,14 @@ mod tests {
         let mut run = RunFrame::new(1, "t");
         push_run(&mut run, b"ab");
         push_run(&mut run, b"cd");
-        let frame = run.finish().unwrap();
+        let frame = run.finish().unwrap().0;
         let short = &frame[4..frame.len() - 1];
         assert_eq!(ToWorker::decode(short), Err(WireError::Truncated));
         let mut long = frame[4..].to_vec();
         long.push(0);
         assert_eq!(ToWorker::decode(&long), Err(WireError::Trailing(1)));
         let mut bad = frame[4..].to_vec();
-        bad[1 + 8 + 5 + 4] = 7;
+        bad[1 + 8 + 5 + 4 + 4] = 7;
         assert_eq!(ToWorker::decode(&bad), Err(WireError::UnknownLayout(7)));
     }
 
@@ -1482,9 +1589,9 @@ mod tests {
             }
         );
         let mut bad = frame.clone();
-        bad[9] = 3; // the version's low byte
+        bad[9] = 4; // the version's low byte
         let err = FromWorker::decode(body(&bad)).unwrap_err();
-        assert_eq!(err.to_string(), "expected protocol version 2, found 3");
+        assert_eq!(err.to_string(), "expected protocol version 3, found 4");
         let setup = setup_frame(1, true, Some(("init", b"args")));
         assert_eq!(
             ToWorker::decode(body(&setup)).unwrap(),
@@ -1700,16 +1807,16 @@ mod tests {
             let mut results = ResultsFrame::new(1, outcomes.len() as u32);
             let failure = TaskFailure::ArgsDecode("bad".into());
             for outcome in &outcomes {
-                results.push(|buf| match outcome {
+                results.push(|buf, _| match outcome {
                     Some(bytes) => { buf.extend_from_slice(bytes); Ok(()) }
                     None => { buf.push(1); Err(failure.clone()) }
                 });
             }
-            let frame = results.finish();
+            let frame = results.finish().0;
             let body = &frame[4..];
             let failed = outcomes.iter().filter(|o| o.is_none()).count();
             let decoded = FromWorker::decode(body).unwrap();
-            let expected = FromWorker::Results(Results { job: 1, count: outcomes.len(), panicked: 0, failed });
+            let expected = FromWorker::Results(Results { job: 1, count: outcomes.len(), fds: 0, panicked: 0, failed });
             proptest::prop_assert_eq!(decoded, expected);
             let got: Vec<Result<&[u8], TaskFailure>> = ResultItems::new(body).collect();
             let want: Vec<Result<&[u8], TaskFailure>> = outcomes
@@ -1730,7 +1837,7 @@ mod tests {
                 });
                 proptest::prop_assert_eq!(pushed.is_ok(), arg.is_some());
             }
-            let frame = run.finish().unwrap();
+            let frame = run.finish().unwrap().0;
             let ToWorker::Run { items, .. } = ToWorker::decode(&frame[4..]).unwrap() else {
                 panic!("not a RUN frame");
             };

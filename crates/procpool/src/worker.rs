@@ -7,8 +7,10 @@
 //! or the end of the stream ends it) → exit.
 
 use std::cell::RefCell;
-use std::io::{self, BufReader, Write};
-use std::os::fd::AsRawFd;
+use std::collections::VecDeque;
+use std::io::{self, BufReader, IoSlice, Read, Write};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
 
 use crate::error::{TaskFailure, WorkerInfo};
@@ -85,9 +87,71 @@ pub(crate) fn enter_if_worker() {
     std::process::exit(code);
 }
 
+/// The worker's socket as a reader that keeps the descriptors that come with the bytes.
+struct Incoming<'a> {
+    socket: &'a UnixStream,
+    fds: VecDeque<OwnedFd>,
+}
+
+impl Read for Incoming<'_> {
+    fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        sys::recv(self.socket, buf, &mut self.fds)
+    }
+}
+
+impl Incoming<'_> {
+    /// The `count` descriptors of the frame just read: they came with its bytes, after
+    /// those of the frames before it.
+    fn take(&mut self, count: usize) -> io::Result<Vec<OwnedFd>> {
+        if count > self.fds.len() {
+            return Err(io::Error::new(
+                io::ErrorKind::InvalidData,
+                format!("a frame named {count} descriptors, {} came", self.fds.len()),
+            ));
+        }
+        Ok(self.fds.drain(..count).collect())
+    }
+}
+
+/// Writes a whole frame to the blocking `socket`, its descriptors with its first bytes.
+pub(crate) fn send_frame(socket: &UnixStream, frame: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+    let mut written = 0;
+    let mut sent = 0;
+    while written < frame.len() || sent < fds.len() {
+        // A message carries at most so many descriptors, and each needs a byte to ride on.
+        let group = &fds[sent..fds.len().min(sent + sys::FDS_PER_MESSAGE)];
+        let end = if sent + group.len() < fds.len() {
+            written + 1
+        } else {
+            frame.len()
+        };
+        if written == end {
+            return Err(io::Error::other(
+                "more descriptors than bytes to carry them",
+            ));
+        }
+        match sys::send(socket, &[IoSlice::new(&frame[written..end])], group) {
+            Ok(n) => {
+                written += n;
+                sent += group.len();
+            }
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn serve(parent: u32) -> io::Result<()> {
     let socket = sys::adopt_socket(parent)?;
-    let mut reader = BufReader::with_capacity(64 * 1024, &socket);
+    sys::raise_open_files_limit();
+    let mut reader = BufReader::with_capacity(
+        64 * 1024,
+        Incoming {
+            socket: &socket,
+            fds: VecDeque::new(),
+        },
+    );
     let mut writer = &socket;
     std::panic::set_hook(Box::new(|info| {
         let location = info
@@ -140,19 +204,29 @@ fn serve(parent: u32) -> io::Result<()> {
             break;
         }
         match ToWorker::decode(&body)? {
-            ToWorker::Run { job, name, items } => {
+            ToWorker::Run {
+                job,
+                name,
+                fds,
+                items,
+            } => {
+                let fds = reader.get_mut().take(fds)?;
                 let buf = std::mem::take(&mut out);
                 let mut results = ResultsFrame::reusing(buf, job, items.len() as u32);
                 match registry::by_name(name) {
-                    Some(entry) => registry::run(entry, &mut Calls::new(items, &mut results)),
+                    Some(entry) => {
+                        registry::run(entry, &mut Calls::new(items, &fds, &mut results));
+                    }
                     None => {
                         for _ in items {
-                            results.push(|_| Err(TaskFailure::Unregistered(name.to_owned())));
+                            results.push(|_, _| Err(TaskFailure::Unregistered(name.to_owned())));
                         }
                     }
                 }
-                out = results.finish();
-                writer.write_all(&out)?;
+                drop(fds);
+                let out_fds;
+                (out, out_fds) = results.finish();
+                send_frame(&socket, &out, &out_fds)?;
                 trim(&mut out);
             }
             ToWorker::Shutdown => return Ok(()),

@@ -10,5 +10,6 @@ mod docs;
 mod failures;
 mod leaks;
 mod retries;
+mod shared;
 mod shutdown;
 mod tasks;

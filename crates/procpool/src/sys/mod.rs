@@ -10,3 +10,8 @@ pub(crate) use linux::*;
 
 #[cfg(not(target_os = "linux"))]
 compile_error!("procpool supports Linux only for now");
+
+#[cfg(target_os = "linux")]
+mod shm;
+#[cfg(target_os = "linux")]
+pub(crate) use shm::*;

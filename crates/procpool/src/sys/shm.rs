@@ -1,0 +1,265 @@
+#![allow(unsafe_code)]
+//! Shared memory (sealed `memfd`s and their mappings) and descriptors passed over a socket
+//! (`SCM_RIGHTS`), for `SharedBytes`.
+
+use std::collections::VecDeque;
+use std::io::{self, IoSlice};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::ptr::NonNull;
+
+/// The most descriptors one `sendmsg` carries (the kernel's `SCM_MAX_FD`).
+pub(crate) const FDS_PER_MESSAGE: usize = 253;
+
+/// The seals a received `memfd` must carry before it is mapped: with them, nobody can write
+/// to it, shrink it (which would make a reader's access fault with `SIGBUS`) or grow it, so
+/// the bytes a receiver maps are fixed for good, whatever the sender does next.
+const SEALS: libc::c_int = libc::F_SEAL_WRITE | libc::F_SEAL_SHRINK | libc::F_SEAL_GROW;
+
+/// A fresh anonymous file of `len` bytes that can be sealed, closed on exec.
+pub(crate) fn memfd(len: usize) -> io::Result<OwnedFd> {
+    // SAFETY: a constant, NUL-terminated name and flags; no memory is touched.
+    let fd = unsafe {
+        libc::memfd_create(
+            c"procpool-shared".as_ptr(),
+            libc::MFD_CLOEXEC | libc::MFD_ALLOW_SEALING,
+        )
+    };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` was just created and nothing else owns it.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    let len = libc::off_t::try_from(len)
+        .map_err(|_| io::Error::new(io::ErrorKind::InvalidInput, "length too large"))?;
+    // SAFETY: ftruncate of a descriptor this function owns.
+    if unsafe { libc::ftruncate(fd.as_raw_fd(), len) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(fd)
+}
+
+/// Seals `fd` (see [`SEALS`]); it must have no writable mapping left.
+pub(crate) fn seal(fd: &OwnedFd) -> io::Result<()> {
+    // SAFETY: fcntl(F_ADD_SEALS) takes an integer and touches no memory.
+    if unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_ADD_SEALS, SEALS | libc::F_SEAL_SEAL) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// A duplicate of the received descriptor `fd`, if it is a sealed `memfd` (see [`SEALS`])
+/// of exactly `len` bytes.
+///
+/// `fd` is a number, not a borrow: the caller keeps it open for the call. Were it closed,
+/// the worst outcome is `EBADF`, or a check of another file, never memory unsafety.
+pub(crate) fn dup_sealed(fd: RawFd, len: usize) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC on a descriptor number only creates a new descriptor.
+    let fd = unsafe { libc::fcntl(fd, libc::F_DUPFD_CLOEXEC, 3) };
+    if fd < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `fd` is the fresh duplicate, owned by nothing else.
+    let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+    // SAFETY: fcntl(F_GET_SEALS) only reads the file's seals.
+    let seals = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_GET_SEALS) };
+    if seals < 0 || seals & SEALS != SEALS {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "the descriptor is not a sealed shared-memory file",
+        ));
+    }
+    // SAFETY: `stat` is plain data for which all zeroes is a valid value.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes only into `stat`, which lives for the call.
+    if unsafe { libc::fstat(fd.as_raw_fd(), &mut stat) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    if usize::try_from(stat.st_size).ok() != Some(len) {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!(
+                "the shared-memory file holds {} bytes, not the {len} announced",
+                stat.st_size
+            ),
+        ));
+    }
+    Ok(fd)
+}
+
+/// A shared mapping of a whole file, unmapped when dropped.
+#[derive(Debug)]
+pub(crate) struct Mapping {
+    ptr: NonNull<u8>,
+    len: usize,
+}
+
+// SAFETY: the mapping is plain memory owned by this value; `&Mapping` gives only shared
+// reads, and writes need `&mut Mapping`.
+unsafe impl Send for Mapping {}
+// SAFETY: as above.
+unsafe impl Sync for Mapping {}
+
+impl Mapping {
+    /// Maps `len` (> 0) bytes of `fd`, writable or read-only.
+    pub(crate) fn new(fd: &OwnedFd, len: usize, writable: bool) -> io::Result<Mapping> {
+        assert!(len > 0, "a mapping of no bytes");
+        let prot = if writable {
+            libc::PROT_READ | libc::PROT_WRITE
+        } else {
+            libc::PROT_READ
+        };
+        // SAFETY: a fresh mapping at an address the kernel picks; it aliases no Rust object.
+        let ptr = unsafe {
+            libc::mmap(
+                std::ptr::null_mut(),
+                len,
+                prot,
+                libc::MAP_SHARED,
+                fd.as_raw_fd(),
+                0,
+            )
+        };
+        if ptr == libc::MAP_FAILED {
+            return Err(io::Error::last_os_error());
+        }
+        let ptr = NonNull::new(ptr.cast::<u8>()).expect("mmap does not return null");
+        Ok(Mapping { ptr, len })
+    }
+
+    pub(crate) fn as_slice(&self) -> &[u8] {
+        // SAFETY: the mapping is `len` readable bytes for as long as `self` lives. Its file is
+        // sealed against writes and shrinking before any other process may see it, or it is
+        // this process's own writable mapping, reached only through `&mut self`.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+
+    /// Only for a mapping made writable.
+    pub(crate) fn as_mut_slice(&mut self) -> &mut [u8] {
+        // SAFETY: as in `as_slice`, and `&mut self` makes the access exclusive.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for Mapping {
+    fn drop(&mut self) {
+        // SAFETY: unmaps exactly the mapping this value made; no slice of it outlives `self`.
+        unsafe { libc::munmap(self.ptr.as_ptr().cast(), self.len) };
+    }
+}
+
+/// Room for the control message of one `recvmsg`: up to [`FDS_PER_MESSAGE`] descriptors.
+#[repr(C, align(8))]
+struct ControlBuf([u8; 1024]);
+
+/// Writes what the socket takes of `slices` with `fds` attached to its first byte
+/// (at most [`FDS_PER_MESSAGE`]); never raises `SIGPIPE`.
+pub(crate) fn send(
+    socket: &UnixStream,
+    slices: &[IoSlice<'_>],
+    fds: &[OwnedFd],
+) -> io::Result<usize> {
+    assert!(
+        fds.len() <= FDS_PER_MESSAGE,
+        "too many descriptors for one message"
+    );
+    let mut control = ControlBuf([0; 1024]);
+    // SAFETY: `msghdr` is plain data for which all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    // `IoSlice` is ABI-compatible with `iovec`; sendmsg only reads through the pointer.
+    msg.msg_iov = slices.as_ptr().cast_mut().cast::<libc::iovec>();
+    msg.msg_iovlen = slices.len() as _;
+    if !fds.is_empty() {
+        let bytes = std::mem::size_of_val(fds) as libc::c_uint;
+        // SAFETY: CMSG_SPACE is arithmetic.
+        let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
+        debug_assert!(space <= control.0.len());
+        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_controllen = space as _;
+        // SAFETY: `msg` describes `control`, which has room for one header and the
+        // descriptors (checked above), and is aligned for `cmsghdr`.
+        unsafe {
+            let header = libc::CMSG_FIRSTHDR(&msg);
+            (*header).cmsg_level = libc::SOL_SOCKET;
+            (*header).cmsg_type = libc::SCM_RIGHTS;
+            (*header).cmsg_len = libc::CMSG_LEN(bytes) as _;
+            let data = libc::CMSG_DATA(header).cast::<RawFd>();
+            for (i, fd) in fds.iter().enumerate() {
+                data.add(i).write_unaligned(fd.as_raw_fd());
+            }
+        }
+    }
+    // SAFETY: `msg` points at live slices and a live control buffer for the call.
+    let n = unsafe { libc::sendmsg(socket.as_raw_fd(), &msg, libc::MSG_NOSIGNAL) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(n as usize)
+}
+
+/// Reads what the socket has into `buf`, and appends the descriptors that came with those
+/// bytes to `fds` (closed on exec). Descriptors the kernel had to drop (no room, or the
+/// process's limit on open files) are an `InvalidData` error: the frames they belonged to
+/// cannot be decoded any more.
+pub(crate) fn recv(
+    socket: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    let mut control = ControlBuf([0; 1024]);
+    let mut iov = libc::iovec {
+        iov_base: buf.as_mut_ptr().cast(),
+        iov_len: buf.len(),
+    };
+    // SAFETY: `msghdr` is plain data for which all zeroes is a valid value.
+    let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
+    msg.msg_iov = &mut iov;
+    msg.msg_iovlen = 1;
+    msg.msg_control = control.0.as_mut_ptr().cast();
+    msg.msg_controllen = control.0.len() as _;
+    // SAFETY: `msg` points at `buf` and `control`, both live and writable for the call.
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    if n < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: the kernel filled `control` with `msg_controllen` bytes of control messages,
+    // which the CMSG macros walk within; each SCM_RIGHTS payload is descriptors that now
+    // belong to this process and to nothing in it yet.
+    unsafe {
+        let mut header = libc::CMSG_FIRSTHDR(&msg);
+        while !header.is_null() {
+            if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
+                let data = libc::CMSG_DATA(header).cast::<RawFd>();
+                let payload = (*header).cmsg_len as usize - (data as usize - header as usize);
+                for i in 0..payload / size_of::<RawFd>() {
+                    fds.push_back(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
+                }
+            }
+            header = libc::CMSG_NXTHDR(&msg, header);
+        }
+    }
+    if msg.msg_flags & libc::MSG_CTRUNC != 0 {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            "descriptors sent with a frame were lost (too many open files?)",
+        ));
+    }
+    Ok(n as usize)
+}
+
+/// Raises this process's soft limit on open files to its hard limit: a worker holds a
+/// descriptor for each `SharedBytes` of a job's arguments and results at once.
+pub(crate) fn raise_open_files_limit() {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only `limit`, live for both calls.
+    unsafe {
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit) == 0 && limit.rlim_cur < limit.rlim_max
+        {
+            limit.rlim_cur = limit.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
+        }
+    }
+}

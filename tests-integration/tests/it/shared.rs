@@ -1,0 +1,157 @@
+//! `SharedBytes`: bytes in shared memory that go to a worker and back without being copied,
+//! with their descriptors passed over the worker's socket.
+
+use procpool::{ErrorKind, MapOptions, SharedBytes};
+use tests_integration::{finish, pool, serial};
+
+/// Bytes that differ from one offset to the next, so that a wrong offset shows.
+fn pattern(len: usize, seed: u8) -> Vec<u8> {
+    (0..len)
+        .map(|i| (i as u8).wrapping_mul(31).wrapping_add(seed))
+        .collect()
+}
+
+fn open_fds() -> usize {
+    std::fs::read_dir("/proc/self/fd").unwrap().count()
+}
+
+#[procpool::task]
+fn echo(bytes: SharedBytes) -> SharedBytes {
+    bytes
+}
+
+#[procpool::task]
+fn checksum(bytes: SharedBytes) -> u64 {
+    bytes.iter().map(|&b| u64::from(b)).sum()
+}
+
+/// Shared bytes made in the worker: `pattern(len, seed)`.
+#[procpool::task]
+fn made(len: usize, seed: u8) -> SharedBytes {
+    let bytes = pattern(len, seed);
+    SharedBytes::copy_from_slice(&bytes).unwrap()
+}
+
+/// The first byte, after aborting the worker if it is 13.
+#[procpool::task]
+fn first_or_abort(bytes: SharedBytes) -> u8 {
+    if bytes[0] == 13 {
+        std::process::abort();
+    }
+    bytes[0]
+}
+
+#[procpool::task]
+fn both(a: SharedBytes, b: SharedBytes) -> (SharedBytes, u64, SharedBytes) {
+    (b, a.len() as u64, a)
+}
+
+#[test]
+fn shared_bytes_go_to_a_task_and_back_unchanged() {
+    let _serial = serial();
+    let pool = pool(2);
+    let fds = open_fds();
+    let data = pattern(3 << 20, 7);
+    let bytes = SharedBytes::copy_from_slice(&data).unwrap();
+    let back = pool.apply(echo, (bytes.clone(),)).unwrap();
+    assert_eq!(&back[..], &data[..]);
+    let sum: u64 = data.iter().map(|&b| u64::from(b)).sum();
+    assert_eq!(pool.apply(checksum, (bytes.clone(),)).unwrap(), sum);
+    // Through the supervisor's queue too, and several in one frame each way.
+    let pending = pool.apply_async(both, (bytes.clone(), back)).unwrap();
+    let (b, len, a) = pending.get().unwrap();
+    assert_eq!(
+        (&a[..], len, &b[..]),
+        (&data[..], data.len() as u64, &data[..])
+    );
+    // A result can be taken more than once.
+    assert_eq!(pending.get().unwrap().1, len);
+    drop((a, b, bytes, pending));
+    assert_eq!(open_fds(), fds, "every descriptor is closed again");
+    finish(pool);
+}
+
+#[test]
+fn a_task_returns_shared_bytes_it_made() {
+    let _serial = serial();
+    let pool = pool(2);
+    for (len, seed) in [(1, 3), (4096, 5), (5 << 20, 9)] {
+        let bytes = pool.apply(made, (len, seed)).unwrap();
+        assert_eq!(&bytes[..], &pattern(len, seed)[..]);
+    }
+    finish(pool);
+}
+
+#[test]
+fn no_bytes_take_no_descriptor() {
+    let _serial = serial();
+    let pool = pool(1);
+    let empty = SharedBytes::copy_from_slice(&[]).unwrap();
+    assert!(pool.apply(echo, (empty,)).unwrap().is_empty());
+    assert!(pool.apply(made, (0, 1)).unwrap().is_empty());
+    finish(pool);
+}
+
+#[test]
+fn maps_carry_more_descriptors_than_one_message_holds() {
+    let _serial = serial();
+    let pool = pool(2);
+    // 1,000 items in automatic chunks of hundreds: each frame's descriptors take several
+    // messages, both ways.
+    let items: Vec<SharedBytes> = (0..1000)
+        .map(|i| SharedBytes::copy_from_slice(&pattern(100 + i, i as u8)).unwrap())
+        .collect();
+    let fds = open_fds();
+    let back = pool.map(echo, items.clone()).unwrap();
+    assert_eq!(back, items);
+    let sums = pool
+        .map_with(checksum, items.clone(), MapOptions::new().chunksize(1))
+        .unwrap();
+    let expected: Vec<u64> = items
+        .iter()
+        .map(|b| b.iter().map(|&x| u64::from(x)).sum())
+        .collect();
+    assert_eq!(sums, expected);
+    let streamed: Vec<SharedBytes> = pool
+        .imap(echo, items.clone())
+        .unwrap()
+        .collect::<Result<_, _>>()
+        .unwrap();
+    assert_eq!(streamed, items);
+    drop((back, streamed));
+    assert_eq!(open_fds(), fds, "every descriptor is closed again");
+    finish(pool);
+}
+
+#[test]
+fn a_worker_that_dies_holding_shared_bytes_fails_that_call_alone() {
+    let _serial = serial();
+    let pool = pool(2);
+    // One chunk of 6 calls: the worker dies at the fourth, and the chunk is run again one
+    // call at a time, each with the chunk's descriptors.
+    let items: Vec<SharedBytes> = [1u8, 2, 3, 13, 5, 6]
+        .iter()
+        .map(|&b| SharedBytes::copy_from_slice(&[b, 0, 0]).unwrap())
+        .collect();
+    let outcomes: Vec<_> = pool
+        .imap_with(first_or_abort, items, MapOptions::new().chunksize(6))
+        .unwrap()
+        .collect();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        match i {
+            3 => assert_eq!(
+                outcome.as_ref().unwrap_err().kind(),
+                ErrorKind::WorkerDied,
+                "{outcome:?}"
+            ),
+            _ => assert_eq!(*outcome.as_ref().unwrap(), [1, 2, 3, 13, 5, 6][i]),
+        }
+    }
+    let bytes = SharedBytes::copy_from_slice(&[42]).unwrap();
+    assert_eq!(
+        pool.apply(first_or_abort, (bytes,)).unwrap(),
+        42,
+        "the pool carries on"
+    );
+    finish(pool);
+}
