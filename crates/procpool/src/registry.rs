@@ -7,7 +7,6 @@
 use std::any::type_name;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
-use std::os::fd::OwnedFd;
 use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::OnceLock;
 
@@ -37,8 +36,6 @@ pub struct TaskEntry {
 #[doc(hidden)]
 pub struct Calls<'a> {
     inputs: RunItems<'a>,
-    /// The descriptors that came with the job, which `SharedBytes` arguments name.
-    fds: &'a [OwnedFd],
     results: &'a mut ResultsFrame,
 }
 
@@ -51,16 +48,8 @@ impl fmt::Debug for Calls<'_> {
 }
 
 impl<'a> Calls<'a> {
-    pub(crate) fn new(
-        inputs: RunItems<'a>,
-        fds: &'a [OwnedFd],
-        results: &'a mut ResultsFrame,
-    ) -> Calls<'a> {
-        Calls {
-            inputs,
-            fds,
-            results,
-        }
+    pub(crate) fn new(inputs: RunItems<'a>, results: &'a mut ResultsFrame) -> Calls<'a> {
+        Calls { inputs, results }
     }
 }
 
@@ -120,13 +109,14 @@ where
     Args: DeserializeOwned,
     Out: Serialize,
 {
-    let fds = calls.fds;
     for input in calls.inputs.by_ref() {
         calls.results.push(|output, out_fds| {
-            let args: Args = shared::decoding(fds, || bincode::deserialize(input))
-                .map_err(|e| TaskFailure::ArgsDecode(e.to_string()))?;
+            // A `SharedBytes` among the arguments maps a descriptor of the job: the worker
+            // runs the whole job in `shared::decoding`'s scope.
+            let args: Args =
+                bincode::deserialize(input).map_err(|e| TaskFailure::ArgsDecode(e.to_string()))?;
             let result = f.call(args);
-            shared::encoding(out_fds, || bincode::serialize_into(output, &result))
+            shared::encode_item(out_fds, output, |buf| bincode::serialize_into(buf, &result))
                 .map_err(|e| TaskFailure::ResultEncode(e.to_string()))
         });
     }
@@ -149,10 +139,7 @@ pub(crate) fn run(entry: &TaskEntry, calls: &mut Calls<'_>) {
 /// result is never sent, so no frame limit applies to it.
 pub(crate) fn run_one(entry: &TaskEntry, input: &[u8]) -> Result<(), TaskFailure> {
     let mut results = ResultsFrame::with_limit(0, 1, usize::MAX);
-    run(
-        entry,
-        &mut Calls::new(RunItems::one(input), &[], &mut results),
-    );
+    run(entry, &mut Calls::new(RunItems::one(input), &mut results));
     let (frame, _) = results.finish();
     match ResultItems::new(&frame[4..]).next() {
         Some(Err(failure)) => Err(failure),
@@ -299,7 +286,7 @@ mod tests {
             call,
         };
         let mut results = ResultsFrame::reusing(Vec::new(), 1, inputs.len() as u32);
-        run(&entry, &mut Calls::new(items, &[], &mut results));
+        run(&entry, &mut Calls::new(items, &mut results));
         let (out, _) = results.finish();
         ResultItems::new(&out[4..])
             .map(|item| item.map(|bytes| bincode::deserialize(bytes).unwrap()))

@@ -114,24 +114,7 @@ impl Batch {
         let Outcomes::Results { body, fds, .. } = &self.outcomes else {
             return None;
         };
-        let items = ResultItems::new(body);
-        let mut values = Vec::with_capacity(self.count);
-        shared::decoding(fds, || {
-            match items.packed() {
-                Some(packed) => {
-                    for bytes in packed {
-                        values.push(bincode::deserialize(bytes).ok()?);
-                    }
-                }
-                None => {
-                    for item in items {
-                        values.push(bincode::deserialize(item.ok()?).ok()?);
-                    }
-                }
-            }
-            Some(())
-        })?;
-        Some(values)
+        shared::decoding(fds, || decode_items(ResultItems::new(body)))
     }
 
     /// Whether every call succeeded.
@@ -169,6 +152,24 @@ impl Batch {
     fn exhausted(&self) -> bool {
         self.taken == self.count
     }
+}
+
+/// Every item of `items` decoded, if every call succeeded and decodes.
+fn decode_items<R: DeserializeOwned>(items: ResultItems<'_>) -> Option<Vec<R>> {
+    let mut values = Vec::with_capacity(items.len());
+    match items.packed() {
+        Some(packed) => {
+            for bytes in packed {
+                values.push(bincode::deserialize(bytes).ok()?);
+            }
+        }
+        None => {
+            for item in items {
+                values.push(bincode::deserialize(item.ok()?).ok()?);
+            }
+        }
+    }
+    Some(values)
 }
 
 /// The results of a map put in input order, from batches decoded one at a time, as they

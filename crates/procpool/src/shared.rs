@@ -4,11 +4,12 @@
 //! the descriptor list of the frame being written, and only the index into that list and the
 //! length in the bytes; the frame's descriptors go with it over the worker's socket
 //! (`SCM_RIGHTS`), and decoding maps the descriptor the index names. The list is reached
-//! through a thread-local slot that the frame writer fills for the time of one encoding
-//! ([`encoding`]), and the frame reader for the time of one decoding ([`decoding`]): serde
-//! has no other way to hand a value's encoder something beside the bytes.
+//! through a thread-local slot that the frame writer fills for the time of one item's
+//! encoding ([`encode_item`]), and the frame reader for the time of one decoding
+//! ([`decoding`]): serde has no other way to hand a value's encoder something beside the
+//! bytes.
 
-use std::cell::RefCell;
+use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::ops::Deref;
@@ -180,17 +181,21 @@ impl<'de> Deserialize<'de> for SharedBytes {
 }
 
 thread_local! {
-    /// The descriptor list of the frame being written, while one item is encoded.
+    /// The descriptor list of the frame being written, while an item is encoded in
+    /// [`encode_in_scope`].
     static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    /// Set when a `SharedBytes` was encoded outside any frame's scope: the item's encoding
+    /// failed for want of one, and [`encode_item`] runs it again in one.
+    static MISSED: Cell<bool> = const { Cell::new(false) };
     /// The descriptors of the frame being read, while one item is decoded.
     static INCOMING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
 }
 
 /// Adds a duplicate of `fd` to the descriptors of the frame being written; its index there.
 fn attach(fd: &OwnedFd) -> io::Result<u32> {
-    OUTGOING.with(|slot| {
-        let mut slot = slot.borrow_mut();
+    OUTGOING.with_borrow_mut(|slot| {
         let Some(fds) = slot.as_mut() else {
+            MISSED.set(true);
             return Err(io::Error::other(
                 "a SharedBytes encodes only as a task's arguments or result",
             ));
@@ -203,7 +208,6 @@ fn attach(fd: &OwnedFd) -> io::Result<u32> {
         Ok(index)
     })
 }
-
 /// Maps the descriptor at `index` of the frame being read, after checking it.
 fn map_attached(index: u32, len: usize) -> io::Result<SharedBytes> {
     let raw = INCOMING.with(|slot| {
@@ -228,31 +232,80 @@ fn map_attached(index: u32, len: usize) -> io::Result<SharedBytes> {
     })
 }
 
-/// Runs `encode` with `fds` as the descriptor list that `SharedBytes` values add to.
-pub(crate) fn encoding<T>(fds: &mut Vec<OwnedFd>, encode: impl FnOnce() -> T) -> T {
+/// Encodes one item of a frame into `buf` with `encode`, the descriptors of the
+/// `SharedBytes` in it going to `fds`, the frame's list.
+///
+/// Most items hold no `SharedBytes`, and a map encodes a great many of them in a tight loop,
+/// so `encode` first runs as it is, with nothing around it. A `SharedBytes` met on the way
+/// fails that encoding for want of the list; then, and only then, the item is encoded again
+/// with `fds` in reach ([`encode_in_scope`]). Encoding is deterministic, so the second run
+/// writes what the first would have.
+#[inline]
+pub(crate) fn encode_item<E>(
+    fds: &mut Vec<OwnedFd>,
+    buf: &mut Vec<u8>,
+    mut encode: impl FnMut(&mut Vec<u8>) -> Result<(), E>,
+) -> Result<(), E> {
+    let start = buf.len();
+    match encode(buf) {
+        Ok(()) => Ok(()),
+        Err(error) => encode_in_scope(fds, buf, start, encode, error),
+    }
+}
+
+/// The second run of [`encode_item`], if the first failed for want of a frame's list:
+/// `buf` is cut back to `start`, and the item encoded again with `fds` in reach; if that
+/// fails too, the descriptors it added go.
+#[cold]
+#[inline(never)]
+fn encode_in_scope<E>(
+    fds: &mut Vec<OwnedFd>,
+    buf: &mut Vec<u8>,
+    start: usize,
+    mut encode: impl FnMut(&mut Vec<u8>) -> Result<(), E>,
+    error: E,
+) -> Result<(), E> {
+    if !MISSED.replace(false) {
+        return Err(error);
+    }
+    buf.truncate(start);
+    /// Moves the list back out of the slot, and what was there before back in, even if
+    /// `encode` panics.
     struct Restore<'a> {
         fds: &'a mut Vec<OwnedFd>,
         outer: Option<Vec<OwnedFd>>,
     }
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
-            let outer = self.outer.take();
-            let ours = OUTGOING.with(|slot| std::mem::replace(&mut *slot.borrow_mut(), outer));
-            *self.fds = ours.unwrap_or_default();
+            *self.fds = OUTGOING.replace(self.outer.take()).unwrap_or_default();
         }
     }
-    let ours = std::mem::take(fds);
-    let outer = OUTGOING.with(|slot| slot.borrow_mut().replace(ours));
-    let _restore = Restore { fds, outer };
-    encode()
+    let before = fds.len();
+    let outer = OUTGOING.replace(Some(std::mem::take(fds)));
+    let restore = Restore { fds, outer };
+    let encoded = encode(buf);
+    drop(restore);
+    if encoded.is_err() {
+        fds.truncate(before);
+    }
+    encoded
 }
 
 /// Runs `decode` with `fds` as the descriptors that `SharedBytes` indices name. A frame
-/// without descriptors needs no scope: an index in it names nothing.
+/// without descriptors needs no scope: an index in it names nothing. The scope is a
+/// function of its own, so that `decode` is inlined where there is none.
+#[inline]
 pub(crate) fn decoding<T>(fds: &[OwnedFd], decode: impl FnOnce() -> T) -> T {
     if fds.is_empty() {
-        return decode();
+        decode()
+    } else {
+        decoding_in_scope(fds, decode)
     }
+}
+
+#[cold]
+#[inline(never)]
+fn decoding_in_scope<T>(fds: &[OwnedFd], decode: impl FnOnce() -> T) -> T {
     struct Restore(Option<Vec<RawFd>>);
     impl Drop for Restore {
         fn drop(&mut self) {
@@ -277,5 +330,111 @@ impl Fds {
 
     pub(crate) fn as_slice(&self) -> &[OwnedFd] {
         self.0.as_deref().unwrap_or(&[])
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Decodes `(index, len)` as a `SharedBytes` with `fds` as the frame's descriptors.
+    fn decode(fds: &[OwnedFd], index: u32, len: u64) -> Result<SharedBytes, String> {
+        let bytes = bincode::serialize(&(index, len)).unwrap();
+        decoding(fds, || bincode::deserialize::<SharedBytes>(&bytes)).map_err(|e| e.to_string())
+    }
+
+    /// Encodes `value` as a frame would: its bytes and its descriptors.
+    fn encode<T: Serialize>(value: &T) -> (Vec<u8>, Vec<OwnedFd>) {
+        let (mut bytes, mut fds) = (Vec::new(), Vec::new());
+        encode_item(&mut fds, &mut bytes, |buf| {
+            bincode::serialize_into(buf, value)
+        })
+        .unwrap();
+        (bytes, fds)
+    }
+
+    #[test]
+    fn encoding_and_decoding_map_the_same_bytes() {
+        let original = SharedBytes::copy_from_slice(b"hello").unwrap();
+        let (bytes, fds) = encode(&(original.clone(), 7u8, original.clone()));
+        assert_eq!(fds.len(), 2, "one descriptor per value encoded");
+        // A second item's descriptors are numbered after the first's.
+        let (mut more, mut more_fds) = (Vec::new(), Vec::new());
+        encode_item(&mut more_fds, &mut more, |buf| {
+            bincode::serialize_into(buf, &7u8)
+        })
+        .unwrap();
+        encode_item(&mut more_fds, &mut more, |buf| {
+            bincode::serialize_into(buf, &original)
+        })
+        .unwrap();
+        assert_eq!(more_fds.len(), 1);
+        assert_eq!(bincode::deserialize::<(u8, u32)>(&more).unwrap(), (7, 0));
+        let (a, n, b): (SharedBytes, u8, SharedBytes) =
+            decoding(&fds, || bincode::deserialize(&bytes)).unwrap();
+        assert_eq!((&a[..], n, &b[..]), (&b"hello"[..], 7, &b"hello"[..]));
+    }
+
+    #[test]
+    fn outside_a_frame_neither_encodes_nor_decodes() {
+        let bytes = SharedBytes::copy_from_slice(b"x").unwrap();
+        let error = bincode::serialize(&bytes).unwrap_err().to_string();
+        assert!(
+            error.contains("only as a task's arguments or result"),
+            "{error}"
+        );
+        let encoded = bincode::serialize(&(0u32, 1u64)).unwrap();
+        let error = bincode::deserialize::<SharedBytes>(&encoded)
+            .unwrap_err()
+            .to_string();
+        assert!(
+            error.contains("only as a task's arguments or result"),
+            "{error}"
+        );
+        // No bytes need no descriptor, anywhere.
+        let empty = bincode::serialize(&SharedBytes::default()).unwrap();
+        assert!(
+            bincode::deserialize::<SharedBytes>(&empty)
+                .unwrap()
+                .is_empty()
+        );
+    }
+
+    #[test]
+    fn an_unsealed_file_is_refused() {
+        let fd = sys::memfd(4096).unwrap();
+        let error = decode(&[fd], 0, 4096).unwrap_err();
+        assert!(error.contains("not a sealed shared-memory file"), "{error}");
+    }
+
+    #[test]
+    fn a_length_other_than_the_file_is_refused() {
+        let (_, fds) = encode(&SharedBytes::copy_from_slice(&[1; 100]).unwrap());
+        let error = decode(&fds, 0, 4096).unwrap_err();
+        assert!(
+            error.contains("holds 100 bytes, not the 4096 announced"),
+            "{error}"
+        );
+        assert_eq!(decode(&fds, 0, 100).unwrap().len(), 100);
+    }
+
+    #[test]
+    fn an_index_past_the_frame_is_refused() {
+        let (_, fds) = encode(&SharedBytes::copy_from_slice(&[1]).unwrap());
+        let error = decode(&fds, 1, 1).unwrap_err();
+        assert!(
+            error.contains("descriptor 1 named, but the frame brought 1"),
+            "{error}"
+        );
+        let error = decode(&fds, NONE, 1).unwrap_err();
+        assert!(error.contains("both a descriptor and bytes"), "{error}");
+    }
+
+    #[test]
+    fn nothing_can_write_to_the_file_once_sealed_not_even_its_maker() {
+        let bytes = SharedBytes::new(10, |b| b.fill(3)).unwrap();
+        let region = bytes.region.as_ref().unwrap();
+        assert!(Mapping::new(&region.fd, 10, true).is_err());
+        assert_eq!(&bytes[..], &[3; 10]);
     }
 }

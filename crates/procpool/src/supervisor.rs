@@ -70,10 +70,19 @@ pub(crate) struct Job {
 
 impl Job {
     /// Ends every call of the job with `error`.
-    pub(crate) fn fail(self, error: &Error) {
+    pub(crate) fn fail(mut self, error: &Error) {
+        self.release();
         self.counters.ended(Some(error.kind()), self.count);
         self.sink
             .deliver(Batch::failed(self.calls(), error.clone()));
+    }
+
+    /// Frees the frame and closes its descriptors, once the job is done: before its results
+    /// are delivered, so that a caller who has them finds the descriptors of its
+    /// `SharedBytes` arguments closed.
+    fn release(&mut self) {
+        self.frame = Vec::new();
+        self.fds = Fds::default();
     }
 
     /// Where the job's calls are in its submission: the first index, the stride, the count.
@@ -1281,7 +1290,8 @@ impl Worker {
             )));
         }
         let fds = self.received.drain(..fds).collect();
-        let done = self.in_flight.pop_front().expect("checked above");
+        let mut done = self.in_flight.pop_front().expect("checked above");
+        done.release();
         self.unsent -= 1;
         self.front_since = (!self.in_flight.is_empty()).then(Instant::now);
         let counters = &done.counters;

@@ -5,7 +5,7 @@
 //! the frame limit, whatever the input.
 
 use std::fmt;
-use std::io::{self, Read};
+use std::io::{self, BufRead, Read};
 use std::os::fd::OwnedFd;
 
 use crate::error::TaskFailure;
@@ -397,17 +397,12 @@ impl RunFrame {
     #[inline]
     pub(crate) fn push<E>(
         &mut self,
-        encode: impl FnOnce(&mut Vec<u8>) -> Result<(), E>,
+        mut encode: impl FnMut(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
         let RunFrame {
             frame, items, fds, ..
         } = self;
-        let before = fds.len();
-        let pushed = shared::encoding(fds, || items.push(frame, encode));
-        if pushed.is_err() {
-            fds.truncate(before);
-        }
-        pushed
+        items.push(frame, |buf| shared::encode_item(fds, buf, &mut encode))
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -449,11 +444,9 @@ impl RunFrame {
 pub(crate) struct ResultsFrame {
     frame: FrameWriter,
     items: ItemWriter,
-    /// The descriptors of the `SharedBytes` in the results, which travel with the frame, and
-    /// how many there were before the call being pushed: a call that fails or panics takes
-    /// its own back out.
+    /// The descriptors of the `SharedBytes` in the results, which travel with the frame.
+    /// Only a result encoded whole adds its own ([`shared::encode_item`]).
     fds: Vec<OwnedFd>,
-    fds_before: usize,
     /// [`MAX_FRAME`], but in tests.
     limit: usize,
 }
@@ -473,7 +466,6 @@ impl ResultsFrame {
             frame,
             items,
             fds: Vec::new(),
-            fds_before: 0,
             limit: MAX_FRAME,
         }
     }
@@ -493,13 +485,13 @@ impl ResultsFrame {
     }
 
     /// Appends one call's outcome; `run` writes the encoded result into the buffer it gets,
-    /// and encodes it in [`shared::encoding`] with the descriptor list it gets.
+    /// with [`shared::encode_item`] and the descriptor list it gets.
     #[inline]
     pub(crate) fn push(
         &mut self,
         run: impl FnOnce(&mut Vec<u8>, &mut Vec<OwnedFd>) -> Result<(), TaskFailure>,
     ) {
-        self.fds_before = self.fds.len();
+        let fds_before = self.fds.len();
         let fds = &mut self.fds;
         let outcome = self
             .items
@@ -510,6 +502,7 @@ impl ResultsFrame {
                 if self.items.sized_len(&self.frame) > self.limit {
                     let size = self.frame.position() - self.items.last_at;
                     self.items.pop(&mut self.frame);
+                    self.fds.truncate(fds_before);
                     return Err(TaskFailure::ResultEncode(format!(
                         "the result takes {size} bytes, over the frame limit of {}",
                         self.limit
@@ -517,6 +510,7 @@ impl ResultsFrame {
                 }
                 if self.fds.len() > MAX_FDS {
                     self.items.pop(&mut self.frame);
+                    self.fds.truncate(fds_before);
                     return Err(TaskFailure::ResultEncode(format!(
                         "the results of this job hold more than {MAX_FDS} SharedBytes (use a smaller chunk size)"
                     )));
@@ -541,7 +535,6 @@ impl ResultsFrame {
     /// dozen bytes each; the parent then refuses the frame as a protocol error and runs the
     /// job's calls again one by one.
     fn push_failure(&mut self, failure: &TaskFailure) {
-        self.fds.truncate(self.fds_before);
         self.items.push_failure(&mut self.frame, failure);
         if self.items.sized_len(&self.frame) > self.limit {
             let size = self.frame.position() - self.items.last_at;
@@ -1041,11 +1034,19 @@ impl<'a> Iterator for ResultItems<'a> {
 
 impl ExactSizeIterator for ResultItems<'_> {}
 
-/// Reads one frame body from a blocking stream; `Ok(None)` on a clean end of stream.
+/// Reads one frame body from a blocking, buffered stream; `Ok(None)` on a clean end of
+/// stream. What the buffer holds of the body is copied; the rest is read by `read_spare`,
+/// which appends at most the count it is given to the vector, into its spare capacity (a
+/// worker reads its socket so, without zeroing the buffer first), and returns how many
+/// bytes it appended, 0 at the end of the stream.
 ///
 /// The body's buffer grows with the bytes that arrive, not with the length the header
 /// claims, so a short stream cannot make it allocate up to the frame limit.
-pub(crate) fn read_frame(reader: &mut impl Read, body: &mut Vec<u8>) -> io::Result<Option<()>> {
+pub(crate) fn read_frame<R: BufRead>(
+    reader: &mut R,
+    body: &mut Vec<u8>,
+    mut read_spare: impl FnMut(&mut R, &mut Vec<u8>, usize) -> io::Result<usize>,
+) -> io::Result<Option<()>> {
     let mut header = [0; 4];
     match reader.read_exact(&mut header) {
         Ok(()) => {}
@@ -1058,11 +1059,34 @@ pub(crate) fn read_frame(reader: &mut impl Read, body: &mut Vec<u8>) -> io::Resu
     }
     body.clear();
     body.reserve(len.min(LARGE));
-    let got = reader.by_ref().take(len as u64).read_to_end(body)?;
-    if got < len {
-        return Err(io::ErrorKind::UnexpectedEof.into());
+    let buffered = reader.fill_buf()?;
+    let from_buffer = buffered.len().min(len);
+    body.extend_from_slice(&buffered[..from_buffer]);
+    reader.consume(from_buffer);
+    while body.len() < len {
+        if body.len() == body.capacity() {
+            body.reserve(body.len().min(len - body.len()));
+        }
+        let room = (body.capacity() - body.len()).min(len - body.len());
+        match read_spare(reader, body, room) {
+            Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => {}
+            Err(e) if e.kind() == io::ErrorKind::Interrupted => {}
+            Err(e) => return Err(e),
+        }
     }
     Ok(Some(()))
+}
+
+/// A `read_spare` for [`read_frame`] over any reader, through a small stack buffer: for
+/// tests and the fuzz target.
+#[cfg(any(test, feature = "fuzzing"))]
+fn read_spare_copying(reader: &mut impl Read, body: &mut Vec<u8>, max: usize) -> io::Result<usize> {
+    let mut buf = [0; 4096];
+    let max = max.min(buf.len());
+    let n = reader.read(&mut buf[..max])?;
+    body.extend_from_slice(&buf[..n]);
+    Ok(n)
 }
 
 /// Splits frames out of a non-blocking byte stream, as bytes arrive.
@@ -1083,7 +1107,7 @@ pub(crate) struct FrameReader {
 }
 
 /// Above this, a frame body gets its own buffer.
-const LARGE: usize = 64 * 1024;
+pub(crate) const LARGE: usize = 64 * 1024;
 
 /// A large frame body being read: `body` has arrived, out of `len` bytes.
 #[derive(Debug)]
@@ -1233,7 +1257,7 @@ pub fn fuzz_wire(data: &[u8]) {
         }
     }
     let mut body = Vec::new();
-    let _ = read_frame(&mut &data[..], &mut body);
+    let _ = read_frame(&mut &data[..], &mut body, read_spare_copying);
     assert!(body.len() <= MAX_FRAME, "a frame over the limit");
 }
 
@@ -1639,7 +1663,7 @@ mod tests {
             .unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::InvalidData);
         let mut body = Vec::new();
-        assert!(read_frame(&mut &header[..], &mut body).is_err());
+        assert!(read_frame(&mut &header[..], &mut body, read_spare_copying).is_err());
         assert_eq!(body.capacity(), 0);
     }
 
@@ -1648,7 +1672,7 @@ mod tests {
         let mut stream = (MAX_FRAME as u32).to_le_bytes().to_vec();
         stream.extend_from_slice(&[5; 1000]);
         let mut body = Vec::new();
-        let err = read_frame(&mut stream.as_slice(), &mut body).unwrap_err();
+        let err = read_frame(&mut stream.as_slice(), &mut body, read_spare_copying).unwrap_err();
         assert_eq!(err.kind(), io::ErrorKind::UnexpectedEof);
         assert!(body.capacity() <= 2 * LARGE, "{}", body.capacity());
 
@@ -1761,7 +1785,7 @@ mod tests {
         fn oversized_lengths_are_refused(len in (MAX_FRAME as u32 + 1)..=u32::MAX) {
             let header = len.to_le_bytes();
             let mut body = Vec::new();
-            proptest::prop_assert!(read_frame(&mut &header[..], &mut body).is_err());
+            proptest::prop_assert!(read_frame(&mut &header[..], &mut body, read_spare_copying).is_err());
             proptest::prop_assert_eq!(body.capacity(), 0);
             let mut reader = FrameReader::default();
             let mut fed = false;

@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 
 use crate::error::{TaskFailure, WorkerInfo};
 use crate::registry::{self, Calls};
+use crate::shared;
 use crate::spin::{self, Spinner};
 use crate::sys::{self, PollFd};
 use crate::wire::{self, ResultsFrame, ToWorker};
@@ -113,6 +114,15 @@ impl Incoming<'_> {
     }
 }
 
+/// Reads one frame (see [`wire::read_frame`]), its body straight from the socket into its
+/// buffer, not zeroed first, and keeps the descriptors that come with it.
+fn read_frame(reader: &mut BufReader<Incoming<'_>>, body: &mut Vec<u8>) -> io::Result<Option<()>> {
+    wire::read_frame(reader, body, |reader, body, max| {
+        let incoming = reader.get_mut();
+        sys::recv_spare(incoming.socket, body, max, &mut incoming.fds)
+    })
+}
+
 /// Writes a whole frame to the blocking `socket`, its descriptors with its first bytes.
 pub(crate) fn send_frame(socket: &UnixStream, frame: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
     let mut written = 0;
@@ -161,7 +171,7 @@ fn serve(parent: u32) -> io::Result<()> {
     }));
 
     let mut body = Vec::new();
-    if wire::read_frame(&mut reader, &mut body)?.is_none() {
+    if read_frame(&mut reader, &mut body)?.is_none() {
         return Ok(());
     }
     let ToWorker::Setup {
@@ -200,7 +210,7 @@ fn serve(parent: u32) -> io::Result<()> {
             let mut fds = [PollFd::new(socket.as_raw_fd(), false)];
             spinner.record(spin::watch(&mut fds, spin::WINDOW).paid_off);
         }
-        if wire::read_frame(&mut reader, &mut body)?.is_none() {
+        if read_frame(&mut reader, &mut body)?.is_none() {
             break;
         }
         match ToWorker::decode(&body)? {
@@ -214,9 +224,11 @@ fn serve(parent: u32) -> io::Result<()> {
                 let buf = std::mem::take(&mut out);
                 let mut results = ResultsFrame::reusing(buf, job, items.len() as u32);
                 match registry::by_name(name) {
-                    Some(entry) => {
-                        registry::run(entry, &mut Calls::new(items, &fds, &mut results));
-                    }
+                    // Arguments that are `SharedBytes` map the job's descriptors: one scope
+                    // for all its calls costs a map's tight loop nothing per call.
+                    Some(entry) => shared::decoding(&fds, || {
+                        registry::run(entry, &mut Calls::new(items, &mut results));
+                    }),
                     None => {
                         for _ in items {
                             results.push(|_, _| Err(TaskFailure::Unregistered(name.to_owned())));

@@ -155,3 +155,54 @@ fn a_worker_that_dies_holding_shared_bytes_fails_that_call_alone() {
     );
     finish(pool);
 }
+
+#[procpool::task]
+fn first_then_panic(bytes: SharedBytes) -> SharedBytes {
+    if bytes[0] == 13 {
+        panic!("thirteen");
+    }
+    bytes
+}
+
+#[test]
+fn a_task_that_panics_holding_shared_bytes_fails_alone_and_leaks_nothing() {
+    let _serial = serial();
+    let pool = pool(1);
+    let fds = open_fds();
+    let items: Vec<SharedBytes> = [1u8, 13, 3]
+        .iter()
+        .map(|&b| SharedBytes::copy_from_slice(&[b; 64]).unwrap())
+        .collect();
+    let outcomes: Vec<_> = pool
+        .imap_with(first_then_panic, items, MapOptions::new().chunksize(3))
+        .unwrap()
+        .collect();
+    assert_eq!(outcomes[0].as_ref().unwrap()[0], 1);
+    let error = outcomes[1].as_ref().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Panicked, "{error}");
+    assert_eq!(outcomes[2].as_ref().unwrap()[0], 3);
+    drop(outcomes);
+    assert_eq!(open_fds(), fds, "every descriptor is closed again");
+    finish(pool);
+}
+
+#[procpool::task]
+fn keep(_bytes: SharedBytes) {}
+
+#[test]
+fn shared_bytes_are_refused_as_an_initializer_argument() {
+    let _serial = serial();
+    let bytes = SharedBytes::copy_from_slice(b"setup").unwrap();
+    let error = procpool::Pool::builder()
+        .processes(1)
+        .initializer(keep, (bytes,))
+        .build()
+        .unwrap_err();
+    assert!(
+        error
+            .to_string()
+            .contains("encodes only as a task's arguments or result"),
+        "{error}"
+    );
+    tests_integration::assert_no_children();
+}

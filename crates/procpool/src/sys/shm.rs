@@ -206,10 +206,41 @@ pub(crate) fn recv(
     buf: &mut [u8],
     fds: &mut VecDeque<OwnedFd>,
 ) -> io::Result<usize> {
+    // SAFETY: `buf` is `buf.len()` writable bytes, borrowed for the call.
+    unsafe { recv_raw(socket, buf.as_mut_ptr(), buf.len(), fds) }
+}
+
+/// [`recv`] into the spare capacity of `buf`, at most `max` bytes, which it appends: a large
+/// frame is read into its buffer without zeroing it first.
+pub(crate) fn recv_spare(
+    socket: &UnixStream,
+    buf: &mut Vec<u8>,
+    max: usize,
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    let spare = buf.spare_capacity_mut();
+    let len = spare.len().min(max);
+    // SAFETY: the spare capacity is `len` or more writable bytes, borrowed for the call;
+    // the kernel writes only initialized bytes into it.
+    let n = unsafe { recv_raw(socket, spare.as_mut_ptr().cast(), len, fds)? };
+    // SAFETY: recvmsg initialized the `n <= len` bytes after the vector's length.
+    unsafe { buf.set_len(buf.len() + n) };
+    Ok(n)
+}
+
+/// # Safety
+///
+/// `buf` must be valid for writes of `len` bytes.
+unsafe fn recv_raw(
+    socket: &UnixStream,
+    buf: *mut u8,
+    len: usize,
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
     let mut control = ControlBuf([0; 1024]);
     let mut iov = libc::iovec {
-        iov_base: buf.as_mut_ptr().cast(),
-        iov_len: buf.len(),
+        iov_base: buf.cast(),
+        iov_len: len,
     };
     // SAFETY: `msghdr` is plain data for which all zeroes is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
@@ -217,7 +248,8 @@ pub(crate) fn recv(
     msg.msg_iovlen = 1;
     msg.msg_control = control.0.as_mut_ptr().cast();
     msg.msg_controllen = control.0.len() as _;
-    // SAFETY: `msg` points at `buf` and `control`, both live and writable for the call.
+    // SAFETY: `msg` points at `buf` (writable for `len` bytes, by the caller's contract)
+    // and `control`, both live for the call.
     let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
     if n < 0 {
         return Err(io::Error::last_os_error());
