@@ -61,7 +61,9 @@ PYTHON = {
 }
 
 LABELS = {
-    "procpool": "procpool, pool of 2",
+    "procpool": "procpool, pool of 2 (64 MiB as `SharedBytes`)",
+    "procpool-copied": "procpool, 64 MiB as `ByteBuf`, copied through the socket",
+    "procpool-read": "procpool, 64 MiB `SharedBytes` read whole by the task and again by the caller",
     "rayon": "rayon, 2 threads (in-process floor)",
     "pipe": "pipe ping-pong, 2 processes (IPC floor)",
     "serial": "Rust serial loop",
@@ -253,6 +255,11 @@ def busy_seconds():
     return busy / os.sysconf("SC_CLK_TCK"), children.ru_utime + children.ru_stime
 
 
+def ratio_text(ratio):
+    """A bandwidth ratio as "1/N" below 1 and "N×" above."""
+    return f"1/{1 / ratio:.1f}" if ratio < 1 else f"{ratio:.1f}×"
+
+
 def report(times, reps, command, other_load):
     med = {key: statistics.median(values) for key, values in times.items()}
 
@@ -372,11 +379,20 @@ def report(times, reps, command, other_load):
         "64 MiB round trip ≥ 1/3 of `memcpy` bandwidth",
         ratio,
         ratio >= 1 / 3,
-        f"1/{1 / ratio:.0f} ({bw:.2f} GB/s round trip vs {copy_bw:.2f} GB/s memcpy)",
+        f"{ratio:.0f}× ({bw:.0f} GB/s round trip of a `SharedBytes` vs {copy_bw:.2f} GB/s memcpy)",
     )
     lines.append("")
-    lines.append("Bandwidths count the 64 MiB once per round trip. Context for the misses, same run:")
+    lines.append("Bandwidths count the 64 MiB once per round trip. Context, same run:")
     lines.append("")
+    read = paired("memcpy", "procpool-read", "bytes64m")
+    copied = paired("memcpy", "procpool-copied", "bytes64m")
+    lines.append(
+        "- a `SharedBytes` round trip maps the same memory on each side and copies no byte;"
+        f" when the task reads all 64 MiB and the caller reads them all again, the round trip"
+        f" takes {fmt(m('procpool-read', 'bytes64m'))}, {ratio_text(read)} of `memcpy`"
+        f" bandwidth; the same bytes as a `ByteBuf`, copied through the socket both ways,"
+        f" {ratio_text(copied)};"
+    )
     lines.append(
         f"- the pool as it is, with one chunk per worker (`map_with`, chunk size n/2):"
         f" factorials 1..=100 {paired('procpool-2chunks', 'serial', 'fact100'):.1f}× serial;"

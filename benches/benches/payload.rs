@@ -1,6 +1,7 @@
 //! What does it cost to move bytes to a worker and back? `apply` of a task that returns its
-//! argument, for 1 KiB, 1 MiB and 64 MiB, beside a plain copy of the same buffer in this
-//! process (the floor: a round trip copies the bytes several times).
+//! argument, for 1 KiB, 1 MiB and 64 MiB: as a `ByteBuf`, copied through the socket, and as a
+//! `SharedBytes`, mapped on each side; beside a plain copy of the same buffer in this
+//! process (a round trip through the socket copies the bytes several times).
 //!
 //! Throughput counts the payload once per round trip.
 
@@ -8,7 +9,7 @@ use std::hint::black_box;
 use std::time::Duration;
 
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
-use procpool_benches::{echo, payload, pool};
+use procpool_benches::{echo, echo_shared, payload, pool, shared_payload};
 
 fn round_trip(c: &mut Criterion) {
     let pool = pool(2);
@@ -25,6 +26,15 @@ fn round_trip(c: &mut Criterion) {
                 let back = pool.apply(echo, (sent,)).expect("echo runs");
                 assert_eq!(back.len(), len);
                 held = Some(back);
+            });
+        });
+        let shared = shared_payload(len);
+        group.bench_function(format!("apply_echo_shared/{label}"), |b| {
+            b.iter(|| {
+                let back = pool
+                    .apply(echo_shared, (shared.clone(),))
+                    .expect("echo runs");
+                assert_eq!(back.len(), len);
             });
         });
         group.bench_function(format!("copy_in_process/{label}"), |b| {

@@ -5,7 +5,7 @@
 //! binary itself, re-executed and entered before `main`.
 
 use num_bigint::BigUint;
-use procpool::Pool;
+use procpool::{Pool, SharedBytes};
 use serde_bytes::ByteBuf;
 
 /// The task that does nothing: it measures the pool, not the work.
@@ -19,6 +19,29 @@ pub fn noop(x: u64) -> u64 {
 #[procpool::task]
 pub fn echo(bytes: ByteBuf) -> ByteBuf {
     bytes
+}
+
+/// Sends its shared argument back: the bytes are mapped on each side, never copied.
+#[procpool::task]
+pub fn echo_shared(bytes: SharedBytes) -> SharedBytes {
+    bytes
+}
+
+/// Reads every byte of its shared argument, and sends it back with what it read.
+#[procpool::task]
+pub fn read_shared(bytes: SharedBytes) -> (SharedBytes, u64) {
+    let sum = checksum(&bytes);
+    (bytes, sum)
+}
+
+/// A sum of the bytes taken eight at a time as words, to read every one of them at about
+/// the speed memory gives them.
+pub fn checksum(bytes: &[u8]) -> u64 {
+    let words = bytes.chunks_exact(8);
+    let tail = words.remainder().iter().map(|&b| u64::from(b)).sum::<u64>();
+    words
+        .map(|word| u64::from_le_bytes(word.try_into().expect("8 bytes")))
+        .fold(tail, u64::wrapping_add)
 }
 
 /// `n!` as a big integer, by the product of `1..=n`, as the Pool tutorial computes it.
@@ -52,4 +75,14 @@ pub fn start_and_first_result(processes: usize) -> Pool {
 /// A buffer of `len` bytes that is not all zeroes, so that no layer can cheat on it.
 pub fn payload(len: usize) -> ByteBuf {
     ByteBuf::from((0..len).map(|i| (i % 251) as u8).collect::<Vec<u8>>())
+}
+
+/// [`payload`]'s bytes in shared memory.
+pub fn shared_payload(len: usize) -> SharedBytes {
+    SharedBytes::new(len, |bytes| {
+        for (i, b) in bytes.iter_mut().enumerate() {
+            *b = (i % 251) as u8;
+        }
+    })
+    .expect("shared memory")
 }

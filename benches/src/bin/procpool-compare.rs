@@ -11,8 +11,12 @@
 //! instead of 2 (the line of JSON then names it; without it the line is as it always was);
 //! the implementations with neither refuse it. `bench/compare/scaling.sh` uses it.
 //!
-//! Implementations: `procpool` (a pool of 2), `procpool-2chunks` (the same pool, the map cut
-//! into one chunk per worker: what the per-chunk costs leave), `rayon` (a thread pool of 2:
+//! Implementations: `procpool` (a pool of 2; its 64 MiB round trip is of a `SharedBytes`,
+//! mapped on each side, never copied), `procpool-2chunks` (the same pool, the map cut into
+//! one chunk per worker: what the per-chunk costs leave), `procpool-copied` (the 64 MiB as
+//! a `ByteBuf`, copied through the socket both ways), `procpool-read` (the 64 MiB as a
+//! `SharedBytes` that the task reads whole and the caller reads whole again when it comes
+//! back: what touching mapped pages costs), `rayon` (a thread pool of 2:
 //! the in-process floor), `pipe` (the IPC floor: two processes exchanging one byte over a
 //! pair of pipes, or streaming the 64 MiB payload through a socket pair and back, with
 //! buffers reused), `serial` (the loop in this process), `memcpy` (a copy of the payload
@@ -33,13 +37,22 @@ use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
 use procpool::MapOptions;
-use procpool_benches::{echo, factorial, factorials_serial, noop, payload, pool};
+use procpool_benches::{
+    checksum, echo, echo_shared, factorial, factorials_serial, noop, payload, pool, read_shared,
+    shared_payload,
+};
 use rayon::prelude::*;
 
 /// Workers or threads in every pool unless `--workers` says otherwise, as the targets ask.
 const DEFAULT_WORKERS: usize = 2;
 /// The implementations that have workers or threads to count, and so take `--workers`.
-const WITH_WORKERS: &[&str] = &["procpool", "procpool-2chunks", "rayon"];
+const WITH_WORKERS: &[&str] = &[
+    "procpool",
+    "procpool-2chunks",
+    "procpool-copied",
+    "procpool-read",
+    "rayon",
+];
 /// The 64 MiB payload.
 const BIG: usize = 64 << 20;
 /// The pairs of implementation and workload that are measured.
@@ -60,6 +73,8 @@ const PAIRS: &[(&str, &str)] = &[
     ("rayon", "fact3000"),
     ("serial", "fact3000"),
     ("procpool", "bytes64m"),
+    ("procpool-copied", "bytes64m"),
+    ("procpool-read", "bytes64m"),
     ("pipe", "bytes64m"),
     ("memcpy", "bytes64m"),
 ];
@@ -224,6 +239,28 @@ fn sample(implementation: &str, workload: &str, workers: usize) -> Duration {
             black_box(factorials_serial(black_box(3000)));
         }),
         ("procpool", "bytes64m") => {
+            let pool = pool(workers);
+            let bytes = shared_payload(BIG);
+            let mut held = bytes.clone();
+            per_op(1, 5, || {
+                held = pool.apply(echo_shared, (held.clone(),)).expect("echo runs");
+                assert_eq!(held.len(), BIG);
+            })
+        }
+        ("procpool-read", "bytes64m") => {
+            let pool = pool(workers);
+            let expected = checksum(&shared_payload(BIG));
+            let mut held = shared_payload(BIG);
+            per_op(1, 5, || {
+                let (back, sum) = pool
+                    .apply(read_shared, (held.clone(),))
+                    .expect("the task runs");
+                assert_eq!(sum, expected, "the task read every byte");
+                assert_eq!(checksum(&back), expected, "and so did the caller");
+                held = back;
+            })
+        }
+        ("procpool-copied", "bytes64m") => {
             let pool = pool(workers);
             // Each round trip sends the buffer that came back from the last one: no copy
             // of the caller's own is timed, only what the pool does with it.
