@@ -379,7 +379,12 @@ def report(times, reps, command, other_load):
         "64 MiB round trip ≥ 1/3 of `memcpy` bandwidth",
         ratio,
         ratio >= 1 / 3,
-        f"{ratio:.0f}× ({bw:.0f} GB/s round trip of a `SharedBytes` vs {copy_bw:.2f} GB/s memcpy)",
+        (
+            f"{ratio:.0f}× ({fmt(m('procpool', 'bytes64m'))} a round trip of a `SharedBytes`,"
+            f" {fmt(m('memcpy', 'bytes64m'))} a `memcpy`)"
+            if ratio >= 1
+            else f"1/{1 / ratio:.0f} ({bw:.2f} GB/s round trip vs {copy_bw:.2f} GB/s memcpy)"
+        ),
     )
     lines.append("")
     lines.append("Bandwidths count the 64 MiB once per round trip. Context, same run:")
