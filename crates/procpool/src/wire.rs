@@ -447,6 +447,8 @@ pub(crate) struct ResultsFrame {
     /// The descriptors of the `SharedBytes` in the results, which travel with the frame.
     /// Only a result encoded whole adds its own ([`shared::encode_item`]).
     fds: Vec<OwnedFd>,
+    /// How many calls the job has.
+    calls: usize,
     /// [`MAX_FRAME`], but in tests.
     limit: usize,
 }
@@ -454,6 +456,13 @@ pub(crate) struct ResultsFrame {
 /// Where the count of descriptors is in a RESULTS frame: after the length prefix, the tag,
 /// the job and the count of calls.
 const RESULTS_FDS_AT: usize = 4 + 1 + 8 + 4;
+
+/// The failure that stands in for an outcome whose record would take a RESULTS frame over
+/// its limit. Each call not yet written keeps room for one in the frame, so that the calls
+/// that fail last still fit.
+const OVER_LIMIT: &str = "the outcome is over the frame limit";
+/// What [`OVER_LIMIT`]'s record takes: the status, the failure's kind, the message.
+const OVER_LIMIT_LEN: usize = 1 + 1 + 4 + OVER_LIMIT.len();
 
 impl ResultsFrame {
     /// A RESULTS frame written into `buf`, whose room is reused: a worker keeps one buffer
@@ -466,6 +475,7 @@ impl ResultsFrame {
             frame,
             items,
             fds: Vec::new(),
+            calls: count as usize,
             limit: MAX_FRAME,
         }
     }
@@ -499,7 +509,7 @@ impl ResultsFrame {
             .and_then(|()| {
                 // A frame over the limit would be refused by the parent as a protocol
                 // error: the result that pushed it over comes out again and fails alone.
-                if self.items.sized_len(&self.frame) > self.limit {
+                if self.items.sized_len(&self.frame) > self.room() {
                     let size = self.frame.position() - self.items.last_at;
                     self.items.pop(&mut self.frame);
                     self.fds.truncate(fds_before);
@@ -528,23 +538,27 @@ impl ResultsFrame {
         self.push_failure(&failure);
     }
 
-    /// Appends a failure; one whose record would take the frame over the limit (a panic
-    /// message of a gigabyte) is replaced by a short one that says so.
-    ///
-    /// Calls that fail after the frame has reached its limit can still take it over, a few
-    /// dozen bytes each; the parent then refuses the frame as a protocol error and runs the
-    /// job's calls again one by one.
+    /// Appends a failure; one whose record would not fit (a panic message of a gigabyte,
+    /// or any failure once the frame is near its limit) is replaced by [`OVER_LIMIT`], for
+    /// which the frame always has room.
     fn push_failure(&mut self, failure: &TaskFailure) {
         self.items.push_failure(&mut self.frame, failure);
-        if self.items.sized_len(&self.frame) > self.limit {
-            let size = self.frame.position() - self.items.last_at;
+        if self.items.sized_len(&self.frame) > self.room() {
             self.items.pop(&mut self.frame);
-            let short = TaskFailure::ResultEncode(format!(
-                "the call failed, and how takes {size} bytes, over the frame limit of {}",
-                self.limit
-            ));
+            let short = TaskFailure::ResultEncode(OVER_LIMIT.to_owned());
             self.items.push_failure(&mut self.frame, &short);
         }
+    }
+
+    /// How long the frame may be with the outcomes pushed so far: its limit, less room for
+    /// an [`OVER_LIMIT`] record for each call still to come. A frame within it stays within
+    /// its limit whatever those calls do. (Only a job of more calls than the limit has room
+    /// for such records, some 26 million under 1 GiB, could still go over: its frame would
+    /// be refused, and its calls run again one by one.)
+    fn room(&self) -> usize {
+        let to_come = self.calls.saturating_sub(self.items.count);
+        self.limit
+            .saturating_sub(to_come.saturating_mul(OVER_LIMIT_LEN))
     }
 
     /// The finished frame, and the descriptors that go with it.
@@ -1452,7 +1466,7 @@ mod tests {
 
     #[test]
     fn a_result_over_the_frame_limit_fails_alone() {
-        let limit = 100;
+        let limit = 300;
         let mut results = ResultsFrame::with_limit(1, 3, limit);
         for len in [2, limit, 2] {
             results.push(|buf, _| {
@@ -1480,39 +1494,72 @@ mod tests {
 
     #[test]
     fn packed_results_are_held_to_the_limit_they_would_have_sized() {
-        // 18 bytes of header, then 5 per empty result once sized: 20 of them fill 118 bytes.
-        let limit = 18 + 20 * 5;
-        let mut results = ResultsFrame::with_limit(1, 15, limit);
+        // An item of another size unpacks the frame, within the limit.
+        let mut results = ResultsFrame::with_limit(1, 15, 600);
         for _ in 0..14 {
             results.push(|_, _| Ok(()));
         }
-        // An item of another size unpacks the frame, still within the limit.
         results.push(|buf, _| {
             buf.extend_from_slice(b"ab");
             Ok(())
         });
         let frame = results.finish().0;
-        assert!(body(&frame).len() <= limit);
+        assert!(body(&frame).len() <= 600);
         assert_eq!(ResultItems::new(body(&frame)).count(), 15);
 
-        // Packed, 25 empty results would take 18 bytes of header and none per item; sized,
-        // 143 bytes. The 21st and later fail, as they would have in the sized layout. (Their
-        // failures take the frame over the limit: the parent then refuses it and runs the
-        // calls again one by one.)
-        let mut results = ResultsFrame::with_limit(1, 25, limit);
-        for _ in 0..25 {
-            results.push(|_, _| Ok(()));
+        // Ten results of 40 bytes take 18 + 4 + 400 = 422 bytes packed, 18 + 10 * 45 = 468
+        // sized. Under a limit of 450, result `k` (from 1) is kept while the frame sized,
+        // with room for an `OVER_LIMIT` record (41 bytes) for each call after it, stays
+        // within the limit: 18 + 45k + 41(10 - k) <= 450 holds up to k = 5. The others fail,
+        // as they would have in the sized layout.
+        let limit = 450;
+        let mut results = ResultsFrame::with_limit(1, 10, limit);
+        for _ in 0..10 {
+            results.push(|buf, _| {
+                buf.extend_from_slice(&[7; 40]);
+                Ok(())
+            });
         }
         let frame = results.finish().0;
+        assert!(body(&frame).len() <= limit, "{} bytes", body(&frame).len());
         let items: Vec<_> = ResultItems::new(body(&frame)).collect();
-        assert_eq!(items.len(), 25);
-        assert!(items[..20].iter().all(|item| item == &Ok(b"".as_slice())));
-        for item in &items[20..] {
+        assert_eq!(items.len(), 10);
+        assert!(
+            items[..5]
+                .iter()
+                .all(|item| item == &Ok([7; 40].as_slice()))
+        );
+        for item in &items[5..] {
             assert!(
                 matches!(item, Err(TaskFailure::ResultEncode(m)) if m.contains("over the frame limit")),
                 "{item:?}"
             );
         }
+    }
+
+    #[test]
+    fn calls_that_fail_once_the_frame_is_full_still_fit() {
+        // Results fill the frame as far as they may; then every call fails with a long
+        // message. Each failure takes the room kept for it, so the frame never goes over.
+        let limit = 2000;
+        let mut results = ResultsFrame::with_limit(1, 30, limit);
+        for _ in 0..5 {
+            results.push(|buf, _| {
+                buf.extend_from_slice(&[1; 150]);
+                Ok(())
+            });
+        }
+        for _ in 0..25 {
+            results.push_panicked(TaskFailure::Panic {
+                message: "x".repeat(500),
+                location: None,
+            });
+        }
+        let frame = results.finish().0;
+        assert!(body(&frame).len() <= limit, "{} bytes", body(&frame).len());
+        let items: Vec<_> = ResultItems::new(body(&frame)).collect();
+        assert_eq!(items.len(), 30);
+        assert!(items[25..].iter().all(Result::is_err));
     }
 
     #[test]
@@ -1848,6 +1895,30 @@ mod tests {
                 .map(|o| o.as_deref().ok_or(failure.clone()))
                 .collect();
             proptest::prop_assert_eq!(got, want);
+        }
+
+        /// Under any limit that has room for the header and an over-limit record per call,
+        /// results and failures of any sizes, in any order, give a frame within the limit
+        /// that holds every call.
+        #[test]
+        fn results_frames_stay_within_their_limit(
+            outcomes in proptest::collection::vec((proptest::prelude::any::<bool>(), 0usize..300), 0..24),
+            spare in 0usize..2000,
+        ) {
+            let limit = 18 + outcomes.len() * OVER_LIMIT_LEN + spare;
+            let mut results = ResultsFrame::with_limit(1, outcomes.len() as u32, limit);
+            for &(ok, len) in &outcomes {
+                if ok {
+                    results.push(|buf, _| { buf.resize(buf.len() + len, 3); Ok(()) });
+                } else {
+                    results.push_panicked(TaskFailure::Panic { message: "p".repeat(len), location: None });
+                }
+            }
+            let frame = results.finish().0;
+            let body = &frame[4..];
+            proptest::prop_assert!(body.len() <= limit, "{} bytes over a limit of {}", body.len(), limit);
+            proptest::prop_assert!(FromWorker::decode(body).is_ok());
+            proptest::prop_assert_eq!(ResultItems::new(body).count(), outcomes.len());
         }
 
         /// Arguments of a few sizes, some of which fail to encode and leave nothing.
