@@ -15,6 +15,14 @@ fn open_fds() -> usize {
     std::fs::read_dir("/proc/self/fd").unwrap().count()
 }
 
+/// Closes and joins `pool`, then checks that this process has `fds` descriptors open again,
+/// as before the pool started: joined, the supervisor thread has dropped whatever it held
+/// (a result it delivered can outlive the caller's handle by a moment in its hands).
+fn finish_with(pool: procpool::Pool, fds: usize) {
+    finish(pool);
+    assert_eq!(open_fds(), fds, "every descriptor is closed again");
+}
+
 #[procpool::task]
 fn echo(bytes: SharedBytes) -> SharedBytes {
     bytes
@@ -49,8 +57,8 @@ fn both(a: SharedBytes, b: SharedBytes) -> (SharedBytes, u64, SharedBytes) {
 #[test]
 fn shared_bytes_go_to_a_task_and_back_unchanged() {
     let _serial = serial();
-    let pool = pool(2);
     let fds = open_fds();
+    let pool = pool(2);
     let data = pattern(3 << 20, 7);
     let bytes = SharedBytes::copy_from_slice(&data).unwrap();
     let back = pool.apply(echo, (bytes.clone(),)).unwrap();
@@ -67,8 +75,7 @@ fn shared_bytes_go_to_a_task_and_back_unchanged() {
     // A result can be taken more than once.
     assert_eq!(pending.get().unwrap().1, len);
     drop((a, b, bytes, pending));
-    assert_eq!(open_fds(), fds, "every descriptor is closed again");
-    finish(pool);
+    finish_with(pool, fds);
 }
 
 #[test]
@@ -95,13 +102,13 @@ fn no_bytes_take_no_descriptor() {
 #[test]
 fn maps_carry_more_descriptors_than_one_message_holds() {
     let _serial = serial();
+    let fds = open_fds();
     let pool = pool(2);
     // 1,000 items in automatic chunks of hundreds: each frame's descriptors take several
     // messages, both ways.
     let items: Vec<SharedBytes> = (0..1000)
         .map(|i| SharedBytes::copy_from_slice(&pattern(100 + i, i as u8)).unwrap())
         .collect();
-    let fds = open_fds();
     let back = pool.map(echo, items.clone()).unwrap();
     assert_eq!(back, items);
     let sums = pool
@@ -118,9 +125,8 @@ fn maps_carry_more_descriptors_than_one_message_holds() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(streamed, items);
-    drop((back, streamed));
-    assert_eq!(open_fds(), fds, "every descriptor is closed again");
-    finish(pool);
+    drop((back, streamed, items));
+    finish_with(pool, fds);
 }
 
 #[test]
@@ -167,8 +173,8 @@ fn first_then_panic(bytes: SharedBytes) -> SharedBytes {
 #[test]
 fn a_task_that_panics_holding_shared_bytes_fails_alone_and_leaks_nothing() {
     let _serial = serial();
-    let pool = pool(1);
     let fds = open_fds();
+    let pool = pool(1);
     let items: Vec<SharedBytes> = [1u8, 13, 3]
         .iter()
         .map(|&b| SharedBytes::copy_from_slice(&[b; 64]).unwrap())
@@ -182,8 +188,7 @@ fn a_task_that_panics_holding_shared_bytes_fails_alone_and_leaks_nothing() {
     assert_eq!(error.kind(), ErrorKind::Panicked, "{error}");
     assert_eq!(outcomes[2].as_ref().unwrap()[0], 3);
     drop(outcomes);
-    assert_eq!(open_fds(), fds, "every descriptor is closed again");
-    finish(pool);
+    finish_with(pool, fds);
 }
 
 #[procpool::task]
