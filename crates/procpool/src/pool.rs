@@ -266,7 +266,7 @@ fn lookup<F: 'static>() -> Result<&'static TaskEntry, Error> {
 /// The finished RUN frame and its descriptors, or a clear error when the arguments are over
 /// the frame's limits.
 fn sealed(frame: RunFrame, task: &str) -> Result<(Vec<u8>, Fds), Error> {
-    let (frame, fds) = frame.finish().map_err(|oversized| {
+    frame.finish().map_err(|oversized| {
         let message = match oversized {
             Oversized::Bytes(len) => format!(
                 "the arguments take {len} bytes, over the frame limit of {MAX_FRAME} (send the data in a SharedBytes, or use a smaller chunk size)"
@@ -276,8 +276,7 @@ fn sealed(frame: RunFrame, task: &str) -> Result<(Vec<u8>, Fds), Error> {
             ),
         };
         Error::new(ErrorKind::Codec, message).task(task)
-    })?;
-    Ok((frame, Fds::new(fds)))
+    })
 }
 
 fn encode_error(task: &str, error: bincode::Error) -> Error {

@@ -93,7 +93,7 @@ impl Batch {
                 fds,
                 task,
                 worker,
-            } => shared::decoding(fds, || {
+            } => shared::decoding(fds, 0, || {
                 for (i, item) in ResultItems::new(body).enumerate() {
                     let item = item.map_err(|failure| Error::from_failure(failure, task, *worker));
                     visit(self.index(i), item);
@@ -114,7 +114,7 @@ impl Batch {
         let Outcomes::Results { body, fds, .. } = &self.outcomes else {
             return None;
         };
-        shared::decoding(fds, || decode_items(ResultItems::new(body)))
+        shared::decoding(fds, 0, || decode_items(ResultItems::new(body)))
     }
 
     /// Whether every call succeeded.
@@ -143,7 +143,7 @@ impl Batch {
                 let item = items.next().expect("the batch has a call left");
                 self.next = Some(items.position());
                 let item = item.map_err(|failure| Error::from_failure(failure, task, *worker));
-                (index, shared::decoding(fds, || decode(item)))
+                (index, shared::decoding(fds, 0, || decode(item)))
             }
             Outcomes::Failed(error) => (index, decode(Err(error.clone()))),
         }

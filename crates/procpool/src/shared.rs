@@ -12,7 +12,7 @@
 use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
-use std::ops::Deref;
+use std::ops::{Deref, Range};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
@@ -187,8 +187,9 @@ thread_local! {
     /// Set when a `SharedBytes` was encoded outside any frame's scope: the item's encoding
     /// failed for want of one, and [`encode_item`] runs it again in one.
     static MISSED: Cell<bool> = const { Cell::new(false) };
-    /// The descriptors of the frame being read, while one item is decoded.
-    static INCOMING: RefCell<Option<Vec<RawFd>>> = const { RefCell::new(None) };
+    /// The descriptors of the frame being read, while its items are decoded, and the index
+    /// the first of them has in the frame that encoded them.
+    static INCOMING: RefCell<Option<(usize, Vec<RawFd>)>> = const { RefCell::new(None) };
 }
 
 /// Adds a duplicate of `fd` to the descriptors of the frame being written; its index there.
@@ -212,18 +213,22 @@ fn attach(fd: &OwnedFd) -> io::Result<u32> {
 fn map_attached(index: u32, len: usize) -> io::Result<SharedBytes> {
     let raw = INCOMING.with(|slot| {
         let slot = slot.borrow();
-        let fds = slot.as_ref().ok_or_else(|| {
+        let (base, fds) = slot.as_ref().ok_or_else(|| {
             io::Error::other("a SharedBytes decodes only as a task's arguments or result")
         })?;
-        fds.get(index as usize).copied().ok_or_else(|| {
-            io::Error::new(
-                io::ErrorKind::InvalidData,
-                format!(
-                    "descriptor {index} named, but the frame brought {}",
-                    fds.len()
-                ),
-            )
-        })
+        (index as usize)
+            .checked_sub(*base)
+            .and_then(|at| fds.get(at))
+            .copied()
+            .ok_or_else(|| {
+                io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!(
+                        "descriptor {index} named, but the frame brought {} from {base} on",
+                        fds.len()
+                    ),
+                )
+            })
     })?;
     let fd = sys::dup_sealed(raw, len)?;
     let map = Mapping::new(&fd, len, false)?;
@@ -273,16 +278,21 @@ fn encode_in_scope<E>(
     /// `encode` panics.
     struct Restore<'a> {
         fds: &'a mut Vec<OwnedFd>,
+        before: usize,
         outer: Option<Vec<OwnedFd>>,
     }
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
             *self.fds = OUTGOING.replace(self.outer.take()).unwrap_or_default();
+            // An item whose encoding panicked is not in the frame: neither are its own.
+            if std::thread::panicking() {
+                self.fds.truncate(self.before);
+            }
         }
     }
     let before = fds.len();
     let outer = OUTGOING.replace(Some(std::mem::take(fds)));
-    let restore = Restore { fds, outer };
+    let restore = Restore { fds, before, outer };
     let encoded = encode(buf);
     drop(restore);
     if encoded.is_err() {
@@ -295,18 +305,18 @@ fn encode_in_scope<E>(
 /// without descriptors needs no scope: an index in it names nothing. The scope is a
 /// function of its own, so that `decode` is inlined where there is none.
 #[inline]
-pub(crate) fn decoding<T>(fds: &[OwnedFd], decode: impl FnOnce() -> T) -> T {
+pub(crate) fn decoding<T>(fds: &[OwnedFd], base: usize, decode: impl FnOnce() -> T) -> T {
     if fds.is_empty() {
         decode()
     } else {
-        decoding_in_scope(fds, decode)
+        decoding_in_scope(fds, base, decode)
     }
 }
 
 #[cold]
 #[inline(never)]
-fn decoding_in_scope<T>(fds: &[OwnedFd], decode: impl FnOnce() -> T) -> T {
-    struct Restore(Option<Vec<RawFd>>);
+fn decoding_in_scope<T>(fds: &[OwnedFd], base: usize, decode: impl FnOnce() -> T) -> T {
+    struct Restore(Option<(usize, Vec<RawFd>)>);
     impl Drop for Restore {
         fn drop(&mut self) {
             let outer = self.0.take();
@@ -314,22 +324,69 @@ fn decoding_in_scope<T>(fds: &[OwnedFd], decode: impl FnOnce() -> T) -> T {
         }
     }
     let raw = fds.iter().map(|fd| fd.as_fd().as_raw_fd()).collect();
-    let _restore = Restore(INCOMING.with(|slot| slot.borrow_mut().replace(raw)));
+    let _restore = Restore(INCOMING.with(|slot| slot.borrow_mut().replace((base, raw))));
     decode()
 }
 
-/// The descriptors that travel with one RUN frame, shared by the jobs that a chunk is split
-/// into (each sends them all; its items name them by index).
+/// The descriptors that travel with one RUN frame: those its arguments encoded, or, for a
+/// call split out of a chunk, the part of the chunk's that its argument names.
 #[derive(Clone, Debug, Default)]
-pub(crate) struct Fds(Option<Arc<[OwnedFd]>>);
+pub(crate) struct Fds {
+    table: Option<Arc<FdTable>>,
+    range: Range<usize>,
+}
+
+#[derive(Debug)]
+struct FdTable {
+    fds: Vec<OwnedFd>,
+    /// Where the descriptors of each item of the frame that made them end.
+    ends: Vec<u32>,
+}
 
 impl Fds {
-    pub(crate) fn new(fds: Vec<OwnedFd>) -> Fds {
-        Fds((!fds.is_empty()).then(|| fds.into()))
+    /// The descriptors of a frame, and where each of its items' end (one per item).
+    pub(crate) fn new(fds: Vec<OwnedFd>, ends: Vec<u32>) -> Fds {
+        if fds.is_empty() {
+            return Fds::default();
+        }
+        let range = 0..fds.len();
+        Fds {
+            table: Some(Arc::new(FdTable { fds, ends })),
+            range,
+        }
     }
 
     pub(crate) fn as_slice(&self) -> &[OwnedFd] {
-        self.0.as_deref().unwrap_or(&[])
+        self.table
+            .as_ref()
+            .map_or(&[], |table| &table.fds[self.range.clone()])
+    }
+
+    /// The index, in the frame that made them, of the first of these descriptors: what a
+    /// receiver takes from the indices it decodes.
+    pub(crate) fn base(&self) -> usize {
+        self.range.start
+    }
+
+    /// The descriptors of item `i` of the frame that made them, for a call split out of
+    /// it: only those travel with that call, not the whole chunk's.
+    pub(crate) fn item(&self, i: usize) -> Fds {
+        let Some(table) = &self.table else {
+            return Fds::default();
+        };
+        let start = if i == 0 {
+            0
+        } else {
+            table.ends[i - 1] as usize
+        };
+        let end = table.ends[i] as usize;
+        if start == end {
+            return Fds::default();
+        }
+        Fds {
+            table: Some(Arc::clone(table)),
+            range: start..end,
+        }
     }
 }
 
@@ -340,7 +397,7 @@ mod tests {
     /// Decodes `(index, len)` as a `SharedBytes` with `fds` as the frame's descriptors.
     fn decode(fds: &[OwnedFd], index: u32, len: u64) -> Result<SharedBytes, String> {
         let bytes = bincode::serialize(&(index, len)).unwrap();
-        decoding(fds, || bincode::deserialize::<SharedBytes>(&bytes)).map_err(|e| e.to_string())
+        decoding(fds, 0, || bincode::deserialize::<SharedBytes>(&bytes)).map_err(|e| e.to_string())
     }
 
     /// Encodes `value` as a frame would: its bytes and its descriptors.
@@ -371,7 +428,7 @@ mod tests {
         assert_eq!(more_fds.len(), 1);
         assert_eq!(bincode::deserialize::<(u8, u32)>(&more).unwrap(), (7, 0));
         let (a, n, b): (SharedBytes, u8, SharedBytes) =
-            decoding(&fds, || bincode::deserialize(&bytes)).unwrap();
+            decoding(&fds, 0, || bincode::deserialize(&bytes)).unwrap();
         assert_eq!((&a[..], n, &b[..]), (&b"hello"[..], 7, &b"hello"[..]));
     }
 

@@ -357,6 +357,16 @@ impl Worker {
         Some((deadline, timeout))
     }
 
+    /// Ends the conversation after a write that failed for good: callers ignore a failed
+    /// write and wait for the end of stream that a gone worker gives; a write that failed
+    /// while the worker lives (too many descriptors in flight: `ETOOMANYREFS`) would give
+    /// none, and the socket would poll writable forever. Shut down, it reads as ended, the
+    /// worker exits, and its jobs are settled as for a worker that died.
+    fn broken(&self, error: io::Error) -> io::Error {
+        let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        error
+    }
+
     /// Reads what the socket has, handing each complete frame to `on_frame`; as
     /// [`FrameReader::read_from`].
     pub(crate) fn read_frames(&mut self, on_frame: impl FnMut(Vec<u8>)) -> io::Result<bool> {
@@ -411,17 +421,18 @@ impl Worker {
                         if count > 0 {
                             break;
                         }
+                        // Every message needs a byte of the frame, the last one included.
+                        if fds_left.len().div_ceil(sys::FDS_PER_MESSAGE) > frame.len() {
+                            return Err(self.broken(io::Error::other(
+                                "more descriptors than bytes to carry them",
+                            )));
+                        }
                         fds = &fds_left[..fds_left.len().min(sys::FDS_PER_MESSAGE)];
                         let bytes = if fds.len() < fds_left.len() {
-                            &frame[..frame.len().min(1)]
+                            &frame[..1]
                         } else {
                             frame
                         };
-                        if bytes.is_empty() {
-                            return Err(io::Error::other(
-                                "more descriptors than bytes to carry them",
-                            ));
-                        }
                         slices[0] = IoSlice::new(bytes);
                         offered = bytes.len();
                         count = 1;
@@ -441,7 +452,7 @@ impl Worker {
                 Ok(n) => n,
                 Err(e) if e.kind() == io::ErrorKind::WouldBlock => return Ok(()),
                 Err(e) if e.kind() == io::ErrorKind::Interrupted => continue,
-                Err(e) => return Err(e),
+                Err(e) => return Err(self.broken(e)),
             };
             if n > 0 {
                 self.fds_sent += fds.len();
@@ -1363,8 +1374,8 @@ fn stop_within(workers: &mut [Worker], grace: Duration) {
     }
 }
 
-/// Splits a job of several calls into one job per call. Each gets all the descriptors of
-/// the chunk, since its arguments name them by their index in the chunk's frame.
+/// Splits a job of several calls into one job per call. Each sends again only the
+/// descriptors of the chunk that its own argument names ([`Fds::item`]).
 fn split(job: &Job, shared: &Shared) -> Option<Vec<Job>> {
     // The frame is the parent's own, built under the frame limit, so it decodes and each
     // call fits a frame of its own; `None` is for the impossible case, so that it fails the
@@ -1377,7 +1388,8 @@ fn split(job: &Job, shared: &Shared) -> Option<Vec<Job>> {
         .enumerate()
         .map(|(i, item)| {
             let id = shared.next_job_id();
-            let mut frame = RunFrame::split_from(id, name, job.fds.as_slice().len());
+            let fds = job.fds.item(i);
+            let mut frame = RunFrame::split_from(id, name, &fds);
             frame
                 .push(|buf| -> Result<(), ()> {
                     buf.extend_from_slice(item);
@@ -1388,7 +1400,7 @@ fn split(job: &Job, shared: &Shared) -> Option<Vec<Job>> {
                 id,
                 task: job.task,
                 frame: frame.finish().ok()?.0,
-                fds: job.fds.clone(),
+                fds,
                 sink: Arc::clone(&job.sink),
                 start: job.start + i * job.stride,
                 stride: 1,

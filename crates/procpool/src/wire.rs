@@ -9,7 +9,7 @@ use std::io::{self, BufRead, Read};
 use std::os::fd::OwnedFd;
 
 use crate::error::TaskFailure;
-use crate::shared;
+use crate::shared::{self, Fds};
 
 /// "PPL" and a 1: the first four bytes of both sides' handshake frames.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PPL1");
@@ -333,6 +333,16 @@ impl ItemWriter {
     }
 }
 
+/// Records that item `item` of a frame ends its descriptors at `end`, the items since the
+/// last one recorded having added none (they end at `before`). Only items with descriptors
+/// come here, out of the loop of a map.
+#[cold]
+#[inline(never)]
+fn note_fd_end(ends: &mut Vec<u32>, item: usize, before: usize, end: usize) {
+    ends.resize(item, len_u32(before));
+    ends.push(len_u32(end));
+}
+
 /// Why a RUN frame cannot be sent.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum Oversized {
@@ -348,11 +358,15 @@ pub(crate) struct RunFrame {
     /// Where the count of calls is, followed by the count of descriptors.
     count_at: usize,
     items: ItemWriter,
-    /// The descriptors of the `SharedBytes` in the arguments, which travel with the frame.
+    /// The descriptors of the `SharedBytes` in the arguments, which travel with the frame,
+    /// and, once an argument has some, where each item's end (see [`Fds`]).
     fds: Vec<OwnedFd>,
-    /// Descriptors the frame travels with that are not in `fds`: those of the chunk it was
-    /// split from, whose indices its arguments keep.
+    fd_ends: Vec<u32>,
+    /// For a call split out of a chunk: the descriptors of the chunk that it sends again
+    /// (not in `fds`), and the index of the first of them in the chunk, which its
+    /// argument's indices count from.
     inherited_fds: usize,
+    fd_base: usize,
     /// [`MAX_FRAME`], but in tests.
     limit: usize,
 }
@@ -362,23 +376,26 @@ impl RunFrame {
         let mut frame = FrameWriter::new(TAG_RUN);
         frame.u64(job).str(name);
         let count_at = frame.position();
-        frame.u32(0).u32(0);
+        frame.u32(0).u32(0).u32(0);
         let items = ItemWriter::start(&mut frame, false);
         RunFrame {
             frame,
             count_at,
             items,
             fds: Vec::new(),
+            fd_ends: Vec::new(),
             inherited_fds: 0,
+            fd_base: 0,
             limit: MAX_FRAME,
         }
     }
 
-    /// A frame for calls taken out of a chunk's frame, whose `fds` descriptors it sends
-    /// again: its arguments' indices name them.
-    pub(crate) fn split_from(job: u64, name: &str, fds: usize) -> RunFrame {
+    /// A frame for a call taken out of a chunk's frame, which sends again the chunk's
+    /// descriptors that its argument names, `fds` (see [`Fds::item`]).
+    pub(crate) fn split_from(job: u64, name: &str, fds: &Fds) -> RunFrame {
         RunFrame {
-            inherited_fds: fds,
+            inherited_fds: fds.as_slice().len(),
+            fd_base: fds.base(),
             ..RunFrame::new(job, name)
         }
     }
@@ -400,9 +417,18 @@ impl RunFrame {
         mut encode: impl FnMut(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
         let RunFrame {
-            frame, items, fds, ..
+            frame,
+            items,
+            fds,
+            fd_ends,
+            ..
         } = self;
-        items.push(frame, |buf| shared::encode_item(fds, buf, &mut encode))
+        let before = fds.len();
+        items.push(frame, |buf| shared::encode_item(fds, buf, &mut encode))?;
+        if fds.len() != before {
+            note_fd_end(fd_ends, items.count - 1, before, fds.len());
+        }
+        Ok(())
     }
 
     pub(crate) fn len(&self) -> usize {
@@ -423,7 +449,7 @@ impl RunFrame {
     /// worker would refuse it, so it must not be sent. The byte limit applies to the length
     /// in the sized layout (see `ItemWriter::sized_len`), so a packed frame's count always
     /// fits its `u32`.
-    pub(crate) fn finish(mut self) -> Result<(Vec<u8>, Vec<OwnedFd>), Oversized> {
+    pub(crate) fn finish(mut self) -> Result<(Vec<u8>, Fds), Oversized> {
         let len = self.items.sized_len(&self.frame);
         if len > self.limit {
             return Err(Oversized::Bytes(len));
@@ -435,8 +461,14 @@ impl RunFrame {
         self.frame
             .patch_u32(self.count_at, len_u32(self.items.count));
         self.frame.patch_u32(self.count_at + 4, len_u32(fds));
+        self.frame
+            .patch_u32(self.count_at + 8, len_u32(self.fd_base));
         self.items.finish(&mut self.frame);
-        Ok((self.frame.finish(), self.fds))
+        let mut ends = self.fd_ends;
+        if !self.fds.is_empty() {
+            ends.resize(self.items.count, len_u32(self.fds.len()));
+        }
+        Ok((self.frame.finish(), Fds::new(self.fds, ends)))
     }
 }
 
@@ -736,8 +768,10 @@ pub(crate) enum ToWorker<'a> {
     Run {
         job: u64,
         name: &'a str,
-        /// How many descriptors came with the frame.
+        /// How many descriptors came with the frame, and the index its arguments give the
+        /// first of them.
         fds: usize,
+        fd_base: usize,
         items: RunItems<'a>,
     },
     Shutdown,
@@ -766,6 +800,7 @@ impl<'a> ToWorker<'a> {
                 let name = cursor.str()?;
                 let count = cursor.u32()? as usize;
                 let fds = cursor.fds()?;
+                let fd_base = cursor.u32()? as usize;
                 let items = ItemReader::new(&mut cursor, count)?;
                 match items.packed {
                     Some(_) => cursor.skip_packed(count, &items, 4)?,
@@ -779,6 +814,7 @@ impl<'a> ToWorker<'a> {
                     job,
                     name,
                     fds,
+                    fd_base,
                     items: RunItems(items),
                 }
             }
@@ -1306,7 +1342,7 @@ mod tests {
         else {
             panic!("not a RUN frame");
         };
-        let layout = frame[4 + 1 + 8 + 4 + name.len() + 4 + 4];
+        let layout = frame[4 + 1 + 8 + 4 + name.len() + 4 + 4 + 4];
         (job, name, items.collect(), layout)
     }
 
@@ -1372,9 +1408,9 @@ mod tests {
         let (_, _, items, layout) = run_items(&frame);
         assert_eq!(items, [b"abc", b"def", b"ghi"]);
         assert_eq!(layout, LAYOUT_PACKED);
-        // The body: tag, job, name, count, descriptors, layout, size, then the items and
-        // nothing else.
-        assert_eq!(frame.len(), 4 + 1 + 8 + (4 + 1) + 4 + 4 + 1 + 4 + 9);
+        // The body: tag, job, name, count, descriptors, the first descriptor's index,
+        // layout, size, then the items and nothing else.
+        assert_eq!(frame.len(), 4 + 1 + 8 + (4 + 1) + 4 + 4 + 4 + 1 + 4 + 9);
 
         let mut results = ResultsFrame::new(2, 2);
         for item in [b"xy", b"zw"] {
@@ -1645,7 +1681,7 @@ mod tests {
         long.push(0);
         assert_eq!(ToWorker::decode(&long), Err(WireError::Trailing(1)));
         let mut bad = frame[4..].to_vec();
-        bad[1 + 8 + 5 + 4 + 4] = 7;
+        bad[1 + 8 + 5 + 4 + 4 + 4] = 7;
         assert_eq!(ToWorker::decode(&bad), Err(WireError::UnknownLayout(7)));
     }
 

@@ -218,6 +218,7 @@ fn serve(parent: u32) -> io::Result<()> {
                 job,
                 name,
                 fds,
+                fd_base,
                 items,
             } => {
                 let fds = reader.get_mut().take(fds)?;
@@ -226,7 +227,7 @@ fn serve(parent: u32) -> io::Result<()> {
                 match registry::by_name(name) {
                     // Arguments that are `SharedBytes` map the job's descriptors: one scope
                     // for all its calls costs a map's tight loop nothing per call.
-                    Some(entry) => shared::decoding(&fds, || {
+                    Some(entry) => shared::decoding(&fds, fd_base, || {
                         registry::run(entry, &mut Calls::new(items, &mut results));
                     }),
                     None => {

@@ -111,6 +111,11 @@ fn maps_carry_more_descriptors_than_one_message_holds() {
         .collect();
     let back = pool.map(echo, items.clone()).unwrap();
     assert_eq!(back, items);
+    // Chunks of 600 and 400: more than one message holds (253), both ways.
+    let big_chunks = pool
+        .map_with(echo, items.clone(), MapOptions::new().chunksize(600))
+        .unwrap();
+    assert_eq!(big_chunks, items);
     let sums = pool
         .map_with(checksum, items.clone(), MapOptions::new().chunksize(1))
         .unwrap();
@@ -125,7 +130,7 @@ fn maps_carry_more_descriptors_than_one_message_holds() {
         .collect::<Result<_, _>>()
         .unwrap();
     assert_eq!(streamed, items);
-    drop((back, streamed, items));
+    drop((back, big_chunks, streamed, items));
     finish_with(pool, fds);
 }
 
@@ -159,6 +164,32 @@ fn a_worker_that_dies_holding_shared_bytes_fails_that_call_alone() {
         42,
         "the pool carries on"
     );
+    finish(pool);
+}
+
+#[test]
+fn a_chunk_of_hundreds_of_shared_bytes_split_after_a_death_sends_each_call_its_own() {
+    let _serial = serial();
+    let pool = pool(2);
+    // One chunk of 600 calls, each with its own bytes; the worker dies at call 300. Run
+    // again one by one, each call gets its own descriptor and bytes, not the chunk's 600.
+    let items: Vec<SharedBytes> = (0..600)
+        .map(|i| {
+            let first = if i == 300 { 13 } else { 1 + (i % 7) as u8 };
+            SharedBytes::copy_from_slice(&[first, i as u8]).unwrap()
+        })
+        .collect();
+    let outcomes: Vec<_> = pool
+        .imap_with(first_or_abort, items, MapOptions::new().chunksize(600))
+        .unwrap()
+        .collect();
+    for (i, outcome) in outcomes.iter().enumerate() {
+        if i == 300 {
+            assert_eq!(outcome.as_ref().unwrap_err().kind(), ErrorKind::WorkerDied);
+        } else {
+            assert_eq!(*outcome.as_ref().unwrap(), 1 + (i % 7) as u8, "call {i}");
+        }
+    }
     finish(pool);
 }
 

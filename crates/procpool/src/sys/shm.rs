@@ -4,7 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
 
@@ -148,32 +148,46 @@ impl Drop for Mapping {
     }
 }
 
-/// Room for the control message of one `recvmsg`: up to [`FDS_PER_MESSAGE`] descriptors.
+/// Room for the control message of one `sendmsg` or `recvmsg`. A header and
+/// [`FDS_PER_MESSAGE`] descriptors take `CMSG_SPACE(253 * 4)`, 1,032 bytes on Linux; this
+/// holds more, and every use checks what it needs.
 #[repr(C, align(8))]
-struct ControlBuf([u8; 1024]);
+struct ControlBuf([u8; CONTROL_LEN]);
+
+const CONTROL_LEN: usize = 2048;
+
+/// The room the control message for `count` descriptors takes.
+fn control_space(count: usize) -> usize {
+    let bytes = u32::try_from(count * size_of::<RawFd>()).expect("a few descriptors");
+    // SAFETY: CMSG_SPACE is arithmetic.
+    unsafe { libc::CMSG_SPACE(bytes) as usize }
+}
 
 /// Writes what the socket takes of `slices` with `fds` attached to its first byte
 /// (at most [`FDS_PER_MESSAGE`]); never raises `SIGPIPE`.
 pub(crate) fn send(
     socket: &UnixStream,
     slices: &[IoSlice<'_>],
-    fds: &[OwnedFd],
+    fds: &[impl AsFd],
 ) -> io::Result<usize> {
     assert!(
         fds.len() <= FDS_PER_MESSAGE,
         "too many descriptors for one message"
     );
-    let mut control = ControlBuf([0; 1024]);
+    let mut control = ControlBuf([0; CONTROL_LEN]);
     // SAFETY: `msghdr` is plain data for which all zeroes is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     // `IoSlice` is ABI-compatible with `iovec`; sendmsg only reads through the pointer.
     msg.msg_iov = slices.as_ptr().cast_mut().cast::<libc::iovec>();
     msg.msg_iovlen = slices.len() as _;
     if !fds.is_empty() {
-        let bytes = std::mem::size_of_val(fds) as libc::c_uint;
-        // SAFETY: CMSG_SPACE is arithmetic.
-        let space = unsafe { libc::CMSG_SPACE(bytes) } as usize;
-        debug_assert!(space <= control.0.len());
+        let bytes = (fds.len() * size_of::<RawFd>()) as libc::c_uint;
+        let space = control_space(fds.len());
+        // Not a debug assertion: the writes below stay within `space` bytes of `control`.
+        assert!(
+            space <= CONTROL_LEN,
+            "no room for the descriptors' control message"
+        );
         msg.msg_control = control.0.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
         // SAFETY: `msg` describes `control`, which has room for one header and the
@@ -185,7 +199,7 @@ pub(crate) fn send(
             (*header).cmsg_len = libc::CMSG_LEN(bytes) as _;
             let data = libc::CMSG_DATA(header).cast::<RawFd>();
             for (i, fd) in fds.iter().enumerate() {
-                data.add(i).write_unaligned(fd.as_raw_fd());
+                data.add(i).write_unaligned(fd.as_fd().as_raw_fd());
             }
         }
     }
@@ -237,7 +251,9 @@ unsafe fn recv_raw(
     len: usize,
     fds: &mut VecDeque<OwnedFd>,
 ) -> io::Result<usize> {
-    let mut control = ControlBuf([0; 1024]);
+    // Room for all the descriptors one message can bring, so that none is cut off.
+    assert!(control_space(FDS_PER_MESSAGE) <= CONTROL_LEN);
+    let mut control = ControlBuf([0; CONTROL_LEN]);
     let mut iov = libc::iovec {
         iov_base: buf.cast(),
         iov_len: len,
@@ -262,7 +278,8 @@ unsafe fn recv_raw(
         while !header.is_null() {
             if (*header).cmsg_level == libc::SOL_SOCKET && (*header).cmsg_type == libc::SCM_RIGHTS {
                 let data = libc::CMSG_DATA(header).cast::<RawFd>();
-                let payload = (*header).cmsg_len as usize - (data as usize - header as usize);
+                let payload =
+                    ((*header).cmsg_len as usize).saturating_sub(data as usize - header as usize);
                 for i in 0..payload / size_of::<RawFd>() {
                     fds.push_back(OwnedFd::from_raw_fd(data.add(i).read_unaligned()));
                 }
@@ -293,5 +310,45 @@ pub(crate) fn raise_open_files_limit() {
             limit.rlim_cur = limit.rlim_max;
             libc::setrlimit(libc::RLIMIT_NOFILE, &limit);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Sends `count` descriptors (of one file) over a socket pair in messages of at most
+    /// [`FDS_PER_MESSAGE`], a byte each, and receives them all.
+    fn round_trip(count: usize) -> usize {
+        let (a, b) = UnixStream::pair().unwrap();
+        let file = memfd(1).unwrap();
+        let fds: Vec<OwnedFd> = (0..count).map(|_| file.try_clone().unwrap()).collect();
+        let mut messages = 0;
+        for group in fds.chunks(FDS_PER_MESSAGE) {
+            assert_eq!(send(&a, &[IoSlice::new(&[7])], group).unwrap(), 1);
+            messages += 1;
+        }
+        let mut received = VecDeque::new();
+        let mut buf = [0; 1];
+        for _ in 0..messages {
+            assert_eq!(recv(&b, &mut buf, &mut received).unwrap(), 1);
+        }
+        received.len()
+    }
+
+    #[test]
+    fn descriptors_up_to_a_full_message_and_beyond_arrive_whole() {
+        for count in [1, 252, 253, 254, 506, 507] {
+            assert_eq!(round_trip(count), count, "{count} descriptors");
+        }
+    }
+
+    #[test]
+    fn the_control_buffer_holds_a_full_message() {
+        assert!(control_space(FDS_PER_MESSAGE) <= CONTROL_LEN);
+        assert!(
+            control_space(FDS_PER_MESSAGE) > 1024,
+            "the size the first version had"
+        );
     }
 }
