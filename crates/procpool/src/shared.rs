@@ -13,7 +13,7 @@ use std::cell::{Cell, RefCell};
 use std::fmt;
 use std::io;
 use std::ops::{Deref, Range};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsFd, AsRawFd, BorrowedFd, OwnedFd, RawFd};
 use std::sync::Arc;
 
 use serde::de::Error as _;
@@ -160,7 +160,7 @@ impl Serialize for SharedBytes {
     fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
         let index = match &self.region {
             None => NONE,
-            Some(region) => attach(&region.fd).map_err(S::Error::custom)?,
+            Some(region) => attach(region).map_err(S::Error::custom)?,
         };
         (index, self.len() as u64).serialize(serializer)
     }
@@ -183,7 +183,7 @@ impl<'de> Deserialize<'de> for SharedBytes {
 thread_local! {
     /// The descriptor list of the frame being written, while an item is encoded in
     /// [`encode_in_scope`].
-    static OUTGOING: RefCell<Option<Vec<OwnedFd>>> = const { RefCell::new(None) };
+    static OUTGOING: RefCell<Option<Vec<Attached>>> = const { RefCell::new(None) };
     /// Set when a `SharedBytes` was encoded outside any frame's scope: the item's encoding
     /// failed for want of one, and [`encode_item`] runs it again in one.
     static MISSED: Cell<bool> = const { Cell::new(false) };
@@ -192,8 +192,20 @@ thread_local! {
     static INCOMING: RefCell<Option<(usize, Vec<RawFd>)>> = const { RefCell::new(None) };
 }
 
-/// Adds a duplicate of `fd` to the descriptors of the frame being written; its index there.
-fn attach(fd: &OwnedFd) -> io::Result<u32> {
+/// A `SharedBytes`'s memory in a frame's descriptor list: its descriptor stays open, and
+/// the memory mapped, until the frame has been sent and dropped. (A duplicate descriptor
+/// would do as well, but would cost a system call and a descriptor per value.)
+#[derive(Debug)]
+pub(crate) struct Attached(Arc<Region>);
+
+impl AsFd for Attached {
+    fn as_fd(&self) -> BorrowedFd<'_> {
+        self.0.fd.as_fd()
+    }
+}
+
+/// Adds `region` to the descriptors of the frame being written; its index there.
+fn attach(region: &Arc<Region>) -> io::Result<u32> {
     OUTGOING.with_borrow_mut(|slot| {
         let Some(fds) = slot.as_mut() else {
             MISSED.set(true);
@@ -205,7 +217,7 @@ fn attach(fd: &OwnedFd) -> io::Result<u32> {
             .ok()
             .filter(|&i| i != NONE)
             .ok_or_else(|| io::Error::other("too many SharedBytes in one frame"))?;
-        fds.push(fd.try_clone()?);
+        fds.push(Attached(Arc::clone(region)));
         Ok(index)
     })
 }
@@ -247,7 +259,7 @@ fn map_attached(index: u32, len: usize) -> io::Result<SharedBytes> {
 /// writes what the first would have.
 #[inline]
 pub(crate) fn encode_item<E>(
-    fds: &mut Vec<OwnedFd>,
+    fds: &mut Vec<Attached>,
     buf: &mut Vec<u8>,
     mut encode: impl FnMut(&mut Vec<u8>) -> Result<(), E>,
 ) -> Result<(), E> {
@@ -264,7 +276,7 @@ pub(crate) fn encode_item<E>(
 #[cold]
 #[inline(never)]
 fn encode_in_scope<E>(
-    fds: &mut Vec<OwnedFd>,
+    fds: &mut Vec<Attached>,
     buf: &mut Vec<u8>,
     start: usize,
     mut encode: impl FnMut(&mut Vec<u8>) -> Result<(), E>,
@@ -277,9 +289,9 @@ fn encode_in_scope<E>(
     /// Moves the list back out of the slot, and what was there before back in, even if
     /// `encode` panics.
     struct Restore<'a> {
-        fds: &'a mut Vec<OwnedFd>,
+        fds: &'a mut Vec<Attached>,
         before: usize,
-        outer: Option<Vec<OwnedFd>>,
+        outer: Option<Vec<Attached>>,
     }
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
@@ -338,14 +350,14 @@ pub(crate) struct Fds {
 
 #[derive(Debug)]
 struct FdTable {
-    fds: Vec<OwnedFd>,
+    fds: Vec<Attached>,
     /// Where the descriptors of each item of the frame that made them end.
     ends: Vec<u32>,
 }
 
 impl Fds {
     /// The descriptors of a frame, and where each of its items' end (one per item).
-    pub(crate) fn new(fds: Vec<OwnedFd>, ends: Vec<u32>) -> Fds {
+    pub(crate) fn new(fds: Vec<Attached>, ends: Vec<u32>) -> Fds {
         if fds.is_empty() {
             return Fds::default();
         }
@@ -356,7 +368,7 @@ impl Fds {
         }
     }
 
-    pub(crate) fn as_slice(&self) -> &[OwnedFd] {
+    pub(crate) fn as_slice(&self) -> &[Attached] {
         self.table
             .as_ref()
             .map_or(&[], |table| &table.fds[self.range.clone()])
@@ -402,6 +414,15 @@ mod tests {
 
     /// Encodes `value` as a frame would: its bytes and its descriptors.
     fn encode<T: Serialize>(value: &T) -> (Vec<u8>, Vec<OwnedFd>) {
+        let (bytes, fds) = encode_attached(value);
+        let fds = fds
+            .iter()
+            .map(|fd| fd.as_fd().try_clone_to_owned().unwrap())
+            .collect();
+        (bytes, fds)
+    }
+
+    fn encode_attached<T: Serialize>(value: &T) -> (Vec<u8>, Vec<Attached>) {
         let (mut bytes, mut fds) = (Vec::new(), Vec::new());
         encode_item(&mut fds, &mut bytes, |buf| {
             bincode::serialize_into(buf, value)

@@ -21,7 +21,7 @@ use std::time::{Duration, Instant};
 use crate::error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
 use crate::registry;
 use crate::result::{Batch, Collector};
-use crate::shared::Fds;
+use crate::shared::{Attached, Fds};
 use crate::spin::Spinner;
 use crate::start::{self, StartMethod};
 use crate::stats::Counters;
@@ -410,7 +410,7 @@ impl Worker {
             // Descriptors ride on the first byte of a message: a frame with descriptors left
             // to send starts a message of its own, and a frame with more than one message
             // carries gets a byte per message until its last.
-            let mut fds: &[OwnedFd] = &[];
+            let mut fds: &[Attached] = &[];
             if self.control.is_empty() {
                 let mut written = self.job_written;
                 let mut fds_sent = self.fds_sent;

@@ -6,10 +6,9 @@
 
 use std::fmt;
 use std::io::{self, BufRead, Read};
-use std::os::fd::OwnedFd;
 
 use crate::error::TaskFailure;
-use crate::shared::{self, Fds};
+use crate::shared::{self, Attached, Fds};
 
 /// "PPL" and a 1: the first four bytes of both sides' handshake frames.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PPL1");
@@ -360,7 +359,7 @@ pub(crate) struct RunFrame {
     items: ItemWriter,
     /// The descriptors of the `SharedBytes` in the arguments, which travel with the frame,
     /// and, once an argument has some, where each item's end (see [`Fds`]).
-    fds: Vec<OwnedFd>,
+    fds: Vec<Attached>,
     fd_ends: Vec<u32>,
     /// For a call split out of a chunk: the descriptors of the chunk that it sends again
     /// (not in `fds`), and the index of the first of them in the chunk, which its
@@ -478,7 +477,7 @@ pub(crate) struct ResultsFrame {
     items: ItemWriter,
     /// The descriptors of the `SharedBytes` in the results, which travel with the frame.
     /// Only a result encoded whole adds its own ([`shared::encode_item`]).
-    fds: Vec<OwnedFd>,
+    fds: Vec<Attached>,
     /// How many calls the job has.
     calls: usize,
     /// [`MAX_FRAME`], but in tests.
@@ -531,7 +530,7 @@ impl ResultsFrame {
     #[inline]
     pub(crate) fn push(
         &mut self,
-        run: impl FnOnce(&mut Vec<u8>, &mut Vec<OwnedFd>) -> Result<(), TaskFailure>,
+        run: impl FnOnce(&mut Vec<u8>, &mut Vec<Attached>) -> Result<(), TaskFailure>,
     ) {
         let fds_before = self.fds.len();
         let fds = &mut self.fds;
@@ -594,7 +593,7 @@ impl ResultsFrame {
     }
 
     /// The finished frame, and the descriptors that go with it.
-    pub(crate) fn finish(mut self) -> (Vec<u8>, Vec<OwnedFd>) {
+    pub(crate) fn finish(mut self) -> (Vec<u8>, Vec<Attached>) {
         self.frame
             .patch_u32(RESULTS_FDS_AT, len_u32(self.fds.len()));
         self.items.finish(&mut self.frame);

@@ -9,7 +9,7 @@
 use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, BufReader, IoSlice, Read, Write};
-use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
 
@@ -124,7 +124,7 @@ fn read_frame(reader: &mut BufReader<Incoming<'_>>, body: &mut Vec<u8>) -> io::R
 }
 
 /// Writes a whole frame to the blocking `socket`, its descriptors with its first bytes.
-pub(crate) fn send_frame(socket: &UnixStream, frame: &[u8], fds: &[OwnedFd]) -> io::Result<()> {
+pub(crate) fn send_frame(socket: &UnixStream, frame: &[u8], fds: &[impl AsFd]) -> io::Result<()> {
     let mut written = 0;
     let mut sent = 0;
     while written < frame.len() || sent < fds.len() {
