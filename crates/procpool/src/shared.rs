@@ -313,8 +313,11 @@ fn encode_in_scope<E>(
     encoded
 }
 
-/// Runs `decode` with `fds` as the descriptors that `SharedBytes` indices name. A frame
-/// without descriptors needs no scope: an index in it names nothing. The scope is a
+/// Runs `decode` with `fds` as the descriptors that `SharedBytes` indices name, the first
+/// being index `base`. A frame without descriptors needs no scope: an index in it names
+/// nothing. A worker decodes a whole job in one scope, its tasks' own code included: there,
+/// a `SharedBytes` that a task decodes from bytes of its own maps one of the job's
+/// descriptors (sealed and checked like any other) instead of failing. The scope is a
 /// function of its own, so that `decode` is inlined where there is none.
 #[inline]
 pub(crate) fn decoding<T>(fds: &[OwnedFd], base: usize, decode: impl FnOnce() -> T) -> T {
