@@ -4,6 +4,7 @@
 
 use std::collections::VecDeque;
 use std::io::{self, IoSlice};
+use std::mem::MaybeUninit;
 use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::ptr::NonNull;
@@ -174,7 +175,8 @@ pub(crate) fn send(
         fds.len() <= FDS_PER_MESSAGE,
         "too many descriptors for one message"
     );
-    let mut control = ControlBuf([0; CONTROL_LEN]);
+    // Written only for a message that carries descriptors, and then only as far as it needs.
+    let mut control = MaybeUninit::<ControlBuf>::uninit();
     // SAFETY: `msghdr` is plain data for which all zeroes is a valid value.
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     // `IoSlice` is ABI-compatible with `iovec`; sendmsg only reads through the pointer.
@@ -188,11 +190,13 @@ pub(crate) fn send(
             space <= CONTROL_LEN,
             "no room for the descriptors' control message"
         );
-        msg.msg_control = control.0.as_mut_ptr().cast();
+        msg.msg_control = control.as_mut_ptr().cast();
         msg.msg_controllen = space as _;
         // SAFETY: `msg` describes `control`, which has room for one header and the
-        // descriptors (checked above), and is aligned for `cmsghdr`.
+        // descriptors (checked above), and is aligned for `cmsghdr`; its first `space`
+        // bytes are zeroed before the header and the descriptors are written into them.
         unsafe {
+            control.as_mut_ptr().cast::<u8>().write_bytes(0, space);
             let header = libc::CMSG_FIRSTHDR(&msg);
             (*header).cmsg_level = libc::SOL_SOCKET;
             (*header).cmsg_type = libc::SCM_RIGHTS;
@@ -253,7 +257,8 @@ unsafe fn recv_raw(
 ) -> io::Result<usize> {
     // Room for all the descriptors one message can bring, so that none is cut off.
     assert!(control_space(FDS_PER_MESSAGE) <= CONTROL_LEN);
-    let mut control = ControlBuf([0; CONTROL_LEN]);
+    // Not zeroed: the kernel writes the control messages it returns, and only those are read.
+    let mut control = MaybeUninit::<ControlBuf>::uninit();
     let mut iov = libc::iovec {
         iov_base: buf.cast(),
         iov_len: len,
@@ -262,8 +267,8 @@ unsafe fn recv_raw(
     let mut msg: libc::msghdr = unsafe { std::mem::zeroed() };
     msg.msg_iov = &mut iov;
     msg.msg_iovlen = 1;
-    msg.msg_control = control.0.as_mut_ptr().cast();
-    msg.msg_controllen = control.0.len() as _;
+    msg.msg_control = control.as_mut_ptr().cast();
+    msg.msg_controllen = CONTROL_LEN as _;
     // SAFETY: `msg` points at `buf` (writable for `len` bytes, by the caller's contract)
     // and `control`, both live for the call.
     let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
