@@ -478,8 +478,10 @@ pub(crate) struct ResultsFrame {
     /// The descriptors of the `SharedBytes` in the results, which travel with the frame.
     /// Only a result encoded whole adds its own ([`shared::encode_item`]).
     fds: Vec<Attached>,
-    /// How many calls the job has.
+    /// How many calls the job has, and the room for outcomes that any frame of it has: its
+    /// limit, less an [`OVER_LIMIT`] record for each call.
     calls: usize,
+    least_room: usize,
     /// [`MAX_FRAME`], but in tests.
     limit: usize,
 }
@@ -507,6 +509,7 @@ impl ResultsFrame {
             items,
             fds: Vec::new(),
             calls: count as usize,
+            least_room: MAX_FRAME.saturating_sub((count as usize).saturating_mul(OVER_LIMIT_LEN)),
             limit: MAX_FRAME,
         }
     }
@@ -521,6 +524,7 @@ impl ResultsFrame {
     pub(crate) fn with_limit(job: u64, count: u32, limit: usize) -> ResultsFrame {
         ResultsFrame {
             limit,
+            least_room: limit.saturating_sub((count as usize).saturating_mul(OVER_LIMIT_LEN)),
             ..ResultsFrame::reusing(Vec::new(), job, count)
         }
     }
@@ -540,7 +544,7 @@ impl ResultsFrame {
             .and_then(|()| {
                 // A frame over the limit would be refused by the parent as a protocol
                 // error: the result that pushed it over comes out again and fails alone.
-                if self.items.sized_len(&self.frame) > self.room() {
+                if self.over_room() {
                     let size = self.frame.position() - self.items.last_at;
                     self.items.pop(&mut self.frame);
                     self.fds.truncate(fds_before);
@@ -574,11 +578,21 @@ impl ResultsFrame {
     /// which the frame always has room.
     fn push_failure(&mut self, failure: &TaskFailure) {
         self.items.push_failure(&mut self.frame, failure);
-        if self.items.sized_len(&self.frame) > self.room() {
+        if self.over_room() {
             self.items.pop(&mut self.frame);
             let short = TaskFailure::ResultEncode(OVER_LIMIT.to_owned());
             self.items.push_failure(&mut self.frame, &short);
         }
+    }
+
+    /// Whether the frame, with the outcome just pushed, is longer than [`Self::room`]
+    /// allows. Checked after every call: against the least room there can be (the limit,
+    /// less a record for every call), and only above that against the room left now, out
+    /// of a map's tight loop.
+    #[inline]
+    fn over_room(&self) -> bool {
+        let len = self.items.sized_len(&self.frame);
+        len > self.least_room && len > self.room()
     }
 
     /// How long the frame may be with the outcomes pushed so far: its limit, less room for
@@ -586,6 +600,7 @@ impl ResultsFrame {
     /// its limit whatever those calls do. (Only a job of more calls than the limit has room
     /// for such records, some 26 million under 1 GiB, could still go over: its frame would
     /// be refused, and its calls run again one by one.)
+    #[cold]
     fn room(&self) -> usize {
         let to_come = self.calls.saturating_sub(self.items.count);
         self.limit
