@@ -292,20 +292,30 @@ fn encode_in_scope<E>(
         fds: &'a mut Vec<Attached>,
         before: usize,
         outer: Option<Vec<Attached>>,
+        /// Whether `encode` returned: dropped without it, `encode` panicked. (Not
+        /// `thread::panicking`, which is also true for an encoding that succeeds in a `Drop`
+        /// run while some other panic unwinds.)
+        returned: bool,
     }
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
             *self.fds = OUTGOING.replace(self.outer.take()).unwrap_or_default();
             // An item whose encoding panicked is not in the frame: neither are its own.
-            if std::thread::panicking() {
+            if !self.returned {
                 self.fds.truncate(self.before);
             }
         }
     }
     let before = fds.len();
     let outer = OUTGOING.replace(Some(std::mem::take(fds)));
-    let restore = Restore { fds, before, outer };
+    let mut restore = Restore {
+        fds,
+        before,
+        outer,
+        returned: false,
+    };
     let encoded = encode(buf);
+    restore.returned = true;
     drop(restore);
     if encoded.is_err() {
         fds.truncate(before);

@@ -361,7 +361,9 @@ impl Worker {
     /// write and wait for the end of stream that a gone worker gives; a write that failed
     /// while the worker lives (too many descriptors in flight: `ETOOMANYREFS`) would give
     /// none, and the socket would poll writable forever. Shut down, it reads as ended, the
-    /// worker exits, and its jobs are settled as for a worker that died.
+    /// worker exits, and its jobs are settled as for a worker that died. (`ETOOMANYREFS`
+    /// passes once the worker has taken the descriptors in flight; waiting for that, rather
+    /// than replacing the worker and failing the job it runs, is not done.)
     fn broken(&self, error: io::Error) -> io::Error {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
         error

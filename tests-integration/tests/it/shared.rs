@@ -242,3 +242,37 @@ fn shared_bytes_are_refused_as_an_initializer_argument() {
     );
     tests_integration::assert_no_children();
 }
+
+/// Sends shared bytes through the pool from its `drop`, which runs while a panic unwinds.
+struct SendsWhenDropped<'a> {
+    pool: &'a procpool::Pool,
+    sent: &'a std::cell::Cell<Option<Vec<u8>>>,
+}
+
+impl Drop for SendsWhenDropped<'_> {
+    fn drop(&mut self) {
+        let items: Vec<SharedBytes> = [1u8, 2]
+            .iter()
+            .map(|&b| SharedBytes::copy_from_slice(&[b]).unwrap())
+            .collect();
+        let firsts = self.pool.map(first_or_abort, items).ok();
+        self.sent.set(firsts);
+    }
+}
+
+#[test]
+fn shared_bytes_sent_while_a_panic_unwinds_arrive() {
+    let _serial = serial();
+    let pool = pool(1);
+    let sent = std::cell::Cell::new(None);
+    let unwound = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        let _sender = SendsWhenDropped {
+            pool: &pool,
+            sent: &sent,
+        };
+        panic!("unwinding");
+    }));
+    assert!(unwound.is_err());
+    assert_eq!(sent.take(), Some(vec![1, 2]));
+    finish(pool);
+}
