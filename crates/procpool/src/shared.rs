@@ -1,8 +1,8 @@
 //! [`SharedBytes`]: bytes in shared memory that go to a task and back without being copied.
 //!
-//! The bytes live in a sealed `memfd`. Encoding one puts a duplicate of its descriptor in
-//! the descriptor list of the frame being written, and only the index into that list and the
-//! length in the bytes; the frame's descriptors go with it over the worker's socket
+//! The bytes live in a sealed `memfd`. Encoding one puts its memory (and so its descriptor)
+//! in the descriptor list of the frame being written, and only the index into that list and
+//! the length in the bytes; the frame's descriptors go with it over the worker's socket
 //! (`SCM_RIGHTS`), and decoding maps the descriptor the index names. The list is reached
 //! through a thread-local slot that the frame writer fills for the time of one item's
 //! encoding ([`encode_item`]), and the frame reader for the time of one decoding
@@ -221,6 +221,7 @@ fn attach(region: &Arc<Region>) -> io::Result<u32> {
         Ok(index)
     })
 }
+
 /// Maps the descriptor at `index` of the frame being read, after checking it.
 fn map_attached(index: u32, len: usize) -> io::Result<SharedBytes> {
     let raw = INCOMING.with(|slot| {
@@ -287,21 +288,19 @@ fn encode_in_scope<E>(
     }
     buf.truncate(start);
     /// Moves the list back out of the slot, and what was there before back in, even if
-    /// `encode` panics.
+    /// `encode` panics; without the item's own descriptors unless it was encoded whole.
     struct Restore<'a> {
         fds: &'a mut Vec<Attached>,
         before: usize,
         outer: Option<Vec<Attached>>,
-        /// Whether `encode` returned: dropped without it, `encode` panicked. (Not
-        /// `thread::panicking`, which is also true for an encoding that succeeds in a `Drop`
-        /// run while some other panic unwinds.)
-        returned: bool,
+        /// Set once `encode` has returned `Ok`. (Not `thread::panicking`, which is also
+        /// true for an encoding that succeeds in a `Drop` run while another panic unwinds.)
+        encoded: bool,
     }
     impl Drop for Restore<'_> {
         fn drop(&mut self) {
             *self.fds = OUTGOING.replace(self.outer.take()).unwrap_or_default();
-            // An item whose encoding panicked is not in the frame: neither are its own.
-            if !self.returned {
+            if !self.encoded {
                 self.fds.truncate(self.before);
             }
         }
@@ -312,14 +311,10 @@ fn encode_in_scope<E>(
         fds,
         before,
         outer,
-        returned: false,
+        encoded: false,
     };
     let encoded = encode(buf);
-    restore.returned = true;
-    drop(restore);
-    if encoded.is_err() {
-        fds.truncate(before);
-    }
+    restore.encoded = encoded.is_ok();
     encoded
 }
 
@@ -344,12 +339,11 @@ fn decoding_in_scope<T>(fds: &[OwnedFd], base: usize, decode: impl FnOnce() -> T
     struct Restore(Option<(usize, Vec<RawFd>)>);
     impl Drop for Restore {
         fn drop(&mut self) {
-            let outer = self.0.take();
-            INCOMING.with(|slot| *slot.borrow_mut() = outer);
+            INCOMING.set(self.0.take());
         }
     }
     let raw = fds.iter().map(|fd| fd.as_fd().as_raw_fd()).collect();
-    let _restore = Restore(INCOMING.with(|slot| slot.borrow_mut().replace((base, raw))));
+    let _restore = Restore(INCOMING.replace(Some((base, raw))));
     decode()
 }
 

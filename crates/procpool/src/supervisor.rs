@@ -423,18 +423,12 @@ impl Worker {
                         if count > 0 {
                             break;
                         }
-                        // Every message needs a byte of the frame, the last one included.
-                        if fds_left.len().div_ceil(sys::FDS_PER_MESSAGE) > frame.len() {
+                        let Some((bytes, group)) = sys::next_message(frame, fds_left) else {
                             return Err(self.broken(io::Error::other(
                                 "more descriptors than bytes to carry them",
                             )));
-                        }
-                        fds = &fds_left[..fds_left.len().min(sys::FDS_PER_MESSAGE)];
-                        let bytes = if fds.len() < fds_left.len() {
-                            &frame[..1]
-                        } else {
-                            frame
                         };
+                        fds = group;
                         slices[0] = IoSlice::new(bytes);
                         offered = bytes.len();
                         count = 1;
@@ -1296,13 +1290,12 @@ impl Worker {
                 front.id, front.count
             )));
         }
-        if fds > self.received.len() {
+        let came = self.received.len();
+        let Some(fds) = sys::claim(&mut self.received, fds) else {
             return Err(Cause::Protocol(format!(
-                "results for job {job} named {fds} descriptors, {} came",
-                self.received.len()
+                "results for job {job} named {fds} descriptors, {came} came"
             )));
-        }
-        let fds = self.received.drain(..fds).collect();
+        };
         let mut done = self.in_flight.pop_front().expect("checked above");
         done.release();
         self.unsent -= 1;

@@ -501,16 +501,21 @@ impl ResultsFrame {
     /// A RESULTS frame written into `buf`, whose room is reused: a worker keeps one buffer
     /// for all its results, so that a large one does not land in fresh pages each time.
     pub(crate) fn reusing(buf: Vec<u8>, job: u64, count: u32) -> ResultsFrame {
+        ResultsFrame::limited(buf, job, count, MAX_FRAME)
+    }
+
+    fn limited(buf: Vec<u8>, job: u64, count: u32, limit: usize) -> ResultsFrame {
         let mut frame = FrameWriter::reusing(buf, TAG_RESULTS);
         frame.u64(job).u32(count).u32(0);
         let items = ItemWriter::start(&mut frame, true);
+        let calls = count as usize;
         ResultsFrame {
             frame,
             items,
             fds: Vec::new(),
-            calls: count as usize,
-            least_room: MAX_FRAME.saturating_sub((count as usize).saturating_mul(OVER_LIMIT_LEN)),
-            limit: MAX_FRAME,
+            calls,
+            least_room: limit.saturating_sub(calls.saturating_mul(OVER_LIMIT_LEN)),
+            limit,
         }
     }
 
@@ -522,11 +527,7 @@ impl ResultsFrame {
     /// A frame with another limit than [`MAX_FRAME`]: a smaller one, to test the limit
     /// without a GiB, or none, for a result that is never sent (an initializer's).
     pub(crate) fn with_limit(job: u64, count: u32, limit: usize) -> ResultsFrame {
-        ResultsFrame {
-            limit,
-            least_room: limit.saturating_sub((count as usize).saturating_mul(OVER_LIMIT_LEN)),
-            ..ResultsFrame::reusing(Vec::new(), job, count)
-        }
+        ResultsFrame::limited(Vec::new(), job, count, limit)
     }
 
     /// Appends one call's outcome; `run` writes the encoded result into the buffer it gets,

@@ -101,16 +101,15 @@ impl Read for Incoming<'_> {
 }
 
 impl Incoming<'_> {
-    /// The `count` descriptors of the frame just read: they came with its bytes, after
-    /// those of the frames before it.
+    /// The `count` descriptors of the frame just read.
     fn take(&mut self, count: usize) -> io::Result<Vec<OwnedFd>> {
-        if count > self.fds.len() {
-            return Err(io::Error::new(
+        let came = self.fds.len();
+        sys::claim(&mut self.fds, count).ok_or_else(|| {
+            io::Error::new(
                 io::ErrorKind::InvalidData,
-                format!("a frame named {count} descriptors, {} came", self.fds.len()),
-            ));
-        }
-        Ok(self.fds.drain(..count).collect())
+                format!("a frame named {count} descriptors, {came} came"),
+            )
+        })
     }
 }
 
@@ -123,24 +122,18 @@ fn read_frame(reader: &mut BufReader<Incoming<'_>>, body: &mut Vec<u8>) -> io::R
     })
 }
 
-/// Writes a whole frame to the blocking `socket`, its descriptors with its first bytes.
-pub(crate) fn send_frame(socket: &UnixStream, frame: &[u8], fds: &[impl AsFd]) -> io::Result<()> {
+/// Writes a whole frame to the blocking `socket`, its descriptors with its first bytes
+/// (see [`sys::next_message`]).
+fn send_frame(socket: &UnixStream, frame: &[u8], fds: &[impl AsFd]) -> io::Result<()> {
     let mut written = 0;
     let mut sent = 0;
-    while written < frame.len() || sent < fds.len() {
-        // A message carries at most so many descriptors, and each needs a byte to ride on.
-        let group = &fds[sent..fds.len().min(sent + sys::FDS_PER_MESSAGE)];
-        let end = if sent + group.len() < fds.len() {
-            written + 1
-        } else {
-            frame.len()
-        };
-        if written == end {
+    while written < frame.len() {
+        let Some((bytes, group)) = sys::next_message(&frame[written..], &fds[sent..]) else {
             return Err(io::Error::other(
                 "more descriptors than bytes to carry them",
             ));
-        }
-        match sys::send(socket, &[IoSlice::new(&frame[written..end])], group) {
+        };
+        match sys::send(socket, &[IoSlice::new(bytes)], group) {
             Ok(n) => {
                 written += n;
                 sent += group.len();

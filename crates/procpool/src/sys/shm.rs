@@ -151,17 +151,43 @@ impl Drop for Mapping {
 
 /// Room for the control message of one `sendmsg` or `recvmsg`. A header and
 /// [`FDS_PER_MESSAGE`] descriptors take `CMSG_SPACE(253 * 4)`, 1,032 bytes on Linux; this
-/// holds more, and every use checks what it needs.
+/// holds more (checked when the crate is built).
 #[repr(C, align(8))]
 struct ControlBuf([u8; CONTROL_LEN]);
 
 const CONTROL_LEN: usize = 2048;
 
-/// The room the control message for `count` descriptors takes.
-fn control_space(count: usize) -> usize {
-    let bytes = u32::try_from(count * size_of::<RawFd>()).expect("a few descriptors");
+const _: () = assert!(control_space(FDS_PER_MESSAGE) <= CONTROL_LEN);
+
+/// The room the control message for `count` (at most [`FDS_PER_MESSAGE`]) descriptors
+/// takes.
+const fn control_space(count: usize) -> usize {
     // SAFETY: CMSG_SPACE is arithmetic.
-    unsafe { libc::CMSG_SPACE(bytes) as usize }
+    unsafe { libc::CMSG_SPACE((count * size_of::<RawFd>()) as libc::c_uint) as usize }
+}
+
+/// The next `sendmsg` of a frame whose descriptors go with it: of the bytes of the frame
+/// not yet sent, `frame`, and of its descriptors not yet sent, `fds`, those of one message.
+/// A message carries at most [`FDS_PER_MESSAGE`] descriptors on its first byte, so while
+/// more are left than that, the message is that one byte; the last carries the rest of the
+/// frame. `None` when fewer bytes are left than the messages the descriptors need.
+pub(crate) fn next_message<'a, F>(frame: &'a [u8], fds: &'a [F]) -> Option<(&'a [u8], &'a [F])> {
+    if fds.len().div_ceil(FDS_PER_MESSAGE) > frame.len() {
+        return None;
+    }
+    let group = &fds[..fds.len().min(FDS_PER_MESSAGE)];
+    let bytes = if group.len() < fds.len() {
+        &frame[..1]
+    } else {
+        frame
+    };
+    Some((bytes, group))
+}
+
+/// The descriptors of the frame just read: the first `count` that [`recv`] queued (they
+/// came with its bytes, after those of the frames before it); `None` if fewer came.
+pub(crate) fn claim(queue: &mut VecDeque<OwnedFd>, count: usize) -> Option<Vec<OwnedFd>> {
+    (count <= queue.len()).then(|| queue.drain(..count).collect())
 }
 
 /// Writes what the socket takes of `slices` with `fds` attached to its first byte
@@ -255,9 +281,8 @@ unsafe fn recv_raw(
     len: usize,
     fds: &mut VecDeque<OwnedFd>,
 ) -> io::Result<usize> {
-    // Room for all the descriptors one message can bring, so that none is cut off.
-    assert!(control_space(FDS_PER_MESSAGE) <= CONTROL_LEN);
-    // Not zeroed: the kernel writes the control messages it returns, and only those are read.
+    // Room for all the descriptors one message can bring (checked above `control_space`),
+    // so that none is cut off. Not zeroed: the kernel writes the control messages it returns, and only those are read.
     let mut control = MaybeUninit::<ControlBuf>::uninit();
     let mut iov = libc::iovec {
         iov_base: buf.cast(),
@@ -346,6 +371,22 @@ mod tests {
         for count in [1, 252, 253, 254, 506, 507] {
             assert_eq!(round_trip(count), count, "{count} descriptors");
         }
+    }
+
+    #[test]
+    fn a_frame_sends_a_byte_per_message_until_its_descriptors_fit_one() {
+        let frame = [1, 2, 3, 4];
+        let fds = [0u8; 600];
+        // 600 descriptors: 253 on the first byte, 253 on the second, the rest with the end.
+        let (bytes, group) = next_message(&frame, &fds).unwrap();
+        assert_eq!((bytes, group.len()), (&frame[..1], 253));
+        let (bytes, group) = next_message(&frame[1..], &fds[253..]).unwrap();
+        assert_eq!((bytes, group.len()), (&frame[1..2], 253));
+        let (bytes, group) = next_message(&frame[2..], &fds[506..]).unwrap();
+        assert_eq!((bytes, group.len()), (&frame[2..], 94));
+        // No descriptors: the whole frame; too few bytes for the messages needed: none.
+        assert_eq!(next_message(&frame, &fds[..0]).unwrap().0, &frame[..]);
+        assert!(next_message(&frame[..2], &fds).is_none());
     }
 
     #[test]
