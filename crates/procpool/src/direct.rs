@@ -61,9 +61,6 @@ pub(crate) fn run(
         })
         .collect();
     let mut fds = Vec::with_capacity(2 * held.len());
-    // Watching for results (see `watch`) only while there are CPUs enough for this thread's
-    // workers: with more workers than CPUs, a CPU this thread holds is one a worker waits for.
-    let may_watch = held.len() <= shared.cpus;
     loop {
         // One job to each worker first, then a second to each, as the supervisor does.
         for depth in 1..=DEPTH {
@@ -98,6 +95,10 @@ pub(crate) fn run(
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
         }
+        // Watching for results (see `watch`) holds a CPU. While this thread's workers take
+        // all the CPUs and jobs are still to be fed, that is a CPU a worker waits for: then
+        // this thread sleeps, and only watches for the last results.
+        let may_watch = held.len() < shared.cpus || jobs.is_empty();
         let polled = if while_waiting() {
             sys::poll(&mut fds, Some(Duration::ZERO))
         } else if watch(shared, &mut fds, may_watch) {
