@@ -813,7 +813,7 @@ impl Pool {
         // Decodes one batch of results that is in, if there is one.
         let mut decode_one = || match collector.take_batch() {
             Some(batch) => {
-                assembly.add(&batch);
+                assembly.keep(batch);
                 true
             }
             None => false,

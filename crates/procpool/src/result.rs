@@ -12,7 +12,7 @@ use serde::de::DeserializeOwned;
 
 use crate::error::{Error, ErrorKind, WorkerInfo};
 use crate::shared;
-use crate::wire::{ResultItems, ResultsAt};
+use crate::wire::{PackedItems, ResultItems, ResultsAt};
 
 /// The outcomes of some calls of one submission, as one job delivered them: call `i` of the
 /// batch is the submission's call `start + i * stride`.
@@ -117,6 +117,17 @@ impl Batch {
         shared::decoding(fds, 0, || decode_items(ResultItems::new(body)))
     }
 
+    /// The results as plain bytes, if every call succeeded, every result takes the same
+    /// size and none holds a descriptor (see [`ResultItems::packed`]).
+    fn packed(&self) -> Option<PackedItems<'_>> {
+        match &self.outcomes {
+            Outcomes::Results { body, fds, .. } if fds.is_empty() => {
+                ResultItems::new(body).packed()
+            }
+            _ => None,
+        }
+    }
+
     /// Whether every call succeeded.
     fn all_ok(&self) -> bool {
         match &self.outcomes {
@@ -179,6 +190,10 @@ pub(crate) struct Assembly<R> {
     task: &'static str,
     /// The decoded results of each batch, while no call has failed.
     parts: Vec<Part<R>>,
+    /// Batches kept undecoded by [`Assembly::keep`]: results of one size each, which cost
+    /// little to decode, and cost less decoded at the end straight into input order than
+    /// decoded now and moved there later.
+    kept: Vec<Batch>,
     /// The failed call with the lowest index so far, and its error.
     first_error: Option<(usize, Error)>,
 }
@@ -195,7 +210,18 @@ impl<R: DeserializeOwned> Assembly<R> {
             len,
             task,
             parts: Vec::new(),
+            kept: Vec::new(),
             first_error: None,
+        }
+    }
+
+    /// Takes one batch, as [`Assembly::add`] does; one of packed results is kept to be
+    /// decoded by `finish`.
+    pub(crate) fn keep(&mut self, batch: Batch) {
+        if self.first_error.is_none() && batch.packed().is_some() {
+            self.kept.push(batch);
+        } else {
+            self.add(&batch);
         }
     }
 
@@ -236,6 +262,15 @@ impl<R: DeserializeOwned> Assembly<R> {
     /// Every call's result in input order, or the error of the first call that failed;
     /// once every batch has been added.
     pub(crate) fn finish(mut self) -> Result<Vec<R>, Error> {
+        if self.first_error.is_none()
+            && self.parts.is_empty()
+            && let Some(out) = in_order(&mut self.kept, self.len)
+        {
+            return Ok(out);
+        }
+        for batch in std::mem::take(&mut self.kept) {
+            self.add(&batch);
+        }
         if let Some((_, error)) = self.first_error {
             return Err(error);
         }
@@ -287,6 +322,50 @@ impl<R: DeserializeOwned> Assembly<R> {
             .map(|value| value.expect("every call has a result"))
             .collect())
     }
+}
+
+/// Every result of `batches` (all packed) decoded in input order, when together they are
+/// the whole input in chunks of neighbouring items or in the interleaved chunks of an
+/// automatic chunk size; `None` for any other layout, or a result that does not decode.
+fn in_order<R: DeserializeOwned>(batches: &mut [Batch], len: usize) -> Option<Vec<R>> {
+    batches.sort_unstable_by_key(|batch| batch.start);
+    let mut runs: Vec<PackedItems<'_>> = batches.iter().filter_map(Batch::packed).collect();
+    if runs.len() != batches.len() {
+        return None;
+    }
+    let mut out = Vec::with_capacity(len);
+    let mut next = 0;
+    let tiled = batches.iter().all(|batch| {
+        let fits = batch.start == next && (batch.stride == 1 || batch.count <= 1);
+        next += batch.count;
+        fits
+    });
+    if tiled && next == len {
+        for run in runs {
+            for bytes in run {
+                out.push(bincode::deserialize(bytes).ok()?);
+            }
+        }
+        return Some(out);
+    }
+    let chunks = batches.len();
+    let interleaved = batches.iter().enumerate().all(|(j, batch)| {
+        batch.start == j && batch.stride == chunks && batch.count == (len - j).div_ceil(chunks)
+    });
+    if !interleaved {
+        return None;
+    }
+    // Item `round * chunks + j` is item `round` of chunk `j`; in the last round, short, the
+    // chunks past the first few have none.
+    for _ in 0..len.div_ceil(chunks) {
+        for run in &mut runs {
+            let Some(bytes) = run.next() else {
+                break;
+            };
+            out.push(bincode::deserialize(bytes).ok()?);
+        }
+    }
+    Some(out)
 }
 
 /// Decodes one call's result.
@@ -692,7 +771,7 @@ mod tests {
     use crate::wire::ResultsFrame;
 
     /// A batch of the calls `start, start + stride, …` that returned `values`.
-    fn batch(start: usize, stride: usize, values: &[u64]) -> Batch {
+    fn batch<T: serde::Serialize>(start: usize, stride: usize, values: &[T]) -> Batch {
         let mut frame = ResultsFrame::new(0, values.len() as u32);
         for value in values {
             frame.push(|buf, _| {
@@ -705,55 +784,107 @@ mod tests {
         Batch::results((start, stride, values.len()), body, Vec::new(), "t", worker)
     }
 
-    fn assemble(len: usize, batches: &[Batch]) -> Result<Vec<u64>, Error> {
-        let mut assembly = Assembly::new(len, "t");
-        for batch in batches {
-            assembly.add(batch);
+    /// The batches that `batches` makes, assembled both ways: lent to [`Assembly::add`], as
+    /// `MapResult::get` does, and given to [`Assembly::keep`], as `map` does. Both must
+    /// agree.
+    fn assemble_as<R>(len: usize, batches: impl Fn() -> Vec<Batch>) -> Result<Vec<R>, Error>
+    where
+        R: DeserializeOwned + PartialEq + fmt::Debug,
+    {
+        let mut lent = Assembly::<R>::new(len, "t");
+        for batch in batches() {
+            lent.add(&batch);
         }
-        assembly.finish()
+        let mut given = Assembly::<R>::new(len, "t");
+        for batch in batches() {
+            given.keep(batch);
+        }
+        let (lent, given) = (lent.finish(), given.finish());
+        match (&lent, &given) {
+            (Ok(a), Ok(b)) => assert_eq!(a, b),
+            (Err(a), Err(b)) => assert_eq!(a.to_string(), b.to_string()),
+            _ => panic!("the two ways disagree: {lent:?} and {given:?}"),
+        }
+        given
+    }
+
+    fn assemble(len: usize, batches: impl Fn() -> Vec<Batch>) -> Result<Vec<u64>, Error> {
+        assemble_as(len, batches)
     }
 
     #[test]
     fn interleaved_chunks_come_back_in_input_order() {
-        let batches = [
-            batch(2, 3, &[2, 5, 8]),
-            batch(0, 3, &[0, 3, 6, 9]),
-            batch(1, 3, &[1, 4, 7]),
-        ];
-        assert_eq!(assemble(10, &batches).unwrap(), (0..10).collect::<Vec<_>>());
+        let batches = || {
+            vec![
+                batch(2, 3, &[2u64, 5, 8]),
+                batch(0, 3, &[0u64, 3, 6, 9]),
+                batch(1, 3, &[1u64, 4, 7]),
+            ]
+        };
+        assert_eq!(assemble(10, batches).unwrap(), (0..10).collect::<Vec<_>>());
     }
 
     #[test]
     fn chunks_of_a_given_size_come_back_in_input_order() {
-        let batches = [
-            batch(8, 1, &[8, 9]),
-            batch(0, 1, &[0, 1, 2, 3]),
-            batch(4, 1, &[4, 5, 6, 7]),
-        ];
-        assert_eq!(assemble(10, &batches).unwrap(), (0..10).collect::<Vec<_>>());
+        let batches = || {
+            vec![
+                batch(8, 1, &[8u64, 9]),
+                batch(0, 1, &[0u64, 1, 2, 3]),
+                batch(4, 1, &[4u64, 5, 6, 7]),
+            ]
+        };
+        assert_eq!(assemble(10, batches).unwrap(), (0..10).collect::<Vec<_>>());
     }
 
     #[test]
     fn a_chunk_split_into_single_calls_comes_back_in_input_order() {
-        let batches = [
-            batch(3, 1, &[3]),
-            batch(0, 2, &[0, 2, 4]),
-            batch(1, 1, &[1]),
-        ];
-        assert_eq!(assemble(5, &batches).unwrap(), (0..5).collect::<Vec<_>>());
+        let batches = || {
+            vec![
+                batch(3, 1, &[3u64]),
+                batch(0, 2, &[0u64, 2, 4]),
+                batch(1, 1, &[1u64]),
+            ]
+        };
+        assert_eq!(assemble(5, batches).unwrap(), (0..5).collect::<Vec<_>>());
     }
 
     #[test]
     fn the_failure_first_in_input_order_is_the_error() {
-        let later = Error::new(ErrorKind::Panicked, "later");
-        let first = Error::new(ErrorKind::Panicked, "first");
-        let batches = [
-            batch(0, 1, &[0, 1]),
-            Batch::failed((5, 1, 1), later),
-            Batch::failed((2, 1, 3), first),
-            batch(6, 1, &[6]),
-        ];
-        let error = assemble(7, &batches).unwrap_err();
+        let batches = || {
+            vec![
+                batch(0, 1, &[0u64, 1]),
+                Batch::failed((5, 1, 1), Error::new(ErrorKind::Panicked, "later")),
+                Batch::failed((2, 1, 3), Error::new(ErrorKind::Panicked, "first")),
+                batch(6, 1, &[6u64]),
+            ]
+        };
+        let error = assemble(7, batches).unwrap_err();
         assert!(error.to_string().contains("first"), "{error}");
+    }
+
+    #[test]
+    fn packed_and_sized_batches_come_back_in_input_order() {
+        // Results of one size in the first two chunks, of several in the third.
+        let batches = || {
+            vec![
+                batch(2, 3, &["c", "ff", "iii"]),
+                batch(0, 3, &["a", "d", "g"]),
+                batch(1, 3, &["b", "e", "h"]),
+            ]
+        };
+        let out: Vec<String> = assemble_as(9, batches).unwrap();
+        assert_eq!(out, ["a", "b", "c", "d", "e", "ff", "g", "h", "iii"]);
+    }
+
+    #[test]
+    fn a_packed_result_that_does_not_decode_is_the_error() {
+        // Every result is one byte; 2 is no `bool`.
+        let batches = || vec![batch(1, 2, &[1u8, 0]), batch(0, 2, &[0u8, 2])];
+        let error = assemble_as::<bool>(4, batches).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Codec);
+        assert!(
+            error.to_string().contains("cannot decode the result"),
+            "{error}"
+        );
     }
 }
