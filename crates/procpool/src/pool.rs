@@ -799,8 +799,9 @@ impl Pool {
     }
 
     /// Runs a map's jobs and returns its results: from this thread on borrowed workers when
-    /// they are all idle (decoding the results that are in while the workers run), else
-    /// through the supervisor.
+    /// they are all idle (taking in the results that are in while the workers run), else
+    /// through the supervisor. Results are decoded as they come in, but for results of one
+    /// size, which [`Assembly::keep`] decodes at the end.
     fn map_blocking<R: DeserializeOwned>(&self, jobs: MapJobs) -> Result<Vec<R>, Error> {
         let MapJobs {
             jobs,
@@ -810,7 +811,7 @@ impl Pool {
         } = jobs;
         let mut jobs = VecDeque::from(jobs);
         let mut assembly = Assembly::new(len, task);
-        // Decodes one batch of results that is in, if there is one.
+        // Takes in one batch of results that is in, if there is one.
         let mut decode_one = || match collector.take_batch() {
             Some(batch) => {
                 assembly.keep(batch);
