@@ -1024,6 +1024,10 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 /// - No more chunks than `len / MIN_CHUNK`, beyond the two per worker: a chunk of fewer
 ///   items costs the pool less per item than its round trip, so splitting it further would
 ///   only add round trips.
+/// - As many for each worker: the chunks weigh about the same, so one chunk more for some
+///   workers is a chunk's time that the others wait idle at the end. (Measured: factorials
+///   1..=3000 in 11 chunks on 2 workers ended with one worker running its sixth chunk, some
+///   60 ms, alone.)
 /// - Never an empty chunk.
 ///
 /// The chunks interleave (see [`MapOptions::chunksize`]), so they weigh about the same.
@@ -1031,9 +1035,8 @@ pub(crate) fn auto_chunks(len: usize, workers: usize) -> usize {
     /// Items below which one more chunk is not worth its round trip.
     const MIN_CHUNK: usize = 256;
     let workers = workers.max(1);
-    (len / MIN_CHUNK)
-        .clamp(DEPTH * workers, 8 * workers)
-        .min(len)
+    let per_worker = (len / MIN_CHUNK / workers).clamp(DEPTH, 8);
+    (per_worker * workers).min(len)
 }
 
 /// The jobs of one map, and where their results land.
@@ -1128,9 +1131,21 @@ mod tests {
         assert_eq!(auto_chunks(3, 2), 3);
         assert_eq!(auto_chunks(100, 2), 4);
         assert_eq!(auto_chunks(1000, 2), 4);
-        assert_eq!(auto_chunks(3000, 2), 11);
+        assert_eq!(auto_chunks(3000, 2), 10);
+        assert_eq!(auto_chunks(3000, 3), 9);
         assert_eq!(auto_chunks(100_000, 2), 16);
         assert_eq!(auto_chunks(100_000, 16), 128);
         assert_eq!(auto_chunks(100, 0), 2);
+        for workers in 1..=17 {
+            for len in (0..40_000).step_by(97) {
+                let chunks = auto_chunks(len, workers);
+                assert!(chunks <= len && (len == 0 || chunks > 0), "{len} {workers}");
+                if chunks < len {
+                    // As many for each worker, two to eight.
+                    assert_eq!(chunks % workers, 0, "{len} {workers}");
+                    assert!((2..=8).contains(&(chunks / workers)), "{len} {workers}");
+                }
+            }
+        }
     }
 }
