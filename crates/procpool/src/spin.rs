@@ -14,6 +14,13 @@
 //! [`Spinner`].) So a watch that ends with nothing, or that took longer than its window,
 //! makes the next waits sleep at once: one after the first such watch, then twice as many
 //! each time, up to [`MAX_SKIP`]; a watch that pays off halves the count.
+//!
+//! Watching also holds a CPU that a worker may need. A caller whose workers take every CPU
+//! (a pool of 2 on 2 CPUs) therefore watches only for the last results of a call, once it
+//! has no jobs left to feed them (see `direct::run`). Before, with a map still feeding jobs,
+//! the scheduler often put both workers on one CPU, beside the caller on the other, and the
+//! second worker waited there for a whole time slice: traced, 14 of 16 chunks of a map of
+//! 100,000 no-ops ran on one worker while the other started 1.4 to 1.9 ms late.
 
 use std::time::{Duration, Instant};
 
