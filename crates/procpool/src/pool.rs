@@ -869,11 +869,9 @@ impl Pool {
                 // once saves the copies of a growing buffer.
                 frame.reserve_like_last(count - 1);
             }
-            for item in chunk {
-                frame
-                    .push(|buf| encode(item, buf))
-                    .map_err(|e| encode_error(entry.name, e))?;
-            }
+            frame
+                .extend(chunk, |item, buf| encode(item, buf))
+                .map_err(|e| encode_error(entry.name, e))?;
             let (frame, fds) = sealed(frame, entry.name)?;
             jobs.push(Job {
                 id,

@@ -268,6 +268,43 @@ impl ItemWriter {
         Ok(())
     }
 
+    /// Appends the items of `items` that `write` encodes to the packed size, in a loop that
+    /// keeps its state in locals, while the layout is packed; returns the first item that
+    /// failed or took another size, with nothing left of it, for [`ItemWriter::push`]. A
+    /// panic in `write` leaves the state behind: only for frames that a panic drops.
+    #[inline]
+    fn extend_packed<T, E>(
+        &mut self,
+        frame: &mut FrameWriter,
+        items: &mut impl Iterator<Item = T>,
+        write: &mut impl FnMut(&T, &mut Vec<u8>) -> Result<(), E>,
+    ) -> Option<T> {
+        let Packing::Packed(size) = self.packing else {
+            return items.next();
+        };
+        let buf = &mut frame.buf;
+        let mut end = self.end;
+        buf.truncate(end);
+        let mut count = self.count;
+        let mut rest = None;
+        for item in items.by_ref() {
+            if write(&item, buf).is_ok() && buf.len() - end == size {
+                end += size;
+                count += 1;
+            } else {
+                buf.truncate(end);
+                rest = Some(item);
+                break;
+            }
+        }
+        if count > self.count {
+            self.last_at = end - size;
+        }
+        self.count = count;
+        self.end = end;
+        rest
+    }
+
     /// Takes the last item pushed out again.
     fn pop(&mut self, frame: &mut FrameWriter) {
         frame.buf.truncate(self.last_at);
@@ -426,6 +463,26 @@ impl RunFrame {
         items.push(frame, |buf| shared::encode_item(fds, buf, &mut encode))?;
         if fds.len() != before {
             note_fd_end(fd_ends, items.count - 1, before, fds.len());
+        }
+        Ok(())
+    }
+
+    /// Appends the arguments of each of `items`, as [`RunFrame::push`] would one by one, and
+    /// stops at the first that fails. While they encode plainly to the packed size (a map
+    /// over numbers), they take a loop that checks that size and nothing else per item; any
+    /// other item is encoded again by `push`, which is what it would have written. A panic
+    /// in `encode` leaves the frame to be dropped.
+    pub(crate) fn extend<T, E>(
+        &mut self,
+        items: impl IntoIterator<Item = T>,
+        mut encode: impl FnMut(&T, &mut Vec<u8>) -> Result<(), E>,
+    ) -> Result<(), E> {
+        let mut items = items.into_iter();
+        while let Some(item) = self
+            .items
+            .extend_packed(&mut self.frame, &mut items, &mut encode)
+        {
+            self.push(|buf| encode(&item, buf))?;
         }
         Ok(())
     }
@@ -1802,6 +1859,36 @@ mod tests {
     }
 
     proptest::proptest! {
+        /// Items mostly of one size, some of another, a few that fail after writing part of
+        /// themselves: `extend` writes the frame that pushing them one by one writes, and
+        /// stops at the same failure.
+        #[test]
+        fn extend_writes_what_pushing_one_by_one_writes(
+            items in proptest::collection::vec(
+                (
+                    proptest::prop_oneof![6 => proptest::strategy::Just(3usize), 1 => 0..5usize],
+                    proptest::bool::weighted(0.05),
+                ),
+                0..64,
+            ),
+        ) {
+            let items: Vec<(usize, (usize, bool))> = items.into_iter().enumerate().collect();
+            let encode = |&(i, (len, fails)): &(usize, (usize, bool)), buf: &mut Vec<u8>| {
+                buf.extend(std::iter::repeat_n(i as u8, len));
+                if fails { Err(i) } else { Ok(()) }
+            };
+            let mut pushed = RunFrame::new(1, "t");
+            let pushing = items.iter().try_for_each(|item| pushed.push(|buf| encode(item, buf)));
+            let mut extended = RunFrame::new(1, "t");
+            let extending = extended.extend(items.iter(), |item, buf| encode(item, buf));
+            proptest::prop_assert_eq!(pushing, extending);
+            proptest::prop_assert_eq!(pushed.len(), extended.len());
+            let (Ok((pushed, _)), Ok((extended, _))) = (pushed.finish(), extended.finish()) else {
+                panic!("a frame of a few bytes is within the limits");
+            };
+            proptest::prop_assert_eq!(pushed, extended);
+        }
+
         #[test]
         fn decoders_never_panic(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..256)) {
             let _ = ToWorker::decode(&bytes);
