@@ -95,10 +95,10 @@ pub(crate) fn run(
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
         }
-        // Watching for results (see `watch`) holds a CPU. While this thread's workers take
-        // all the CPUs and jobs are still to be fed, that is a CPU a worker waits for: then
-        // this thread sleeps, and only watches for the last results.
-        let may_watch = held.len() < shared.cpus || jobs.is_empty();
+        // Watching for results (see `watch`) holds a CPU. With more workers than CPUs, that
+        // is always a CPU a worker waits for; with as many, while jobs are still to be fed:
+        // then this thread sleeps, and only watches for the last results.
+        let may_watch = held.len() < shared.cpus || (held.len() == shared.cpus && jobs.is_empty());
         let polled = if while_waiting() {
             sys::poll(&mut fds, Some(Duration::ZERO))
         } else if watch(shared, &mut fds, may_watch) {
