@@ -1022,10 +1022,10 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 /// - No more chunks than `len / MIN_CHUNK`, beyond the two per worker: a chunk of fewer
 ///   items costs the pool less per item than its round trip, so splitting it further would
 ///   only add round trips.
-/// - As many for each worker: the chunks weigh about the same, so one chunk more for some
-///   workers is a chunk's time that the others wait idle at the end. (Measured: factorials
-///   1..=3000 in 11 chunks on 2 workers ended with one worker running its sixth chunk, some
-///   60 ms, alone.)
+/// - As many for each worker, but for an input of fewer items than two per worker: the
+///   chunks weigh about the same, so one chunk more for some workers is a chunk's time that
+///   the others wait idle at the end. (Measured: factorials 1..=3000 in 11 chunks on 2
+///   workers ended with one worker running its sixth chunk alone for 45 ms.)
 /// - Never an empty chunk.
 ///
 /// The chunks interleave (see [`MapOptions::chunksize`]), so they weigh about the same.

@@ -128,6 +128,14 @@ impl Batch {
         }
     }
 
+    /// How many bytes the batch holds: its frame's body, if it has one.
+    fn body_len(&self) -> usize {
+        match &self.outcomes {
+            Outcomes::Results { body, .. } => body.len(),
+            Outcomes::Failed(_) => 0,
+        }
+    }
+
     /// Whether every call succeeded.
     fn all_ok(&self) -> bool {
         match &self.outcomes {
@@ -183,6 +191,11 @@ fn decode_items<R: DeserializeOwned>(items: ResultItems<'_>) -> Option<Vec<R>> {
     Some(values)
 }
 
+/// The most bytes of results that [`Assembly::keep`] holds undecoded. Results of one size
+/// can be large (byte vectors of one length, say); a body decoded as it comes is freed at
+/// once, so a map of large results decodes them as they come, as before.
+const KEEP_MAX: usize = 16 << 20;
+
 /// The results of a map put in input order, from batches decoded one at a time, as they
 /// arrive or at the end.
 pub(crate) struct Assembly<R> {
@@ -192,8 +205,10 @@ pub(crate) struct Assembly<R> {
     parts: Vec<Part<R>>,
     /// Batches kept undecoded by [`Assembly::keep`]: results of one size each, which cost
     /// little to decode, and cost less decoded at the end straight into input order than
-    /// decoded now and moved there later.
+    /// decoded now and moved there later. Their bodies take `kept_bytes`, at most
+    /// [`KEEP_MAX`].
     kept: Vec<Batch>,
+    kept_bytes: usize,
     /// The failed call with the lowest index so far, and its error.
     first_error: Option<(usize, Error)>,
 }
@@ -211,14 +226,20 @@ impl<R: DeserializeOwned> Assembly<R> {
             task,
             parts: Vec::new(),
             kept: Vec::new(),
+            kept_bytes: 0,
             first_error: None,
         }
     }
 
     /// Takes one batch, as [`Assembly::add`] does; one of packed results is kept to be
-    /// decoded by `finish`.
+    /// decoded by `finish`, while the kept bodies stay within [`KEEP_MAX`].
     pub(crate) fn keep(&mut self, batch: Batch) {
-        if self.first_error.is_none() && batch.packed().is_some() {
+        let bytes = batch.body_len();
+        if self.first_error.is_none()
+            && self.kept_bytes + bytes <= KEEP_MAX
+            && batch.packed().is_some()
+        {
+            self.kept_bytes += bytes;
             self.kept.push(batch);
         } else {
             self.add(&batch);
@@ -860,6 +881,57 @@ mod tests {
         };
         let error = assemble(7, batches).unwrap_err();
         assert!(error.to_string().contains("first"), "{error}");
+    }
+
+    #[test]
+    fn packed_batches_are_decoded_straight_into_input_order() {
+        let interleaved = || vec![batch(1, 2, &[1u64, 3]), batch(0, 2, &[0u64, 2, 4])];
+        assert_eq!(
+            in_order::<u64>(&mut interleaved(), 5),
+            Some(vec![0, 1, 2, 3, 4])
+        );
+        let tiled = || vec![batch(3, 1, &[3u64, 4]), batch(0, 1, &[0u64, 1, 2])];
+        assert_eq!(in_order::<u64>(&mut tiled(), 5), Some(vec![0, 1, 2, 3, 4]));
+        // A chunk split into single calls after its worker died: placed by index instead.
+        let split = || {
+            vec![
+                batch(0, 2, &[0u64, 2, 4]),
+                batch(1, 1, &[1u64]),
+                batch(3, 1, &[3u64]),
+            ]
+        };
+        assert_eq!(in_order::<u64>(&mut split(), 5), None);
+        assert_eq!(assemble(5, split).unwrap(), (0..5).collect::<Vec<_>>());
+        let mut assembly = Assembly::<u64>::new(5, "t");
+        for batch in interleaved() {
+            assembly.keep(batch);
+        }
+        assert_eq!((assembly.kept.len(), assembly.parts.len()), (2, 0));
+    }
+
+    #[test]
+    fn large_results_of_one_size_are_decoded_as_they_come() {
+        // Two results of 9 MiB: the first is kept, the second would take the kept bytes
+        // past `KEEP_MAX` and is decoded at once.
+        let big = |x: &str| x.repeat(9 << 20);
+        let mut assembly = Assembly::<String>::new(2, "t");
+        assembly.keep(batch(0, 1, &[big("a")]));
+        assembly.keep(batch(1, 1, &[big("b")]));
+        assert_eq!((assembly.kept.len(), assembly.parts.len()), (1, 1));
+        assert!(assembly.finish().unwrap() == [big("a"), big("b")]);
+    }
+
+    #[test]
+    fn results_that_carry_descriptors_are_never_kept() {
+        let fd = OwnedFd::from(std::fs::File::open("/dev/null").unwrap());
+        let worker = WorkerInfo { index: 0, pid: 1 };
+        let plain = batch(0, 1, &[7u64]);
+        let Outcomes::Results { body, .. } = &plain.outcomes else {
+            unreachable!("a batch of results");
+        };
+        let with_fd = Batch::results((0, 1, 1), body.clone(), vec![fd], "t", worker);
+        assert!(plain.packed().is_some());
+        assert!(with_fd.packed().is_none());
     }
 
     #[test]
