@@ -271,12 +271,13 @@ pub(crate) fn encode_item<E>(
     }
 }
 
-/// The second run of [`encode_item`], if the first failed for want of a frame's list:
-/// `buf` is cut back to `start`, and the item encoded again with `fds` in reach; if that
-/// fails too, the descriptors it added go.
+/// The second run of [`encode_item`], after its first failed with `error`: if that was for
+/// want of a frame's list, `buf` is cut back to `start`, and the item encoded again with
+/// `fds` in reach; if that fails too, the descriptors it added go. Otherwise `error` is
+/// the outcome, and `buf` is left as the first run left it.
 #[cold]
 #[inline(never)]
-fn encode_in_scope<E>(
+pub(crate) fn encode_in_scope<E>(
     fds: &mut Vec<Attached>,
     buf: &mut Vec<u8>,
     start: usize,
