@@ -126,10 +126,11 @@
 //! - Start-up has no timeout: an initializer that never returns blocks
 //!   [`Builder::build`], or the replacement worker it runs in.
 //! - When a pool has no more workers than CPUs, an idle worker watches for its next job for
-//!   up to 200 µs before it sleeps, and so does a blocking call for its results: up to
-//!   200 µs of CPU per worker after a pool's last job. A wait whose watch found nothing, or
-//!   lost the CPU to another process, makes the next ones sleep at once, for longer each
-//!   time (up to 1,024 waits).
+//!   up to 200 µs before it sleeps, and so does a blocking call for its results (when its
+//!   workers take every CPU, only for the last results of the call): up to 200 µs of CPU
+//!   per worker after a pool's last job. A wait whose watch found nothing, or lost the CPU
+//!   to another process, makes the next ones sleep at once, for longer each time (up to
+//!   1,024 waits).
 //!
 //! # Platforms
 //!
