@@ -299,38 +299,32 @@ impl<R: DeserializeOwned> Assembly<R> {
         let parts = &mut self.parts;
         parts.sort_unstable_by_key(|part| part.start);
         let mut out = Vec::with_capacity(len);
-        // Neighbouring runs that tile the input (chunks of a given size): one after another.
-        let mut next = 0;
-        let tiled = parts.iter().all(|part| {
-            let fits = part.start == next && (part.stride == 1 || part.values.len() <= 1);
-            next += part.values.len();
-            fits
-        });
-        if tiled && next == len {
-            for part in parts.drain(..) {
-                out.extend(part.values);
+        match layout(
+            parts.iter().map(|p| (p.start, p.stride, p.values.len())),
+            len,
+        ) {
+            Layout::Tiled => {
+                for part in parts.drain(..) {
+                    out.extend(part.values);
+                }
+                return Ok(out);
             }
-            return Ok(out);
-        }
-        // The interleaved chunks of an automatic chunk size: one item from each in turn.
-        let chunks = parts.len();
-        let interleaved = parts.iter().enumerate().all(|(j, part)| {
-            part.start == j
-                && part.stride == chunks
-                && part.values.len() == (len - j).div_ceil(chunks)
-        });
-        if interleaved {
-            let mut runs: Vec<_> = parts
-                .drain(..)
-                .map(|part| part.values.into_iter())
-                .collect();
-            // Item `round * chunks + j` is item `round` of chunk `j`; the last round is short.
-            for _ in 0..len.div_ceil(chunks) {
-                out.extend(runs.iter_mut().filter_map(Iterator::next));
+            Layout::Interleaved => {
+                let chunks = parts.len();
+                let mut runs: Vec<_> = parts
+                    .drain(..)
+                    .map(|part| part.values.into_iter())
+                    .collect();
+                // Item `round * chunks + j` is item `round` of chunk `j`; the last round is
+                // short.
+                for _ in 0..len.div_ceil(chunks) {
+                    out.extend(runs.iter_mut().filter_map(Iterator::next));
+                }
+                return Ok(out);
             }
-            return Ok(out);
+            Layout::Other => {}
         }
-        // Anything else (chunks split after a worker died): each result to its index.
+        // Each result to its index.
         let mut placed: Vec<Option<R>> = Vec::with_capacity(len);
         placed.resize_with(len, || None);
         for part in parts.drain(..) {
@@ -355,38 +349,63 @@ fn in_order<R: DeserializeOwned>(batches: &mut [Batch], len: usize) -> Option<Ve
         return None;
     }
     let mut out = Vec::with_capacity(len);
+    match layout(batches.iter().map(|b| (b.start, b.stride, b.count)), len) {
+        Layout::Tiled => {
+            for run in runs {
+                for bytes in run {
+                    out.push(bincode::deserialize(bytes).ok()?);
+                }
+            }
+        }
+        Layout::Interleaved => {
+            // Item `round * chunks + j` is item `round` of chunk `j`; in the last round,
+            // short, the chunks past the first few have none.
+            for _ in 0..len.div_ceil(runs.len()) {
+                for run in &mut runs {
+                    let Some(bytes) = run.next() else {
+                        break;
+                    };
+                    out.push(bincode::deserialize(bytes).ok()?);
+                }
+            }
+        }
+        Layout::Other => return None,
+    }
+    Some(out)
+}
+
+/// How the chunks of a map, sorted by their first index, cover its `len` items.
+enum Layout {
+    /// Neighbouring runs, one after another (chunks of a given size).
+    Tiled,
+    /// The interleaved chunks of an automatic chunk size: chunk `j` of `c` holds items `j`,
+    /// `j + c`, ….
+    Interleaved,
+    /// Anything else (chunks split after a worker died).
+    Other,
+}
+
+/// The layout of `chunks`, each its first index, stride and count, sorted by first index.
+fn layout(chunks: impl Iterator<Item = (usize, usize, usize)> + Clone, len: usize) -> Layout {
     let mut next = 0;
-    let tiled = batches.iter().all(|batch| {
-        let fits = batch.start == next && (batch.stride == 1 || batch.count <= 1);
-        next += batch.count;
+    let tiled = chunks.clone().all(|(start, stride, count)| {
+        let fits = start == next && (stride == 1 || count <= 1);
+        next += count;
         fits
     });
     if tiled && next == len {
-        for run in runs {
-            for bytes in run {
-                out.push(bincode::deserialize(bytes).ok()?);
-            }
-        }
-        return Some(out);
+        return Layout::Tiled;
     }
-    let chunks = batches.len();
-    let interleaved = batches.iter().enumerate().all(|(j, batch)| {
-        batch.start == j && batch.stride == chunks && batch.count == (len - j).div_ceil(chunks)
-    });
-    if !interleaved {
-        return None;
+    let n = chunks.clone().count();
+    let interleaved = n > 0
+        && chunks.enumerate().all(|(j, (start, stride, count))| {
+            start == j && stride == n && count == (len - j).div_ceil(n)
+        });
+    if interleaved {
+        Layout::Interleaved
+    } else {
+        Layout::Other
     }
-    // Item `round * chunks + j` is item `round` of chunk `j`; in the last round, short, the
-    // chunks past the first few have none.
-    for _ in 0..len.div_ceil(chunks) {
-        for run in &mut runs {
-            let Some(bytes) = run.next() else {
-                break;
-            };
-            out.push(bincode::deserialize(bytes).ok()?);
-        }
-    }
-    Some(out)
 }
 
 /// Decodes one call's result.

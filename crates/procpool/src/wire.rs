@@ -484,19 +484,27 @@ impl RunFrame {
         &mut self,
         mut encode: impl FnMut(&mut Vec<u8>) -> Result<(), E>,
     ) -> Result<(), E> {
+        let before = self.fds.len();
         let RunFrame {
-            frame,
-            items,
-            fds,
-            fd_ends,
-            ..
+            frame, items, fds, ..
         } = self;
-        let before = fds.len();
         items.push(frame, |buf| shared::encode_item(fds, buf, &mut encode))?;
-        if fds.len() != before {
-            note_fd_end(fd_ends, items.count - 1, before, fds.len());
-        }
+        self.note_fds_of_last(before);
         Ok(())
+    }
+
+    /// Records where the descriptors of the item just appended end, if it brought any to
+    /// the `before` there were.
+    #[inline]
+    fn note_fds_of_last(&mut self, before: usize) {
+        if self.fds.len() != before {
+            note_fd_end(
+                &mut self.fd_ends,
+                self.items.count - 1,
+                before,
+                self.fds.len(),
+            );
+        }
     }
 
     /// Appends the arguments of each of `items`, as [`RunFrame::push`] would one by one, and
@@ -532,14 +540,7 @@ impl RunFrame {
                         )
                     });
                     self.items.settle_packed(&mut self.frame, at, outcome)?;
-                    if self.fds.len() != before {
-                        note_fd_end(
-                            &mut self.fd_ends,
-                            self.items.count - 1,
-                            before,
-                            self.fds.len(),
-                        );
-                    }
+                    self.note_fds_of_last(before);
                 }
             }
         }
