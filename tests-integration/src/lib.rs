@@ -2,10 +2,11 @@
 //! tests of one process from counting each other's workers, and a rendezvous that lets a
 //! test hold a task inside its worker without sleeping.
 
-use std::io::{Read, Write};
+use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
+use std::time::{Duration, Instant};
 
 /// The pids of this process's children, zombies included, read from `/proc`.
 pub fn children() -> Vec<u32> {
@@ -108,13 +109,35 @@ impl Rendezvous {
 
     /// Waits for the next task to arrive.
     pub fn arrive(&self) -> Arrival {
-        let (mut stream, _) = self.listener.accept().expect("accept a task");
-        let mut pid = [0; 4];
-        stream.read_exact(&mut pid).expect("read the task's pid");
-        Arrival {
-            pid: u32::from_le_bytes(pid),
-            stream,
-        }
+        let (stream, _) = self.listener.accept().expect("accept a task");
+        Arrival::greet(stream)
+    }
+
+    /// Waits up to `bound` for the next task to arrive; `None` if none did. The task is on
+    /// another process, so the listener is polled.
+    pub fn arrive_within(&self, bound: Duration) -> Option<Arrival> {
+        let deadline = Instant::now() + bound;
+        self.listener
+            .set_nonblocking(true)
+            .expect("poll the listener");
+        let accepted = loop {
+            match self.listener.accept() {
+                Ok((stream, _)) => break Some(stream),
+                Err(e) if e.kind() == ErrorKind::WouldBlock && Instant::now() < deadline => {
+                    std::thread::yield_now();
+                }
+                Err(e) if e.kind() == ErrorKind::WouldBlock => break None,
+                Err(e) => panic!("cannot accept a task: {e}"),
+            }
+        };
+        self.listener
+            .set_nonblocking(false)
+            .expect("block on the listener");
+        let stream = accepted?;
+        stream
+            .set_nonblocking(false)
+            .expect("block on the task's stream");
+        Some(Arrival::greet(stream))
     }
 }
 
@@ -131,6 +154,16 @@ impl Drop for Rendezvous {
 }
 
 impl Arrival {
+    /// Reads the pid a task says first.
+    fn greet(mut stream: UnixStream) -> Arrival {
+        let mut pid = [0; 4];
+        stream.read_exact(&mut pid).expect("read the task's pid");
+        Arrival {
+            pid: u32::from_le_bytes(pid),
+            stream,
+        }
+    }
+
     /// Lets the task go on, handing it one byte.
     pub fn release(mut self, byte: u8) {
         let _ = self.stream.write_all(&[byte]);

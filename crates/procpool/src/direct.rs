@@ -19,7 +19,8 @@ use crate::sys::{self, PollFd};
 use crate::wire::FromWorker;
 
 /// Runs `jobs` from this thread on borrowed workers, as the supervisor would: up to
-/// [`DEPTH`] jobs at a time on each, the next one written as soon as a worker has room.
+/// [`DEPTH`] jobs at a time on each (one after a long job: see [`Worker::depth`]), the next
+/// one written as soon as a worker has room.
 /// Borrows `workers` idle workers (fewer when there are fewer jobs), and only if that many
 /// are idle and nothing is queued; otherwise returns false at once, with `jobs` untouched,
 /// to go through the queue.
@@ -172,7 +173,7 @@ impl Borrowed<'_> {
             return;
         };
         let max = self.shared.max_tasks_per_child;
-        while worker.in_flight.len() < depth && !worker.spent(max) {
+        while worker.in_flight.len() < depth.min(worker.depth()) && !worker.spent(max) {
             let Some(job) = jobs.pop_front() else {
                 return;
             };

@@ -423,3 +423,35 @@ fn arguments_over_the_frame_limit_are_refused_at_submission() {
     );
     finish(pool);
 }
+
+/// A worker whose last job was long holds one job at a time: a job queued behind long ones
+/// goes to the first worker to finish, not behind a job that may still run for long.
+#[test]
+fn after_long_jobs_a_queued_job_waits_for_the_first_free_worker() {
+    let _serial = serial();
+    let pool = pool(2);
+    let rendezvous = Rendezvous::new();
+    crate::tasks::run_long_jobs(&pool, &rendezvous);
+    let pids = pool.worker_pids();
+    assert_eq!(pids.len(), 2);
+    let held: Vec<_> = (0..2)
+        .map(|_| {
+            pool.apply_async(crate::tasks::hold, (rendezvous.path(),))
+                .unwrap()
+        })
+        .collect();
+    let mut arrivals = vec![rendezvous.arrive(), rendezvous.arrive()];
+    arrivals.sort_by_key(|arrival| pids.iter().position(|&pid| pid == arrival.pid));
+    let [in_slot_0, in_slot_1]: [_; 2] = arrivals.try_into().unwrap();
+    // With two jobs to a worker, this one would go behind the job in slot 0, the first
+    // worker with room for a second.
+    let queued = pool.apply_async(crate::tasks::pid, ()).unwrap();
+    in_slot_1.release(2);
+    let bound = std::time::Duration::from_secs(30);
+    assert_eq!(queued.get_timeout(bound).unwrap(), pids[1]);
+    in_slot_0.release(3);
+    let got: Vec<u64> = held.iter().map(|pending| pending.get().unwrap()).collect();
+    assert_eq!(got.iter().sum::<u64>(), 5);
+    finish(pool);
+    assert_no_children();
+}

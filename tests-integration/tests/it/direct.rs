@@ -332,3 +332,34 @@ fn a_caller_that_panics_while_it_holds_workers_kills_no_worker_count() {
     assert_eq!(pool.apply(square, (3,)).unwrap(), 9);
     finish(pool);
 }
+
+/// As the supervisor does (see `basic`), a blocking call gives a worker whose last job was
+/// long one job at a time: its last job goes to the first worker to finish, not behind a
+/// job that may still run for long.
+#[test]
+fn after_long_jobs_a_blocking_map_gives_its_last_job_to_the_first_free_worker() {
+    let _serial = serial();
+    let pool = pool(2);
+    let (a, b, c) = (Rendezvous::new(), Rendezvous::new(), Rendezvous::new());
+    crate::tasks::run_long_jobs(&pool, &a);
+    std::thread::scope(|scope| {
+        let paths = [a.path(), b.path(), c.path()];
+        let caller = scope.spawn(|| pool.map_with(hold, paths, MapOptions::new().chunksize(1)));
+        let (on_a, on_b) = (a.arrive(), b.arrive());
+        let finished_first = on_b.pid;
+        on_b.release(2);
+        // Two jobs to a worker would have put the third behind the first, held at `a`.
+        let on_c = c.arrive_within(BOUND);
+        on_a.release(1);
+        let on_c = on_c.unwrap_or_else(|| c.arrive());
+        let ran_on = on_c.pid;
+        on_c.release(3);
+        assert_eq!(caller.join().unwrap().unwrap(), [1, 2, 3]);
+        assert_eq!(
+            ran_on, finished_first,
+            "the third job waited behind the first"
+        );
+    });
+    finish(pool);
+    assert_no_children();
+}
