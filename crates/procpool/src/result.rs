@@ -4,6 +4,7 @@
 use std::collections::VecDeque;
 use std::fmt;
 use std::marker::PhantomData;
+use std::ops::Range;
 use std::os::fd::OwnedFd;
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
@@ -309,17 +310,16 @@ impl<R: DeserializeOwned> Assembly<R> {
                 }
                 return Ok(out);
             }
-            Layout::Interleaved => {
-                let chunks = parts.len();
+            Layout::Strided { spans } => {
                 let mut runs: Vec<_> = parts
                     .drain(..)
                     .map(|part| part.values.into_iter())
                     .collect();
-                // Item `round * chunks + j` is item `round` of chunk `j`; the last round is
-                // short.
-                for _ in 0..len.div_ceil(chunks) {
-                    out.extend(runs.iter_mut().filter_map(Iterator::next));
-                }
+                strided(&spans, len, &mut runs, |value| {
+                    out.push(value);
+                    Some(())
+                })
+                .expect("`layout` counted the results");
                 return Ok(out);
             }
             Layout::Other => {}
@@ -357,17 +357,11 @@ fn in_order<R: DeserializeOwned>(batches: &mut [Batch], len: usize) -> Option<Ve
                 }
             }
         }
-        Layout::Interleaved => {
-            // Item `round * chunks + j` is item `round` of chunk `j`; in the last round,
-            // short, the chunks past the first few have none.
-            for _ in 0..len.div_ceil(runs.len()) {
-                for run in &mut runs {
-                    let Some(bytes) = run.next() else {
-                        break;
-                    };
-                    out.push(bincode::deserialize(bytes).ok()?);
-                }
-            }
+        Layout::Strided { spans } => {
+            strided(&spans, len, &mut runs, |bytes| {
+                out.push(bincode::deserialize(bytes).ok()?);
+                Some(())
+            })?;
         }
         Layout::Other => return None,
     }
@@ -378,9 +372,12 @@ fn in_order<R: DeserializeOwned>(batches: &mut [Batch], len: usize) -> Option<Ve
 enum Layout {
     /// Neighbouring runs, one after another (chunks of a given size).
     Tiled,
-    /// The interleaved chunks of an automatic chunk size: chunk `j` of `c` holds items `j`,
-    /// `j + c`, ….
-    Interleaved,
+    /// Interleaved chunks, as an automatic chunk size cuts them (see `pool::auto_chunks`):
+    /// each holds every `stride`-th item from a `start` below its stride, and every stride
+    /// divides the largest, the period. Each period of items, in input order, is one item
+    /// from each chunk of `spans[0]` in turn, then one from each of `spans[1]`, and so on
+    /// (see [`strided`]).
+    Strided { spans: Vec<Range<usize>> },
     /// Anything else (chunks split after a worker died).
     Other,
 }
@@ -396,16 +393,86 @@ fn layout(chunks: impl Iterator<Item = (usize, usize, usize)> + Clone, len: usiz
     if tiled && next == len {
         return Layout::Tiled;
     }
-    let n = chunks.clone().count();
-    let interleaved = n > 0
-        && chunks.enumerate().all(|(j, (start, stride, count))| {
-            start == j && stride == n && count == (len - j).div_ceil(n)
-        });
-    if interleaved {
-        Layout::Interleaved
-    } else {
-        Layout::Other
+    match owners(chunks, len) {
+        Some(owner) => Layout::Strided {
+            spans: spans(&owner),
+        },
+        None => Layout::Other,
     }
+}
+
+/// `owner` cut where it does not go on to the next chunk: for equal interleaved chunks,
+/// one span of them all.
+fn spans(owner: &[usize]) -> Vec<Range<usize>> {
+    let mut spans: Vec<Range<usize>> = Vec::new();
+    for &chunk in owner {
+        match spans.last_mut() {
+            Some(span) if span.end == chunk => span.end += 1,
+            _ => spans.push(chunk..chunk + 1),
+        }
+    }
+    spans
+}
+
+/// Takes `len` items in input order from `runs`, the chunks of a [`Layout::Strided`] with
+/// `spans`, and gives each to `put`; stops with `None` when a run ends early or `put`
+/// returns `None`.
+///
+/// A loop over the chunks of each span, not a lookup of each item's chunk: the lookup took
+/// a quarter longer to put 100,000 results in order.
+fn strided<I: Iterator>(
+    spans: &[Range<usize>],
+    len: usize,
+    runs: &mut [I],
+    mut put: impl FnMut(I::Item) -> Option<()>,
+) -> Option<()> {
+    if spans.is_empty() {
+        return (len == 0).then_some(());
+    }
+    let mut left = len;
+    while left > 0 {
+        for span in spans {
+            let n = span.len().min(left);
+            for run in &mut runs[span.start..span.start + n] {
+                put(run.next()?)?;
+            }
+            left -= n;
+            if left == 0 {
+                break;
+            }
+        }
+    }
+    Some(())
+}
+
+/// For a [`Layout::Strided`], which chunk holds each item below the period; `None` if the
+/// chunks are not strided that way or do not hold each item exactly once.
+fn owners(
+    chunks: impl Iterator<Item = (usize, usize, usize)> + Clone,
+    len: usize,
+) -> Option<Vec<usize>> {
+    let period = chunks.clone().map(|(_, stride, _)| stride).max()?;
+    let mut owner = vec![usize::MAX; period.min(len)];
+    for (chunk, (start, stride, count)) in chunks.enumerate() {
+        let fits = stride > 0
+            && period % stride == 0
+            && start < stride
+            && start < len
+            && count == (len - start).div_ceil(stride);
+        if !fits {
+            return None;
+        }
+        for slot in owner.iter_mut().skip(start).step_by(stride) {
+            if *slot != usize::MAX {
+                return None;
+            }
+            *slot = chunk;
+        }
+    }
+    owner
+        .iter()
+        .all(|&chunk| chunk != usize::MAX)
+        .then_some(owner)
 }
 
 /// Decodes one call's result.
@@ -862,6 +929,65 @@ mod tests {
             ]
         };
         assert_eq!(assemble(10, batches).unwrap(), (0..10).collect::<Vec<_>>());
+    }
+
+    #[test]
+    fn automatic_chunks_come_back_in_input_order_by_the_straight_path() {
+        for workers in 1..=5 {
+            for len in (0..3000).step_by(37).chain([2048, 4096, 40_000]) {
+                let chunks = crate::pool::auto_chunks(len, workers);
+                let batches = || {
+                    // Results in the order the chunks go out, last first.
+                    let mut batches: Vec<Batch> = chunks
+                        .iter()
+                        .rev()
+                        .map(|&(start, stride, count)| {
+                            let values: Vec<u64> =
+                                (start..len).step_by(stride).map(|i| i as u64).collect();
+                            assert_eq!(values.len(), count);
+                            batch(start, stride, &values)
+                        })
+                        .collect();
+                    let third = batches.len() / 3;
+                    batches.rotate_left(third);
+                    batches
+                };
+                let expected: Vec<u64> = (0..len as u64).collect();
+                assert_eq!(
+                    in_order::<u64>(&mut batches(), len).as_ref(),
+                    Some(&expected)
+                );
+                assert_eq!(assemble(len, batches).unwrap(), expected);
+            }
+        }
+    }
+
+    #[test]
+    fn strided_chunks_must_hold_each_item_once() {
+        let owners = |chunks: &[(usize, usize, usize)], len| owners(chunks.iter().copied(), len);
+        assert_eq!(
+            owners(
+                &[
+                    (0, 4, 3),
+                    (1, 4, 3),
+                    (2, 8, 1),
+                    (3, 8, 1),
+                    (6, 8, 1),
+                    (7, 8, 1)
+                ],
+                10
+            ),
+            Some(vec![0, 1, 2, 3, 0, 1, 4, 5])
+        );
+        // Residue 3 of 4 in no chunk; residue 2 of 4 in two.
+        assert_eq!(owners(&[(0, 2, 5), (1, 4, 3)], 10), None);
+        assert_eq!(owners(&[(0, 2, 5), (1, 2, 5), (2, 4, 2)], 10), None);
+        // A count that does not fit, a start past the stride, a stride that does not divide.
+        assert_eq!(owners(&[(0, 2, 4), (1, 2, 5)], 10), None);
+        assert_eq!(owners(&[(0, 1, 1), (1, 2, 5)], 10), None);
+        assert_eq!(owners(&[(0, 2, 5), (1, 3, 3)], 10), None);
+        // Fewer items than the period: only the items there are need an owner.
+        assert_eq!(owners(&[(0, 8, 1), (1, 8, 1)], 2), Some(vec![0, 1]));
     }
 
     #[test]
