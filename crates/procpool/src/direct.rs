@@ -99,7 +99,8 @@ pub(crate) fn run(
         // Watching for results (see `watch`) holds a CPU. With more workers than CPUs, that
         // is always a CPU a worker waits for; with as many, while jobs are still to be fed:
         // then this thread sleeps, and only watches for the last results.
-        let may_watch = held.len() < shared.cpus || (held.len() == shared.cpus && jobs.is_empty());
+        let cpus = shared.cpus();
+        let may_watch = held.len() < cpus || (held.len() == cpus && jobs.is_empty());
         let polled = if while_waiting() {
             sys::poll(&mut fds, Some(Duration::ZERO))
         } else if watch(shared, &mut fds, may_watch) {
