@@ -63,10 +63,12 @@ pub(crate) fn run(
         .collect();
     let mut fds = Vec::with_capacity(2 * held.len());
     loop {
-        // One job to each worker first, then a second to each, as the supervisor does.
+        // One job to each worker first, then a second to each that may hold one, as the
+        // supervisor does.
+        let workers = held.len();
         for depth in 1..=DEPTH {
             for borrowed in &mut held {
-                borrowed.feed(jobs, depth);
+                borrowed.feed(jobs, depth, workers);
             }
         }
         for borrowed in &mut held {
@@ -167,14 +169,17 @@ struct Borrowed<'a> {
 }
 
 impl Borrowed<'_> {
-    /// Gives the worker jobs from `jobs` until it holds `depth`, within its
+    /// Gives the worker jobs from `jobs` until it holds `depth` (or fewer near the end of
+    /// the jobs that `workers` share: see [`Worker::depth`]), within its
     /// `max_tasks_per_child`, and writes each at once.
-    fn feed(&mut self, jobs: &mut VecDeque<Job>, depth: usize) {
+    fn feed(&mut self, jobs: &mut VecDeque<Job>, depth: usize, workers: usize) {
         let Some(worker) = &mut self.worker else {
             return;
         };
         let max = self.shared.max_tasks_per_child;
-        while worker.in_flight.len() < depth.min(worker.depth()) && !worker.spent(max) {
+        while worker.in_flight.len() < depth.min(worker.depth(jobs.len(), workers))
+            && !worker.spent(max)
+        {
             let Some(job) = jobs.pop_front() else {
                 return;
             };

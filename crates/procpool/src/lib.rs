@@ -178,5 +178,7 @@ pub mod __fuzz {
 pub mod __private {
     pub use crate::error::TaskFailure;
     pub use crate::registry::{Calls, TASKS, TaskEntry, invoke, type_name_of};
+    /// For tests that must run jobs the pool counts as long.
+    pub use crate::supervisor::LONG_JOB;
     pub use linkme;
 }

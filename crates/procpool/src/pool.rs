@@ -50,9 +50,9 @@ impl MapOptions {
     /// some start below `s` (with two chunks per worker, chunk `j` of `c` takes items `j`,
     /// `j + c`, `j + 2c`…). So every chunk samples the whole input, and work that grows or
     /// shrinks along the input (the last items the heaviest, say) is spread evenly, without
-    /// the round trips of small chunks. The last chunks to go out are smaller (a half, then
-    /// a quarter of the others), so that a worker that runs slower than the rest ends on a
-    /// small one. Give a chunk size where the cost of items varies at random and a few are
+    /// the round trips of small chunks. From 768 items per worker the last chunks to go out
+    /// are smaller (a half of the others, and from 1,024 items per worker a half, then a
+    /// quarter), so that a worker that runs slower than the rest ends on a small one. Give a chunk size where the cost of items varies at random and a few are
     /// far heavier than the rest.
     pub fn chunksize(mut self, chunksize: usize) -> MapOptions {
         self.chunksize = Some(chunksize);
@@ -1011,8 +1011,9 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 /// go out: each its first index, stride and count.
 ///
 /// How many:
-/// - At least two per worker, [`DEPTH`] of them: each worker gets both in its first write, so
-///   a short map costs one round trip per worker.
+/// - At least two per worker, [`DEPTH`] of them: each worker gets both in its first write
+///   (unless its last job was long: see [`Worker::depth`](crate::supervisor::Worker::depth)),
+///   so a short map costs one round trip per worker.
 /// - Up to eight per worker when there are enough items: the chunks beyond the first two per
 ///   worker go to whichever worker is free, so a worker that the machine slows down (a busy
 ///   CPU, a noisy neighbour) hands work to the others; and each result frame is taken in
@@ -1024,11 +1025,13 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 /// - As many for each worker, but for an input of fewer items than two per worker (then one
 ///   item each). Never an empty chunk.
 ///
-/// Which items: the chunks go out in rounds, one chunk for each worker a round. All rounds
-/// but the last three take the same number of items; the last three take half as many,
-/// then a quarter as many, twice. So a worker that runs slower than the others (its CPU
-/// shared with another process, or slower on the host) ends on a small chunk, not a large
-/// one, while the others finish theirs; and the first, larger chunks cost few round trips.
+/// Which items: the chunks go out in rounds, one chunk for each worker a round. From four
+/// rounds on (1,024 items per worker), all rounds but the last three take the same number of
+/// items, and the last three take half as many, then a quarter as many, twice; of three
+/// rounds, the last two take half as many as the first; two rounds take the same. So a
+/// worker that runs slower than the others (its CPU shared with another process, or slower
+/// on the host) ends on a small chunk, not a large one, while the others finish theirs; and
+/// the first, larger chunks cost few round trips.
 /// (This is the "factoring" of loop scheduling, but for its last rounds only: chunks that
 /// halve from the first round on made the first ones so large, a quarter of a map of
 /// 100,000 no-ops on 2 workers, that putting the results in order took 0.63 ms instead of
@@ -1036,7 +1039,7 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 /// and weighs in proportion to its count even when the work grows along the input.
 /// (Measured: factorials 1..=3000 on 2 workers of the shared 2-core VM, 20 runs each: one
 /// worker stood idle at the end for a median of 7.9 % of the map with 10 chunks of one
-/// size, 4.4 % with these and the second job held back after long ones by
+/// size, 4.4 % with these and, near the end, the second job held back after long ones by
 /// [`Worker::depth`](crate::supervisor::Worker::depth); the map took a median of 370.9 and
 /// 361.3 ms.)
 ///

@@ -29,14 +29,19 @@ use crate::sys::{self, PollFd};
 use crate::wire::{self, FrameReader, FromWorker, MAX_FDS, Results, RunFrame, ToWorker};
 
 /// How many jobs a worker may hold at once: one running, one waiting behind it, so that the
-/// round trip between them is hidden. A worker whose last job was long holds one (see
-/// [`Worker::depth`]).
+/// round trip between them is hidden. Near the end of the jobs, a worker whose last job was
+/// long holds one (see [`Worker::depth`]).
 pub(crate) const DEPTH: usize = 2;
 
-/// A job at least this long makes its worker hold one job at a time until a shorter one:
-/// the round trip a second job would hide (tens to a few hundred microseconds) is then at
-/// most a few hundredths of the job.
-const LONG_JOB: Duration = Duration::from_millis(10);
+/// A job at least this long makes its worker hold one job at a time near the end of the
+/// jobs, until a shorter one: the round trip a second job would hide (tens to a few hundred
+/// microseconds) is then at most a few hundredths of the job.
+///
+/// The parent measures it, from when the job became the one its worker runs to when it
+/// read the results, so the measure includes the parent's own wake-up, which on a busy
+/// machine can take a time slice: a short job taken for a long one then costs a round trip,
+/// and only near the end of the jobs.
+pub const LONG_JOB: Duration = Duration::from_millis(10);
 
 /// How many replacement workers in a row may die before their handshake before the pool
 /// stops starting them.
@@ -341,8 +346,9 @@ pub(crate) struct Worker {
     /// When the first job of `in_flight` started, as far as the parent can tell: when it was
     /// handed to an idle worker, or when the job ahead of it completed.
     pub(crate) front_since: Option<Instant>,
-    /// How long the last job that completed took, from when it became the front job.
-    last_took: Duration,
+    /// How long the last job that completed took, from when it became the front job; `None`
+    /// before the first.
+    last_took: Option<Duration>,
     pub(crate) unsent: usize,
     job_written: usize,
     /// How many of the descriptors of `in_flight[unsent]` have been sent.
@@ -359,18 +365,28 @@ pub(crate) struct Worker {
 }
 
 impl Worker {
-    /// How many jobs this worker may hold now: [`DEPTH`], or one after a job of at least
-    /// [`LONG_JOB`].
+    /// How many jobs this worker may hold now, with `jobs_left` jobs waiting for the
+    /// `workers` that share them: [`DEPTH`], or one after a job of at least [`LONG_JOB`]
+    /// when fewer jobs wait than those workers could take as second jobs.
     ///
     /// A second job hides a round trip, but it is a job promised to this worker: at the end
     /// of a map, a worker that is slower than the others (its CPU shared with another
     /// process, or slower on the host) still has it to run while the others stand idle.
-    /// Jobs that long gain nothing from a second. (Measured: factorials 1..=3000 on 2
-    /// workers of the shared 2-core VM, 20 runs each: one worker stood idle at the end for a
-    /// median of 4.8 % of the map with a second job always, 4.4 % with this rule; the map
-    /// took a median of 367.8 and 361.3 ms.)
-    pub(crate) fn depth(&self) -> usize {
-        if self.last_took >= LONG_JOB { 1 } else { DEPTH }
+    /// Jobs that long gain nothing from a second; before the end, the second job costs
+    /// nothing either, so workers keep one queued (as a review pointed out, holding it back
+    /// all through a map only adds round trips, and to a pool of one worker nothing but).
+    /// (Measured: factorials 1..=3000 on 2 workers of the shared 2-core VM, 20 runs each: one
+    /// worker stood idle at the end for a median of 4.8 % of the map with a second job
+    /// always, 4.4 % with one job at a time after long ones, the map taking a median of
+    /// 367.8 and 361.3 ms; in another 20 runs each, 2.0 % holding back all through the map
+    /// and 3.3 % only near the end, the map taking 532.9 and 531.9 ms.)
+    pub(crate) fn depth(&self, jobs_left: usize, workers: usize) -> usize {
+        let near_end = jobs_left < workers * (DEPTH - 1);
+        if near_end && self.last_took.is_some_and(|took| took >= LONG_JOB) {
+            1
+        } else {
+            DEPTH
+        }
     }
 
     /// Whether the worker has been given all the jobs `max_tasks_per_child` allows.
@@ -756,9 +772,11 @@ impl Supervisor {
         }
     }
 
-    /// Gives queued jobs to ready workers: idle ones first, then a second job each.
+    /// Gives queued jobs to ready workers: idle ones first, then a second job to each that
+    /// may hold one ([`Worker::depth`]).
     fn dispatch(&mut self, state: &mut State) {
         let now = Instant::now();
+        let workers = self.slots.iter().flatten().count();
         for depth in 0..DEPTH {
             for worker in self.slots.iter_mut().flatten() {
                 if state.queue.is_empty() {
@@ -767,7 +785,7 @@ impl Supervisor {
                 let max = self.config.max_tasks_per_child;
                 if worker.ready
                     && worker.in_flight.len() == depth
-                    && depth < worker.depth()
+                    && depth < worker.depth(state.queue.len(), workers)
                     && !worker.spent(max)
                 {
                     let job = state.queue.pop_front().expect("the queue is not empty");
@@ -1237,7 +1255,7 @@ impl Supervisor {
             control_written: 0,
             in_flight: VecDeque::new(),
             front_since: None,
-            last_took: Duration::ZERO,
+            last_took: None,
             unsent: 0,
             job_written: 0,
             fds_sent: 0,
@@ -1342,7 +1360,7 @@ impl Worker {
         done.release();
         self.unsent -= 1;
         let now = Instant::now();
-        self.last_took = self.front_since.map_or(Duration::ZERO, |since| now - since);
+        self.last_took = self.front_since.map(|since| now - since);
         self.front_since = (!self.in_flight.is_empty()).then_some(now);
         let counters = &done.counters;
         counters.ended(None, count - panicked - failed);

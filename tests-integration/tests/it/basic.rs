@@ -431,7 +431,7 @@ fn after_long_jobs_a_queued_job_waits_for_the_first_free_worker() {
     let _serial = serial();
     let pool = pool(2);
     let rendezvous = Rendezvous::new();
-    crate::tasks::run_long_jobs(&pool, &rendezvous);
+    crate::direct::run_long_jobs(&pool, &rendezvous);
     let pids = pool.worker_pids();
     assert_eq!(pids.len(), 2);
     let held: Vec<_> = (0..2)

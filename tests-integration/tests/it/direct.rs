@@ -341,7 +341,7 @@ fn after_long_jobs_a_blocking_map_gives_its_last_job_to_the_first_free_worker() 
     let _serial = serial();
     let pool = pool(2);
     let (a, b, c) = (Rendezvous::new(), Rendezvous::new(), Rendezvous::new());
-    crate::tasks::run_long_jobs(&pool, &a);
+    run_long_jobs(&pool, &a);
     std::thread::scope(|scope| {
         let paths = [a.path(), b.path(), c.path()];
         let caller = scope.spawn(|| pool.map_with(hold, paths, MapOptions::new().chunksize(1)));
@@ -362,4 +362,20 @@ fn after_long_jobs_a_blocking_map_gives_its_last_job_to_the_first_free_worker() 
     });
     finish(pool);
     assert_no_children();
+}
+
+/// Runs one long job on each of the two workers of `pool`, held at `rendezvous` for five times
+/// the time after which the pool counts a job as long, so that near the end of later jobs
+/// each worker holds one at a time. (The sleep makes the jobs long; it synchronises nothing.)
+pub(crate) fn run_long_jobs(pool: &Pool, rendezvous: &Rendezvous) {
+    std::thread::scope(|scope| {
+        let paths = [rendezvous.path(), rendezvous.path()];
+        let caller = scope.spawn(|| pool.map(hold, paths));
+        let (first, second) = (rendezvous.arrive(), rendezvous.arrive());
+        assert_ne!(first.pid, second.pid, "one on each worker");
+        std::thread::sleep(5 * procpool::__private::LONG_JOB);
+        first.release(1);
+        second.release(1);
+        assert_eq!(caller.join().unwrap().unwrap(), [1, 1]);
+    });
 }

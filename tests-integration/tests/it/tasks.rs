@@ -1,7 +1,7 @@
 //! Tasks, and values, that several groups of tests use.
 
 use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tests_integration::{Rendezvous, meet};
+use tests_integration::meet;
 
 /// Decodes fine; refuses to encode.
 #[derive(Debug)]
@@ -41,20 +41,4 @@ pub fn pid() -> u32 {
 #[procpool::task]
 pub fn hold(path: String) -> u64 {
     u64::from(meet(&path).unwrap_or(0))
-}
-
-/// Runs one long job on each of the two workers of `pool`, held at `rendezvous` for well
-/// past the 10 ms after which a job counts as long, so that each worker then holds one job
-/// at a time. (The sleep makes the jobs long; it synchronises nothing.)
-pub fn run_long_jobs(pool: &procpool::Pool, rendezvous: &Rendezvous) {
-    std::thread::scope(|scope| {
-        let paths = [rendezvous.path(), rendezvous.path()];
-        let caller = scope.spawn(|| pool.map(hold, paths));
-        let (first, second) = (rendezvous.arrive(), rendezvous.arrive());
-        assert_ne!(first.pid, second.pid, "one on each worker");
-        std::thread::sleep(std::time::Duration::from_millis(50));
-        first.release(1);
-        second.release(1);
-        assert_eq!(caller.join().unwrap().unwrap(), [1, 1]);
-    });
 }
