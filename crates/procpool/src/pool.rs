@@ -1208,6 +1208,15 @@ mod tests {
                 (23, 24, 125),
             ]
         );
+        // Eight rounds: five of one size, then a half and two quarters of it.
+        let eight = auto_chunks(100_000, 2);
+        let strides: Vec<usize> = eight.iter().map(|chunk| chunk.1).collect();
+        assert_eq!(
+            strides,
+            [
+                12, 12, 12, 12, 12, 12, 12, 12, 12, 12, 24, 24, 48, 48, 48, 48
+            ]
+        );
         // Three rounds: the last two halve the column the first leaves.
         assert_eq!(auto_chunks(800, 1), [(0, 2, 400), (1, 4, 200), (3, 4, 200)]);
         assert_eq!(
