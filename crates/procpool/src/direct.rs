@@ -19,8 +19,8 @@ use crate::sys::{self, PollFd};
 use crate::wire::FromWorker;
 
 /// Runs `jobs` from this thread on borrowed workers, as the supervisor would: up to
-/// [`DEPTH`] jobs at a time on each (one after a long job: see [`Worker::depth`]), the next
-/// one written as soon as a worker has room.
+/// [`DEPTH`] jobs at a time on each (one near the end of the jobs, after a long job: see
+/// [`Worker::depth`]), the next one written as soon as a worker has room.
 /// Borrows `workers` idle workers (fewer when there are fewer jobs), and only if that many
 /// are idle and nothing is queued; otherwise returns false at once, with `jobs` untouched,
 /// to go through the queue.

@@ -52,8 +52,9 @@ impl MapOptions {
     /// shrinks along the input (the last items the heaviest, say) is spread evenly, without
     /// the round trips of small chunks. From 768 items per worker the last chunks to go out
     /// are smaller (a half of the others, and from 1,024 items per worker a half, then a
-    /// quarter), so that a worker that runs slower than the rest ends on a small one. Give a chunk size where the cost of items varies at random and a few are
-    /// far heavier than the rest.
+    /// quarter), so that a worker that runs slower than the rest ends on a small one. Give a
+    /// chunk size where the cost of items varies at random and a few are far heavier than
+    /// the rest.
     pub fn chunksize(mut self, chunksize: usize) -> MapOptions {
         self.chunksize = Some(chunksize);
         self
@@ -1012,8 +1013,9 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 ///
 /// How many:
 /// - At least two per worker, [`DEPTH`] of them: each worker gets both in its first write
-///   (unless its last job was long: see [`Worker::depth`](crate::supervisor::Worker::depth)),
-///   so a short map costs one round trip per worker.
+///   (but for a worker whose last job was long, near the end of the jobs: see
+///   [`Worker::depth`](crate::supervisor::Worker::depth)), so a short map costs one round
+///   trip per worker.
 /// - Up to eight per worker when there are enough items: the chunks beyond the first two per
 ///   worker go to whichever worker is free, so a worker that the machine slows down (a busy
 ///   CPU, a noisy neighbour) hands work to the others; and each result frame is taken in
@@ -1039,9 +1041,9 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 /// and weighs in proportion to its count even when the work grows along the input.
 /// (Measured: factorials 1..=3000 on 2 workers of the shared 2-core VM, 20 runs each: one
 /// worker stood idle at the end for a median of 7.9 % of the map with 10 chunks of one
-/// size, 4.4 % with these and, near the end, the second job held back after long ones by
-/// [`Worker::depth`](crate::supervisor::Worker::depth); the map took a median of 370.9 and
-/// 361.3 ms.)
+/// size, 4.4 % with these and the second job held back after long ones, the map taking a
+/// median of 370.9 and 361.3 ms; the rule as it is now, near the end only, is measured at
+/// [`Worker::depth`](crate::supervisor::Worker::depth).)
 ///
 /// Precisely, with `w` workers and `r` rounds, of which `t` halve (2, or fewer when `r` is
 /// less than 4) and `q = r - t` do not: worker `j`'s chunk of round `k < q` (from 1) takes
