@@ -465,7 +465,11 @@ pub enum TaskFailure {
 }
 
 impl TaskFailure {
-    pub(crate) fn from_panic(payload: Box<dyn Any + Send>) -> TaskFailure {
+    /// The failure of a call that panicked with `payload`, raised at `location`.
+    pub(crate) fn from_panic(
+        payload: Box<dyn Any + Send>,
+        location: Option<String>,
+    ) -> TaskFailure {
         let message = if let Some(s) = payload.downcast_ref::<&str>() {
             (*s).to_owned()
         } else if let Some(s) = payload.downcast_ref::<String>() {
@@ -473,10 +477,7 @@ impl TaskFailure {
         } else {
             "(a panic payload that is not a string)".to_owned()
         };
-        TaskFailure::Panic {
-            message,
-            location: crate::worker::take_panic_location(),
-        }
+        TaskFailure::Panic { message, location }
     }
 }
 

@@ -143,6 +143,7 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod codec;
 mod direct;
 mod error;
 mod pool;
@@ -158,13 +159,14 @@ mod wire;
 mod worker;
 
 pub use error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
-pub use pool::{ApplyOptions, Builder, MapOptions, Pool, cpu_count};
+pub use pool::{ApplyOptions, Builder, MapOptions, Pool};
 pub use procpool_macros::task;
 pub use registry::Task;
 pub use result::{AsyncResult, Imap, MapResult};
 pub use shared::SharedBytes;
 pub use start::StartMethod;
 pub use stats::Stats;
+pub use sys::cpu_count;
 pub use worker::current_worker;
 
 /// The wire decoders, for the fuzz targets in `fuzz/`; not a public API.

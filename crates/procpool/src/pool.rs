@@ -9,6 +9,7 @@ use std::time::Duration;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::codec::{self, CodecError};
 use crate::direct;
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::registry::{self, Task, TaskEntry};
@@ -19,14 +20,7 @@ use crate::stats::Stats;
 use crate::supervisor::{self, Config, DEPTH, Job, Phase, Shared};
 use crate::sys;
 use crate::wire::{MAX_FDS, MAX_FRAME, Oversized, RunFrame};
-
-/// The number of CPUs this process may run on.
-///
-/// It respects the process's CPU affinity mask and a cgroup CPU quota, so in a container
-/// limited to two CPUs it says 2 however many the machine has. It is at least 1.
-pub fn cpu_count() -> usize {
-    std::thread::available_parallelism().map_or(1, |n| n.get())
-}
+use crate::worker;
 
 /// Options for one call of the map family.
 #[derive(Clone, Copy, Debug, Default)]
@@ -121,7 +115,7 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// How many worker processes to run; the default is [`cpu_count()`]. Zero is refused by
+    /// How many worker processes to run; the default is [`cpu_count()`](crate::cpu_count). Zero is refused by
     /// [`build`](Builder::build).
     pub fn processes(mut self, processes: usize) -> Builder {
         self.processes = Some(processes);
@@ -148,7 +142,7 @@ impl Builder {
         let _ = f;
         self.initializer = Some(registry::lookup::<F>().map_err(|e| e.to_string()).and_then(
             |entry| {
-                bincode::serialize(&args)
+                codec::encode(&args)
                     .map(|args| (entry.name, args))
                     .map_err(|e| format!("cannot encode the initializer's arguments: {e}"))
             },
@@ -210,7 +204,7 @@ impl Builder {
     /// unregistered initializer), a worker that cannot be started, a worker whose handshake fails, or an
     /// initializer that fails.
     pub fn build(self) -> Result<Pool, BuildError> {
-        let processes = self.processes.unwrap_or_else(cpu_count);
+        let processes = self.processes.unwrap_or_else(sys::cpu_count);
         if processes == 0 {
             return Err(BuildError::invalid(
                 "a pool needs at least 1 process, got 0".into(),
@@ -231,7 +225,7 @@ impl Builder {
             ));
         }
         let initializer = self.initializer.transpose().map_err(BuildError::invalid)?;
-        sys::keep_worker_entry();
+        worker::keep_entry();
         let config = Config {
             processes,
             method: self.method,
@@ -283,7 +277,7 @@ fn sealed(frame: RunFrame, task: &str) -> Result<(Vec<u8>, Fds), Error> {
     })
 }
 
-fn encode_error(task: &str, error: bincode::Error) -> Error {
+fn encode_error(task: &str, error: CodecError) -> Error {
     Error::new(
         ErrorKind::Codec,
         format!("cannot encode the arguments: {error}"),
@@ -312,7 +306,7 @@ pub struct Pool {
 }
 
 impl Pool {
-    /// Starts a pool of [`cpu_count()`] workers.
+    /// Starts a pool of [`cpu_count()`](crate::cpu_count) workers.
     ///
     /// # Errors
     ///
@@ -490,7 +484,7 @@ impl Pool {
         let id = self.shared.next_job_id();
         let mut frame = RunFrame::new(id, entry.name);
         frame
-            .push(|buf| bincode::serialize_into(buf, &args))
+            .push(|buf| codec::encode_into(buf, &args))
             .map_err(|e| encode_error(entry.name, e))?;
         let (frame, fds) = sealed(frame, entry.name)?;
         let collector = Collector::new();
@@ -560,7 +554,7 @@ impl Pool {
     {
         let _ = f;
         let jobs = self.map_jobs::<F, (A,), A>(items, options, |item, buf| {
-            bincode::serialize_into(buf, &(item,))
+            codec::encode_into(buf, &(item,))
         })?;
         self.map_blocking(jobs)
     }
@@ -599,7 +593,7 @@ impl Pool {
     {
         let _ = f;
         self.submit_all::<F, (A,), A>(items, options, |item, buf| {
-            bincode::serialize_into(buf, &(item,))
+            codec::encode_into(buf, &(item,))
         })
     }
 
@@ -648,9 +642,8 @@ impl Pool {
         I: IntoIterator<Item = Args>,
     {
         let _ = f;
-        let jobs = self.map_jobs::<F, Args, Args>(items, options, |args, buf| {
-            bincode::serialize_into(buf, args)
-        })?;
+        let jobs = self
+            .map_jobs::<F, Args, Args>(items, options, |args, buf| codec::encode_into(buf, args))?;
         self.map_blocking(jobs)
     }
 
@@ -686,9 +679,7 @@ impl Pool {
         I: IntoIterator<Item = Args>,
     {
         let _ = f;
-        self.submit_all::<F, Args, Args>(items, options, |args, buf| {
-            bincode::serialize_into(buf, args)
-        })
+        self.submit_all::<F, Args, Args>(items, options, |args, buf| codec::encode_into(buf, args))
     }
 
     /// A lazy iterator of `f`'s results on every item, in input order.
@@ -745,7 +736,7 @@ impl Pool {
     {
         let _ = f;
         self.stream::<F, (A,), _>(items.into_iter(), options, true, |item, buf| {
-            bincode::serialize_into(buf, &(item,))
+            codec::encode_into(buf, &(item,))
         })
     }
 
@@ -784,7 +775,7 @@ impl Pool {
     {
         let _ = f;
         self.stream::<F, (A,), _>(items.into_iter(), options, false, |item, buf| {
-            bincode::serialize_into(buf, &(item,))
+            codec::encode_into(buf, &(item,))
         })
     }
 
@@ -792,7 +783,7 @@ impl Pool {
         &self,
         items: impl IntoIterator<Item = T>,
         options: MapOptions,
-        encode: impl Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
+        encode: impl Fn(&T, &mut Vec<u8>) -> Result<(), CodecError>,
     ) -> Result<MapResult<F::Output>, Error>
     where
         F: Task<Args>,
@@ -837,7 +828,7 @@ impl Pool {
         &self,
         items: impl IntoIterator<Item = T>,
         options: MapOptions,
-        encode: impl Fn(&T, &mut Vec<u8>) -> bincode::Result<()>,
+        encode: impl Fn(&T, &mut Vec<u8>) -> Result<(), CodecError>,
     ) -> Result<MapJobs, Error>
     where
         F: Task<Args>,
@@ -899,7 +890,7 @@ impl Pool {
         items: I,
         options: MapOptions,
         ordered: bool,
-        encode: impl Fn(&I::Item, &mut Vec<u8>) -> bincode::Result<()> + 'a,
+        encode: impl Fn(&I::Item, &mut Vec<u8>) -> Result<(), CodecError> + 'a,
     ) -> Result<Imap<'a, F::Output>, Error>
     where
         F: Task<Args>,
@@ -1103,7 +1094,7 @@ struct Stream<I, E> {
 impl<I, E> Feed for Stream<I, E>
 where
     I: Iterator,
-    E: Fn(&I::Item, &mut Vec<u8>) -> bincode::Result<()>,
+    E: Fn(&I::Item, &mut Vec<u8>) -> Result<(), CodecError>,
 {
     fn feed(&mut self, start: usize, collector: &Arc<Collector>) -> Fed {
         let name = self.entry.name;

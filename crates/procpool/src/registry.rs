@@ -5,6 +5,7 @@
 //! name; a worker, which is the same binary, looks the name up to find the call.
 
 use std::any::type_name;
+use std::cell::RefCell;
 use std::collections::{HashMap, HashSet};
 use std::fmt;
 use std::panic::{AssertUnwindSafe, catch_unwind};
@@ -13,6 +14,7 @@ use std::sync::OnceLock;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::codec;
 use crate::error::TaskFailure;
 use crate::shared;
 use crate::wire::{ResultItems, ResultsFrame, RunItems};
@@ -114,12 +116,32 @@ where
             // A `SharedBytes` among the arguments maps a descriptor of the job: the worker
             // runs the whole job in `shared::decoding`'s scope.
             let args: Args =
-                bincode::deserialize(input).map_err(|e| TaskFailure::ArgsDecode(e.to_string()))?;
+                codec::decode(input).map_err(|e| TaskFailure::ArgsDecode(e.to_string()))?;
             let result = f.call(args);
-            shared::encode_item(out_fds, output, |buf| bincode::serialize_into(buf, &result))
+            shared::encode_item(out_fds, output, |buf| codec::encode_into(buf, &result))
                 .map_err(|e| TaskFailure::ResultEncode(e.to_string()))
         });
     }
+}
+
+thread_local! {
+    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+}
+
+/// Makes every panic in this process record where it was raised, for the [`TaskFailure`]
+/// that [`run`] makes of it. Only a worker installs it.
+pub(crate) fn record_panic_locations() {
+    std::panic::set_hook(Box::new(|info| {
+        let location = info
+            .location()
+            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
+        PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
+    }));
+}
+
+/// The location the last panic on this thread was raised at, if the hook recorded it.
+fn take_panic_location() -> Option<String> {
+    PANIC_LOCATION.with(|location| location.borrow_mut().take())
 }
 
 /// Runs every call of `calls`: a call that panics fails alone, with [`TaskFailure::Panic`],
@@ -131,7 +153,7 @@ pub(crate) fn run(entry: &TaskEntry, calls: &mut Calls<'_>) {
     while let Err(payload) = catch_unwind(AssertUnwindSafe(|| (entry.call)(calls))) {
         calls
             .results
-            .push_panicked(TaskFailure::from_panic(payload));
+            .push_panicked(TaskFailure::from_panic(payload, take_panic_location()));
     }
 }
 
@@ -289,13 +311,13 @@ mod tests {
         run(&entry, &mut Calls::new(items, &mut results));
         let (out, _) = results.finish();
         ResultItems::new(&out[4..])
-            .map(|item| item.map(|bytes| bincode::deserialize(bytes).unwrap()))
+            .map(|item| item.map(|bytes| codec::decode(bytes).unwrap()))
             .collect()
     }
 
     #[test]
     fn invoke_round_trips_and_reports_bad_input() {
-        let input = bincode::serialize(&(21u32,)).unwrap();
+        let input = codec::encode(&(21u32,)).unwrap();
         let outcomes = run_calls(|calls| invoke(double, calls), &[&input, &[1], &input]);
         assert_eq!(outcomes[0], Ok(42));
         assert!(
@@ -322,7 +344,7 @@ mod tests {
         fn pair(x: u32) -> (u32, EvenOnly) {
             (x, EvenOnly(x))
         }
-        let inputs: Vec<Vec<u8>> = (0..5u32).map(|x| bincode::serialize(&x).unwrap()).collect();
+        let inputs: Vec<Vec<u8>> = (0..5u32).map(|x| codec::encode(&x).unwrap()).collect();
         let inputs: Vec<&[u8]> = inputs.iter().map(Vec::as_slice).collect();
         let outcomes = run_calls(|calls| invoke(pair, calls), &inputs);
         for (x, outcome) in outcomes.into_iter().enumerate() {

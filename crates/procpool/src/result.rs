@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 
 use serde::de::DeserializeOwned;
 
+use crate::codec;
 use crate::error::{Error, ErrorKind, WorkerInfo};
 use crate::shared;
 use crate::wire::{PackedItems, ResultItems, ResultsAt};
@@ -180,12 +181,12 @@ fn decode_items<R: DeserializeOwned>(items: ResultItems<'_>) -> Option<Vec<R>> {
     match items.packed() {
         Some(packed) => {
             for bytes in packed {
-                values.push(bincode::deserialize(bytes).ok()?);
+                values.push(codec::decode(bytes).ok()?);
             }
         }
         None => {
             for item in items {
-                values.push(bincode::deserialize(item.ok()?).ok()?);
+                values.push(codec::decode(item.ok()?).ok()?);
             }
         }
     }
@@ -353,13 +354,13 @@ fn in_order<R: DeserializeOwned>(batches: &mut [Batch], len: usize) -> Option<Ve
         Layout::Tiled => {
             for run in runs {
                 for bytes in run {
-                    out.push(bincode::deserialize(bytes).ok()?);
+                    out.push(codec::decode(bytes).ok()?);
                 }
             }
         }
         Layout::Strided { spans } => {
             strided(&spans, len, &mut runs, |bytes| {
-                out.push(bincode::deserialize(bytes).ok()?);
+                out.push(codec::decode(bytes).ok()?);
                 Some(())
             })?;
         }
@@ -477,7 +478,7 @@ fn owners(
 
 /// Decodes one call's result.
 fn decode<R: DeserializeOwned>(item: Result<&[u8], Error>, task: &str) -> Result<R, Error> {
-    bincode::deserialize(item?).map_err(|e| {
+    codec::decode(item?).map_err(|e| {
         Error::new(ErrorKind::Codec, format!("cannot decode the result: {e}")).task(task)
     })
 }
@@ -882,7 +883,7 @@ mod tests {
         let mut frame = ResultsFrame::new(0, values.len() as u32);
         for value in values {
             frame.push(|buf, _| {
-                bincode::serialize_into(buf, value).unwrap();
+                codec::encode_into(buf, value).unwrap();
                 Ok(())
             });
         }

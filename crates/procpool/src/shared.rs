@@ -416,8 +416,8 @@ mod tests {
 
     /// Decodes `(index, len)` as a `SharedBytes` with `fds` as the frame's descriptors.
     fn decode(fds: &[OwnedFd], index: u32, len: u64) -> Result<SharedBytes, String> {
-        let bytes = bincode::serialize(&(index, len)).unwrap();
-        decoding(fds, 0, || bincode::deserialize::<SharedBytes>(&bytes)).map_err(|e| e.to_string())
+        let bytes = crate::codec::encode(&(index, len)).unwrap();
+        decoding(fds, 0, || crate::codec::decode::<SharedBytes>(&bytes)).map_err(|e| e.to_string())
     }
 
     /// Encodes `value` as a frame would: its bytes and its descriptors.
@@ -433,7 +433,7 @@ mod tests {
     fn encode_attached<T: Serialize>(value: &T) -> (Vec<u8>, Vec<Attached>) {
         let (mut bytes, mut fds) = (Vec::new(), Vec::new());
         encode_item(&mut fds, &mut bytes, |buf| {
-            bincode::serialize_into(buf, value)
+            crate::codec::encode_into(buf, value)
         })
         .unwrap();
         (bytes, fds)
@@ -447,30 +447,30 @@ mod tests {
         // A second item's descriptors are numbered after the first's.
         let (mut more, mut more_fds) = (Vec::new(), Vec::new());
         encode_item(&mut more_fds, &mut more, |buf| {
-            bincode::serialize_into(buf, &7u8)
+            crate::codec::encode_into(buf, &7u8)
         })
         .unwrap();
         encode_item(&mut more_fds, &mut more, |buf| {
-            bincode::serialize_into(buf, &original)
+            crate::codec::encode_into(buf, &original)
         })
         .unwrap();
         assert_eq!(more_fds.len(), 1);
-        assert_eq!(bincode::deserialize::<(u8, u32)>(&more).unwrap(), (7, 0));
+        assert_eq!(crate::codec::decode::<(u8, u32)>(&more).unwrap(), (7, 0));
         let (a, n, b): (SharedBytes, u8, SharedBytes) =
-            decoding(&fds, 0, || bincode::deserialize(&bytes)).unwrap();
+            decoding(&fds, 0, || crate::codec::decode(&bytes)).unwrap();
         assert_eq!((&a[..], n, &b[..]), (&b"hello"[..], 7, &b"hello"[..]));
     }
 
     #[test]
     fn outside_a_frame_neither_encodes_nor_decodes() {
         let bytes = SharedBytes::copy_from_slice(b"x").unwrap();
-        let error = bincode::serialize(&bytes).unwrap_err().to_string();
+        let error = crate::codec::encode(&bytes).unwrap_err().to_string();
         assert!(
             error.contains("only as a task's arguments or result"),
             "{error}"
         );
-        let encoded = bincode::serialize(&(0u32, 1u64)).unwrap();
-        let error = bincode::deserialize::<SharedBytes>(&encoded)
+        let encoded = crate::codec::encode(&(0u32, 1u64)).unwrap();
+        let error = crate::codec::decode::<SharedBytes>(&encoded)
             .unwrap_err()
             .to_string();
         assert!(
@@ -478,9 +478,9 @@ mod tests {
             "{error}"
         );
         // No bytes need no descriptor, anywhere.
-        let empty = bincode::serialize(&SharedBytes::default()).unwrap();
+        let empty = crate::codec::encode(&SharedBytes::default()).unwrap();
         assert!(
-            bincode::deserialize::<SharedBytes>(&empty)
+            crate::codec::decode::<SharedBytes>(&empty)
                 .unwrap()
                 .is_empty()
         );

@@ -1949,7 +1949,7 @@ mod tests {
                         buf.extend(std::iter::repeat_n(i as u8, len));
                         Ok(())
                     }
-                    1 => bincode::serialize_into(buf, &shared).map_err(|_| i),
+                    1 => crate::codec::encode_into(buf, &shared).map_err(|_| i),
                     _ => {
                         buf.extend(std::iter::repeat_n(i as u8, len));
                         Err(i)

@@ -6,7 +6,6 @@
 //! allowed it, watch the socket for a short while before sleeping in `read`; a SHUTDOWN frame
 //! or the end of the stream ends it) → exit.
 
-use std::cell::RefCell;
 use std::collections::VecDeque;
 use std::io::{self, BufReader, IoSlice, Read, Write};
 use std::os::fd::{AsFd, AsRawFd, OwnedFd};
@@ -42,10 +41,6 @@ fn trim(buf: &mut Vec<u8>) {
 
 static CURRENT: OnceLock<WorkerInfo> = OnceLock::new();
 
-thread_local! {
-    static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
-}
-
 /// The worker this code runs in, or `None` outside a worker.
 ///
 /// Inside a task (and inside an initializer) it tells the worker's index in its pool and its
@@ -64,9 +59,27 @@ pub fn current_worker() -> Option<WorkerInfo> {
     CURRENT.get().copied()
 }
 
-/// The location the last panic on this thread was raised at, recorded by the worker's hook.
-pub(crate) fn take_panic_location() -> Option<String> {
-    PANIC_LOCATION.with(|location| location.borrow_mut().take())
+extern "C" fn worker_entry() {
+    enter_if_worker();
+}
+
+/// The automatic worker entry: runs before `main` in every process of a binary that links
+/// procpool, and turns the process into a worker when its environment says so.
+///
+/// The one `unsafe` outside `sys`, and an attribute rather than a block: the entry must name
+/// this module's function, and `sys` depends on no module of the crate.
+#[cfg(target_os = "linux")]
+#[used]
+#[allow(unsafe_code)]
+// SAFETY: `.init_array` holds functions the loader calls before `main` with no arguments;
+// `worker_entry` is such a function, and it does nothing in a process that is not a worker.
+#[unsafe(link_section = ".init_array")]
+static WORKER_ENTRY: extern "C" fn() = worker_entry;
+
+/// Keeps [`WORKER_ENTRY`] in the final binary: the linker drops an object file of the library
+/// that nothing refers to, and with it the entry.
+pub(crate) fn keep_entry() {
+    std::hint::black_box(&WORKER_ENTRY);
 }
 
 /// Runs the worker and exits if this process was started as one; returns otherwise.
@@ -156,12 +169,7 @@ fn serve(parent: u32) -> io::Result<()> {
         },
     );
     let mut writer = &socket;
-    std::panic::set_hook(Box::new(|info| {
-        let location = info
-            .location()
-            .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
-        PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
-    }));
+    registry::record_panic_locations();
 
     let mut body = Vec::new();
     if read_frame(&mut reader, &mut body)?.is_none() {

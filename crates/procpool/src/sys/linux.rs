@@ -216,19 +216,3 @@ pub(crate) fn remove_env_before_main(key: &str) {
     // environment concurrently.
     unsafe { std::env::remove_var(OsStr::new(key)) };
 }
-
-extern "C" fn worker_entry() {
-    crate::worker::enter_if_worker();
-}
-
-/// The automatic worker entry: runs before `main` in every process of a binary that links
-/// procpool, and turns the process into a worker when its environment says so.
-#[used]
-#[unsafe(link_section = ".init_array")]
-static WORKER_ENTRY: extern "C" fn() = worker_entry;
-
-/// Keeps [`WORKER_ENTRY`] in the final binary: the linker drops an object file of the library
-/// that nothing refers to, and with it the entry.
-pub(crate) fn keep_worker_entry() {
-    std::hint::black_box(&WORKER_ENTRY);
-}

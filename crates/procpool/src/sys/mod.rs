@@ -15,3 +15,11 @@ compile_error!("procpool supports Linux only for now");
 mod shm;
 #[cfg(target_os = "linux")]
 pub(crate) use shm::*;
+
+/// The number of CPUs this process may run on.
+///
+/// It respects the process's CPU affinity mask and a cgroup CPU quota, so in a container
+/// limited to two CPUs it says 2 however many the machine has. It is at least 1.
+pub fn cpu_count() -> usize {
+    std::thread::available_parallelism().map_or(1, |n| n.get())
+}

@@ -1,0 +1,45 @@
+//! The serde codec of task arguments and results: the one place that names it.
+//!
+//! The wire's frames are the crate's own (see `wire/README.md`); inside them, each argument
+//! and each result is one value encoded here. The codec writes fixed-width integers, so that
+//! the items of a map over numbers all take the same number of bytes and travel in the
+//! wire's packed layout, and a one-element tuple `(a,)` encodes as `a` alone.
+
+use std::fmt;
+
+use serde::Serialize;
+use serde::de::DeserializeOwned;
+
+/// Why a value did not encode or decode.
+#[derive(Debug)]
+pub(crate) struct CodecError(String);
+
+impl fmt::Display for CodecError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for CodecError {}
+
+/// Appends `value`, encoded, to `buf`. `value` is serialized exactly once: a `SharedBytes`
+/// hands over its descriptor while it is serialized.
+pub(crate) fn encode_into<T: Serialize + ?Sized>(
+    buf: &mut Vec<u8>,
+    value: &T,
+) -> Result<(), CodecError> {
+    bincode::serialize_into(buf, value).map_err(|e| CodecError(e.to_string()))
+}
+
+/// `value`, encoded.
+pub(crate) fn encode<T: Serialize + ?Sized>(value: &T) -> Result<Vec<u8>, CodecError> {
+    let mut buf = Vec::new();
+    encode_into(&mut buf, value)?;
+    Ok(buf)
+}
+
+/// Decodes a value from `bytes`, which may come from another process: a length that claims
+/// more than `bytes` holds is an error, never an allocation of that length.
+pub(crate) fn decode<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, CodecError> {
+    bincode::deserialize(bytes).map_err(|e| CodecError(e.to_string()))
+}
