@@ -89,11 +89,11 @@ pub(crate) fn run(
         let mut deadline: Option<Instant> = None;
         for worker in held.iter().filter_map(|b| b.worker.as_ref()) {
             let exit_fd = worker
-                .exit_fd
-                .as_ref()
+                .process
+                .exit_fd()
                 .expect("only workers with one are lent");
             fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
-            fds.push(PollFd::new(exit_fd.as_raw_fd(), false));
+            fds.push(PollFd::new(exit_fd, false));
             if let Some((at, _)) = worker.deadline(shared.task_timeout) {
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
@@ -250,8 +250,8 @@ impl Borrowed<'_> {
             return;
         };
         if deadline <= now {
-            // Through the owned, unreaped `Child`: the pid cannot be stale.
-            let _ = worker.child.kill();
+            // Through its pidfd: never another process.
+            let _ = worker.process.kill();
             self.give_back(Some(Cause::TimedOut(timeout)));
         }
     }
@@ -273,8 +273,8 @@ impl Drop for Borrowed<'_> {
         if worker.in_flight.is_empty() {
             self.give_back(None);
         } else {
-            // Through the owned, unreaped `Child`: the pid cannot be stale.
-            let _ = worker.child.kill();
+            // Through its pidfd: never another process.
+            let _ = worker.process.kill();
             self.give_back(Some(Cause::Abandoned));
         }
     }

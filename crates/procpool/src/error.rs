@@ -32,12 +32,19 @@ pub enum WorkerExit {
     Code(i32),
     /// It was killed by this signal.
     Signal(i32),
+    /// It exited, but its status could not be read: the program has the kernel reap its
+    /// children (`SIGCHLD` set to `SIG_IGN`) or reaped the worker itself (`wait` for any
+    /// child).
+    Unknown,
 }
 
 impl fmt::Display for WorkerExit {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match *self {
             WorkerExit::Code(code) => write!(f, "exited with code {code}"),
+            WorkerExit::Unknown => f.write_str(
+                "exited with a status that could not be read (was SIGCHLD ignored, or the worker reaped by a wait for any child?)",
+            ),
             WorkerExit::Signal(signal) => match signal_name(signal) {
                 Some(name) => write!(f, "was killed by signal {signal} ({name})"),
                 None => write!(f, "was killed by signal {signal}"),

@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice, Read, Write};
 use std::os::fd::{AsRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
-use std::process::Child;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
@@ -23,7 +22,7 @@ use crate::registry;
 use crate::result::{Batch, Collector};
 use crate::shared::{Attached, Fds};
 use crate::spin::Spinner;
-use crate::start::{self, StartMethod};
+use crate::start::{self, Process, StartMethod};
 use crate::stats::Counters;
 use crate::sys::{self, PollFd};
 use crate::wire::{self, FrameReader, FromWorker, MAX_FDS, Results, RunFrame, ToWorker};
@@ -332,7 +331,7 @@ pub(crate) fn launch(
 #[derive(Debug)]
 pub(crate) struct Worker {
     pub(crate) info: WorkerInfo,
-    pub(crate) child: Child,
+    pub(crate) process: Process,
     pub(crate) socket: UnixStream,
     pub(crate) reader: FrameReader,
     /// Descriptors that came over the socket, not yet claimed by the frames they came with.
@@ -358,10 +357,6 @@ pub(crate) struct Worker {
     pub(crate) assigned: u64,
     /// For a worker told to shut down: when it is killed if it has not exited by then.
     exit_by: Option<Instant>,
-    /// A pidfd that becomes readable when the process exits (where the kernel has them): a
-    /// task may fork a child that keeps the socket open, and then its end of stream would
-    /// never come.
-    pub(crate) exit_fd: Option<OwnedFd>,
 }
 
 impl Worker {
@@ -615,8 +610,10 @@ impl Supervisor {
                 if let Some(worker) = worker {
                     fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
                     owners.push(Owner::Slot(index));
-                    if let Some(exit_fd) = &worker.exit_fd {
-                        fds.push(PollFd::new(exit_fd.as_raw_fd(), false));
+                    // A task may fork a child that keeps the socket open, and then the end of
+                    // stream would never come: the process's own exit tells.
+                    if let Some(exit_fd) = worker.process.exit_fd() {
+                        fds.push(PollFd::new(exit_fd, false));
                         owners.push(Owner::SlotExit(index, worker.info.pid));
                     }
                 }
@@ -624,8 +621,8 @@ impl Supervisor {
             for (at, worker) in self.retiring.iter().enumerate() {
                 fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
                 owners.push(Owner::Retiring(at));
-                if let Some(exit_fd) = &worker.exit_fd {
-                    fds.push(PollFd::new(exit_fd.as_raw_fd(), false));
+                if let Some(exit_fd) = worker.process.exit_fd() {
+                    fds.push(PollFd::new(exit_fd, false));
                     owners.push(Owner::RetiringExit(at));
                 }
             }
@@ -749,8 +746,8 @@ impl Supervisor {
         for worker in &mut self.retiring {
             if worker.exit_by.is_some_and(|by| by <= now) {
                 worker.exit_by = None;
-                // Through the owned, unreaped child: never a recycled pid.
-                let _ = worker.child.kill();
+                // Through its handle: never a recycled pid.
+                let _ = worker.process.kill();
             }
         }
     }
@@ -765,8 +762,8 @@ impl Supervisor {
                 continue;
             };
             if deadline <= now {
-                // Through the owned, unreaped `Child`: the pid cannot be stale.
-                let _ = worker.child.kill();
+                // Through its handle: never a recycled pid.
+                let _ = worker.process.kill();
                 self.on_death(index, Cause::TimedOut(timeout));
             }
         }
@@ -815,13 +812,13 @@ impl Supervisor {
                     && w.in_flight.is_empty()
                     && !w.wants_write()
                     && !w.spent(max)
-                    && w.exit_fd.is_some()
+                    && w.process.exit_fd().is_some()
             });
             if !lendable {
                 continue;
             }
             let worker = self.slots[index].take().expect("checked above");
-            let exit_fd = worker.exit_fd.as_ref().expect("checked above").as_raw_fd();
+            let exit_fd = worker.process.exit_fd().expect("checked above");
             self.away[index] = Some(Away {
                 pid: worker.info.pid,
                 exit_fd,
@@ -921,8 +918,10 @@ impl Supervisor {
             let now = Instant::now();
             let force = now >= deadline;
             if signalled != Some(force) {
+                let signal = if force { sys::SIGKILL } else { sys::SIGTERM };
                 for away in self.away.iter().flatten() {
-                    sys::signal_unreaped(away.pid, force);
+                    // Through its pidfd, which the worker a caller holds keeps open.
+                    let _ = sys::pidfd_signal_raw(away.exit_fd, signal);
                 }
                 signalled = Some(force);
             }
@@ -1231,11 +1230,11 @@ impl Supervisor {
     }
 
     fn start(&mut self, index: usize) -> io::Result<()> {
-        let start::Started { child, socket } = start::start(self.config.method)?;
+        let start::Started { process, socket } = start::start(self.config.method)?;
         self.shared.counters.worker_started();
         let info = WorkerInfo {
             index,
-            pid: child.id(),
+            pid: process.pid(),
         };
         let initializer = self
             .config
@@ -1247,7 +1246,7 @@ impl Supervisor {
         let spin = self.config.processes <= self.shared.cpus();
         let mut worker = Worker {
             info,
-            child,
+            process,
             socket,
             reader: FrameReader::default(),
             received: VecDeque::new(),
@@ -1262,9 +1261,7 @@ impl Supervisor {
             ready: false,
             assigned: 0,
             exit_by: None,
-            exit_fd: None,
         };
-        worker.exit_fd = sys::exit_fd(&mut worker.child);
         let _ = worker.flush();
         self.slots[index] = Some(worker);
         self.pids_changed = true;
@@ -1380,20 +1377,9 @@ impl Worker {
     }
 }
 
-/// Kills (if needed) and waits for a worker. Killing through the owned `Child`, before it is
-/// reaped, can never hit a recycled pid.
-fn reap(mut worker: Worker) -> WorkerExit {
-    let status = match worker.child.try_wait() {
-        Ok(Some(status)) => Ok(status),
-        _ => {
-            let _ = worker.child.kill();
-            worker.child.wait()
-        }
-    };
-    match status {
-        Ok(status) => start::exit_of(status),
-        Err(_) => WorkerExit::Code(-1),
-    }
+/// Kills (if needed) and waits for a worker.
+fn reap(worker: Worker) -> WorkerExit {
+    worker.process.reap()
 }
 
 /// Asks every worker to stop (SIGTERM) and waits until they have all exited or `grace` has
@@ -1402,13 +1388,13 @@ fn stop_within(workers: &mut [Worker], grace: Duration) {
     let deadline = Instant::now() + grace;
     let mut waiting = Vec::new();
     for (at, worker) in workers.iter_mut().enumerate() {
-        if sys::ask_to_stop(&mut worker.child) {
-            waiting.push((at, sys::exit_fd(&mut worker.child)));
+        if worker.process.signal(sys::SIGTERM) {
+            waiting.push((at, worker.process.exit_fd()));
         }
     }
     let mut fds = Vec::new();
     loop {
-        waiting.retain(|(at, _)| matches!(workers[*at].child.try_wait(), Ok(None)));
+        waiting.retain(|(at, _)| workers[*at].process.try_exit().is_none());
         let left = deadline.saturating_duration_since(Instant::now());
         if waiting.is_empty() || left.is_zero() {
             return;
@@ -1417,7 +1403,7 @@ fn stop_within(workers: &mut [Worker], grace: Duration) {
         fds.extend(
             waiting
                 .iter()
-                .filter_map(|(_, fd)| fd.as_ref().map(|fd| PollFd::new(fd.as_raw_fd(), false))),
+                .filter_map(|(_, fd)| fd.map(|fd| PollFd::new(fd, false))),
         );
         // Without an exit descriptor for every worker (a kernel before 5.3), look again soon.
         let wait = if fds.len() == waiting.len() {

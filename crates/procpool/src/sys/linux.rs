@@ -2,7 +2,7 @@
 
 use std::ffi::OsStr;
 use std::io;
-use std::os::fd::{FromRawFd, OwnedFd, RawFd};
+use std::os::fd::{AsRawFd, BorrowedFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::time::Duration;
@@ -84,42 +84,55 @@ fn signal_child(child: &mut Child, signal: libc::c_int) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
-/// Asks a child to stop (SIGTERM); false if it has already exited (it is now reaped).
-pub(crate) fn ask_to_stop(child: &mut Child) -> bool {
-    signal_child(child, libc::SIGTERM)
+/// Sends `signal` to a child that has not exited yet, by pid; for kernels without pidfds.
+/// Returns false (and sends nothing) if it has exited, in which case it is now reaped.
+pub(crate) fn signal_unreaped_child(child: &mut Child, signal: libc::c_int) -> bool {
+    signal_child(child, signal)
 }
 
-/// Asks a worker a caller holds to stop (SIGTERM), or kills it (SIGKILL) when `force`.
+/// A descriptor that refers to the process `pid` (Linux 5.3 and later): it becomes readable
+/// when the process exits, and signals sent through it can reach no other process, even once
+/// the pid is reused. `None` where the kernel has no `pidfd_open` or no such process runs.
 ///
-/// There is no `Child` to check here: the worker is lent out. Its pid is still its own, since
-/// only the supervisor reaps workers and it does so only once a worker is given back.
-pub(crate) fn signal_unreaped(pid: u32, force: bool) {
-    let signal = if force { libc::SIGKILL } else { libc::SIGTERM };
-    let Ok(pid) = libc::pid_t::try_from(pid) else {
-        return;
-    };
-    // SAFETY: kill has no memory effects; `pid` is an unreaped child of ours (see above), so
-    // it names that child and no other process.
-    unsafe {
-        libc::kill(pid, signal);
-    }
-}
-
-/// A descriptor that becomes readable when `child` exits (Linux 5.3 and later), or `None`
-/// where the kernel has no `pidfd_open` or the child has already exited and been reaped.
-pub(crate) fn exit_fd(child: &mut Child) -> Option<OwnedFd> {
-    if !matches!(child.try_wait(), Ok(None)) {
-        return None;
-    }
-    let pid = libc::pid_t::try_from(child.id()).ok()?;
-    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1; `pid` is an
-    // unreaped child of ours (checked above), so it cannot name another process.
+/// The caller must know that `pid` is its own unreaped child, or a process that cannot have
+/// exited and been reaped yet; the descriptor then names that process for good.
+pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
+    let pid = libc::pid_t::try_from(pid).ok()?;
+    // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     let fd = RawFd::try_from(fd).ok().filter(|&fd| fd >= 0)?;
     // SAFETY: pidfd_open returned a fresh descriptor (close-on-exec by default) that nothing
     // else owns.
     Some(unsafe { OwnedFd::from_raw_fd(fd) })
 }
+
+/// Sends `signal` to the process `pidfd` refers to. An error (`ESRCH`) when it has exited;
+/// never another process.
+pub(crate) fn pidfd_signal(pidfd: BorrowedFd<'_>, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: pidfd_send_signal takes a descriptor, a signal, a null `siginfo` (which makes
+    // it act as kill) and flags; it touches no memory of ours.
+    let r = unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            pidfd.as_raw_fd(),
+            signal,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    if r < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    Ok(())
+}
+
+/// As [`pidfd_signal`], for a pidfd whose owner keeps it open for the duration of the call.
+pub(crate) fn pidfd_signal_raw(pidfd: RawFd, signal: libc::c_int) -> io::Result<()> {
+    // SAFETY: the caller's owner of `pidfd` keeps it open while this runs.
+    pidfd_signal(unsafe { BorrowedFd::borrow_raw(pidfd) }, signal)
+}
+
+pub(crate) use libc::{SIGKILL, SIGTERM};
 
 /// The socket a worker was handed as its standard input, moved to a descriptor of its own.
 ///

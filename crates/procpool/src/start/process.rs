@@ -1,0 +1,108 @@
+//! The handle of one worker process: waiting for it, signalling it and how it ended go
+//! through here and nowhere else.
+//!
+//! A signal goes through the process's pidfd where the kernel has them (Linux 5.3 and later),
+//! so it reaches that process or none, even when something else in the program reaps children
+//! (a `SIGCHLD` set to `SIG_IGN` makes the kernel reap them at once, and a pid can then be
+//! reused). Without a pidfd, it goes by pid, and only after a wait that finds the child
+//! unreaped.
+
+use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
+use std::os::unix::process::ExitStatusExt;
+use std::process::{Child, ExitStatus};
+
+use crate::error::WorkerExit;
+use crate::sys;
+
+/// A worker process the pool started, until it is reaped.
+#[derive(Debug)]
+pub(crate) struct Process {
+    /// Workers are the pool's own children today; one made by another process (a server
+    /// that forks them) would have only its pidfd and an exit status reported to the pool.
+    child: Child,
+    /// Readable once the process has exited; `None` on kernels without pidfds.
+    pidfd: Option<OwnedFd>,
+    /// How it ended, once known.
+    exit: Option<WorkerExit>,
+}
+
+impl Process {
+    /// The handle of a child just started by this process.
+    pub(crate) fn spawned(mut child: Child) -> Process {
+        // A child that `try_wait` finds running is unreaped, unless the program has the
+        // kernel reap its children, which makes it exit first: its pid then names nothing
+        // yet (the pidfd fails) or, in a window of a few microseconds, a new process.
+        let exit = match child.try_wait() {
+            Ok(None) => None,
+            Ok(Some(status)) => Some(exit_of(status)),
+            Err(_) => Some(WorkerExit::Unknown),
+        };
+        let pidfd = exit
+            .is_none()
+            .then(|| sys::pidfd_open(child.id()))
+            .flatten();
+        Process { child, pidfd, exit }
+    }
+
+    pub(crate) fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A descriptor that becomes readable when the process exits, where the kernel has
+    /// pidfds. It stays open as long as this handle lives.
+    pub(crate) fn exit_fd(&self) -> Option<RawFd> {
+        self.pidfd.as_ref().map(AsRawFd::as_raw_fd)
+    }
+
+    /// Sends `signal`; false if the process is known to have exited, or the signal could not
+    /// be sent.
+    pub(crate) fn signal(&mut self, signal: i32) -> bool {
+        if self.exit.is_some() {
+            return false;
+        }
+        match &self.pidfd {
+            Some(pidfd) => sys::pidfd_signal(pidfd.as_fd(), signal).is_ok(),
+            None => sys::signal_unreaped_child(&mut self.child, signal),
+        }
+    }
+
+    /// Kills the process (SIGKILL), if it still runs.
+    pub(crate) fn kill(&mut self) {
+        self.signal(sys::SIGKILL);
+    }
+
+    /// How the process ended, if it has; never waits.
+    pub(crate) fn try_exit(&mut self) -> Option<WorkerExit> {
+        if self.exit.is_none() {
+            self.exit = match self.child.try_wait() {
+                Ok(None) => None,
+                Ok(Some(status)) => Some(exit_of(status)),
+                // Reaped by someone else: the kernel, for a program that ignores SIGCHLD,
+                // or the program's own wait for any child.
+                Err(_) => Some(WorkerExit::Unknown),
+            };
+        }
+        self.exit
+    }
+
+    /// Kills the process if it still runs, waits for it, and says how it ended.
+    pub(crate) fn reap(mut self) -> WorkerExit {
+        if let Some(exit) = self.try_exit() {
+            return exit;
+        }
+        self.kill();
+        match self.child.wait() {
+            Ok(status) => exit_of(status),
+            Err(_) => WorkerExit::Unknown,
+        }
+    }
+}
+
+fn exit_of(status: ExitStatus) -> WorkerExit {
+    match (status.code(), status.signal()) {
+        (Some(code), _) => WorkerExit::Code(code),
+        (None, Some(signal)) => WorkerExit::Signal(signal),
+        // Neither an exit code nor a signal: stopped or continued, which `wait` does not report.
+        (None, None) => WorkerExit::Unknown,
+    }
+}

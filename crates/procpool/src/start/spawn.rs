@@ -1,0 +1,31 @@
+//! The spawn start method: the current binary, executed again, is the worker.
+
+use std::io;
+use std::os::fd::OwnedFd;
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::process::{Command, Stdio};
+
+use super::{Process, Started};
+use crate::worker;
+
+pub(super) fn spawn() -> io::Result<Started> {
+    let (ours, theirs) = UnixStream::pair()?;
+    let mut command = Command::new("/proc/self/exe");
+    if let Some(arg0) = std::env::args_os().next() {
+        command.arg0(arg0);
+    }
+    // The socket goes as the worker's stdin and the parent's pid in its environment: with no
+    // code to run between fork and exec, the standard library starts it with posix_spawn,
+    // which is cheaper than fork for a large parent. The worker sets itself up before `main`
+    // (`sys::adopt_socket`).
+    command
+        .env(worker::ENV, std::process::id().to_string())
+        .stdin(Stdio::from(OwnedFd::from(theirs)));
+    let child = command.spawn()?;
+    ours.set_nonblocking(true)?;
+    Ok(Started {
+        process: Process::spawned(child),
+        socket: ours,
+    })
+}
