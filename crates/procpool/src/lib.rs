@@ -143,9 +143,10 @@
 #![deny(missing_docs)]
 #![deny(unsafe_code)]
 
+mod backend;
 mod codec;
-mod direct;
 mod error;
+mod job;
 mod pool;
 mod registry;
 mod result;

@@ -1,23 +1,23 @@
 //! The public pool: [`Pool`], its [`Builder`], and the methods of `multiprocessing.Pool`.
 
 use std::collections::VecDeque;
-use std::sync::mpsc;
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::Arc;
 use std::time::Duration;
 
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, CodecError};
-use crate::direct;
+
+use crate::backend::Backend;
 use crate::error::{BuildError, Error, ErrorKind};
+use crate::job::Job;
 use crate::registry::{self, Task, TaskEntry};
 use crate::result::{Assembly, AsyncResult, Batch, Collector, Fed, Feed, Imap, MapResult};
 use crate::shared::Fds;
 use crate::start::StartMethod;
 use crate::stats::Stats;
-use crate::supervisor::{self, Config, DEPTH, Job, Phase, Shared};
+use crate::supervisor::{Config, DEPTH};
 use crate::sys;
 use crate::wire::{MAX_FDS, MAX_FRAME, Oversized, RunFrame};
 use crate::worker;
@@ -234,26 +234,8 @@ impl Builder {
             task_timeout: self.task_timeout,
             retries: self.retries,
         };
-        let (ready_tx, ready_rx) = mpsc::channel();
-        let (shared, handle) = supervisor::launch(config, ready_tx).map_err(BuildError::spawn)?;
-        let outcome = ready_rx.recv();
-        match outcome {
-            Ok(Ok(())) => Ok(Pool {
-                shared,
-                supervisor: Mutex::new(Some(handle)),
-                processes,
-            }),
-            Ok(Err(error)) => {
-                let _ = handle.join();
-                Err(error)
-            }
-            Err(_) => {
-                let _ = handle.join();
-                Err(BuildError::spawn(std::io::Error::other(
-                    "the supervisor stopped during start-up",
-                )))
-            }
-        }
+        let backend = Backend::start(config)?;
+        Ok(Pool { backend, processes })
     }
 }
 
@@ -300,8 +282,7 @@ fn encode_error(task: &str, error: CodecError) -> Error {
 /// [`close`](Pool::close) and [`join`](Pool::join) first.
 #[derive(Debug)]
 pub struct Pool {
-    shared: Arc<Shared>,
-    supervisor: Mutex<Option<JoinHandle<()>>>,
+    backend: Backend,
     processes: usize,
 }
 
@@ -335,20 +316,20 @@ impl Pool {
     /// Counts of what the pool has done so far: calls submitted, their final states, calls
     /// in flight, worker starts and deaths. See [`Stats`].
     pub fn stats(&self) -> Stats {
-        self.shared.counters.snapshot()
+        self.backend.stats()
     }
 
     /// The process ids of the workers running now, by slot. A slot whose worker is being
     /// replaced is left out.
     pub fn worker_pids(&self) -> Vec<u32> {
-        self.shared.lock().pids.iter().flatten().copied().collect()
+        self.backend.worker_pids()
     }
 
     /// How many idle workers a blocking call could borrow now. For tests that must know the
     /// borrowing path is taken; not part of the API.
     #[doc(hidden)]
     pub fn __idle_workers(&self) -> usize {
-        self.shared.lock().idle.len()
+        self.backend.idle_workers()
     }
 
     /// Runs `f(args)` in a worker and waits for its result.
@@ -441,10 +422,8 @@ impl Pool {
         let _ = f;
         let (job, collector, name) = self.apply_job::<F, Args>(args, options)?;
         // A blocking call runs on an idle worker from this thread when there is one.
-        let mut jobs = VecDeque::from([job]);
-        if !direct::run(&self.shared, &mut jobs, 1, &mut || false) {
-            self.shared.submit(jobs)?;
-        }
+        self.backend
+            .run_blocking(VecDeque::from([job]), 1, &mut || false)?;
         AsyncResult::<F::Output>::new(collector, name).get()
     }
 
@@ -465,7 +444,7 @@ impl Pool {
     {
         let _ = f;
         let (job, collector, name) = self.apply_job::<F, Args>(args, options)?;
-        self.shared.submit([job])?;
+        self.backend.submit([job])?;
         Ok(AsyncResult::new(collector, name))
     }
 
@@ -481,26 +460,17 @@ impl Pool {
     {
         let entry = lookup::<F>()?;
         let timeout = checked_timeout(options.timeout)?;
-        let id = self.shared.next_job_id();
-        let mut frame = RunFrame::new(id, entry.name);
-        frame
-            .push(|buf| codec::encode_into(buf, &args))
-            .map_err(|e| encode_error(entry.name, e))?;
-        let (frame, fds) = sealed(frame, entry.name)?;
         let collector = Collector::new();
-        let job = Job {
-            id,
-            task: entry.name,
-            frame,
-            fds,
-            sink: Arc::clone(&collector),
-            start: 0,
-            stride: 1,
-            count: 1,
-            timeout,
-            retried: 0,
-            counters: Arc::clone(&self.shared.counters),
+        let encode = |id| {
+            let mut frame = RunFrame::new(id, entry.name);
+            frame
+                .push(|buf| codec::encode_into(buf, &args))
+                .map_err(|e| encode_error(entry.name, e))?;
+            sealed(frame, entry.name)
         };
+        let job = self
+            .backend
+            .job(entry.name, encode, &collector, (0, 1, 1), timeout)?;
         Ok((job, collector, entry.name))
     }
 
@@ -789,7 +759,7 @@ impl Pool {
         F: Task<Args>,
     {
         let jobs = self.map_jobs::<F, Args, T>(items, options, encode)?;
-        self.shared.submit(jobs.jobs)?;
+        self.backend.submit(jobs.jobs)?;
         Ok(MapResult::new(jobs.collector, jobs.len, jobs.task))
     }
 
@@ -804,7 +774,7 @@ impl Pool {
             len,
             task,
         } = jobs;
-        let mut jobs = VecDeque::from(jobs);
+        let jobs = VecDeque::from(jobs);
         let mut assembly = Assembly::new(len, task);
         // Takes in one batch of results that is in, if there is one.
         let mut decode_one = || match collector.take_batch() {
@@ -814,9 +784,8 @@ impl Pool {
             }
             None => false,
         };
-        if !direct::run(&self.shared, &mut jobs, self.processes, &mut decode_one) {
-            self.shared.submit(jobs)?;
-        }
+        self.backend
+            .run_blocking(jobs, self.processes, &mut decode_one)?;
         collector.wait_filled(len, None);
         while decode_one() {}
         assembly.finish()
@@ -848,34 +817,27 @@ impl Pool {
         let collector = Collector::new();
         let mut jobs = Vec::with_capacity(chunks.len());
         for (start, stride, count) in chunks {
-            let id = self.shared.next_job_id();
-            let mut frame = RunFrame::new(id, entry.name);
-            let mut chunk = items[start..].iter().step_by(stride).take(count);
-            if let Some(first) = chunk.next() {
+            let encode_chunk = |id| {
+                let mut frame = RunFrame::new(id, entry.name);
+                let mut chunk = items[start..].iter().step_by(stride).take(count);
+                if let Some(first) = chunk.next() {
+                    frame
+                        .push(|buf| encode(first, buf))
+                        .map_err(|e| encode_error(entry.name, e))?;
+                    // Items mostly encode to about the size of the first: room for them all
+                    // at once saves the copies of a growing buffer.
+                    frame.reserve_like_last(count - 1);
+                }
                 frame
-                    .push(|buf| encode(first, buf))
+                    .extend(chunk, |item, buf| encode(item, buf))
                     .map_err(|e| encode_error(entry.name, e))?;
-                // Items mostly encode to about the size of the first: room for them all at
-                // once saves the copies of a growing buffer.
-                frame.reserve_like_last(count - 1);
-            }
-            frame
-                .extend(chunk, |item, buf| encode(item, buf))
-                .map_err(|e| encode_error(entry.name, e))?;
-            let (frame, fds) = sealed(frame, entry.name)?;
-            jobs.push(Job {
-                id,
-                task: entry.name,
-                frame,
-                fds,
-                sink: Arc::clone(&collector),
-                start,
-                stride,
-                count,
-                timeout,
-                retried: 0,
-                counters: Arc::clone(&self.shared.counters),
-            });
+                sealed(frame, entry.name)
+            };
+            let calls = (start, stride, count);
+            jobs.push(
+                self.backend
+                    .job(entry.name, encode_chunk, &collector, calls, timeout)?,
+            );
         }
         Ok(MapJobs {
             jobs,
@@ -899,14 +861,10 @@ impl Pool {
         let entry = lookup::<F>()?;
         let chunksize = checked_chunksize(options)?.unwrap_or(1);
         let timeout = checked_timeout(options.timeout)?;
-        match &self.shared.lock().phase {
-            Phase::Running => {}
-            Phase::Broken(error) => return Err(error.clone()),
-            Phase::Closed | Phase::Terminating => return Err(Error::closed()),
-        }
+        self.backend.check_open()?;
         let window = chunksize.saturating_mul(2 * self.processes.max(1));
         let feed = Stream {
-            shared: Arc::clone(&self.shared),
+            backend: self.backend.clone(),
             entry,
             items,
             chunksize,
@@ -922,12 +880,7 @@ impl Pool {
     /// An [`Imap`] that is still pulling its input can submit no more after `close`: its
     /// next call not yet submitted ends with [`ErrorKind::Closed`], and the iterator ends.
     pub fn close(&self) {
-        let mut state = self.shared.lock();
-        if let Phase::Running = state.phase {
-            state.phase = Phase::Closed;
-        }
-        drop(state);
-        self.shared.wake();
+        self.backend.close();
     }
 
     /// Waits until every worker has exited and been reaped, after [`close`](Pool::close) (once
@@ -940,20 +893,7 @@ impl Pool {
     /// [`ErrorKind::StillRunning`] if the pool was neither closed nor terminated: it would
     /// wait forever.
     pub fn join(&self) -> Result<(), Error> {
-        if let Phase::Running = self.shared.lock().phase {
-            return Err(Error::new(
-                ErrorKind::StillRunning,
-                "join called on a running pool: call close or terminate first",
-            ));
-        }
-        // The lock is held while joining, so that a second `join` or a `terminate` from
-        // another thread waits for the workers to be reaped too, rather than returning early.
-        let mut supervisor = self.supervisor.lock().unwrap_or_else(|e| e.into_inner());
-        if let Some(handle) = supervisor.take() {
-            // The supervisor settles every job before it returns, even when it panics.
-            let _ = handle.join();
-        }
-        Ok(())
+        self.backend.join()
     }
 
     /// Stops the workers now and ends every unfinished result with
@@ -965,11 +905,7 @@ impl Pool {
     /// [`apply`](Pool::apply)) sees them end and gives them back between two of its steps;
     /// one of its steps is decoding one result, so a slow `Deserialize` delays this return.
     pub fn terminate(&self) {
-        for job in self.shared.set_phase(Phase::Terminating) {
-            let error = Error::terminated(job.task);
-            job.fail(&error);
-        }
-        let _ = self.join();
+        self.backend.terminate();
     }
 }
 
@@ -1005,7 +941,7 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 /// How many:
 /// - At least two per worker, [`DEPTH`] of them: each worker gets both in its first write
 ///   (but for a worker whose last job was long, near the end of the jobs: see
-///   [`Worker::depth`](crate::supervisor::Worker::depth)), so a short map costs one round
+///   `Worker::depth` in the supervisor), so a short map costs one round
 ///   trip per worker.
 /// - Up to eight per worker when there are enough items: the chunks beyond the first two per
 ///   worker go to whichever worker is free, so a worker that the machine slows down (a busy
@@ -1034,7 +970,7 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 /// worker stood idle at the end for a median of 7.9 % of the map with 10 chunks of one
 /// size, 4.4 % with these and the second job held back after long ones, the map taking a
 /// median of 370.9 and 361.3 ms; the rule as it is now, near the end only, is measured at
-/// [`Worker::depth`](crate::supervisor::Worker::depth).)
+/// `Worker::depth` in the supervisor.)
 ///
 /// Precisely, with `w` workers and `r` rounds, of which `t` halve (2, or fewer when `r` is
 /// less than 4) and `q = r - t` do not: worker `j`'s chunk of round `k < q` (from 1) takes
@@ -1083,7 +1019,7 @@ struct MapJobs {
 
 /// Feeds an [`Imap`] from an iterator, one chunk a call.
 struct Stream<I, E> {
-    shared: Arc<Shared>,
+    backend: Backend,
     entry: &'static TaskEntry,
     items: I,
     chunksize: usize,
@@ -1098,8 +1034,7 @@ where
 {
     fn feed(&mut self, start: usize, collector: &Arc<Collector>) -> Fed {
         let name = self.entry.name;
-        let id = self.shared.next_job_id();
-        let mut frame = RunFrame::new(id, name);
+        let mut frame = RunFrame::new(0, name);
         let mut failed = None;
         let mut exhausted = false;
         while frame.len() < self.chunksize {
@@ -1114,27 +1049,19 @@ where
         }
         let count = frame.len();
         if count > 0 {
-            let (frame, fds) = match sealed(frame, name) {
-                Ok(sealed) => sealed,
+            let calls = (start, 1, count);
+            let seal = |id| {
+                frame.set_job(id);
+                sealed(frame, name)
+            };
+            let job = match self.backend.job(name, seal, collector, calls, self.timeout) {
+                Ok(job) => job,
                 Err(error) => {
-                    collector.deliver(Batch::failed((start, 1, count), error));
+                    collector.deliver(Batch::failed(calls, error));
                     return Fed::Exhausted(count);
                 }
             };
-            let job = Job {
-                id,
-                task: name,
-                frame,
-                fds,
-                sink: Arc::clone(collector),
-                start,
-                stride: 1,
-                count,
-                timeout: self.timeout,
-                retried: 0,
-                counters: Arc::clone(&self.shared.counters),
-            };
-            if let Err(error) = self.shared.submit([job]) {
+            if let Err(error) = self.backend.submit([job]) {
                 collector.deliver(Batch::failed((start, 1, count), error));
                 return Fed::Exhausted(count);
             }

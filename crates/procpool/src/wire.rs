@@ -458,6 +458,12 @@ impl RunFrame {
         }
     }
 
+    /// Sets the frame's job id, for a frame built before its id was drawn.
+    pub(crate) fn set_job(&mut self, job: u64) {
+        // The id follows the length prefix and the tag.
+        self.frame.buf[5..13].copy_from_slice(&job.to_le_bytes());
+    }
+
     /// A frame for a call taken out of a chunk's frame, which sends again the chunk's
     /// descriptors that its argument names, `fds` (see [`Fds::item`]).
     pub(crate) fn split_from(job: u64, name: &str, fds: &Fds) -> RunFrame {

@@ -1,4 +1,4 @@
-//! Direct calls: a blocking call borrows idle workers from the supervisor and talks to them
+//! Borrowed workers: a blocking call borrows idle workers from the supervisor and talks to them
 //! from the calling thread.
 //!
 //! Through the supervisor a call wakes four threads in turn (caller → supervisor → worker →
@@ -13,8 +13,11 @@ use std::os::fd::AsRawFd;
 use std::sync::PoisonError;
 use std::time::{Duration, Instant};
 
+use super::DEPTH;
+use super::conn::{Cause, Worker};
+use super::hub::{Hub, Phase};
+use crate::job::Job;
 use crate::spin;
-use crate::supervisor::{Cause, DEPTH, Job, Phase, Shared, Worker};
 use crate::sys::{self, PollFd};
 use crate::wire::FromWorker;
 
@@ -31,7 +34,7 @@ use crate::wire::FromWorker;
 /// work (decoding the results already in) and says whether it did; a `terminate` meanwhile
 /// waits for that step to end.
 pub(crate) fn run(
-    shared: &Shared,
+    shared: &Hub,
     jobs: &mut VecDeque<Job>,
     workers: usize,
     while_waiting: &mut dyn FnMut() -> bool,
@@ -51,6 +54,9 @@ pub(crate) fn run(
         state.borrowers += 1;
         state.idle.split_off(at)
     };
+    for job in jobs.iter_mut() {
+        job.accept();
+    }
     // Declared before the workers, so dropped after them: a closed pool winds down only once
     // this call can queue nothing more.
     let _borrowing = Borrowing(shared);
@@ -79,8 +85,6 @@ pub(crate) fn run(
             // Every borrowed worker went back: done, or, if some failed, the jobs left go
             // through the queue.
             if !jobs.is_empty() {
-                let calls = jobs.iter().map(|job| job.count).sum();
-                shared.counters.submitted(calls);
                 shared.requeue(jobs.drain(..));
             }
             return true;
@@ -131,7 +135,7 @@ pub(crate) fn run(
 
 /// Watches `fds` (see [`spin`]) if `may_watch` and the pool's watches have been paying
 /// off; returns whether one became ready, with what the last poll found left in `fds`.
-fn watch(shared: &Shared, fds: &mut [PollFd], may_watch: bool) -> bool {
+fn watch(shared: &Hub, fds: &mut [PollFd], may_watch: bool) -> bool {
     let spinner = || {
         shared
             .spinner
@@ -148,7 +152,7 @@ fn watch(shared: &Shared, fds: &mut [PollFd], may_watch: bool) -> bool {
 
 /// One blocking call running on borrowed workers, counted in `State::borrowers` until it
 /// ends, even in a panic.
-struct Borrowing<'a>(&'a Shared);
+struct Borrowing<'a>(&'a Hub);
 
 impl Drop for Borrowing<'_> {
     fn drop(&mut self) {
@@ -164,7 +168,7 @@ impl Drop for Borrowing<'_> {
 
 /// A worker this thread holds; given back to the pool when dropped, even in a panic.
 struct Borrowed<'a> {
-    shared: &'a Shared,
+    shared: &'a Hub,
     worker: Option<Worker>,
 }
 
@@ -183,12 +187,7 @@ impl Borrowed<'_> {
             let Some(job) = jobs.pop_front() else {
                 return;
             };
-            self.shared.counters.submitted(job.count);
-            if worker.in_flight.is_empty() {
-                worker.front_since = Some(Instant::now());
-            }
-            worker.in_flight.push_back(job);
-            worker.assigned += 1;
+            worker.assign(job, Instant::now());
             // An error means the worker is gone; its end of stream tells.
             let _ = worker.flush();
         }

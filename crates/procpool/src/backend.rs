@@ -1,0 +1,117 @@
+//! Where a pool's jobs run. Today on this machine's worker processes, driven by a
+//! supervisor thread; each method matches once and hands off, so that another backend (a
+//! queue shared by many machines) is one more variant, and `Pool` knows none of their parts.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{BuildError, Error};
+use crate::job::Job;
+use crate::result::Collector;
+use crate::shared::Fds;
+use crate::stats::Stats;
+use crate::supervisor::{self, Config};
+
+#[derive(Clone, Debug)]
+pub(crate) enum Backend {
+    Local(supervisor::Local),
+}
+
+impl Backend {
+    pub(crate) fn start(config: Config) -> Result<Backend, BuildError> {
+        supervisor::Local::start(config).map(Backend::Local)
+    }
+
+    /// A job of the calls `calls` of `task`, with a fresh id; `encode` writes its frame for
+    /// that id.
+    pub(crate) fn job<E>(
+        &self,
+        task: &'static str,
+        encode: impl FnOnce(u64) -> Result<(Vec<u8>, Fds), E>,
+        sink: &Arc<Collector>,
+        calls: (usize, usize, usize),
+        timeout: Option<Duration>,
+    ) -> Result<Job, E> {
+        match self {
+            Backend::Local(local) => {
+                let hub = local.hub();
+                let id = hub.next_job_id();
+                let sealed = encode(id)?;
+                let counters = Arc::clone(&hub.counters);
+                Ok(Job::new(
+                    id,
+                    task,
+                    sealed,
+                    Arc::clone(sink),
+                    calls,
+                    timeout,
+                    counters,
+                ))
+            }
+        }
+    }
+
+    /// Queues jobs, or refuses them all if the pool no longer takes work.
+    pub(crate) fn submit(&self, jobs: impl IntoIterator<Item = Job>) -> Result<(), Error> {
+        match self {
+            Backend::Local(local) => local.hub().submit(jobs),
+        }
+    }
+
+    /// Runs `jobs` for a caller that waits for them: from the calling thread where the
+    /// backend can, through the queue otherwise. `while_waiting` does useful work between
+    /// waits and says whether it did.
+    pub(crate) fn run_blocking(
+        &self,
+        jobs: VecDeque<Job>,
+        workers: usize,
+        while_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<(), Error> {
+        match self {
+            Backend::Local(local) => local.run_blocking(jobs, workers, while_waiting),
+        }
+    }
+
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
+        match self {
+            Backend::Local(local) => local.check_open(),
+        }
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        match self {
+            Backend::Local(local) => local.stats(),
+        }
+    }
+
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        match self {
+            Backend::Local(local) => local.worker_pids(),
+        }
+    }
+
+    pub(crate) fn idle_workers(&self) -> usize {
+        match self {
+            Backend::Local(local) => local.idle_workers(),
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        match self {
+            Backend::Local(local) => local.close(),
+        }
+    }
+
+    pub(crate) fn join(&self) -> Result<(), Error> {
+        match self {
+            Backend::Local(local) => local.join(),
+        }
+    }
+
+    pub(crate) fn terminate(&self) {
+        match self {
+            Backend::Local(local) => local.terminate(),
+        }
+    }
+}

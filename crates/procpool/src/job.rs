@@ -1,0 +1,180 @@
+//! A job: one RUN frame of one or more calls of one task, and where their outcomes go. Every
+//! job ends exactly once, by [`Job::fail`] or [`Job::finish`]; one dropped without either
+//! fails its calls, so that no caller waits for it forever.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::error::{Error, ErrorKind};
+use crate::result::{Batch, Collector};
+use crate::shared::Fds;
+use crate::stats::Counters;
+use crate::wire::{RunFrame, ToWorker};
+
+/// One RUN frame: one or more calls of one task, whose outcomes go to `sink`: call `i` at
+/// index `start + i * stride`.
+#[derive(Debug)]
+pub(crate) struct Job {
+    pub(crate) id: u64,
+    pub(crate) task: &'static str,
+    pub(crate) frame: Vec<u8>,
+    /// The descriptors that go with the frame.
+    pub(crate) fds: Fds,
+    sink: Arc<Collector>,
+    start: usize,
+    /// 1 for a run of neighbouring items; `map`'s automatic chunks interleave.
+    stride: usize,
+    pub(crate) count: usize,
+    /// How long each call may run before its worker is killed; `None` takes the pool's
+    /// `task_timeout`.
+    pub(crate) timeout: Option<Duration>,
+    /// How many times this job's worker has died under it so far.
+    pub(crate) retried: u32,
+    /// The pool's counters, which count each call's final state.
+    counters: Arc<Counters>,
+    /// Whether the pool took the job (and counted its calls as submitted): from then on it
+    /// must end exactly once.
+    accepted: bool,
+    /// Whether it has ended.
+    ended: bool,
+}
+
+impl Job {
+    /// A job of the calls `(start, stride, count)` of a submission, with its finished frame
+    /// and descriptors.
+    pub(crate) fn new(
+        id: u64,
+        task: &'static str,
+        (frame, fds): (Vec<u8>, Fds),
+        sink: Arc<Collector>,
+        (start, stride, count): (usize, usize, usize),
+        timeout: Option<Duration>,
+        counters: Arc<Counters>,
+    ) -> Job {
+        Job {
+            id,
+            task,
+            frame,
+            fds,
+            sink,
+            start,
+            stride,
+            count,
+            timeout,
+            retried: 0,
+            counters,
+            accepted: false,
+            ended: false,
+        }
+    }
+
+    /// Counts the job's calls as submitted: the pool has taken it, and it will end.
+    pub(crate) fn accept(&mut self) {
+        debug_assert!(!self.accepted, "job {} accepted twice", self.id);
+        self.counters.submitted(self.count);
+        self.accepted = true;
+    }
+
+    /// Ends every call of the job with `error`.
+    pub(crate) fn fail(mut self, error: &Error) {
+        self.ended = true;
+        self.release();
+        self.counters.ended(Some(error.kind()), self.count);
+        self.sink
+            .deliver(Batch::failed(self.calls(), error.clone()));
+    }
+
+    /// Ends the job with the results its worker sent: `batch`, made from [`Job::calls`], in
+    /// which `panicked` calls panicked and `failed` failed otherwise.
+    pub(crate) fn finish(mut self, panicked: usize, failed: usize, batch: Batch) {
+        self.ended = true;
+        self.release();
+        let counters = &self.counters;
+        counters.ended(None, self.count - panicked - failed);
+        counters.ended(Some(ErrorKind::Panicked), panicked);
+        // The other failures a worker reports (codec, unregistered) all count as `other`.
+        counters.ended(Some(ErrorKind::Codec), failed);
+        self.sink.deliver(batch);
+    }
+
+    /// Frees the frame and closes its descriptors, once the job is done: before its results
+    /// are delivered, so that a caller who has them finds the descriptors of its
+    /// `SharedBytes` arguments closed.
+    fn release(&mut self) {
+        self.frame = Vec::new();
+        self.fds = Fds::default();
+    }
+
+    /// Where the job's calls are in its submission: the first index, the stride, the count.
+    pub(crate) fn calls(&self) -> (usize, usize, usize) {
+        (self.start, self.stride, self.count)
+    }
+
+    /// Splits a job of several calls into one job per call, ids from `next_id`, which take
+    /// its place (it ends without an outcome of its own). Each sends again only the
+    /// descriptors of the chunk that its own argument names ([`Fds::item`]). The job comes
+    /// back unchanged if it cannot be split.
+    pub(crate) fn into_singles(mut self, next_id: impl Fn() -> u64) -> Result<Vec<Job>, Job> {
+        let Some(mut singles) = self.singles(next_id) else {
+            return Err(self);
+        };
+        for single in &mut singles {
+            single.accepted = self.accepted;
+        }
+        self.ended = true;
+        Ok(singles)
+    }
+
+    fn singles(&self, next_id: impl Fn() -> u64) -> Option<Vec<Job>> {
+        // The frame is the parent's own, built under the frame limit, so it decodes and each
+        // call fits a frame of its own; `None` is for the impossible case, so that it fails
+        // the job instead of the supervisor.
+        let Ok(ToWorker::Run { name, items, .. }) = ToWorker::decode(&self.frame[4..]) else {
+            return None;
+        };
+        items
+            .into_iter()
+            .enumerate()
+            .map(|(i, item)| {
+                let id = next_id();
+                let fds = self.fds.item(i);
+                let mut frame = RunFrame::split_from(id, name, &fds);
+                frame
+                    .push(|buf| -> Result<(), ()> {
+                        buf.extend_from_slice(item);
+                        Ok(())
+                    })
+                    .ok()?;
+                let mut single = Job::new(
+                    id,
+                    self.task,
+                    (frame.finish().ok()?.0, fds),
+                    Arc::clone(&self.sink),
+                    (self.start + i * self.stride, 1, 1),
+                    self.timeout,
+                    Arc::clone(&self.counters),
+                );
+                single.retried = self.retried;
+                Some(single)
+            })
+            .collect()
+    }
+}
+
+impl Drop for Job {
+    /// The backstop of "every call ends exactly once": a job the pool took and then dropped
+    /// without an outcome (which no path means to do) fails, instead of leaving its caller
+    /// waiting forever.
+    fn drop(&mut self) {
+        if self.accepted && !self.ended {
+            self.ended = true;
+            let error = Error::new(
+                ErrorKind::PoolBroken,
+                "the pool lost this call without running it to the end",
+            )
+            .task(self.task);
+            self.counters.ended(Some(error.kind()), self.count);
+            self.sink.deliver(Batch::failed(self.calls(), error));
+        }
+    }
+}

@@ -1,0 +1,232 @@
+//! The supervisor: one thread per pool that owns the workers. It hands queued jobs to
+//! workers, collects their results, notices deaths, reaps, fails or re-queues what a dead
+//! worker held, starts replacements, and recycles workers after `max_tasks_per_child` jobs.
+//!
+//! Callers put jobs on the shared queue and wake the supervisor through a socket; the
+//! supervisor does their I/O, non-blocking, from one `poll` loop. When the queue is empty it
+//! also lends its idle workers out (`State::idle`): a blocking call then borrows one, talks
+//! to it from its own thread and gives it back (see `direct`), which saves two thread
+//! wake-ups a call. Whatever goes wrong with a borrowed worker comes back here to be settled.
+//!
+//! `README.md` beside this file describes the worker states and the lending protocol.
+
+mod borrow;
+mod conn;
+mod drive;
+mod hub;
+mod settle;
+
+use std::collections::VecDeque;
+use std::io;
+use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::mpsc::Sender;
+use std::sync::{Arc, Mutex, OnceLock};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use crate::error::{BuildError, Error, ErrorKind};
+use crate::job::Job;
+use crate::registry;
+use crate::start::StartMethod;
+use crate::stats::Stats;
+
+use drive::Supervisor;
+use hub::State;
+pub(crate) use hub::{Hub, Phase};
+
+/// How many jobs a worker may hold at once: one running, one waiting behind it, so that the
+/// round trip between them is hidden. Near the end of the jobs, a worker whose last job was
+/// long holds one (see [`Worker::depth`]).
+pub(crate) const DEPTH: usize = 2;
+
+/// A job at least this long makes its worker hold one job at a time near the end of the
+/// jobs, until a shorter one: the round trip a second job would hide (tens to a few hundred
+/// microseconds) is then at most a few hundredths of the job.
+///
+/// The parent measures it, from when the job became the one its worker runs to when it
+/// read the results, so the measure includes the parent's own wake-up, which on a busy
+/// machine can take a time slice: a short job taken for a long one then costs a round trip,
+/// and only near the end of the jobs.
+pub const LONG_JOB: Duration = Duration::from_millis(10);
+
+/// How many replacement workers in a row may die before their handshake before the pool
+/// stops starting them.
+const MAX_START_FAILURES: u32 = 3;
+
+/// How long `terminate` lets workers exit after asking them to (SIGTERM) before it kills
+/// them (SIGKILL).
+const GRACE: Duration = Duration::from_millis(200);
+
+/// How long a worker told to shut down (by `close`, or after `max_tasks_per_child`) may take
+/// to exit before it is killed: exiting flushes its stdout, which a slow reader can hold up,
+/// but a stopped or stuck worker must not make `join` wait forever.
+const EXIT_GRACE: Duration = Duration::from_secs(5);
+
+/// What the supervisor needs to start workers.
+#[derive(Debug, Clone)]
+pub(crate) struct Config {
+    pub(crate) processes: usize,
+    pub(crate) method: StartMethod,
+    /// The initializer's registered name and encoded arguments.
+    pub(crate) initializer: Option<(&'static str, Vec<u8>)>,
+    pub(crate) max_tasks_per_child: Option<u64>,
+    /// How long one call may run before its worker is killed, unless the job says otherwise.
+    pub(crate) task_timeout: Option<Duration>,
+    /// How many times a job of one call whose worker died is run again.
+    pub(crate) retries: u32,
+}
+
+/// Starts the supervisor thread; `ready` hears once whether every first worker started.
+pub(crate) fn launch(
+    config: Config,
+    ready: Sender<Result<(), BuildError>>,
+) -> io::Result<(Arc<Hub>, std::thread::JoinHandle<()>)> {
+    let (wake_tx, wake_rx) = UnixStream::pair()?;
+    wake_tx.set_nonblocking(true)?;
+    wake_rx.set_nonblocking(true)?;
+    let shared = Arc::new(Hub {
+        state: Mutex::new(State {
+            phase: Phase::Running,
+            queue: VecDeque::new(),
+            pids: vec![None; config.processes],
+            idle: Vec::new(),
+            lent: 0,
+            borrowers: 0,
+            exited: Vec::new(),
+            returned: Vec::new(),
+        }),
+        wake_tx,
+        wake_pending: AtomicBool::new(false),
+        next_job: AtomicU64::new(0),
+        counters: Arc::default(),
+        task_timeout: config.task_timeout,
+        max_tasks_per_child: config.max_tasks_per_child,
+        cpus: OnceLock::new(),
+        spinner: Mutex::default(),
+    });
+    let supervisor = Supervisor {
+        slots: (0..config.processes).map(|_| None).collect(),
+        away: vec![None; config.processes],
+        retiring: Vec::new(),
+        config,
+        shared: Arc::clone(&shared),
+        wake_rx,
+        startup: Some(ready),
+        start_failures: 0,
+        fingerprint: registry::registry_fingerprint(),
+        pids_changed: true,
+        finished: false,
+    };
+    let handle = std::thread::Builder::new()
+        .name("procpool-supervisor".into())
+        .spawn(move || supervisor.run())?;
+    // Read while the supervisor starts the first worker, which needs it only after.
+    shared.cpus();
+    Ok((shared, handle))
+}
+
+/// The local backend: a supervisor thread and its workers, as a pool sees them.
+#[derive(Clone, Debug)]
+pub(crate) struct Local {
+    hub: Arc<Hub>,
+    /// The supervisor thread, until it is joined.
+    thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl Local {
+    /// Starts the supervisor and returns once every first worker is ready.
+    pub(crate) fn start(config: Config) -> Result<Local, BuildError> {
+        let (ready_tx, ready_rx) = std::sync::mpsc::channel();
+        let (hub, handle) = launch(config, ready_tx).map_err(BuildError::spawn)?;
+        match ready_rx.recv() {
+            Ok(Ok(())) => Ok(Local {
+                hub,
+                thread: Arc::new(Mutex::new(Some(handle))),
+            }),
+            Ok(Err(error)) => {
+                let _ = handle.join();
+                Err(error)
+            }
+            Err(_) => {
+                let _ = handle.join();
+                Err(BuildError::spawn(io::Error::other(
+                    "the supervisor stopped during start-up",
+                )))
+            }
+        }
+    }
+
+    pub(crate) fn hub(&self) -> &Hub {
+        &self.hub
+    }
+
+    /// Runs `jobs` from this thread on `workers` borrowed workers if that many are idle, else
+    /// queues them; see [`borrow::run`].
+    pub(crate) fn run_blocking(
+        &self,
+        mut jobs: VecDeque<Job>,
+        workers: usize,
+        while_waiting: &mut dyn FnMut() -> bool,
+    ) -> Result<(), Error> {
+        if borrow::run(&self.hub, &mut jobs, workers, while_waiting) {
+            return Ok(());
+        }
+        self.hub.submit(jobs)
+    }
+
+    pub(crate) fn stats(&self) -> Stats {
+        self.hub.counters.snapshot()
+    }
+
+    pub(crate) fn worker_pids(&self) -> Vec<u32> {
+        self.hub.lock().pids.iter().flatten().copied().collect()
+    }
+
+    pub(crate) fn idle_workers(&self) -> usize {
+        self.hub.lock().idle.len()
+    }
+
+    /// Whether the pool takes work now, and if not, the error a submission gets.
+    pub(crate) fn check_open(&self) -> Result<(), Error> {
+        match &self.hub.lock().phase {
+            Phase::Running => Ok(()),
+            Phase::Broken(error) => Err(error.clone()),
+            Phase::Closed | Phase::Terminating => Err(Error::closed()),
+        }
+    }
+
+    pub(crate) fn close(&self) {
+        let mut state = self.hub.lock();
+        if let Phase::Running = state.phase {
+            state.phase = Phase::Closed;
+        }
+        drop(state);
+        self.hub.wake();
+    }
+
+    pub(crate) fn join(&self) -> Result<(), Error> {
+        if let Phase::Running = self.hub.lock().phase {
+            return Err(Error::new(
+                ErrorKind::StillRunning,
+                "join called on a running pool: call close or terminate first",
+            ));
+        }
+        // The lock is held while joining, so that a second `join` or a `terminate` from
+        // another thread waits for the workers to be reaped too, rather than returning early.
+        let mut thread = self.thread.lock().unwrap_or_else(|e| e.into_inner());
+        if let Some(handle) = thread.take() {
+            // The supervisor settles every job before it returns, even when it panics.
+            let _ = handle.join();
+        }
+        Ok(())
+    }
+
+    pub(crate) fn terminate(&self) {
+        for job in self.hub.set_phase(Phase::Terminating) {
+            let error = Error::terminated(job.task);
+            job.fail(&error);
+        }
+        let _ = self.join();
+    }
+}

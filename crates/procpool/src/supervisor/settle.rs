@@ -1,0 +1,329 @@
+//! How the supervisor settles what happens to workers: deadlines, deaths, retirement,
+//! replacements and the pool's shutdown. Every job a worker held ends here, once.
+
+use std::collections::VecDeque;
+use std::io;
+use std::time::{Duration, Instant};
+
+use super::conn::{Cause, Worker, reap};
+use super::drive::Supervisor;
+use super::hub::Phase;
+use super::{EXIT_GRACE, GRACE, MAX_START_FAILURES};
+use crate::error::{BuildError, Error, ErrorKind, WorkerInfo};
+use crate::job::Job;
+use crate::start;
+use crate::sys::{self, PollFd};
+use crate::wire::{self, FrameReader};
+
+impl Supervisor {
+    /// Kills the retiring workers that did not exit in time; their end of stream follows, and
+    /// they are reaped where retiring workers are polled.
+    pub(super) fn expire_retiring(&mut self, now: Instant) {
+        for worker in &mut self.retiring {
+            if worker.exit_by.is_some_and(|by| by <= now) {
+                worker.exit_by = None;
+                // Through its handle: never a recycled pid.
+                let _ = worker.process.kill();
+            }
+        }
+    }
+
+    /// Kills the workers whose job ran past its deadline; their jobs end as timed out.
+    pub(super) fn expire(&mut self, now: Instant) {
+        for index in 0..self.slots.len() {
+            let Some(worker) = &mut self.slots[index] else {
+                continue;
+            };
+            let Some((deadline, timeout)) = worker.deadline(self.config.task_timeout) else {
+                continue;
+            };
+            if deadline <= now {
+                // Through its handle: never a recycled pid.
+                let _ = worker.process.kill();
+                self.on_death(index, Cause::TimedOut(timeout));
+            }
+        }
+    }
+
+    /// With no new work coming: once no worker holds a job (and no blocking call runs on
+    /// borrowed workers), tell them all to exit; returns false once every worker has exited
+    /// and been reaped.
+    pub(super) fn wind_down(&mut self, borrowers: usize) -> bool {
+        if borrowers > 0 || self.slots.iter().flatten().any(|w| !w.in_flight.is_empty()) {
+            return true;
+        }
+        for slot in &mut self.slots {
+            if let Some(mut worker) = slot.take() {
+                self.pids_changed = true;
+                worker.control.push_back(wire::shutdown_frame());
+                worker.exit_by = Some(Instant::now() + EXIT_GRACE);
+                let _ = worker.flush();
+                self.retiring.push(worker);
+            }
+        }
+        !self.retiring.is_empty()
+    }
+
+    /// Retires the worker in slot `index` once it has run its `max_tasks_per_child` jobs and
+    /// holds none.
+    pub(super) fn retire_if_spent(&mut self, index: usize) {
+        let worker = self.slots[index].as_ref().expect("a worker is in the slot");
+        if worker.spent(self.config.max_tasks_per_child) && worker.in_flight.is_empty() {
+            self.retire(index);
+        }
+    }
+
+    /// Sends the worker in slot `index` its SHUTDOWN and starts its replacement.
+    pub(super) fn retire(&mut self, index: usize) {
+        let mut worker = self.slots[index].take().expect("a worker is in the slot");
+        self.pids_changed = true;
+        worker.control.push_back(wire::shutdown_frame());
+        worker.exit_by = Some(Instant::now() + EXIT_GRACE);
+        let _ = worker.flush();
+        self.retiring.push(worker);
+        self.replace(index);
+    }
+
+    /// Handles a message from a retiring worker; true once it has gone.
+    pub(super) fn service_retiring(worker: &mut Worker, fd: &PollFd) -> bool {
+        if fd.writable() && worker.flush().is_err() {
+            return true;
+        }
+        if !fd.readable() {
+            return false;
+        }
+        // A retiring worker holds no jobs and has nothing left to say but its end of stream.
+        !matches!(worker.read_frames(|_| ()), Ok(true))
+    }
+
+    /// The worker in slot `index` was held by a call whose thread panicked: end it (what is
+    /// left on its socket is unknown), end what it held (nobody waits for it) and start a
+    /// replacement. The worker did not die, and is not counted as a death.
+    pub(super) fn abandon(&mut self, index: usize) {
+        let worker = self.slots[index].take().expect("a worker is in the slot");
+        self.pids_changed = true;
+        let (_, held) = worker.in_flight_and_reap();
+        for job in held {
+            let error = Error::abandoned(job.task);
+            job.fail(&error);
+        }
+        self.replace(index);
+    }
+
+    /// The worker in slot `index` is gone or misbehaved: reap it, settle what it held, and
+    /// start a replacement.
+    pub(super) fn on_death(&mut self, index: usize, cause: Cause) {
+        self.shared.counters.worker_died();
+        let worker = self.slots[index].take().expect("a worker is in the slot");
+        self.pids_changed = true;
+        let info = worker.info;
+        let was_ready = worker.ready;
+        let (exit, mut held) = worker.in_flight_and_reap();
+        let mut requeue = VecDeque::new();
+        if let Some(mut first) = held.pop_front() {
+            let died = matches!(cause, Cause::Gone | Cause::Protocol(_));
+            if first.count == 1 && died && first.retried < self.config.retries {
+                first.retried += 1;
+                requeue.push_back(first);
+            } else if first.count == 1 {
+                let error = match &cause {
+                    Cause::Gone => Error::died(first.task, info, exit),
+                    Cause::Protocol(message) => Error::protocol(first.task, info, exit, message),
+                    Cause::TimedOut(timeout) => Error::timed_out(first.task, info, *timeout),
+                    Cause::Abandoned => Error::abandoned(first.task),
+                };
+                let error = error.with_retries(first.retried);
+                first.fail(&error);
+            } else {
+                // Which call of the chunk killed the worker (or ran too long) is unknown: run
+                // each of its calls on its own, so that only the one that kills a worker (or
+                // runs past its own timeout) again fails.
+                match first.into_singles(|| self.shared.next_job_id()) {
+                    Ok(singles) => requeue.extend(singles),
+                    Err(first) => {
+                        let error = Error::died(first.task, info, exit);
+                        first.fail(&error);
+                    }
+                }
+            }
+        }
+        // The jobs behind the first had not started: they go back to the front of the queue.
+        requeue.extend(held);
+        {
+            let mut state = self.shared.lock();
+            for job in requeue.into_iter().rev() {
+                state.queue.push_front(job);
+            }
+        }
+        if self.startup.is_some() {
+            let message = match cause {
+                Cause::Protocol(message) => format!("{info}: {message}"),
+                Cause::Gone | Cause::TimedOut(_) | Cause::Abandoned => {
+                    format!("{info} {exit} before it was ready")
+                }
+            };
+            self.fail_startup(BuildError::handshake(message));
+            return;
+        }
+        if !was_ready {
+            self.start_failures += 1;
+            if self.start_failures >= MAX_START_FAILURES {
+                let error = Error::new(
+                    ErrorKind::PoolBroken,
+                    format!(
+                        "the pool cannot start workers any more: {} in a row died before they were ready, the last: {info} {exit}",
+                        self.start_failures
+                    ),
+                );
+                self.shared.set_phase(Phase::Broken(error));
+                return;
+            }
+        }
+        self.replace(index);
+    }
+
+    /// Starts a worker in slot `index` unless the pool is winding down.
+    pub(super) fn replace(&mut self, index: usize) {
+        let running = matches!(self.shared.lock().phase, Phase::Running | Phase::Closed);
+        if !running {
+            return;
+        }
+        if let Err(error) = self.start(index) {
+            let error = Error::new(
+                ErrorKind::PoolBroken,
+                format!("cannot start a replacement worker: {error}"),
+            );
+            self.shared.set_phase(Phase::Broken(error));
+        }
+    }
+
+    pub(super) fn start(&mut self, index: usize) -> io::Result<()> {
+        let start::Started { process, socket } = start::start(self.config.method)?;
+        self.shared.counters.worker_started();
+        let info = WorkerInfo {
+            index,
+            pid: process.pid(),
+        };
+        let initializer = self
+            .config
+            .initializer
+            .as_ref()
+            .map(|(name, args)| (*name, args.as_slice()));
+        // Waiting workers may spin while each has a CPU of its own: then a spin takes time
+        // from nobody else's work.
+        let spin = self.config.processes <= self.shared.cpus();
+        let mut worker = Worker {
+            info,
+            process,
+            socket,
+            reader: FrameReader::default(),
+            received: VecDeque::new(),
+            control: VecDeque::from([wire::setup_frame(index as u32, spin, initializer)]),
+            control_written: 0,
+            in_flight: VecDeque::new(),
+            front_since: None,
+            last_took: None,
+            unsent: 0,
+            job_written: 0,
+            fds_sent: 0,
+            ready: false,
+            assigned: 0,
+            exit_by: None,
+        };
+        let _ = worker.flush();
+        self.slots[index] = Some(worker);
+        self.pids_changed = true;
+        Ok(())
+    }
+
+    pub(super) fn fail_startup(&mut self, error: BuildError) {
+        if let Some(ready) = self.startup.take() {
+            let _ = ready.send(Err(error));
+        }
+        self.shared.set_phase(Phase::Terminating);
+    }
+
+    /// Stops and reaps every worker left; whatever they held ends as terminated.
+    ///
+    /// Workers are asked to stop (SIGTERM) and given [`GRACE`] to exit; those still running
+    /// then are killed (SIGKILL).
+    pub(super) fn shut_down(&mut self) {
+        self.recall_lent();
+        let dropped: Vec<Job> = self.shared.lock().queue.drain(..).collect();
+        for job in dropped {
+            let error = Error::terminated(job.task);
+            job.fail(&error);
+        }
+        let mut workers: Vec<Worker> = self
+            .slots
+            .iter_mut()
+            .filter_map(Option::take)
+            .chain(self.retiring.drain(..))
+            .collect();
+        for worker in &mut workers {
+            for job in std::mem::take(&mut worker.in_flight) {
+                let error = Error::terminated(job.task);
+                job.fail(&error);
+            }
+        }
+        stop_within(&mut workers, GRACE);
+        for worker in workers {
+            reap(worker);
+        }
+        for pid in self.shared.lock().pids.iter_mut() {
+            *pid = None;
+        }
+        self.finished = true;
+    }
+}
+
+impl Drop for Supervisor {
+    fn drop(&mut self) {
+        if self.finished {
+            return;
+        }
+        // Only a panic in the supervisor gets here: break the pool, so that submissions are
+        // refused, and settle every job and worker.
+        let error = Error::new(
+            ErrorKind::PoolBroken,
+            "the pool's supervisor thread panicked",
+        );
+        self.shared.set_phase(Phase::Broken(error));
+        self.shut_down();
+    }
+}
+
+/// Asks every worker to stop (SIGTERM) and waits until they have all exited or `grace` has
+/// passed; the caller kills and reaps what is left.
+fn stop_within(workers: &mut [Worker], grace: Duration) {
+    let deadline = Instant::now() + grace;
+    let mut waiting = Vec::new();
+    for (at, worker) in workers.iter_mut().enumerate() {
+        if worker.process.signal(sys::SIGTERM) {
+            waiting.push((at, worker.process.exit_fd()));
+        }
+    }
+    let mut fds = Vec::new();
+    loop {
+        waiting.retain(|(at, _)| workers[*at].process.try_exit().is_none());
+        let left = deadline.saturating_duration_since(Instant::now());
+        if waiting.is_empty() || left.is_zero() {
+            return;
+        }
+        fds.clear();
+        fds.extend(
+            waiting
+                .iter()
+                .filter_map(|(_, fd)| fd.map(|fd| PollFd::new(fd, false))),
+        );
+        // Without an exit descriptor for every worker (a kernel before 5.3), look again soon.
+        let wait = if fds.len() == waiting.len() {
+            left
+        } else {
+            left.min(Duration::from_millis(1))
+        };
+        if sys::poll(&mut fds, Some(wait)).is_err() {
+            return;
+        }
+    }
+}
