@@ -111,18 +111,16 @@ impl Job {
     }
 
     /// Splits a job of several calls into one job per call, ids from `next_id`, which take
-    /// its place (it ends without an outcome of its own). Each sends again only the
-    /// descriptors of the chunk that its own argument names ([`Fds::item`]). The job comes
-    /// back unchanged if it cannot be split.
-    pub(crate) fn into_singles(mut self, next_id: impl Fn() -> u64) -> Result<Vec<Job>, Job> {
-        let Some(mut singles) = self.singles(next_id) else {
-            return Err(self);
-        };
+    /// its place: it then ends without an outcome of its own. Each sends again only the
+    /// descriptors of the chunk that its own argument names ([`Fds::item`]). `None`, and the
+    /// job unchanged, if it cannot be split.
+    pub(crate) fn split(&mut self, next_id: impl Fn() -> u64) -> Option<Vec<Job>> {
+        let mut singles = self.singles(next_id)?;
         for single in &mut singles {
             single.accepted = self.accepted;
         }
         self.ended = true;
-        Ok(singles)
+        Some(singles)
     }
 
     fn singles(&self, next_id: impl Fn() -> u64) -> Option<Vec<Job>> {

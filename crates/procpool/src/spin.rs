@@ -17,7 +17,7 @@
 //!
 //! Watching also holds a CPU that a worker may need. A caller whose workers take every CPU
 //! (a pool of 2 on 2 CPUs) therefore watches only for the last results of a call, once it
-//! has no jobs left to feed them (see `direct::run`). Before, with a map still feeding jobs,
+//! has no jobs left to feed them (see `supervisor::borrow`). Before, with a map still feeding jobs,
 //! the scheduler often put both workers on one CPU, beside the caller on the other, and the
 //! second worker waited there for a whole time slice: traced, 14 of 16 chunks of a map of
 //! 100,000 no-ops ran on one worker while the other started 1.4 to 1.9 ms late.

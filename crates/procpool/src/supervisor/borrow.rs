@@ -250,7 +250,7 @@ impl Borrowed<'_> {
         };
         if deadline <= now {
             // Through its pidfd: never another process.
-            let _ = worker.process.kill();
+            worker.process.kill();
             self.give_back(Some(Cause::TimedOut(timeout)));
         }
     }
@@ -273,7 +273,7 @@ impl Drop for Borrowed<'_> {
             self.give_back(None);
         } else {
             // Through its pidfd: never another process.
-            let _ = worker.process.kill();
+            worker.process.kill();
             self.give_back(Some(Cause::Abandoned));
         }
     }

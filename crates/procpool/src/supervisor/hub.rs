@@ -38,7 +38,7 @@ pub(crate) struct Hub {
     pub(crate) max_tasks_per_child: Option<u64>,
     /// The CPUs this process may run on, when the pool was built: see [`Hub::cpus`].
     pub(super) cpus: OnceLock<usize>,
-    /// Whether callers' watches for results have been paying off (see `direct`).
+    /// Whether callers' watches for results have been paying off (see `borrow`).
     pub(crate) spinner: Mutex<Spinner>,
 }
 

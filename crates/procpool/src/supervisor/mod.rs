@@ -5,7 +5,7 @@
 //! Callers put jobs on the shared queue and wake the supervisor through a socket; the
 //! supervisor does their I/O, non-blocking, from one `poll` loop. When the queue is empty it
 //! also lends its idle workers out (`State::idle`): a blocking call then borrows one, talks
-//! to it from its own thread and gives it back (see `direct`), which saves two thread
+//! to it from its own thread and gives it back (see `borrow`), which saves two thread
 //! wake-ups a call. Whatever goes wrong with a borrowed worker comes back here to be settled.
 //!
 //! `README.md` beside this file describes the worker states and the lending protocol.
@@ -37,7 +37,7 @@ pub(crate) use hub::{Hub, Phase};
 
 /// How many jobs a worker may hold at once: one running, one waiting behind it, so that the
 /// round trip between them is hidden. Near the end of the jobs, a worker whose last job was
-/// long holds one (see [`Worker::depth`]).
+/// long holds one (see [`Worker::depth`](conn::Worker::depth)).
 pub(crate) const DEPTH: usize = 2;
 
 /// A job at least this long makes its worker hold one job at a time near the end of the

@@ -23,7 +23,7 @@ impl Supervisor {
             if worker.exit_by.is_some_and(|by| by <= now) {
                 worker.exit_by = None;
                 // Through its handle: never a recycled pid.
-                let _ = worker.process.kill();
+                worker.process.kill();
             }
         }
     }
@@ -39,7 +39,7 @@ impl Supervisor {
             };
             if deadline <= now {
                 // Through its handle: never a recycled pid.
-                let _ = worker.process.kill();
+                worker.process.kill();
                 self.on_death(index, Cause::TimedOut(timeout));
             }
         }
@@ -138,9 +138,9 @@ impl Supervisor {
                 // Which call of the chunk killed the worker (or ran too long) is unknown: run
                 // each of its calls on its own, so that only the one that kills a worker (or
                 // runs past its own timeout) again fails.
-                match first.into_singles(|| self.shared.next_job_id()) {
-                    Ok(singles) => requeue.extend(singles),
-                    Err(first) => {
+                match first.split(|| self.shared.next_job_id()) {
+                    Some(singles) => requeue.extend(singles),
+                    None => {
                         let error = Error::died(first.task, info, exit);
                         first.fail(&error);
                     }

@@ -1,0 +1,300 @@
+//! The control frames and the decoding of every frame into a message.
+
+use super::*;
+use crate::error::TaskFailure;
+
+/// The SETUP frame: the worker's index, whether it may spin while it waits for work (see
+/// `spin`), and the initializer to run, if any.
+pub(crate) fn setup_frame(index: u32, spin: bool, initializer: Option<(&str, &[u8])>) -> Vec<u8> {
+    let mut frame = FrameWriter::new(TAG_SETUP);
+    frame.u32(MAGIC).u16(VERSION).u32(index).u8(u8::from(spin));
+    match initializer {
+        Some((name, args)) => frame.u8(1).str(name).bytes(args),
+        None => frame.u8(0),
+    };
+    frame.finish()
+}
+
+pub(crate) fn shutdown_frame() -> Vec<u8> {
+    FrameWriter::new(TAG_SHUTDOWN).finish()
+}
+
+pub(crate) fn ready_frame(pid: u32, fingerprint: u64) -> Vec<u8> {
+    let mut frame = FrameWriter::new(TAG_READY);
+    frame.u32(MAGIC).u16(VERSION).u32(pid).u64(fingerprint);
+    frame.finish()
+}
+
+pub(crate) fn init_failed_frame(failure: &TaskFailure) -> Vec<u8> {
+    let mut frame = FrameWriter::new(TAG_INIT_FAILED);
+    frame.failure(failure);
+    frame.finish()
+}
+
+/// A bounds-checked reader over one frame body.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) struct Cursor<'a> {
+    pub(super) buf: &'a [u8],
+    pub(super) pos: usize,
+}
+
+impl<'a> Cursor<'a> {
+    #[inline]
+    pub(super) fn take(&mut self, n: usize) -> Result<&'a [u8], WireError> {
+        let end = self
+            .pos
+            .checked_add(n)
+            .filter(|&end| end <= self.buf.len())
+            .ok_or(WireError::Truncated)?;
+        let bytes = &self.buf[self.pos..end];
+        self.pos = end;
+        Ok(bytes)
+    }
+
+    #[inline]
+    pub(super) fn array<const N: usize>(&mut self) -> Result<[u8; N], WireError> {
+        let mut out = [0; N];
+        out.copy_from_slice(self.take(N)?);
+        Ok(out)
+    }
+
+    #[inline]
+    pub(super) fn u8(&mut self) -> Result<u8, WireError> {
+        Ok(self.array::<1>()?[0])
+    }
+
+    pub(super) fn u16(&mut self) -> Result<u16, WireError> {
+        self.array().map(u16::from_le_bytes)
+    }
+
+    #[inline]
+    pub(super) fn u32(&mut self) -> Result<u32, WireError> {
+        self.array().map(u32::from_le_bytes)
+    }
+
+    #[inline]
+    pub(super) fn u64(&mut self) -> Result<u64, WireError> {
+        self.array().map(u64::from_le_bytes)
+    }
+
+    #[inline]
+    pub(super) fn bytes(&mut self) -> Result<&'a [u8], WireError> {
+        let len = self.u32()? as usize;
+        self.take(len)
+    }
+
+    /// A count of descriptors, refused over [`MAX_FDS`].
+    pub(super) fn fds(&mut self) -> Result<usize, WireError> {
+        let fds = self.u32()? as usize;
+        if fds > MAX_FDS {
+            return Err(WireError::TooManyFds(fds));
+        }
+        Ok(fds)
+    }
+
+    pub(super) fn str(&mut self) -> Result<&'a str, WireError> {
+        std::str::from_utf8(self.bytes()?).map_err(|_| WireError::BadUtf8)
+    }
+
+    /// Steps over `count` packed items of `items`' size.
+    /// Steps over `count` packed items of `items`' size. The count is held to the frame
+    /// limit as the writer holds it (see `ItemWriter::sized_len`): `per_item` bytes of length
+    /// and status each, so that items of no bytes cannot come in billions.
+    pub(super) fn skip_packed(
+        &mut self,
+        count: usize,
+        items: &ItemReader<'_>,
+        per_item: usize,
+    ) -> Result<(), WireError> {
+        let sized = count.saturating_mul(per_item);
+        if sized > MAX_FRAME {
+            return Err(WireError::TooLarge { len: sized });
+        }
+        let size = items.packed.unwrap_or(0);
+        let len = count.checked_mul(size).ok_or(WireError::Truncated)?;
+        self.take(len).map(|_| ())
+    }
+
+    pub(super) fn failure(&mut self) -> Result<TaskFailure, WireError> {
+        Ok(match self.u8()? {
+            0 => {
+                let message = self.str()?.to_owned();
+                let location = match self.u8()? {
+                    0 => None,
+                    _ => Some(self.str()?.to_owned()),
+                };
+                TaskFailure::Panic { message, location }
+            }
+            1 => TaskFailure::ArgsDecode(self.str()?.to_owned()),
+            2 => TaskFailure::ResultEncode(self.str()?.to_owned()),
+            3 => TaskFailure::Unregistered(self.str()?.to_owned()),
+            tag => return Err(WireError::UnknownTag(tag)),
+        })
+    }
+
+    pub(super) fn handshake(&mut self) -> Result<(), WireError> {
+        let magic = self.u32()?;
+        if magic != MAGIC {
+            return Err(WireError::Handshake {
+                expected: format!("magic {MAGIC:#x}"),
+                found: format!("{magic:#x}"),
+            });
+        }
+        let version = self.u16()?;
+        if version != VERSION {
+            return Err(WireError::Handshake {
+                expected: format!("protocol version {VERSION}"),
+                found: version.to_string(),
+            });
+        }
+        Ok(())
+    }
+
+    pub(super) fn end(&self) -> Result<(), WireError> {
+        match self.buf.len() - self.pos {
+            0 => Ok(()),
+            n => Err(WireError::Trailing(n)),
+        }
+    }
+}
+
+/// A frame a worker receives.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum ToWorker<'a> {
+    Setup {
+        index: u32,
+        spin: bool,
+        initializer: Option<(&'a str, &'a [u8])>,
+    },
+    Run {
+        job: u64,
+        name: &'a str,
+        /// How many descriptors came with the frame, and the index its arguments give the
+        /// first of them.
+        fds: usize,
+        fd_base: usize,
+        items: RunItems<'a>,
+    },
+    Shutdown,
+}
+
+impl<'a> ToWorker<'a> {
+    pub(crate) fn decode(body: &'a [u8]) -> Result<ToWorker<'a>, WireError> {
+        let mut cursor = Cursor { buf: body, pos: 0 };
+        let message = match cursor.u8()? {
+            TAG_SETUP => {
+                cursor.handshake()?;
+                let index = cursor.u32()?;
+                let spin = cursor.u8()? != 0;
+                let initializer = match cursor.u8()? {
+                    0 => None,
+                    _ => Some((cursor.str()?, cursor.bytes()?)),
+                };
+                ToWorker::Setup {
+                    index,
+                    spin,
+                    initializer,
+                }
+            }
+            TAG_RUN => {
+                let job = cursor.u64()?;
+                let name = cursor.str()?;
+                let count = cursor.u32()? as usize;
+                let fds = cursor.fds()?;
+                let fd_base = cursor.u32()? as usize;
+                let items = ItemReader::new(&mut cursor, count)?;
+                match items.packed {
+                    Some(_) => cursor.skip_packed(count, &items, 4)?,
+                    None => {
+                        for _ in 0..count {
+                            cursor.bytes()?;
+                        }
+                    }
+                }
+                ToWorker::Run {
+                    job,
+                    name,
+                    fds,
+                    fd_base,
+                    items: RunItems(items),
+                }
+            }
+            TAG_SHUTDOWN => ToWorker::Shutdown,
+            tag => return Err(WireError::UnknownTag(tag)),
+        };
+        cursor.end()?;
+        Ok(message)
+    }
+}
+
+/// A frame the parent receives. A RESULTS frame is checked whole here, and its body is then
+/// handed on as it is, to be read item by item by [`ResultItems`] where the results are
+/// wanted: nothing is copied or allocated per result on the way.
+#[derive(Debug, PartialEq, Eq)]
+pub(crate) enum FromWorker {
+    Ready { pid: u32, fingerprint: u64 },
+    InitFailed(TaskFailure),
+    Results(Results),
+}
+
+/// What a RESULTS frame says of its job, once checked whole.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) struct Results {
+    pub(crate) job: u64,
+    pub(crate) count: usize,
+    /// How many descriptors came with the frame.
+    pub(crate) fds: usize,
+    /// How many of the calls panicked, and how many failed otherwise.
+    pub(crate) panicked: usize,
+    pub(crate) failed: usize,
+}
+
+impl FromWorker {
+    pub(crate) fn decode(body: &[u8]) -> Result<FromWorker, WireError> {
+        let mut cursor = Cursor { buf: body, pos: 0 };
+        let message = match cursor.u8()? {
+            TAG_READY => {
+                cursor.handshake()?;
+                FromWorker::Ready {
+                    pid: cursor.u32()?,
+                    fingerprint: cursor.u64()?,
+                }
+            }
+            TAG_INIT_FAILED => FromWorker::InitFailed(cursor.failure()?),
+            TAG_RESULTS => {
+                let job = cursor.u64()?;
+                let count = cursor.u32()? as usize;
+                let fds = cursor.fds()?;
+                let items = ItemReader::new(&mut cursor, count)?;
+                let (mut panicked, mut failed) = (0, 0);
+                match items.packed {
+                    Some(_) => cursor.skip_packed(count, &items, 5)?,
+                    None => {
+                        for _ in 0..count {
+                            match cursor.u8()? {
+                                0 => {
+                                    cursor.bytes()?;
+                                }
+                                1 => match cursor.failure()? {
+                                    TaskFailure::Panic { .. } => panicked += 1,
+                                    _ => failed += 1,
+                                },
+                                tag => return Err(WireError::UnknownTag(tag)),
+                            }
+                        }
+                    }
+                }
+                FromWorker::Results(Results {
+                    job,
+                    count,
+                    fds,
+                    panicked,
+                    failed,
+                })
+            }
+            tag => return Err(WireError::UnknownTag(tag)),
+        };
+        cursor.end()?;
+        Ok(message)
+    }
+}
