@@ -15,8 +15,8 @@ use std::sync::OnceLock;
 use crate::error::{TaskFailure, WorkerInfo};
 use crate::registry::{self, Calls};
 use crate::shared;
-use crate::spin::{self, Spinner};
 use crate::sys::{self, PollFd};
+use crate::watch::{self, Watcher};
 use crate::wire::{self, ResultsFrame, ToWorker};
 
 /// The environment variable that marks a process as a worker.
@@ -204,12 +204,12 @@ fn serve(parent: u32) -> io::Result<()> {
     writer.write_all(&wire::ready_frame(pid, registry::registry_fingerprint()))?;
 
     let mut out = Vec::new();
-    let mut spinner = Spinner::default();
+    let mut watcher = Watcher::default();
     loop {
         trim(&mut body);
-        if may_spin && reader.buffer().is_empty() && spinner.should_watch() {
+        if may_spin && reader.buffer().is_empty() && watcher.should_watch() {
             let mut fds = [PollFd::new(socket.as_raw_fd(), false)];
-            spinner.record(spin::watch(&mut fds, spin::WINDOW).paid_off);
+            watcher.record(watch::watch(&mut fds, watch::WINDOW).paid_off);
         }
         if read_frame(&mut reader, &mut body)?.is_none() {
             break;

@@ -8,6 +8,7 @@ mod deadlines;
 mod direct;
 mod docs;
 mod failures;
+mod futures;
 mod leaks;
 mod retries;
 mod shared;

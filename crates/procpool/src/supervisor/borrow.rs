@@ -17,8 +17,8 @@ use super::DEPTH;
 use super::conn::{Cause, Worker};
 use super::hub::{Hub, Phase};
 use crate::job::Job;
-use crate::spin;
 use crate::sys::{self, PollFd};
+use crate::watch;
 use crate::wire::FromWorker;
 
 /// Runs `jobs` from this thread on borrowed workers, as the supervisor would: up to
@@ -136,17 +136,17 @@ pub(crate) fn run(
 /// Watches `fds` (see [`spin`]) if `may_watch` and the pool's watches have been paying
 /// off; returns whether one became ready, with what the last poll found left in `fds`.
 fn watch(shared: &Hub, fds: &mut [PollFd], may_watch: bool) -> bool {
-    let spinner = || {
+    let watcher = || {
         shared
-            .spinner
+            .watcher
             .lock()
             .unwrap_or_else(PoisonError::into_inner)
     };
-    if !may_watch || !spinner().should_watch() {
+    if !may_watch || !watcher().should_watch() {
         return false;
     }
-    let watched = spin::watch(fds, spin::WINDOW);
-    spinner().record(watched.paid_off);
+    let watched = watch::watch(fds, watch::WINDOW);
+    watcher().record(watched.paid_off);
     watched.ready
 }
 

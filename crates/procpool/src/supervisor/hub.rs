@@ -11,9 +11,9 @@ use std::time::Duration;
 use super::conn::{Cause, Worker};
 use crate::error::Error;
 use crate::job::Job;
-use crate::spin::Spinner;
 use crate::stats::Counters;
 use crate::sys;
+use crate::watch::Watcher;
 
 /// The lifecycle of a pool, as callers and the supervisor both see it.
 #[derive(Clone, Debug)]
@@ -39,7 +39,7 @@ pub(crate) struct Hub {
     /// The CPUs this process may run on, when the pool was built: see [`Hub::cpus`].
     pub(super) cpus: OnceLock<usize>,
     /// Whether callers' watches for results have been paying off (see `borrow`).
-    pub(crate) spinner: Mutex<Spinner>,
+    pub(crate) watcher: Mutex<Watcher>,
 }
 
 #[derive(Debug)]

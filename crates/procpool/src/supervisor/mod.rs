@@ -103,7 +103,7 @@ pub(crate) fn launch(
         task_timeout: config.task_timeout,
         max_tasks_per_child: config.max_tasks_per_child,
         cpus: OnceLock::new(),
-        spinner: Mutex::default(),
+        watcher: Mutex::default(),
     });
     let supervisor = Supervisor {
         slots: (0..config.processes).map(|_| None).collect(),

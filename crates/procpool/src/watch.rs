@@ -11,7 +11,7 @@
 //! hand its CPU to another process for a whole time slice, some milliseconds, and lose the
 //! head start a sleeper gets when it is woken. (Measured: two CPU hogs beside a pool of two
 //! on two CPUs made an `apply` take from 9 µs to 4 ms when workers watched without a
-//! [`Spinner`].) So a watch that ends with nothing, or that took longer than its window,
+//! [`Watcher`].) So a watch that ends with nothing, or that took longer than its window,
 //! makes the next waits sleep at once: one after the first such watch, then twice as many
 //! each time, up to [`MAX_SKIP`]; a watch that pays off halves the count.
 //!
@@ -38,13 +38,13 @@ pub(crate) const MAX_SKIP: u32 = 1024;
 
 /// Whether watching has been paying off, from the last watches of one waiter.
 #[derive(Debug, Default)]
-pub(crate) struct Spinner {
+pub(crate) struct Watcher {
     /// Waits left that go straight to sleep, and how many the last failed watch set.
     skip: u32,
     backoff: u32,
 }
 
-impl Spinner {
+impl Watcher {
     /// Whether this wait should watch first; if not, one of the waits to skip is used up.
     pub(crate) fn should_watch(&mut self) -> bool {
         if self.skip > 0 {
@@ -102,26 +102,26 @@ mod tests {
         let (ours, _theirs) = UnixStream::pair().unwrap();
         let mut fds = [PollFd::new(ours.as_raw_fd(), false)];
         let window = Duration::from_micros(50);
-        let mut spinner = Spinner::default();
+        let mut watcher = Watcher::default();
         let mut watches = 0;
-        let mut wait = |spinner: &mut Spinner| {
-            if spinner.should_watch() {
+        let mut wait = |watcher: &mut Watcher| {
+            if watcher.should_watch() {
                 watches += 1;
                 let watched = watch(&mut fds, window);
                 assert!(!watched.ready && !watched.paid_off);
-                spinner.record(watched.paid_off);
+                watcher.record(watched.paid_off);
             }
         };
-        wait(&mut spinner);
-        assert_eq!((spinner.skip, spinner.backoff), (1, 1));
-        wait(&mut spinner);
-        assert_eq!(spinner.skip, 0, "the second wait went straight to sleep");
-        wait(&mut spinner);
-        assert_eq!((spinner.skip, spinner.backoff), (2, 2));
+        wait(&mut watcher);
+        assert_eq!((watcher.skip, watcher.backoff), (1, 1));
+        wait(&mut watcher);
+        assert_eq!(watcher.skip, 0, "the second wait went straight to sleep");
+        wait(&mut watcher);
+        assert_eq!((watcher.skip, watcher.backoff), (2, 2));
         for _ in 0..10_000 {
-            wait(&mut spinner);
+            wait(&mut watcher);
         }
-        assert_eq!(spinner.backoff, MAX_SKIP);
+        assert_eq!(watcher.backoff, MAX_SKIP);
         assert!(
             watches < 30,
             "{watches} watches: the back-off skips most waits"
@@ -130,13 +130,13 @@ mod tests {
 
     #[test]
     fn a_watch_that_pays_off_halves_the_back_off() {
-        let mut spinner = Spinner::default();
+        let mut watcher = Watcher::default();
         for _ in 0..3 {
-            spinner.record(false);
+            watcher.record(false);
         }
-        assert_eq!(spinner.backoff, 4);
-        spinner.record(true);
-        assert_eq!(spinner.backoff, 2);
+        assert_eq!(watcher.backoff, 4);
+        watcher.record(true);
+        assert_eq!(watcher.backoff, 2);
     }
 
     #[test]

@@ -1,0 +1,169 @@
+//! The sink that results are delivered to: it wakes the threads that wait on it and the
+//! futures that await it.
+
+use std::collections::VecDeque;
+use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::task::{Context, Poll, Waker};
+use std::time::Instant;
+
+use crate::error::Error;
+
+use super::*;
+
+/// Where the results of one submission land, one batch per job, in any order.
+#[derive(Debug)]
+pub(crate) struct Collector {
+    pub(super) state: Mutex<Batches>,
+    pub(super) changed: Condvar,
+}
+
+#[derive(Debug, Default)]
+pub(super) struct Batches {
+    /// In the order they arrived; an [`Imap`] drops each once it has taken all of its calls.
+    pub(super) batches: VecDeque<Batch>,
+    /// Calls delivered so far.
+    pub(super) filled: usize,
+    /// Threads waiting on `changed`: a delivery wakes them only if there are some, since a
+    /// blocking call that ran its jobs itself finds its results there without waiting.
+    pub(super) waiters: usize,
+    /// Tasks awaiting a delivery: each delivery wakes them all, once.
+    pub(super) wakers: Vec<Waker>,
+}
+
+impl Collector {
+    pub(crate) fn new() -> Arc<Collector> {
+        Arc::new(Collector {
+            state: Mutex::new(Batches::default()),
+            changed: Condvar::new(),
+        })
+    }
+
+    pub(super) fn lock(&self) -> MutexGuard<'_, Batches> {
+        // Nothing panics while holding this lock, but a poisoned one still holds valid data.
+        self.state.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Records the outcomes of one job's calls.
+    pub(crate) fn deliver(&self, batch: Batch) {
+        let mut state = self.lock();
+        state.filled += batch.count;
+        state.batches.push_back(batch);
+        let waiters = state.waiters;
+        let wakers = std::mem::take(&mut state.wakers);
+        drop(state);
+        if waiters > 0 {
+            self.changed.notify_all();
+        }
+        for waker in wakers {
+            waker.wake();
+        }
+    }
+
+    /// Ready once `count` calls have been delivered; until then the task of `cx` is woken
+    /// by the next delivery.
+    pub(crate) fn poll_filled(&self, count: usize, cx: &mut Context<'_>) -> Poll<()> {
+        let mut state = self.lock();
+        if state.filled >= count {
+            return Poll::Ready(());
+        }
+        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            state.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+
+    pub(super) fn wait_until<T>(
+        &self,
+        deadline: Option<Instant>,
+        mut done: impl FnMut(&mut Batches) -> Option<T>,
+    ) -> Option<T> {
+        let mut state = self.lock();
+        loop {
+            if let Some(value) = done(&mut state) {
+                return Some(value);
+            }
+            let left = match deadline {
+                None => None,
+                Some(deadline) => Some(deadline.checked_duration_since(Instant::now())?),
+            };
+            state.waiters += 1;
+            state = match left {
+                None => self.changed.wait(state).unwrap_or_else(|e| e.into_inner()),
+                Some(left) => {
+                    self.changed
+                        .wait_timeout(state, left)
+                        .unwrap_or_else(|e| e.into_inner())
+                        .0
+                }
+            };
+            state.waiters -= 1;
+        }
+    }
+
+    pub(super) fn filled(&self) -> usize {
+        self.lock().filled
+    }
+
+    /// Takes the earliest-arrived batch, if one is in.
+    pub(crate) fn take_batch(&self) -> Option<Batch> {
+        self.lock().batches.pop_front()
+    }
+
+    /// Waits until `count` results have arrived; false if the deadline passed first.
+    pub(crate) fn wait_filled(&self, count: usize, deadline: Option<Instant>) -> bool {
+        self.wait_until(deadline, |s| (s.filled >= count).then_some(()))
+            .is_some()
+    }
+
+    /// Hands every delivered call's index and result to `visit`, batch by batch.
+    pub(super) fn visit_all(&self, mut visit: impl FnMut(usize, Result<&[u8], Error>)) {
+        self.visit_batches(|batch| batch.visit(&mut visit));
+    }
+
+    /// Hands every delivered batch to `visit`.
+    pub(super) fn visit_batches(&self, visit: impl FnMut(&Batch)) {
+        self.lock().batches.iter().for_each(visit);
+    }
+
+    pub(super) fn all_ok(&self) -> bool {
+        self.lock().batches.iter().all(Batch::all_ok)
+    }
+
+    /// Takes the call at `index`, waiting for it; calls are taken in index order, and their
+    /// batches are of neighbouring calls.
+    pub(super) fn take<T>(
+        &self,
+        index: usize,
+        decode: impl FnOnce(Result<&[u8], Error>) -> T,
+    ) -> T {
+        let mut decode = Some(decode);
+        self.wait_until(None, |s| {
+            let at = s
+                .batches
+                .iter()
+                .position(|b| b.start <= index && index < b.start + b.count)?;
+            let batch = &mut s.batches[at];
+            debug_assert_eq!(batch.index(batch.taken), index, "taken out of order");
+            let (_, value) = batch.take_next(decode.take().expect("taken once"));
+            if batch.exhausted() {
+                s.batches.remove(at);
+            }
+            Some(value)
+        })
+        .expect("no deadline")
+    }
+
+    /// Takes the earliest-arrived call not yet taken, waiting for one.
+    pub(super) fn take_arrived<T>(&self, decode: impl FnOnce(Result<&[u8], Error>) -> T) -> T {
+        let mut decode = Some(decode);
+        self.wait_until(None, |s| {
+            let batch = s.batches.front_mut()?;
+            let (_, value) = batch.take_next(decode.take().expect("taken once"));
+            if batch.exhausted() {
+                s.batches.pop_front();
+            }
+            Some(value)
+        })
+        .expect("no deadline")
+    }
+}

@@ -1,0 +1,112 @@
+//! The [`Imap`] iterator: results in order or as they arrive, with a bounded number of
+//! calls in flight.
+
+use std::fmt;
+use std::marker::PhantomData;
+use std::sync::Arc;
+
+use serde::de::DeserializeOwned;
+
+use crate::error::Error;
+
+use super::*;
+
+/// What feeds an [`Imap`]: submits the next chunk of calls, starting at the index it is given,
+/// and says how many it took from the input.
+pub(crate) trait Feed {
+    fn feed(&mut self, start: usize, collector: &Arc<Collector>) -> Fed;
+}
+
+/// What one [`Feed::feed`] did.
+pub(crate) enum Fed {
+    /// This many calls were submitted (or, for those that failed before submission, had their
+    /// error delivered), and the input may have more.
+    Took(usize),
+    /// The input is exhausted after this many.
+    Exhausted(usize),
+}
+
+/// The lazy iterator of [`Pool::imap`](crate::Pool::imap) and
+/// [`Pool::imap_unordered`](crate::Pool::imap_unordered).
+///
+/// It pulls from the input only as results are consumed, keeping a bounded number of calls in
+/// flight, so an endless input works in bounded memory. Each item is one call's result.
+pub struct Imap<'a, R> {
+    pub(super) feed: Box<dyn Feed + 'a>,
+    pub(super) collector: Arc<Collector>,
+    pub(super) ordered: bool,
+    /// Calls submitted so far (indices `0..submitted`).
+    pub(super) submitted: usize,
+    /// Calls handed to the caller so far.
+    pub(super) yielded: usize,
+    /// How many calls may be submitted and not yet handed to the caller.
+    pub(super) window: usize,
+    pub(super) exhausted: bool,
+    pub(super) task: &'static str,
+    pub(super) result: PhantomData<fn() -> R>,
+}
+
+impl<R> fmt::Debug for Imap<'_, R> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.debug_struct("Imap")
+            .field("task", &self.task)
+            .field("ordered", &self.ordered)
+            .field("submitted", &self.submitted)
+            .field("yielded", &self.yielded)
+            .finish()
+    }
+}
+
+impl<'a, R: DeserializeOwned> Imap<'a, R> {
+    pub(crate) fn new(
+        feed: Box<dyn Feed + 'a>,
+        ordered: bool,
+        window: usize,
+        task: &'static str,
+    ) -> Imap<'a, R> {
+        let mut imap = Imap {
+            feed,
+            collector: Collector::new(),
+            ordered,
+            submitted: 0,
+            yielded: 0,
+            window,
+            exhausted: false,
+            task,
+            result: PhantomData,
+        };
+        imap.top_up();
+        imap
+    }
+
+    pub(super) fn top_up(&mut self) {
+        while !self.exhausted && self.submitted - self.yielded < self.window {
+            match self.feed.feed(self.submitted, &self.collector) {
+                Fed::Took(n) => self.submitted += n,
+                Fed::Exhausted(n) => {
+                    self.submitted += n;
+                    self.exhausted = true;
+                }
+            }
+        }
+    }
+}
+
+impl<R: DeserializeOwned> Iterator for Imap<'_, R> {
+    type Item = Result<R, Error>;
+
+    fn next(&mut self) -> Option<Result<R, Error>> {
+        self.top_up();
+        if self.yielded == self.submitted {
+            return None;
+        }
+        let task = self.task;
+        let decoded = if self.ordered {
+            self.collector.take(self.yielded, |item| decode(item, task))
+        } else {
+            self.collector.take_arrived(|item| decode(item, task))
+        };
+        self.yielded += 1;
+        Some(decoded)
+    }
+}
