@@ -12,7 +12,7 @@ Two roles, standard library only:
   repetition, for each workload, it runs one sample of every implementation, in an order
   that rotates with the repetition, each in a fresh process, so that drift of the machine
   hits every implementation alike. It then writes the medians, the ratios against the
-  targets of issue 5, the machine, the versions and the command into ``BENCHMARKS.md``
+  targets, the machine, the versions and the command into ``BENCHMARKS.md``
   between the ``compare:begin`` and ``compare:end`` markers, keeping the rest of the file.
 * ``pools.py scaling --compare-bin PATH --reps N --workers 1 2 4 8 16`` is the driver of the
   scaling run (``bench/compare/scaling.sh``): factorials of 1..=3000 by procpool, rayon and
@@ -275,8 +275,8 @@ def report(times, reps, command, other_load):
     lines = []
     lines.append(f"Measured by `{command}` with {reps} interleaved repetitions; each cell is the")
     lines.append("median over the repetitions, each repetition a fresh process. Numbers are from a")
-    lines.append("2-core VM shared with other work, so treat single-digit-percent differences as")
-    lines.append("noise; the ratios are what the targets are about, and both sides of each ratio")
+    lines.append("machine that may be shared with other work, so treat single-digit-percent differences")
+    lines.append("as noise; the ratios are what the targets are about, and both sides of each ratio")
     lines.append("come from this one run. Each ratio below is the median of the ratios of the two")
     lines.append("sides within each repetition (paired), so that a burst of other work hits both.")
     lines.append(
@@ -316,7 +316,7 @@ def report(times, reps, command, other_load):
     )
     lines.append("")
 
-    lines.append("### Targets (issue 5)")
+    lines.append("### Targets")
     lines.append("")
     lines.append("| target | measured | met |")
     lines.append("|---|---|---|")

@@ -3,7 +3,7 @@
 #
 #   bench/compare/scaling.sh [--reps N] [--bin PATH] [--out FILE] [--json FILE] [WORKERS...]
 #
-# Factorials of 1..=3000 (`map`, the CPU-heavy case of issue 5) at each worker count
+# Factorials of 1..=3000 (`map`, the CPU-heavy case of the targets in BENCHMARKS.md) at each worker count
 # (default 1 2 4 8 16) by procpool, rayon and multiprocessing.Pool (fork), each beside the
 # serial loop of its own language: for each repetition (default 3) and each worker count,
 # one sample of each, in an order that rotates from one repetition to the next, each
@@ -17,7 +17,7 @@
 # Expected time for the defaults on a 16-core machine: about 2 minutes of measurement
 # (each repetition about 40 s: the Python serial loop, ~2.2 s, runs once per worker count,
 # and multiprocessing.Pool with 1 or 2 workers takes 1.5-3 s), plus the release build
-# (about 1 minute from scratch) unless --bin is given. On a 2-core VM, `--reps 2 1 2`
+# (about 1 minute from scratch) unless --bin is given. On 2 cores, `--reps 2 1 2`
 # takes about 30 s of measurement.
 #
 # Options:

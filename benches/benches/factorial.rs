@@ -4,8 +4,8 @@
 //!
 //! Two more lines for 1..=100 ask what chunking could reach with the pool as it is: one
 //! chunk per worker of contiguous items (1..=50 weighs about an eighth of 51..=100), and one
-//! chunk per worker of alternate items (odd, then even: two chunks of equal weight), which is
-//! what a strided or adaptive default would send.
+//! chunk per worker of alternate items (odd, then even: two chunks of equal weight), a
+//! strided layout like the one the automatic chunk size sends.
 
 use std::time::Duration;
 

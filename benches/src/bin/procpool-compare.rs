@@ -8,7 +8,7 @@
 //! alike, and takes medians.
 //!
 //! `--workers N` sets the workers of the pool, or the threads of rayon's pool, to `N`
-//! instead of 2 (the line of JSON then names it; without it the line is as it always was);
+//! instead of 2 (the line of JSON then names it; without it, it names no worker count);
 //! the implementations with neither refuse it. `bench/compare/scaling.sh` uses it.
 //!
 //! Implementations: `procpool` (a pool of 2; its 64 MiB round trip is of a `SharedBytes`,

@@ -946,9 +946,7 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 /// - Up to eight per worker when there are enough items: the chunks beyond the first two per
 ///   worker go to whichever worker is free, so a worker that the machine slows down (a busy
 ///   CPU, a noisy neighbour) hands work to the others; and each result frame is taken in
-///   while the workers run the rest. (Measured: with one of two workers sharing its CPU with
-///   another process, factorials 1..=3000 took a median of 0.67 s in 11 chunks against
-///   0.85 s in 4; on a quiet machine the two were alike.)
+///   while the workers run the rest.
 /// - No more chunks than `len / MIN_CHUNK`, beyond the two per worker: on average a chunk of
 ///   fewer items costs the pool more per item in round trips than it gains.
 /// - As many for each worker, but for an input of fewer items than two per worker (then one
@@ -961,16 +959,11 @@ fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error>
 /// worker that runs slower than the others (its CPU shared with another process, or slower
 /// on the host) ends on a small chunk, not a large one, while the others finish theirs; and
 /// the first, larger chunks cost few round trips.
-/// (This is the "factoring" of loop scheduling, but for its last rounds only: chunks that
-/// halve from the first round on made the first ones so large, a quarter of a map of
-/// 100,000 no-ops on 2 workers, that putting the results in order took 0.63 ms instead of
-/// 0.35 ms, with more page faults.) Every chunk interleaves, so it samples the whole input
+/// (This is the "factoring" of loop scheduling, for its last rounds only: halving from the
+/// first round would make the first chunks of a large map a quarter of it each, and putting
+/// their results in order slower.) Every chunk interleaves, so it samples the whole input
 /// and weighs in proportion to its count even when the work grows along the input.
-/// (Measured: factorials 1..=3000 on 2 workers of the shared 2-core VM, 20 runs each: one
-/// worker stood idle at the end for a median of 7.9 % of the map with 10 chunks of one
-/// size, 4.4 % with these and the second job held back after long ones, the map taking a
-/// median of 370.9 and 361.3 ms; the rule as it is now, near the end only, is measured at
-/// `Worker::depth` in the supervisor.)
+/// `docs/perf/journal.md` has the measurements.
 ///
 /// Precisely, with `w` workers and `r` rounds, of which `t` halve (2, or fewer when `r` is
 /// less than 4) and `q = r - t` do not: worker `j`'s chunk of round `k < q` (from 1) takes

@@ -9,18 +9,16 @@
 //!
 //! Yielding has a bad case: with more runnable threads than CPUs, a thread that yields can
 //! hand its CPU to another process for a whole time slice, some milliseconds, and lose the
-//! head start a sleeper gets when it is woken. (Measured: two CPU hogs beside a pool of two
-//! on two CPUs made an `apply` take from 9 µs to 4 ms when workers watched without a
-//! [`Watcher`].) So a watch that ends with nothing, or that took longer than its window,
+//! head start a sleeper gets when it is woken (two CPU hogs beside a pool of two on two CPUs
+//! are enough). So a watch that ends with nothing, or that took longer than its window,
 //! makes the next waits sleep at once: one after the first such watch, then twice as many
 //! each time, up to [`MAX_SKIP`]; a watch that pays off halves the count.
 //!
 //! Watching also holds a CPU that a worker may need. A caller whose workers take every CPU
 //! (a pool of 2 on 2 CPUs) therefore watches only for the last results of a call, once it
-//! has no jobs left to feed them (see `supervisor::borrow`). Before, with a map still feeding jobs,
-//! the scheduler often put both workers on one CPU, beside the caller on the other, and the
-//! second worker waited there for a whole time slice: traced, 14 of 16 chunks of a map of
-//! 100,000 no-ops ran on one worker while the other started 1.4 to 1.9 ms late.
+//! has no jobs left to feed them (see `supervisor::borrow`): a caller that watched while it
+//! still fed jobs would hold the CPU that a worker needs, and the scheduler would often
+//! queue one worker behind the other for a whole time slice.
 
 use std::time::{Duration, Instant};
 
@@ -28,8 +26,7 @@ use crate::sys::{self, PollFd};
 
 /// How long a waiter watches before it sleeps: a worker for its next job, a caller for its
 /// results. Between two maps a worker waits for the other workers' results to come in and
-/// the caller's next map to go out, which often takes longer than 50 µs (measured: 200 µs
-/// made factorials 1..=100 0.55 of their time with 50 µs). An idle pool costs this much CPU
+/// the caller's next map to go out, which often takes longer than 50 µs. An idle pool costs this much CPU
 /// per worker after its last job, then none.
 pub(crate) const WINDOW: Duration = Duration::from_micros(200);
 

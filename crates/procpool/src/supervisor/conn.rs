@@ -71,13 +71,9 @@ impl Worker {
     /// of a map, a worker that is slower than the others (its CPU shared with another
     /// process, or slower on the host) still has it to run while the others stand idle.
     /// Jobs that long gain nothing from a second; before the end, the second job costs
-    /// nothing either, so workers keep one queued (as a review pointed out, holding it back
-    /// all through a map only adds round trips, and to a pool of one worker nothing but).
-    /// (Measured: factorials 1..=3000 on 2 workers of the shared 2-core VM, 20 runs each: one
-    /// worker stood idle at the end for a median of 4.8 % of the map with a second job
-    /// always, 4.4 % with one job at a time after long ones, the map taking a median of
-    /// 367.8 and 361.3 ms; in another 20 runs each, 2.0 % holding back all through the map
-    /// and 3.3 % only near the end, the map taking 532.9 and 531.9 ms.)
+    /// nothing either, so workers keep one queued (holding it back all through a map only
+    /// adds round trips, and to a pool of one worker nothing but). `docs/perf/journal.md`
+    /// has the measurements.
     pub(crate) fn depth(&self, jobs_left: usize, workers: usize) -> usize {
         let near_end = jobs_left < workers * (DEPTH - 1);
         if near_end && self.last_took.is_some_and(|took| took >= LONG_JOB) {

@@ -62,8 +62,7 @@ impl Supervisor {
     pub(super) fn run(mut self) {
         // One after another, on this thread: a worker's PR_SET_PDEATHSIG fires when the
         // thread that started it ends, not its process, so workers cannot be started side
-        // by side from threads that end sooner than the pool. (Tried: started from scoped
-        // threads, workers were killed before their handshake.)
+        // by side from threads that end sooner than the pool.
         for index in 0..self.config.processes {
             if let Err(error) = self.start(index) {
                 self.fail_startup(BuildError::spawn(error));

@@ -85,9 +85,9 @@ impl State {
 impl Hub {
     /// The CPUs this process may run on ([`cpu_count`](sys::cpu_count)), read once.
     ///
-    /// Under cgroups that takes several file reads (0.10 to 0.15 ms measured on the 2-core
-    /// VM), a twentieth of a pool's start-up: `launch` reads it on the building thread while
-    /// the supervisor thread starts the first worker, instead of before.
+    /// Under cgroups that takes several file reads, about a twentieth of a pool's start-up,
+    /// so `launch` reads it on the building thread while the supervisor thread starts the
+    /// first worker.
     pub(crate) fn cpus(&self) -> usize {
         *self.cpus.get_or_init(sys::cpu_count)
     }

@@ -96,7 +96,6 @@ impl<'a> Cursor<'a> {
         std::str::from_utf8(self.bytes()?).map_err(|_| WireError::BadUtf8)
     }
 
-    /// Steps over `count` packed items of `items`' size.
     /// Steps over `count` packed items of `items`' size. The count is held to the frame
     /// limit as the writer holds it (see `ItemWriter::sized_len`): `per_item` bytes of length
     /// and status each, so that items of no bytes cannot come in billions.
