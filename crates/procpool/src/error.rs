@@ -11,6 +11,7 @@ use std::time::Duration;
 ///
 /// A replacement worker takes the index of the worker it replaces, with a new pid.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
 pub struct WorkerInfo {
     /// The worker's slot, `0..processes`.
     pub index: usize,
@@ -389,45 +390,109 @@ impl std::error::Error for Error {}
 #[derive(Debug)]
 pub struct BuildError {
     kind: BuildErrorKind,
+    message: String,
+    worker: Option<WorkerInfo>,
+    exit: Option<WorkerExit>,
+    source: Option<BuildSource>,
 }
 
 #[derive(Debug)]
-enum BuildErrorKind {
-    Invalid(String),
-    Spawn(io::Error),
+enum BuildSource {
+    Io(io::Error),
     Initializer(Error),
-    Handshake(String),
+}
+
+/// What kind of failure a [`BuildError`] is. More kinds may be added.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+#[non_exhaustive]
+pub enum BuildErrorKind {
+    /// A setting is out of range (zero processes, say); the message names it and its limit.
+    InvalidInput,
+    /// A worker process could not be started (the operating system refused).
+    Spawn,
+    /// The initializer failed in a worker: it panicked or its arguments did not decode;
+    /// [`BuildError::initializer_error`] has the details.
+    Initializer,
+    /// A worker ended before it was ready (an initializer that exits, or a crash);
+    /// [`BuildError::worker_exit`] says how.
+    WorkerDied,
+    /// A worker answered the handshake wrongly (a binary rebuilt while the pool started).
+    Handshake,
 }
 
 impl BuildError {
-    pub(crate) fn invalid(message: String) -> BuildError {
+    fn new(kind: BuildErrorKind, message: String) -> BuildError {
         BuildError {
-            kind: BuildErrorKind::Invalid(message),
+            kind,
+            message,
+            worker: None,
+            exit: None,
+            source: None,
         }
+    }
+
+    pub(crate) fn invalid(message: String) -> BuildError {
+        BuildError::new(BuildErrorKind::InvalidInput, message)
     }
 
     pub(crate) fn spawn(error: io::Error) -> BuildError {
         BuildError {
-            kind: BuildErrorKind::Spawn(error),
+            source: Some(BuildSource::Io(error)),
+            ..BuildError::new(BuildErrorKind::Spawn, "cannot start a worker process".into())
         }
     }
 
     pub(crate) fn initializer(error: Error) -> BuildError {
         BuildError {
-            kind: BuildErrorKind::Initializer(error),
+            worker: error.worker_info(),
+            message: format!("the initializer failed: {error}"),
+            source: Some(BuildSource::Initializer(error)),
+            ..BuildError::new(BuildErrorKind::Initializer, String::new())
         }
     }
 
-    pub(crate) fn handshake(message: String) -> BuildError {
+    /// `worker` ended with `exit` before its handshake.
+    pub(crate) fn died(worker: WorkerInfo, exit: WorkerExit) -> BuildError {
         BuildError {
-            kind: BuildErrorKind::Handshake(message),
+            worker: Some(worker),
+            exit: Some(exit),
+            ..BuildError::new(
+                BuildErrorKind::WorkerDied,
+                format!("worker handshake failed: {worker} {exit} before it was ready"),
+            )
         }
+    }
+
+    pub(crate) fn handshake(worker: WorkerInfo, message: &str) -> BuildError {
+        BuildError {
+            worker: Some(worker),
+            ..BuildError::new(
+                BuildErrorKind::Handshake,
+                format!("worker handshake failed: {worker}: {message}"),
+            )
+        }
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> BuildErrorKind {
+        self.kind
+    }
+
+    /// The worker that failed, where one did.
+    pub fn worker_info(&self) -> Option<WorkerInfo> {
+        self.worker
+    }
+
+    /// How the worker ended, for [`BuildErrorKind::WorkerDied`]: its exit code or the
+    /// signal that killed it.
+    pub fn worker_exit(&self) -> Option<WorkerExit> {
+        self.exit
     }
 
     /// The initializer's failure, if that is why the pool did not start.
     pub fn initializer_error(&self) -> Option<&Error> {
-        match &self.kind {
-            BuildErrorKind::Initializer(error) => Some(error),
+        match &self.source {
+            Some(BuildSource::Initializer(error)) => Some(error),
             _ => None,
         }
     }
@@ -435,19 +500,14 @@ impl BuildError {
 
 impl fmt::Display for BuildError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        match &self.kind {
-            BuildErrorKind::Invalid(message) => f.write_str(message),
-            BuildErrorKind::Spawn(_) => f.write_str("cannot start a worker process"),
-            BuildErrorKind::Initializer(error) => write!(f, "the initializer failed: {error}"),
-            BuildErrorKind::Handshake(message) => write!(f, "worker handshake failed: {message}"),
-        }
+        f.write_str(&self.message)
     }
 }
 
 impl std::error::Error for BuildError {
     fn source(&self) -> Option<&(dyn std::error::Error + 'static)> {
-        match &self.kind {
-            BuildErrorKind::Spawn(error) => Some(error),
+        match &self.source {
+            Some(BuildSource::Io(error)) => Some(error),
             _ => None,
         }
     }

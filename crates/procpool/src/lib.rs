@@ -159,7 +159,7 @@ mod watch;
 mod wire;
 mod worker;
 
-pub use error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
+pub use error::{BuildError, BuildErrorKind, Error, ErrorKind, WorkerExit, WorkerInfo};
 pub use pool::{ApplyOptions, Builder, MapOptions, Pool};
 pub use procpool_macros::task;
 pub use registry::Task;

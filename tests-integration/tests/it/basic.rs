@@ -272,6 +272,7 @@ fn bad_settings_are_refused() {
     let _serial = serial();
     let error = Pool::builder().processes(0).build().unwrap_err();
     assert_eq!(error.to_string(), "a pool needs at least 1 process, got 0");
+    assert_eq!(error.kind(), procpool::BuildErrorKind::InvalidInput);
     let error = Pool::builder()
         .processes(1)
         .max_tasks_per_child(0)

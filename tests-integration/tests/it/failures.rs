@@ -257,6 +257,7 @@ fn a_failing_initializer_fails_build() {
         .initializer(failing_init, (true,))
         .build()
         .unwrap_err();
+    assert_eq!(error.kind(), procpool::BuildErrorKind::Initializer);
     let cause = error
         .initializer_error()
         .expect("the initializer is blamed");

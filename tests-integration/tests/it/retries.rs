@@ -248,5 +248,8 @@ fn an_initializer_that_exits_fails_build() {
             && message.contains("exited with code 4 before it was ready"),
         "{message}"
     );
+    assert_eq!(error.kind(), procpool::BuildErrorKind::WorkerDied);
+    assert_eq!(error.worker_exit(), Some(procpool::WorkerExit::Code(4)));
+    assert!(error.worker_info().is_some_and(|w| w.pid != std::process::id()));
     assert_no_children();
 }

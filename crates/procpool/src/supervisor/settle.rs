@@ -156,13 +156,11 @@ impl Supervisor {
             }
         }
         if self.startup.is_some() {
-            let message = match cause {
-                Cause::Protocol(message) => format!("{info}: {message}"),
-                Cause::Gone | Cause::TimedOut(_) | Cause::Abandoned => {
-                    format!("{info} {exit} before it was ready")
-                }
+            let error = match cause {
+                Cause::Protocol(message) => BuildError::handshake(info, &message),
+                Cause::Gone | Cause::TimedOut(_) | Cause::Abandoned => BuildError::died(info, exit),
             };
-            self.fail_startup(BuildError::handshake(message));
+            self.fail_startup(error);
             return;
         }
         if !was_ready {
