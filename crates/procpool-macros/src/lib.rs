@@ -55,6 +55,19 @@ const MAX_ARGS: usize = 6;
 /// }
 /// ```
 ///
+/// A function in an `impl` block is refused, with one error (a task is named by its path,
+/// which a method's is not):
+///
+/// ```compile_fail
+/// struct Resizer;
+/// impl Resizer {
+///     #[procpool::task]
+///     fn resize(width: u32) -> u32 {
+///         width / 2
+///     }
+/// }
+/// ```
+///
 /// Its owned twin compiles:
 ///
 /// ```
@@ -131,19 +144,25 @@ fn expand(
     };
     let ident = &sig.ident;
     let entry = format_ident!("__PROCPOOL_TASK_{}", ident);
+    // The entry sits in a named `const` block: at module level (or in a function body) that
+    // is an ordinary item, and in an `impl` block, where a task cannot be, it is an
+    // associated const whose one error names the function (its path is `Self::` there),
+    // instead of one error for each part of the entry.
     Ok(quote! {
         #function
 
         #[doc(hidden)]
         #[allow(non_upper_case_globals)]
-        #[::procpool::__private::linkme::distributed_slice(::procpool::__private::TASKS)]
-        #[linkme(crate = ::procpool::__private::linkme)]
-        static #entry: ::procpool::__private::TaskEntry = ::procpool::__private::TaskEntry {
-            name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
-            type_name: || ::procpool::__private::type_name_of(&#ident),
-            call: |calls| {
-                ::procpool::__private::invoke::<_, (#(#types,)*), #output>(#ident, calls)
-            },
+        const #entry: () = {
+            #[::procpool::__private::linkme::distributed_slice(::procpool::__private::TASKS)]
+            #[linkme(crate = ::procpool::__private::linkme)]
+            static ENTRY: ::procpool::__private::TaskEntry = ::procpool::__private::TaskEntry {
+                name: ::core::concat!(::core::module_path!(), "::", ::core::stringify!(#ident)),
+                type_name: || ::procpool::__private::type_name_of(&#ident),
+                call: |calls| {
+                    ::procpool::__private::invoke::<_, (#(#types,)*), #output>(#ident, calls)
+                },
+            };
         };
     })
 }

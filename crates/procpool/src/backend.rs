@@ -91,6 +91,7 @@ impl Backend {
         }
     }
 
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn idle_workers(&self) -> usize {
         match self {
             Backend::Local(local) => local.idle_workers(),

@@ -438,7 +438,10 @@ impl BuildError {
     pub(crate) fn spawn(error: io::Error) -> BuildError {
         BuildError {
             source: Some(BuildSource::Io(error)),
-            ..BuildError::new(BuildErrorKind::Spawn, "cannot start a worker process".into())
+            ..BuildError::new(
+                BuildErrorKind::Spawn,
+                "cannot start a worker process".into(),
+            )
         }
     }
 

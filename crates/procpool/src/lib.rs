@@ -177,11 +177,24 @@ pub mod __fuzz {
     pub use crate::wire::fuzz_wire as wire;
 }
 
+/// Hooks for procpool's own tests, behind the `test-hooks` feature: not a public API, and
+/// they may change in any release.
+#[cfg(feature = "test-hooks")]
+#[doc(hidden)]
+pub mod test_hooks {
+    /// How many idle workers a blocking call could borrow now: tests that must know the
+    /// borrowing path is taken wait for it.
+    pub fn idle_workers(pool: &crate::Pool) -> usize {
+        pool.idle_workers()
+    }
+
+    /// How long a job must run for the pool to count it as long.
+    pub const LONG_JOB: std::time::Duration = crate::supervisor::LONG_JOB;
+}
+
 #[doc(hidden)]
 pub mod __private {
     pub use crate::error::TaskFailure;
     pub use crate::registry::{Calls, TASKS, TaskEntry, invoke, type_name_of};
-    /// For tests that must run jobs the pool counts as long.
-    pub use crate::supervisor::LONG_JOB;
     pub use linkme;
 }

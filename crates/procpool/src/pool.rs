@@ -325,10 +325,9 @@ impl Pool {
         self.backend.worker_pids()
     }
 
-    /// How many idle workers a blocking call could borrow now. For tests that must know the
-    /// borrowing path is taken; not part of the API.
-    #[doc(hidden)]
-    pub fn __idle_workers(&self) -> usize {
+    /// How many idle workers a blocking call could borrow now; see `test_hooks`.
+    #[cfg(feature = "test-hooks")]
+    pub(crate) fn idle_workers(&self) -> usize {
         self.backend.idle_workers()
     }
 

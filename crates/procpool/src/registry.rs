@@ -217,6 +217,14 @@ pub(crate) enum LookupError {
 impl std::fmt::Display for LookupError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
+            LookupError::Unregistered(name) if name.contains("{{closure}}") => write!(
+                f,
+                "a closure cannot be a task (`{name}`): workers find a task by its name, and a closure has none; move its body into a function marked #[procpool::task] and pass that"
+            ),
+            LookupError::Unregistered(name) if name.starts_with("fn(") => write!(
+                f,
+                "a function pointer cannot be a task (`{name}`): workers find a task by its name; pass the function itself, marked #[procpool::task]"
+            ),
             LookupError::Unregistered(name) => write!(
                 f,
                 "`{name}` is not a registered task: mark the function with #[procpool::task]"
@@ -334,7 +342,7 @@ mod tests {
 
     impl Serialize for EvenOnly {
         fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-            assert!(self.0 % 2 == 0, "odd");
+            assert!(self.0.is_multiple_of(2), "odd");
             serializer.serialize_u32(self.0)
         }
     }
@@ -349,7 +357,7 @@ mod tests {
         let outcomes = run_calls(|calls| invoke(pair, calls), &inputs);
         for (x, outcome) in outcomes.into_iter().enumerate() {
             let x = x as u32;
-            if x % 2 == 0 {
+            if x.is_multiple_of(2) {
                 assert_eq!(outcome, Ok((x, EvenOnly(x))));
             } else {
                 assert!(

@@ -263,6 +263,19 @@ fn unregistered_functions_are_refused_by_name() {
     assert!(error.to_string().contains("not_a_task"), "{error}");
     let error = pool.map(|x: u64| x, [1]).unwrap_err();
     assert!(error.to_string().contains("closure"), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("move its body into a function marked #[procpool::task]"),
+        "{error}"
+    );
+    let pointer: fn(u64) -> u64 = square;
+    let error = pool.apply(pointer, (2,)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Unregistered);
+    assert!(
+        error.to_string().contains("pass the function itself"),
+        "{error}"
+    );
     assert_eq!(pool.apply(square, (3,)).unwrap(), 9, "the pool carries on");
     finish(pool);
 }
@@ -432,7 +445,7 @@ fn after_long_jobs_a_queued_job_waits_for_the_first_free_worker() {
     let _serial = serial();
     let pool = pool(2);
     let rendezvous = Rendezvous::new();
-    crate::direct::run_long_jobs(&pool, &rendezvous);
+    crate::borrowed::run_long_jobs(&pool, &rendezvous);
     let pids = pool.worker_pids();
     assert_eq!(pids.len(), 2);
     let held: Vec<_> = (0..2)

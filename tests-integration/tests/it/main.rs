@@ -3,9 +3,9 @@
 
 mod accounting;
 mod basic;
+mod borrowed;
 mod crash_matrix;
 mod deadlines;
-mod direct;
 mod docs;
 mod failures;
 mod futures;

@@ -250,6 +250,10 @@ fn an_initializer_that_exits_fails_build() {
     );
     assert_eq!(error.kind(), procpool::BuildErrorKind::WorkerDied);
     assert_eq!(error.worker_exit(), Some(procpool::WorkerExit::Code(4)));
-    assert!(error.worker_info().is_some_and(|w| w.pid != std::process::id()));
+    assert!(
+        error
+            .worker_info()
+            .is_some_and(|w| w.pid != std::process::id())
+    );
     assert_no_children();
 }

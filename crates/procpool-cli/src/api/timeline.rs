@@ -158,10 +158,10 @@ fn timeline(request: &Request, policy: Policy<'_>, usage: &Usage) -> Result<Time
         .param("access_token")
         .filter(|token| policy.tokens.iter().any(|valid| valid == token))
         .ok_or(ApiError::InvalidToken)?;
-    if let Some(limit) = policy.rate_limit {
-        if usage.spend(token) > u64::from(limit) {
-            return Err(ApiError::RateLimited);
-        }
+    if let Some(limit) = policy.rate_limit
+        && usage.spend(token) > u64::from(limit)
+    {
+        return Err(ApiError::RateLimited);
     }
     let post = request
         .param("id")

@@ -48,7 +48,7 @@ pub(crate) const DEPTH: usize = 2;
 /// read the results, so the measure includes the parent's own wake-up, which on a busy
 /// machine can take a time slice: a short job taken for a long one then costs a round trip,
 /// and only near the end of the jobs.
-pub const LONG_JOB: Duration = Duration::from_millis(10);
+pub(crate) const LONG_JOB: Duration = Duration::from_millis(10);
 
 /// How many replacement workers in a row may die before their handshake before the pool
 /// stops starting them.
@@ -183,6 +183,7 @@ impl Local {
         self.hub.lock().pids.iter().flatten().copied().collect()
     }
 
+    #[cfg(feature = "test-hooks")]
     pub(crate) fn idle_workers(&self) -> usize {
         self.hub.lock().idle.len()
     }

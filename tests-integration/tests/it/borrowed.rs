@@ -178,7 +178,7 @@ fn blocking_calls_from_many_threads_share_the_workers() {
 /// Waits until `pool` lends all its `workers`: a blocking call made then borrows them.
 fn wait_until_lent(pool: &Pool, workers: usize) {
     wait_for("the idle workers are lent", || {
-        pool.__idle_workers() == workers
+        procpool::test_hooks::idle_workers(pool) == workers
     });
 }
 
@@ -373,7 +373,7 @@ pub(crate) fn run_long_jobs(pool: &Pool, rendezvous: &Rendezvous) {
         let caller = scope.spawn(|| pool.map(hold, paths));
         let (first, second) = (rendezvous.arrive(), rendezvous.arrive());
         assert_ne!(first.pid, second.pid, "one on each worker");
-        std::thread::sleep(5 * procpool::__private::LONG_JOB);
+        std::thread::sleep(5 * procpool::test_hooks::LONG_JOB);
         first.release(1);
         second.release(1);
         assert_eq!(caller.join().unwrap().unwrap(), [1, 1]);
