@@ -31,7 +31,7 @@ fn seed_prints_both_tables_as_json() {
     let factorial = value["factorial"].as_array().unwrap();
     let reposts = value["reposts"].as_array().unwrap();
     assert_eq!(factorial.len(), 10, "one call plus nine methods");
-    assert_eq!(reposts.len(), 11, "one page plus ten methods");
+    assert_eq!(reposts.len(), 12, "one page plus eleven rows");
     assert!(
         reposts
             .iter()
@@ -122,7 +122,7 @@ fn reposts_writes_each_repost_once_in_order() {
         ]);
         assert_eq!(code, 0, "{method}: {stderr}");
         let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-        assert_eq!(value["reposts"], expected);
+        assert_eq!(value["reposts_written"], expected);
         let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
             .unwrap()
             .lines()
@@ -154,13 +154,13 @@ fn api_errors_are_clear_messages_with_a_failing_exit() {
         "--method",
         "apply",
     ]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 1);
     assert!(
         stderr.contains("21332") && stderr.contains("invalid_access_token"),
         "{stderr}"
     );
     let (code, _, stderr) = run(&["reposts", "--mid", "42", "--latency-ms", "0"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 1);
     assert!(stderr.contains("20101"), "{stderr}");
     let (code, _, stderr) = run(&[
         "reposts",
@@ -171,8 +171,8 @@ fn api_errors_are_clear_messages_with_a_failing_exit() {
         "--method",
         "serial",
     ]);
-    assert_eq!(code, 2);
-    assert!(stderr.starts_with("procpool: cannot crawl"), "{stderr}");
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("procpool: crawl of post"), "{stderr}");
 }
 
 #[test]
