@@ -18,7 +18,7 @@ mod progress;
 mod table;
 mod tasks;
 
-use cmd::{Command, Interrupted};
+use cmd::{Command, Interrupted, UsageError};
 
 /// The tutorial's process-pool experiments, on procpool.
 #[derive(Debug, Parser)]
@@ -52,6 +52,10 @@ fn main() -> ExitCode {
     match cmd::run(cli.command, show) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) if error.is::<UsageError>() => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             let _ = std::io::stdout().flush();
             eprintln!("procpool: {error:#}");

@@ -805,3 +805,61 @@ mod pipes_and_logs {
         assert_no_children();
     }
 }
+
+mod progress {
+    use std::os::fd::{FromRawFd, OwnedFd};
+
+    use super::*;
+
+    /// Runs `procpool args` with standard error on a new terminal: what it drew there.
+    fn on_a_terminal(args: &[&str]) -> (i32, String) {
+        let (mut master, mut slave) = (-1, -1);
+        // SAFETY: openpty writes two descriptors into the integers given; the name, termios
+        // and window size pointers may be null.
+        let opened = unsafe {
+            libc::openpty(
+                &mut master,
+                &mut slave,
+                std::ptr::null_mut(),
+                std::ptr::null(),
+                std::ptr::null(),
+            )
+        };
+        assert_eq!(opened, 0, "openpty");
+        // SAFETY: openpty succeeded, so both are open descriptors that nothing else owns.
+        let (master, slave) =
+            unsafe { (OwnedFd::from_raw_fd(master), OwnedFd::from_raw_fd(slave)) };
+        let mut child = procpool()
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::from(slave))
+            .spawn()
+            .unwrap();
+        // The terminal's reader ends with an error (EIO) once no process holds the slave.
+        let drawn = read_all(std::fs::File::from(master));
+        let status = wait_within(&mut child, RUN_BOUND);
+        let text = String::from_utf8_lossy(&drawn.join().unwrap()).into_owned();
+        (status.code().expect("exited, not killed"), text)
+    }
+
+    #[test]
+    fn bars_with_rate_and_eta_are_drawn_on_a_terminal_unless_quiet_or_json() {
+        adopt_orphans();
+        let server = server();
+        let base = server.base_url();
+        let crawl = ["reposts", "--api-base", &base, "--method", "serial"];
+        let (code, drawn) = on_a_terminal(&crawl);
+        assert_eq!(code, 0, "{drawn}");
+        assert!(drawn.contains("/10 pages ("), "{drawn}");
+        assert!(drawn.contains("/s, ") && drawn.contains("eta "), "{drawn}");
+        let (_, drawn) = on_a_terminal(&[&crawl[..], &["--quiet"]].concat());
+        assert!(drawn.is_empty(), "{drawn}");
+        let (_, drawn) = on_a_terminal(&[&crawl[..], &["--json"]].concat());
+        assert!(drawn.is_empty(), "{drawn}");
+        let (code, drawn) =
+            on_a_terminal(&["factorial", "--n", "300", "--runs", "2", "--processes", "2"]);
+        assert_eq!(code, 0, "{drawn}");
+        assert!(drawn.contains("/600 items ("), "{drawn}");
+        assert_no_children();
+    }
+}

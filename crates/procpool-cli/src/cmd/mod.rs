@@ -39,6 +39,19 @@ pub fn run(command: Command, show: Show) -> Result<()> {
     }
 }
 
+/// Arguments that clap accepts but that do not go together; the command exits 2, as for any
+/// usage error.
+#[derive(Debug)]
+pub struct UsageError(pub String);
+
+impl std::fmt::Display for UsageError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for UsageError {}
+
 /// A signal stopped the command; it exits with 128 plus the signal's number.
 #[derive(Debug)]
 pub struct Interrupted {

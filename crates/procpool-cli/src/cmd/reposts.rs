@@ -11,7 +11,7 @@ use anyhow::{Context, Result, bail};
 use procpool_cli::api::{DEFAULT_TOKEN, Server, ServerConfig, dataset::TUTORIAL_POST};
 use procpool_cli::crawl::{self, PageRequest, Repost};
 
-use super::{Interrupted, Show};
+use super::{Interrupted, Show, UsageError};
 use crate::method::Method;
 use crate::pages::{self, Job, Outcome, Plan, Stop};
 use crate::table::human;
@@ -131,7 +131,10 @@ fn open_out(args: &Args) -> Result<(Destination, Resumed)> {
     };
     if path == "-" {
         if args.resume {
-            bail!("--resume needs a file for --out, not standard output");
+            return Err(UsageError(
+                "--resume needs a file for --out, not standard output".to_owned(),
+            )
+            .into());
         }
         return Ok((Destination::Stdout, Resumed::default()));
     }
