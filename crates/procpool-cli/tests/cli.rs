@@ -18,10 +18,8 @@ fn procpool() -> Command {
 /// becomes the reaper of orphans, so that a worker that outlived `procpool` would show.
 fn run(args: &[&str]) -> (i32, String, String) {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    let adopted = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(adopted, 0);
     let output = procpool().args(args).output().expect("procpool runs");
     assert_no_children();
     (
