@@ -110,6 +110,8 @@ enum Event {
     Pool(procpool::Error),
     /// A signal arrived.
     Signal(i32),
+    /// The fetching thread has sent all it will.
+    Finished,
 }
 
 /// Crawls `job`'s pages, handing each page's reposts not seen before to `write`, in page
@@ -133,7 +135,10 @@ pub fn crawl(
             (job.method, job.plan, job.template.clone(), job.first_page);
         thread::Builder::new()
             .name("crawl-fetch".to_owned())
-            .spawn(move || fetch(pool.as_deref(), method, plan, &template, first, &events))
+            .spawn(move || {
+                fetch(pool.as_deref(), method, plan, &template, first, &events);
+                let _ = events.send(Event::Finished);
+            })
     };
     let mut outcome = Outcome::default();
     match fetcher {
@@ -184,11 +189,8 @@ fn order(
         }
         let event = match received.recv() {
             Ok(event) => event,
-            // The fetching thread is done and sent no more; every page it had was written.
-            Err(_) => {
-                outcome.stop = Some(Stop::Lost(next));
-                return;
-            }
+            // Every sender is gone, which the signals' thread never is before this returns.
+            Err(_) => Event::Finished,
         };
         // A signal to the process group reaches the workers too; their deaths may come
         // before the signal's own event, and must not hide it.
@@ -197,6 +199,12 @@ fn order(
             return;
         }
         match event {
+            // Everything the fetching thread sent has been handled, and the loop's first
+            // check found pages still missing.
+            Event::Finished => {
+                outcome.stop = Some(Stop::Lost(next));
+                return;
+            }
             Event::Signal(signal) => {
                 outcome.stop = Some(Stop::Signal(signal));
                 return;
