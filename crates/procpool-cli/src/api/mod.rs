@@ -2,7 +2,7 @@
 //!
 //! The tutorial crawls `GET /2/statuses/repost_timeline.json` of a public microblog service.
 //! [`Server`] answers the same request with the same JSON on `127.0.0.1`, from the seeded,
-//! deterministic posts of [`dataset`], after a configurable latency per request, so that the
+//! deterministic posts of [`dataset`], after a configurable latency per page, so that the
 //! demo's serial and parallel crawls can be compared without the network and without a real
 //! account.
 //!
@@ -137,7 +137,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 pub struct ServerConfig {
     /// The port to listen on, on `127.0.0.1`; 0 (the default) picks a free one.
     pub port: u16,
-    /// How long each request waits before it is answered (default [`DEFAULT_LATENCY`]).
+    /// How long each page waits before it is sent (default [`DEFAULT_LATENCY`]); errors are
+    /// answered at once.
     pub latency: Duration,
     /// The tokens the server accepts (default: [`DEFAULT_TOKEN`] alone).
     pub tokens: Vec<String>,
