@@ -36,10 +36,15 @@
 //! # Retries
 //!
 //! Transient failures are retried, up to [`PageRequest::retries`] times, after 50 ms, 100 ms,
-//! 200 ms and so on (doubling, at most 1.6 s): a connection that fails or breaks, a timeout, an
-//! HTTP 5xx, 408 or 429 status. Errors the API reports with a 4xx status are not retried: an
-//! invalid token (21332), an unknown post (20101), a parameter error (10008), and also the rate
-//! limit (10023), whose window (an hour on the public service) outlasts any backoff here.
+//! 200 ms and so on (doubling, at most 1.6 s): a connection that fails or breaks, an HTTP 5xx,
+//! 408 or 429 status, and the API's rate limit (10023). Other errors the API reports are
+//! fatal and not retried: an invalid token (21332), an unknown post (20101), a parameter error
+//! (10008). Neither is a response that is not the API's JSON, nor one that does not come
+//! within [`PageRequest::timeout_ms`]: the timeout bounds how long a page may take, and a
+//! server that did not answer in time is not asked again.
+//!
+//! Each attempt is logged at `debug` level and each retry at `info` level under the target
+//! `procpool_cli::crawl`, through `tracing`.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -65,6 +70,9 @@ pub const DEFAULT_TIMEOUT_MS: u64 = 10_000;
 
 /// The default [`PageRequest::retries`].
 pub const DEFAULT_RETRIES: u32 = 3;
+
+/// The API's `error_code` for a token over its rate limit.
+const RATE_LIMITED: u32 = 10023;
 
 /// The endpoint, after the API base.
 const TIMELINE_PATH: &str = "/2/statuses/repost_timeline.json";
@@ -275,11 +283,33 @@ enum Kind {
 impl Kind {
     fn is_transient(&self) -> bool {
         match *self {
-            Kind::Timeout { .. } | Kind::Io { .. } => true,
+            Kind::Io { .. } => true,
+            Kind::Api {
+                code: RATE_LIMITED, ..
+            } => true,
             Kind::Http { status } | Kind::Api { status, .. } => {
                 status >= 500 || status == 408 || status == 429
             }
-            Kind::Decode { .. } | Kind::InvalidUrl { .. } => false,
+            Kind::Timeout { .. } | Kind::Decode { .. } | Kind::InvalidUrl { .. } => false,
+        }
+    }
+}
+
+impl fmt::Display for Kind {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Kind::Api {
+                code,
+                message,
+                status,
+            } => {
+                write!(f, "api error {code}: {message} (http status {status})")
+            }
+            Kind::Http { status } => write!(f, "http status {status}"),
+            Kind::Timeout { timeout_ms } => write!(f, "no response within {timeout_ms} ms"),
+            Kind::Io { message } | Kind::Decode { message } | Kind::InvalidUrl { message } => {
+                f.write_str(message)
+            }
         }
     }
 }
@@ -341,6 +371,11 @@ impl CrawlError {
     pub fn is_transient(&self) -> bool {
         self.kind.is_transient()
     }
+
+    /// Whether the failure is the API's rate limit (error 10023).
+    pub fn is_rate_limited(&self) -> bool {
+        self.api_code() == Some(RATE_LIMITED)
+    }
 }
 
 impl fmt::Display for CrawlError {
@@ -362,7 +397,10 @@ impl fmt::Display for CrawlError {
                 message,
                 status,
             } => {
-                write!(f, "api error {code}: {message} (")?;
+                write!(
+                    f,
+                    "api error {code} for page {page} of post {mid}: {message} ("
+                )?;
                 match code {
                     21332 => write!(f, "check --token")?,
                     20101 => write!(f, "check the post id {mid}")?,
@@ -370,8 +408,8 @@ impl fmt::Display for CrawlError {
                         f,
                         "the token's rate limit is used up: wait, or use another --token"
                     )?,
-                    10008 => write!(f, "page {page} of post {mid}")?,
-                    _ => write!(f, "page {page} of post {mid}, http status {status}")?,
+                    10008 => write!(f, "check --mid and the page size")?,
+                    _ => write!(f, "http status {status} from {url}")?,
                 }
                 write!(f, "){after}")
             }
@@ -407,10 +445,26 @@ impl std::error::Error for CrawlError {}
 pub fn fetch_page(request: &PageRequest) -> Result<Page, CrawlError> {
     let mut attempts = 1;
     loop {
+        tracing::debug!(page = request.page, mid = request.mid, attempt = attempts, url = %request.url(), "requesting a page");
         match fetch_once(request) {
-            Ok(page) => return Ok(page),
+            Ok(page) => {
+                tracing::debug!(
+                    page = request.page,
+                    reposts = page.reposts.len(),
+                    total_number = page.total_number,
+                    "page received"
+                );
+                return Ok(page);
+            }
             Err(kind) if kind.is_transient() && attempts <= request.retries => {
-                thread::sleep(backoff(attempts));
+                let wait = backoff(attempts);
+                tracing::info!(
+                    page = request.page,
+                    attempt = attempts,
+                    retry_in_ms = wait.as_millis() as u64,
+                    "transient failure, retrying: {kind}"
+                );
+                thread::sleep(wait);
                 attempts += 1;
             }
             Err(kind) => {
@@ -538,8 +592,13 @@ fn fetch_once(request: &PageRequest) -> Result<Page, Kind> {
         .call()
         .map_err(failed)?;
     let status = response.status().as_u16();
+    let content_type = response
+        .headers()
+        .get("content-type")
+        .and_then(|value| value.to_str().ok())
+        .map(str::to_owned);
     let body = response.body_mut().read_to_vec().map_err(failed)?;
-    decode(status, &body).map(|(total_number, reposts)| Page {
+    decode(status, content_type.as_deref(), &body).map(|(total_number, reposts)| Page {
         page: request.page,
         total_number,
         reposts,
@@ -562,7 +621,14 @@ struct ErrorBody {
 }
 
 /// Reads a response: a page (`total_number` and reposts), or what went wrong.
-fn decode(status: u16, body: &[u8]) -> Result<(u64, Vec<Repost>), Kind> {
+///
+/// A body that is not JSON at all is reported by what it is (its content type, or that it is
+/// empty) rather than by where a JSON parser gave up on it.
+fn decode(
+    status: u16,
+    content_type: Option<&str>,
+    body: &[u8],
+) -> Result<(u64, Vec<Repost>), Kind> {
     let api_error = || {
         serde_json::from_slice::<ErrorBody>(body)
             .ok()
@@ -575,13 +641,35 @@ fn decode(status: u16, body: &[u8]) -> Result<(u64, Vec<Repost>), Kind> {
     if (200..300).contains(&status) {
         match serde_json::from_slice::<PageBody>(body) {
             Ok(page) => Ok((page.total_number, page.reposts)),
-            Err(error) => Err(api_error().unwrap_or(Kind::Decode {
-                message: error.to_string(),
+            Err(error) => Err(api_error().unwrap_or_else(|| Kind::Decode {
+                message: not_a_page(content_type, body, &error),
             })),
         }
     } else {
         Err(api_error().unwrap_or(Kind::Http { status }))
     }
+}
+
+/// Why a successful response's body is not a page: not JSON (and then what it is), or JSON
+/// of another shape.
+fn not_a_page(content_type: Option<&str>, body: &[u8], error: &serde_json::Error) -> String {
+    let is_json = serde_json::from_slice::<serde::de::IgnoredAny>(body).is_ok();
+    if is_json {
+        return format!("not a page of reposts: {error}");
+    }
+    let got = match content_type {
+        _ if body.iter().all(u8::is_ascii_whitespace) => "an empty body".to_owned(),
+        Some(content_type) => {
+            let media_type = content_type.split(';').next().unwrap_or_default().trim();
+            if media_type.eq_ignore_ascii_case("application/json") {
+                format!("{media_type} that does not parse ({error})")
+            } else {
+                media_type.to_owned()
+            }
+        }
+        None => "a body without a content type".to_owned(),
+    };
+    format!("not JSON: got {got}")
 }
 
 /// What a failed call means for the crawl.
@@ -727,11 +815,12 @@ mod tests {
 
     #[test]
     fn decodes_pages_and_errors() {
+        let json = Some("application/json;charset=UTF-8");
         let body = br#"{"reposts":[],"total_number":5,"hasvisible":false,"next_cursor":0}"#;
-        assert_eq!(decode(200, body), Ok((5, Vec::new())));
+        assert_eq!(decode(200, json, body), Ok((5, Vec::new())));
         let error = br#"{"error":"invalid_access_token","error_code":21332,"request":"/x"}"#;
         assert_eq!(
-            decode(401, error),
+            decode(401, json, error),
             Err(Kind::Api {
                 code: 21332,
                 message: "invalid_access_token".to_owned(),
@@ -739,20 +828,48 @@ mod tests {
             })
         );
         assert!(matches!(
-            decode(200, error),
+            decode(200, json, error),
             Err(Kind::Api { code: 21332, .. })
         ));
-        assert_eq!(decode(502, b"<html>"), Err(Kind::Http { status: 502 }));
-        assert!(matches!(decode(200, b"<html>"), Err(Kind::Decode { .. })));
+        assert_eq!(
+            decode(502, Some("text/html"), b"<html>"),
+            Err(Kind::Http { status: 502 })
+        );
         assert!(matches!(
-            decode(200, b"{\"reposts\":[]}"),
+            decode(200, json, b"{\"reposts\":[]}"),
             Err(Kind::Decode { .. })
         ));
     }
 
     #[test]
+    fn a_body_that_is_not_json_is_named_by_its_content_type() {
+        let message = |content_type, body: &[u8]| match decode(200, content_type, body) {
+            Err(Kind::Decode { message }) => message,
+            other => panic!("{other:?}"),
+        };
+        assert_eq!(
+            message(Some("text/html; charset=utf-8"), b"<html>busy</html>"),
+            "not JSON: got text/html"
+        );
+        assert_eq!(
+            message(Some("text/html"), b""),
+            "not JSON: got an empty body"
+        );
+        assert_eq!(
+            message(None, b"hello"),
+            "not JSON: got a body without a content type"
+        );
+        assert!(
+            message(Some("application/json"), b"{\"total_number\": ")
+                .starts_with("not JSON: got application/json that does not parse ("),
+        );
+        assert!(
+            message(Some("application/json"), b"[1, 2]").starts_with("not a page of reposts: "),
+        );
+    }
+
+    #[test]
     fn transient_failures_are_the_retryable_ones() {
-        assert!(Kind::Timeout { timeout_ms: 1 }.is_transient());
         assert!(
             Kind::Io {
                 message: String::new()
@@ -762,13 +879,15 @@ mod tests {
         assert!(Kind::Http { status: 503 }.is_transient());
         assert!(Kind::Http { status: 429 }.is_transient());
         assert!(!Kind::Http { status: 404 }.is_transient());
+        assert!(!Kind::Timeout { timeout_ms: 1 }.is_transient());
         let api = |code, status| Kind::Api {
             code,
             message: String::new(),
             status,
         };
         assert!(api(10001, 500).is_transient());
-        for code in [21332, 20101, 10008, 10023] {
+        assert!(api(10023, 403).is_transient());
+        for code in [21332, 20101, 10008] {
             assert!(!api(code, 400).is_transient(), "{code}");
         }
         assert!(
@@ -794,11 +913,12 @@ mod tests {
         };
         assert_eq!(
             api(21332, "invalid_access_token"),
-            "api error 21332: invalid_access_token (check --token)"
+            "api error 21332 for page 3 of post 42: invalid_access_token (check --token)"
         );
         assert_eq!(
             api(20101, "target weibo does not exist!"),
-            "api error 20101: target weibo does not exist! (check the post id 42)"
+            "api error 20101 for page 3 of post 42: target weibo does not exist! \
+             (check the post id 42)"
         );
         assert_eq!(
             error(Kind::Http { status: 503 }, 4).to_string(),

@@ -1,5 +1,9 @@
 //! `procpool`: the Pool tutorial's two experiments on procpool, and the local repost API
 //! server they crawl. Run `procpool seed` for both tables; `procpool help` for the rest.
+//!
+//! Exit status: 0 on success (and when a reader of the output goes away, as in
+//! `procpool seed | head -1`); 1 on a runtime error; 2 on a usage error; 128 plus the signal's
+//! number when SIGINT (130) or SIGTERM (143) stopped a crawl.
 
 use std::io::Write;
 use std::process::ExitCode;
@@ -7,18 +11,29 @@ use std::process::ExitCode;
 use clap::Parser;
 
 mod cmd;
+mod log;
 mod method;
+mod pages;
+mod progress;
 mod table;
 mod tasks;
 
-use cmd::Command;
+use cmd::{Command, Interrupted, UsageError};
 
 /// The tutorial's process-pool experiments, on procpool.
 #[derive(Debug, Parser)]
 #[command(name = "procpool", version, about, long_about = None)]
+#[command(after_long_help = cmd::JSON_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Log more on standard error: -v requests, retries and workers; -vv every attempt.
+    /// RUST_LOG, when set, decides instead.
+    #[arg(short, long, action = clap::ArgAction::Count, global = true)]
+    verbose: u8,
+    /// Print no progress bars and only errors on standard error.
+    #[arg(short, long, global = true)]
+    quiet: bool,
 }
 
 fn main() -> ExitCode {
@@ -30,13 +45,24 @@ fn main() -> ExitCode {
             return ExitCode::from(if error.use_stderr() { 2 } else { 0 });
         }
     };
-    match cmd::run(cli.command) {
+    log::init(cli.verbose, cli.quiet);
+    let show = cmd::Show {
+        progress: !cli.quiet,
+    };
+    match cmd::run(cli.command, show) {
         Ok(()) => ExitCode::SUCCESS,
         Err(error) if is_broken_pipe(&error) => ExitCode::SUCCESS,
+        Err(error) if error.is::<UsageError>() => {
+            eprintln!("error: {error}");
+            ExitCode::from(2)
+        }
         Err(error) => {
             let _ = std::io::stdout().flush();
             eprintln!("procpool: {error:#}");
-            ExitCode::from(2)
+            match error.downcast_ref::<Interrupted>() {
+                Some(interrupted) => ExitCode::from(interrupted.exit_code()),
+                None => ExitCode::FAILURE,
+            }
         }
     }
 }

@@ -46,7 +46,9 @@ impl fmt::Display for Method {
 /// Runs `f` on every input with `method`, returning the outputs in input order.
 ///
 /// `pool` is used by every method but `Serial`. `imap_unordered`'s outputs come back in
-/// arrival order; `key` puts them back in input order.
+/// arrival order; `key` puts them back in input order. `done` is told how many more outputs
+/// are in, as they come: one at a time, except for `map` and `map_async`, whose outputs come
+/// all at once.
 pub fn run_all<F, A, R>(
     pool: Option<&Pool>,
     method: Method,
@@ -54,6 +56,7 @@ pub fn run_all<F, A, R>(
     inputs: Vec<A>,
     chunksize: Option<usize>,
     key: impl Fn(&R) -> usize,
+    done: &mut dyn FnMut(u64),
 ) -> Result<Vec<R>>
 where
     F: Task<(A,), Output = R> + Fn(A) -> R,
@@ -61,32 +64,45 @@ where
     R: DeserializeOwned,
 {
     let options = chunksize.map_or_else(MapOptions::new, |c| MapOptions::new().chunksize(c));
+    let mut one = |r| {
+        done(1);
+        r
+    };
     let pool = match (method, pool) {
-        (Method::Serial, _) => return Ok(inputs.into_iter().map(f).collect()),
+        (Method::Serial, _) => return Ok(inputs.into_iter().map(|a| one(f(a))).collect()),
         (_, Some(pool)) => pool,
         (_, None) => anyhow::bail!("method {method} needs a pool"),
+    };
+    let all = |outputs: Vec<R>, done: &mut dyn FnMut(u64)| {
+        done(outputs.len() as u64);
+        outputs
     };
     Ok(match method {
         Method::Serial => unreachable!("handled above"),
         Method::Apply => inputs
             .into_iter()
-            .map(|a| pool.apply(f, (a,)))
+            .map(|a| pool.apply(f, (a,)).map(&mut one))
             .collect::<Result<_, _>>()?,
         Method::ApplyAsync => {
             let pending: Vec<_> = inputs
                 .into_iter()
                 .map(|a| pool.apply_async(f, (a,)))
                 .collect::<Result<_, _>>()?;
-            pending.iter().map(|p| p.get()).collect::<Result<_, _>>()?
+            pending
+                .iter()
+                .map(|p| p.get().map(&mut one))
+                .collect::<Result<_, _>>()?
         }
-        Method::Map => pool.map_with(f, inputs, options)?,
-        Method::MapAsync => pool.map_async_with(f, inputs, options)?.get()?,
+        Method::Map => all(pool.map_with(f, inputs, options)?, done),
+        Method::MapAsync => all(pool.map_async_with(f, inputs, options)?.get()?, done),
         Method::Imap => pool
             .imap_with(f, inputs, options)?
+            .map(|r| r.map(&mut one))
             .collect::<Result<_, _>>()?,
         Method::ImapUnordered => {
             let mut outputs: Vec<R> = pool
                 .imap_unordered_with(f, inputs, options)?
+                .map(|r| r.map(&mut one))
                 .collect::<Result<_, _>>()?;
             outputs.sort_by_key(|o| key(o));
             outputs

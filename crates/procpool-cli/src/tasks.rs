@@ -11,10 +11,14 @@ use procpool_cli::crawl::{self, CrawlError, Page, PageRequest};
 /// Whether tasks print the pid of the worker that runs them, as the tutorial's did.
 static SHOW_PIDS: AtomicBool = AtomicBool::new(false);
 
-/// The pool's initializer: sets whether this worker prints pids.
+/// The pool's initializer: sets whether this worker prints pids, and starts its logging
+/// with the parent's filter (none when empty).
 #[procpool::task]
-pub fn show_pids(show: bool) {
+pub fn init_worker(show: bool, log_filter: String) {
     SHOW_PIDS.store(show, Ordering::Relaxed);
+    if !log_filter.is_empty() {
+        crate::log::init_worker(&log_filter);
+    }
 }
 
 /// Sets the same flag in this process, for the serial runs.
@@ -47,11 +51,11 @@ pub fn get_repost_timeline(request: PageRequest) -> Result<Page, CrawlError> {
     }
     let page = crawl::fetch_page(&request);
     if show {
-        println!(
+        say(format_args!(
             "pid {} finished! (page {})",
             std::process::id(),
             request.page
-        );
+        ));
     }
     page
 }

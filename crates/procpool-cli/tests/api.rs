@@ -253,16 +253,44 @@ mod pages {
     }
 
     #[test]
-    fn cursor_and_filter_parameters_are_ignored() {
+    fn filter_and_unknown_parameters_are_ignored() {
         let server = server();
         let plain = get(&server, &format!("id={TUTORIAL_POST}&count=30&page=2"));
         let extra = get(
             &server,
-            &format!(
-                "id={TUTORIAL_POST}&count=30&page=2&since_id=1&max_id=2&filter_by_author=1&x=y"
-            ),
+            &format!("id={TUTORIAL_POST}&count=30&page=2&since_id=0&filter_by_author=1&x=y"),
         );
         assert_eq!(plain, extra);
+    }
+
+    #[test]
+    fn a_client_paging_by_max_id_reaches_the_end_without_looping() {
+        let server = server();
+        let mut seen = Vec::new();
+        let mut max_id = 0;
+        for _ in 0..20 {
+            let response = get(
+                &server,
+                &format!("id={TUTORIAL_POST}&count=200&max_id={max_id}"),
+            );
+            seen.extend(ids(&response));
+            max_id = response.1["next_cursor"].as_u64().unwrap();
+            if max_id == 0 {
+                break;
+            }
+        }
+        assert_eq!(max_id, 0, "the cursor reaches 0");
+        assert_eq!(seen.len(), 2_000);
+        assert_eq!(
+            seen.iter().collect::<HashSet<_>>().len(),
+            2_000,
+            "no page twice"
+        );
+        let newest = seen[0];
+        let newer = get(&server, &format!("id={TUTORIAL_POST}&since_id={}", seen[5]));
+        assert_eq!(ids(&newer), seen[..5]);
+        assert_eq!(ids(&newer)[0], newest);
+        assert_param_error(get(&server, &format!("id={TUTORIAL_POST}&max_id=x")));
     }
 
     #[test]
@@ -562,5 +590,128 @@ mod server {
             begun.elapsed()
         );
         drop(idle);
+    }
+}
+
+mod hardening {
+    use super::*;
+
+    /// A raw request on a new connection: the whole response as text.
+    fn raw(server: &Server, request: &str) -> String {
+        let mut stream = TcpStream::connect(server.addr()).unwrap();
+        stream
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        stream.write_all(request.as_bytes()).unwrap();
+        let mut response = String::new();
+        stream.read_to_string(&mut response).unwrap();
+        response
+    }
+
+    fn body(response: &str) -> Value {
+        serde_json::from_str(response.split("\r\n\r\n").nth(1).unwrap()).unwrap()
+    }
+
+    #[test]
+    fn the_token_may_come_in_an_oauth2_authorization_header() {
+        let server = server();
+        let target = format!("{TIMELINE_PATH}?id={POST_1_REPOST}");
+        let ok = raw(
+            &server,
+            &format!(
+                "GET {target} HTTP/1.1\r\nHost: x\r\nAuthorization: OAuth2 {DEFAULT_TOKEN}\r\n\r\n"
+            ),
+        );
+        assert!(ok.starts_with("HTTP/1.1 200 "), "{ok}");
+        assert_eq!(body(&ok)["reposts"].as_array().unwrap().len(), 1);
+        let bad = raw(
+            &server,
+            &format!("GET {target} HTTP/1.1\r\nAuthorization: OAuth2 nope\r\n\r\n"),
+        );
+        assert!(bad.starts_with("HTTP/1.1 401 "), "{bad}");
+        assert_eq!(body(&bad)["error_code"], 21332);
+    }
+
+    /// With a latency of an hour, only an answer that skips it can come back at all.
+    #[test]
+    fn errors_are_answered_without_the_latency() {
+        let server = server_with(ServerConfig {
+            latency: Duration::from_secs(3_600),
+            ..ServerConfig::default()
+        });
+        let response = get_path(
+            &server,
+            TIMELINE_PATH,
+            &format!("access_token=wrong&id={TUTORIAL_POST}"),
+        );
+        assert_eq!(response.1["error_code"], 21332);
+        let response = get(&server, "id=12345");
+        assert_eq!(response.1["error_code"], 20101);
+        assert_eq!(server.requests_served(), 2);
+    }
+
+    /// A client that sends a byte every 20 ms never lets a read time out, yet its connection
+    /// is closed once the whole head's deadline passes.
+    #[test]
+    fn a_head_trickled_past_its_deadline_is_cut_off() {
+        let server = server_with(ServerConfig {
+            latency: Duration::ZERO,
+            head_deadline: Duration::from_millis(300),
+            ..ServerConfig::default()
+        });
+        let mut stream = TcpStream::connect(server.addr()).unwrap();
+        let mut reader = stream.try_clone().unwrap();
+        reader
+            .set_read_timeout(Some(Duration::from_secs(30)))
+            .unwrap();
+        let trickler = thread::spawn(move || {
+            let head = b"GET /2/statuses/repost_timeline.json?id=1&padding=";
+            let begun = Instant::now();
+            let mut sent = 0usize;
+            // Behaviour, not synchronisation: the pauses are what makes the client slow.
+            while begun.elapsed() < Duration::from_secs(30) {
+                let byte = head.get(sent).copied().unwrap_or(b'a');
+                if stream.write_all(&[byte]).is_err() {
+                    return (sent, true);
+                }
+                sent += 1;
+                thread::sleep(Duration::from_millis(20));
+            }
+            (sent, false)
+        });
+        let mut rest = Vec::new();
+        let closed = match reader.read_to_end(&mut rest) {
+            Ok(_) => true,
+            Err(error) => error.kind() == std::io::ErrorKind::ConnectionReset,
+        };
+        assert!(closed, "the server closes the connection");
+        assert!(rest.is_empty(), "no answer to half a head");
+        let (sent, refused) = trickler.join().unwrap();
+        assert!(refused, "the server stopped taking bytes after {sent}");
+        assert_eq!(server.requests_served(), 0);
+    }
+
+    #[test]
+    fn connections_past_the_bound_get_a_503_at_once() {
+        let server = server_with(ServerConfig {
+            latency: Duration::from_secs(3_600),
+            max_connections: 2,
+            ..ServerConfig::default()
+        });
+        let request = format!(
+            "GET {TIMELINE_PATH}?id={TUTORIAL_POST}&access_token={DEFAULT_TOKEN} HTTP/1.1\r\n\r\n"
+        );
+        // Two requests for pages, held by the latency.
+        let held: Vec<TcpStream> = (0..2)
+            .map(|_| {
+                let mut stream = TcpStream::connect(server.addr()).unwrap();
+                stream.write_all(request.as_bytes()).unwrap();
+                stream
+            })
+            .collect();
+        let busy = raw(&server, &request);
+        assert!(busy.starts_with("HTTP/1.1 503 "), "{busy}");
+        assert_eq!(body(&busy)["error_code"], 10009);
+        drop(held);
     }
 }

@@ -8,14 +8,20 @@ use std::process::{Command, Stdio};
 use assert_cmd::cargo::CommandCargoExt;
 use procpool_cli::api::dataset::{POST_201_REPOSTS, TUTORIAL_POST};
 use procpool_cli::crawl::{self, PageRequest};
-use tests_integration::children_of;
+use tests_integration::{assert_no_children, children_of};
 
 fn procpool() -> Command {
     Command::cargo_bin("procpool").expect("the procpool binary is built")
 }
 
+/// Runs `procpool args` to its end, and checks that it left no process behind: this process
+/// becomes the reaper of orphans, so that a worker that outlived `procpool` would show.
 fn run(args: &[&str]) -> (i32, String, String) {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
+    let adopted = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(adopted, 0);
     let output = procpool().args(args).output().expect("procpool runs");
+    assert_no_children();
     (
         output.status.code().expect("procpool exited, not killed"),
         String::from_utf8_lossy(&output.stdout).into_owned(),
@@ -31,13 +37,43 @@ fn seed_prints_both_tables_as_json() {
     let factorial = value["factorial"].as_array().unwrap();
     let reposts = value["reposts"].as_array().unwrap();
     assert_eq!(factorial.len(), 10, "one call plus nine methods");
-    assert_eq!(reposts.len(), 11, "one page plus ten methods");
+    assert_eq!(reposts.len(), 12, "one page plus eleven rows");
     assert!(
         reposts
             .iter()
             .all(|row| row["seconds"].as_f64().unwrap() > 0.0)
     );
     assert_eq!(factorial[1]["method"], "serial");
+    // One schema: durations are numbers of seconds (or null), never text.
+    assert_eq!(value["command"], "seed");
+    assert_eq!(value["latency_seconds"], 0.02);
+    for row in factorial {
+        assert!(row["warm_seconds"].as_f64().unwrap() > 0.0, "{row}");
+        assert!(
+            row["cold_seconds"].is_null() || row["cold_seconds"].is_f64(),
+            "{row}"
+        );
+        assert!(
+            row["tutorial_seconds"].is_null() || row["tutorial_seconds"].is_f64(),
+            "{row}"
+        );
+    }
+    assert_eq!(factorial[0]["tutorial_seconds"], 29.1e-6);
+    assert_eq!(reposts[0]["tutorial_seconds"], 0.828);
+    let plans: Vec<&str> = reposts[1..]
+        .iter()
+        .map(|row| row["plan"].as_str().unwrap())
+        .collect();
+    assert!(plans.contains(&"all_at_once") && plans.contains(&"total_first"));
+}
+
+#[test]
+fn seed_labels_the_all_at_once_rows() {
+    let (code, stdout, stderr) = run(&["seed", "--runs", "1", "--latency-ms", "5"]);
+    assert_eq!(code, 0, "{stderr}");
+    assert!(stdout.contains("asks for"), "{stdout}");
+    assert_eq!(stdout.matches("all 10 at once").count(), 7, "{stdout}");
+    assert!(stdout.contains("page 1, then the rest"), "{stdout}");
 }
 
 #[test]
@@ -76,7 +112,9 @@ fn factorial_runs_under_every_method() {
         ]);
         assert_eq!(code, 0, "{method}: {stderr}");
         let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
+        assert_eq!(value["command"], "factorial");
         assert_eq!(value["method"], method);
+        assert!(value["median_seconds"].as_f64().unwrap() > 0.0);
         assert_eq!(value["digits_of_last"], 33, "30! has 33 digits");
     }
     let (code, _, stderr) = run(&[
@@ -122,7 +160,7 @@ fn reposts_writes_each_repost_once_in_order() {
         ]);
         assert_eq!(code, 0, "{method}: {stderr}");
         let value: serde_json::Value = serde_json::from_str(stdout.trim()).unwrap();
-        assert_eq!(value["reposts"], expected);
+        assert_eq!(value["reposts_written"], expected);
         let lines: Vec<serde_json::Value> = std::fs::read_to_string(&out)
             .unwrap()
             .lines()
@@ -154,13 +192,13 @@ fn api_errors_are_clear_messages_with_a_failing_exit() {
         "--method",
         "apply",
     ]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 1);
     assert!(
         stderr.contains("21332") && stderr.contains("invalid_access_token"),
         "{stderr}"
     );
     let (code, _, stderr) = run(&["reposts", "--mid", "42", "--latency-ms", "0"]);
-    assert_eq!(code, 2);
+    assert_eq!(code, 1);
     assert!(stderr.contains("20101"), "{stderr}");
     let (code, _, stderr) = run(&[
         "reposts",
@@ -171,8 +209,8 @@ fn api_errors_are_clear_messages_with_a_failing_exit() {
         "--method",
         "serial",
     ]);
-    assert_eq!(code, 2);
-    assert!(stderr.starts_with("procpool: cannot crawl"), "{stderr}");
+    assert_eq!(code, 1);
+    assert!(stderr.starts_with("procpool: crawl of post"), "{stderr}");
 }
 
 #[test]
@@ -181,6 +219,10 @@ fn bad_flags_are_usage_errors() {
         &["factorial", "--method", "nope"][..],
         &["factorial", "--processes", "0"],
         &["factorial", "--chunksize", "0"],
+        &["factorial", "--n", "10001"],
+        &["reposts", "--timeout", "soon"],
+        &["reposts", "--resume"],
+        &["reposts", "--resume", "--out", "-"],
         &["seed", "--runs", "0"],
         &["reposts", "--mid", "not-a-number"],
         &["no-such-command"],

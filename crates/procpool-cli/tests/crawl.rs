@@ -129,7 +129,8 @@ mod against_the_embedded_server {
         assert_eq!(server.requests_served(), 1);
         assert_eq!(
             error.to_string(),
-            "api error 21332: invalid_access_token (check --token)"
+            "api error 21332 for page 1 of post 3664072912104801: invalid_access_token \
+             (check --token)"
         );
         assert!(
             !error.to_string().contains("expired"),
@@ -164,16 +165,21 @@ mod against_the_embedded_server {
     }
 
     #[test]
-    fn the_rate_limit_stops_a_crawl_at_the_page_it_hits() {
+    fn the_rate_limit_is_retried_then_stops_a_crawl_at_the_page_it_hits() {
         let server = server_with(ServerConfig {
             rate_limit: Some(3),
             ..ServerConfig::default()
         });
-        let error = crawl::crawl_serial(&request(server.base_url(), TUTORIAL_POST)).unwrap_err();
+        let template = PageRequest {
+            retries: 2,
+            ..request(server.base_url(), TUTORIAL_POST)
+        };
+        let error = crawl::crawl_serial(&template).unwrap_err();
         assert_eq!(error.api_code(), Some(10023));
+        assert!(error.is_rate_limited() && error.is_transient());
         assert_eq!(error.http_status(), Some(403));
-        assert_eq!((error.page(), error.attempts()), (4, 1));
-        assert_eq!(server.requests_served(), 4);
+        assert_eq!((error.page(), error.attempts()), (4, 3));
+        assert_eq!(server.requests_served(), 6);
     }
 }
 
@@ -269,7 +275,8 @@ mod failures {
         let respond = |stream: &mut TcpStream, status: u16, body: &str| {
             write!(
                 stream,
-                "HTTP/1.1 {status} Whatever\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{body}",
+                "HTTP/1.1 {status} Whatever\r\nContent-Type: text/html; charset=utf-8\r\n\
+                 Content-Length: {}\r\nConnection: close\r\n\r\n{body}",
                 body.len()
             )
         };
@@ -359,10 +366,14 @@ mod failures {
                 .starts_with("unexpected response for page 1"),
             "{error}"
         );
+        assert!(
+            error.to_string().ends_with(": not JSON: got text/html"),
+            "{error}"
+        );
     }
 
     #[test]
-    fn a_server_that_never_answers_times_out_after_the_retries() {
+    fn a_server_that_never_answers_times_out_without_retrying() {
         // Connections complete in the listen backlog; nobody accepts or answers them.
         let silent = TcpListener::bind("127.0.0.1:0").unwrap();
         let slow = PageRequest {
@@ -377,16 +388,16 @@ mod failures {
         let error = crawl::fetch_page(&slow).unwrap_err();
         let took = begun.elapsed();
         assert_eq!(error.kind(), CrawlErrorKind::Timeout);
-        assert_eq!(error.attempts(), 3);
+        assert_eq!(error.attempts(), 1, "a timeout is not retried");
         assert!(
             error.to_string().starts_with("no response within 200 ms"),
             "{error}"
         );
-        // Three attempts of 200 ms and backoffs of 50 and 100 ms; the bound is generous.
+        // One attempt of 200 ms; the bound is generous.
         assert!(took < Duration::from_secs(20), "took {took:?}");
         silent.set_nonblocking(true).unwrap();
         let attempts = std::iter::from_fn(|| silent.accept().ok()).count();
-        assert_eq!(attempts, 3);
+        assert_eq!(attempts, 1);
     }
 
     #[test]

@@ -2,7 +2,7 @@
 //!
 //! The tutorial crawls `GET /2/statuses/repost_timeline.json` of a public microblog service.
 //! [`Server`] answers the same request with the same JSON on `127.0.0.1`, from the seeded,
-//! deterministic posts of [`dataset`], after a configurable latency per request, so that the
+//! deterministic posts of [`dataset`], after a configurable latency per page, so that the
 //! demo's serial and parallel crawls can be compared without the network and without a real
 //! account.
 //!
@@ -10,19 +10,24 @@
 //!
 //! Parameters (in the query string):
 //!
-//! - `access_token`: one of [`ServerConfig::tokens`]. Missing or unknown: error 21332.
+//! - `access_token`: one of [`ServerConfig::tokens`], in the query or in an
+//!   `Authorization: OAuth2 TOKEN` header (`Bearer` is accepted too; the query's comes first).
+//!   Missing or unknown: error 21332.
 //! - `id`: the post. Missing or not a number: error 10008; not in the data set: error 20101.
 //! - `count`: reposts per page, default [`DEFAULT_COUNT`]. Larger than [`MAX_COUNT`] is
 //!   clamped to [`MAX_COUNT`], as the public service does; not a positive number: error 10008.
 //! - `page`: 1-based, default 1; not a positive number: error 10008.
-//! - `since_id`, `max_id`, `filter_by_author` and anything else are accepted and ignored.
+//! - `max_id`: only reposts whose id is at most this; `since_id`: only reposts whose id is
+//!   greater than this. Pages count from the newest repost within those bounds. Not a
+//!   number: error 10008; 0 is no bound.
+//! - `filter_by_author` and anything else are accepted and ignored.
 //!
 //! A page is `{"reposts": [...], "hasvisible": false, "previous_cursor": ID, "next_cursor":
 //! ID, "total_number": N}`, newest repost first. Only the newest [`REACHABLE`] reposts can be
 //! reached, whatever `count` is: a page that starts past them (or past the total) has an empty
 //! `reposts` and the same `total_number`. `next_cursor` is the id of the newest repost on the
 //! next page and `previous_cursor` that of the newest on the previous page, or 0 when there is
-//! no such page.
+//! no such page; so a client can page with `max_id=next_cursor` instead of page numbers.
 //!
 //! Errors are `{"error": "...", "error_code": N, "request": "/2/statuses/..."}`, checked in
 //! this order:
@@ -36,6 +41,7 @@
 //! | 10008 | `param error, see doc for more info.`          | 400  | `id`, `count` or `page` bad |
 //! | 20101 | `target weibo does not exist!`                 | 400  | `id` not in the data set |
 //! | 10012 | `illegal request!`                             | 400  | bytes that are not an HTTP/1.x request |
+//! | 10009 | `Too many pending tasks, system is busy!`      | 503  | more than [`ServerConfig::max_connections`] open |
 //!
 //! # Example
 //!
@@ -57,10 +63,12 @@
 //! - Each connection carries one request and is closed after the response
 //!   (`Connection: close`); each is served on its own thread, so the latency of concurrent
 //!   requests overlaps instead of adding up.
-//! - Every response, errors included, is delayed by the latency, as a remote service's would
-//!   be.
-//! - There is no cap on concurrent connections (one thread each): it is a local server for a
-//!   demo and tests, not a service to expose.
+//! - A page waits out the latency before it is sent; an error is answered at once.
+//! - A connection must send its whole request head within [`HEAD_DEADLINE`], however it
+//!   spreads the bytes out; then it is closed without an answer.
+//! - At most [`ServerConfig::max_connections`] connections are served at once (one thread
+//!   each); one more is answered 503 (error 10009) at once and closed. It is a local server
+//!   for a demo and tests, not a service to expose.
 //! - Dropping the [`Server`] cuts latency waits short: requests still in flight get a closed
 //!   connection instead of a response.
 
@@ -98,8 +106,11 @@ pub const MAX_COUNT: u32 = 200;
 /// How many of a post's newest reposts can be reached: 10 pages of 200.
 pub const REACHABLE: u64 = 2_000;
 
-/// How long a connection may take to send its request head.
-const READ_TIMEOUT: Duration = Duration::from_secs(10);
+/// How long a connection may take to send its whole request head.
+pub const HEAD_DEADLINE: Duration = Duration::from_secs(10);
+
+/// The default [`ServerConfig::max_connections`].
+pub const DEFAULT_MAX_CONNECTIONS: usize = 256;
 
 /// How long a connection may take to accept its response.
 const WRITE_TIMEOUT: Duration = Duration::from_secs(10);
@@ -126,7 +137,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 pub struct ServerConfig {
     /// The port to listen on, on `127.0.0.1`; 0 (the default) picks a free one.
     pub port: u16,
-    /// How long each request waits before it is answered (default [`DEFAULT_LATENCY`]).
+    /// How long each page waits before it is sent (default [`DEFAULT_LATENCY`]); errors are
+    /// answered at once.
     pub latency: Duration,
     /// The tokens the server accepts (default: [`DEFAULT_TOKEN`] alone).
     pub tokens: Vec<String>,
@@ -134,6 +146,12 @@ pub struct ServerConfig {
     /// error 10023. Every request with a valid token counts, whatever its answer. `None` (the
     /// default) is no limit. The limit never resets, so tests can reach it deterministically.
     pub rate_limit: Option<u32>,
+    /// The most connections served at once (default [`DEFAULT_MAX_CONNECTIONS`]); one more is
+    /// answered 503 at once.
+    pub max_connections: usize,
+    /// How long a connection may take to send its whole request head (default
+    /// [`HEAD_DEADLINE`]).
+    pub head_deadline: Duration,
 }
 
 impl Default for ServerConfig {
@@ -143,6 +161,8 @@ impl Default for ServerConfig {
             latency: DEFAULT_LATENCY,
             tokens: vec![DEFAULT_TOKEN.to_owned()],
             rate_limit: None,
+            max_connections: DEFAULT_MAX_CONNECTIONS,
+            head_deadline: HEAD_DEADLINE,
         }
     }
 }
@@ -296,8 +316,28 @@ impl Shared {
         }
     }
 
-    /// Serves `stream` on a new thread and remembers the thread, joining those that ended.
-    fn serve(self: &Arc<Self>, stream: TcpStream) {
+    /// Serves `stream` on a new thread and remembers the thread, joining those that ended;
+    /// past the bound on connections, answers 503 at once instead.
+    fn serve(self: &Arc<Self>, mut stream: TcpStream) {
+        let mut connections = lock(&self.connections);
+        let (ended, running): (Vec<_>, Vec<_>) = mem::take(&mut *connections)
+            .into_iter()
+            .partition(|connection| connection.thread.is_finished());
+        for connection in ended {
+            let _ = connection.thread.join();
+        }
+        *connections = running;
+        if connections.len() >= self.config.max_connections {
+            drop(connections);
+            // The answer is small enough for the socket's buffer; a short timeout keeps a
+            // peer that does not read from holding the accept loop.
+            let _ = stream.set_write_timeout(Some(Duration::from_millis(100)));
+            let reply = ApiError::Busy.reply("");
+            self.served.fetch_add(1, Ordering::SeqCst);
+            let _ = http::write_response(&mut stream, reply.status, &reply.body);
+            let _ = stream.shutdown(Shutdown::Both);
+            return;
+        }
         let Ok(handle) = stream.try_clone() else {
             return;
         };
@@ -309,14 +349,6 @@ impl Shared {
         let Ok(thread) = spawned else {
             return;
         };
-        let mut connections = lock(&self.connections);
-        let (ended, running): (Vec<_>, Vec<_>) = mem::take(&mut *connections)
-            .into_iter()
-            .partition(|connection| connection.thread.is_finished());
-        for connection in ended {
-            let _ = connection.thread.join();
-        }
-        *connections = running;
         connections.push(Connection {
             thread,
             stream: handle,
@@ -330,20 +362,20 @@ impl Shared {
         let _ = stream.shutdown(Shutdown::Both);
     }
 
-    /// Reads one request from `stream`, waits the latency and answers.
+    /// Reads one request from `stream`, waits the latency (for a page, not an error) and
+    /// answers.
     fn answer(&self, stream: &mut TcpStream) {
-        let _ = stream.set_read_timeout(Some(READ_TIMEOUT));
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let policy = Policy {
             tokens: &self.config.tokens,
             rate_limit: self.config.rate_limit,
         };
-        let reply = match http::read_request(stream) {
+        let reply = match http::read_request(stream, self.config.head_deadline) {
             Ok(Incoming::Request(request)) => timeline::answer(&request, policy, &self.usage),
             Ok(Incoming::Malformed) => ApiError::IllegalRequest.reply(""),
             Ok(Incoming::Closed) | Err(_) => return,
         };
-        if !self.wait_unless_stopping(self.config.latency) {
+        if reply.status == 200 && !self.wait_unless_stopping(self.config.latency) {
             return;
         }
         self.served.fetch_add(1, Ordering::SeqCst);

@@ -38,6 +38,8 @@ pub(crate) enum ApiError {
     BadMethod,
     /// 10012: bytes that are not an HTTP request.
     IllegalRequest,
+    /// 10009: the server has as many connections as it serves at once.
+    Busy,
 }
 
 impl ApiError {
@@ -51,6 +53,7 @@ impl ApiError {
             ApiError::NoSuchApi => 10020,
             ApiError::BadMethod => 10021,
             ApiError::IllegalRequest => 10012,
+            ApiError::Busy => 10009,
         }
     }
 
@@ -64,6 +67,7 @@ impl ApiError {
             ApiError::NoSuchApi => "request api not found!",
             ApiError::BadMethod => "HTTP method is not suported for this request!",
             ApiError::IllegalRequest => "illegal request!",
+            ApiError::Busy => "Too many pending tasks, system is busy!",
         }
     }
 
@@ -74,6 +78,7 @@ impl ApiError {
             ApiError::RateLimited => 403,
             ApiError::NoSuchApi => 404,
             ApiError::BadMethod => 405,
+            ApiError::Busy => 503,
             ApiError::BadParameter | ApiError::NoSuchPost | ApiError::IllegalRequest => 400,
         }
     }
@@ -155,7 +160,7 @@ fn timeline(request: &Request, policy: Policy<'_>, usage: &Usage) -> Result<Time
         return Err(ApiError::BadMethod);
     }
     let token = request
-        .param("access_token")
+        .token()
         .filter(|token| policy.tokens.iter().any(|valid| valid == token))
         .ok_or(ApiError::InvalidToken)?;
     if let Some(limit) = policy.rate_limit
@@ -169,8 +174,44 @@ fn timeline(request: &Request, policy: Policy<'_>, usage: &Usage) -> Result<Time
         .ok_or(ApiError::BadParameter)?;
     let count = positive(request.param("count"), DEFAULT_COUNT.into())?.min(MAX_COUNT.into());
     let page = positive(request.param("page"), 1)?;
+    let bounds = Bounds {
+        max_id: id_bound(request.param("max_id"))?,
+        since_id: id_bound(request.param("since_id"))?,
+    };
     let total = dataset::total_reposts(post).ok_or(ApiError::NoSuchPost)?;
-    Ok(page_of(post, total, count, page))
+    Ok(page_of(post, total, count, page, bounds))
+}
+
+/// The cursors of a request: 0 is no bound.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+struct Bounds {
+    /// Only reposts with an id at most this.
+    max_id: u64,
+    /// Only reposts with an id greater than this.
+    since_id: u64,
+}
+
+/// An id parameter: absent is 0 (no bound); not a number is error 10008.
+fn id_bound(value: Option<&str>) -> Result<u64, ApiError> {
+    match value {
+        None | Some("") => Ok(0),
+        Some(text) => text.parse().map_err(|_| ApiError::BadParameter),
+    }
+}
+
+/// The first index in `0..end` whose repost id is at most `id` (`end` when none is):
+/// repost ids decrease as the index grows.
+fn first_at_most(post: u64, end: u64, id: u64) -> u64 {
+    let (mut low, mut high) = (0, end);
+    while low < high {
+        let middle = low + (high - low) / 2;
+        if dataset::repost_id(post, middle).unwrap_or(0) <= id {
+            high = middle;
+        } else {
+            low = middle + 1;
+        }
+    }
+    low
 }
 
 /// A positive number parameter, or `default` when absent.
@@ -184,10 +225,20 @@ fn positive(value: Option<&str>, default: u64) -> Result<u64, ApiError> {
     }
 }
 
-/// Page `page` (1-based) of `count` reposts of `post`, which has `total` in all.
-fn page_of(post: u64, total: u64, count: u64, page: u64) -> Timeline {
+/// Page `page` (1-based) of `count` reposts of `post`, which has `total` in all, within
+/// `bounds`.
+fn page_of(post: u64, total: u64, count: u64, page: u64, bounds: Bounds) -> Timeline {
     let reachable = total.min(REACHABLE);
-    let start = (page - 1).saturating_mul(count);
+    // The reachable reposts within the bounds are the indices `first..reachable`.
+    let first = match bounds.max_id {
+        0 => 0,
+        max_id => first_at_most(post, reachable, max_id),
+    };
+    let reachable = match bounds.since_id {
+        0 => reachable,
+        since_id => first_at_most(post, reachable, since_id).max(first),
+    };
+    let start = (page - 1).saturating_mul(count).saturating_add(first);
     if start >= reachable {
         return Timeline {
             reposts: Vec::new(),
@@ -231,7 +282,7 @@ mod tests {
         let total = 2_731;
         let mut ids = Vec::new();
         for page in 1..=11 {
-            let timeline = page_of(TUTORIAL_POST, total, 200, page);
+            let timeline = page_of(TUTORIAL_POST, total, 200, page, Bounds::default());
             assert_eq!(timeline.total_number, total);
             ids.extend(timeline.reposts.iter().map(|status| status.id));
         }
@@ -241,20 +292,68 @@ mod tests {
 
     #[test]
     fn cursors_point_at_the_neighbouring_pages() {
-        let first = page_of(POST_201_REPOSTS, 201, 200, 1);
-        let second = page_of(POST_201_REPOSTS, 201, 200, 2);
+        let first = page_of(POST_201_REPOSTS, 201, 200, 1, Bounds::default());
+        let second = page_of(POST_201_REPOSTS, 201, 200, 2, Bounds::default());
         assert_eq!(first.previous_cursor, 0);
         assert_eq!(first.next_cursor, second.reposts[0].id);
         assert_eq!(second.previous_cursor, first.reposts[0].id);
         assert_eq!(second.next_cursor, 0);
-        let past = page_of(POST_201_REPOSTS, 201, 200, 3);
+        let past = page_of(POST_201_REPOSTS, 201, 200, 3, Bounds::default());
         assert!(past.reposts.is_empty());
         assert_eq!((past.previous_cursor, past.next_cursor), (0, 0));
     }
 
     #[test]
+    fn paging_by_max_id_follows_next_cursor_to_the_end() {
+        let mut ids = Vec::new();
+        let mut bounds = Bounds::default();
+        loop {
+            let timeline = page_of(TUTORIAL_POST, 2_731, 200, 1, bounds);
+            ids.extend(timeline.reposts.iter().map(|status| status.id));
+            if timeline.next_cursor == 0 {
+                break;
+            }
+            bounds.max_id = timeline.next_cursor;
+            assert!(ids.len() <= 2_000, "cursors loop");
+        }
+        let by_page: Vec<u64> = (1..=10)
+            .flat_map(|page| page_of(TUTORIAL_POST, 2_731, 200, page, Bounds::default()).reposts)
+            .map(|status| status.id)
+            .collect();
+        assert_eq!(ids, by_page);
+    }
+
+    #[test]
+    fn since_id_keeps_only_newer_reposts() {
+        let newest = page_of(POST_201_REPOSTS, 201, 200, 1, Bounds::default());
+        let since_id = newest.reposts[9].id;
+        let newer = page_of(
+            POST_201_REPOSTS,
+            201,
+            200,
+            1,
+            Bounds {
+                since_id,
+                max_id: 0,
+            },
+        );
+        let ids: Vec<u64> = newer.reposts.iter().map(|status| status.id).collect();
+        let expected: Vec<u64> = newest.reposts[..9].iter().map(|status| status.id).collect();
+        assert_eq!(ids, expected);
+        assert_eq!(newer.next_cursor, 0);
+        assert_eq!(newer.total_number, 201);
+        // Both bounds: the reposts strictly between.
+        let max_id = newest.reposts[3].id;
+        let between = page_of(POST_201_REPOSTS, 201, 2, 2, Bounds { since_id, max_id });
+        let ids: Vec<u64> = between.reposts.iter().map(|status| status.id).collect();
+        assert_eq!(ids, [newest.reposts[5].id, newest.reposts[6].id]);
+        assert_eq!(id_bound(Some("x")), Err(ApiError::BadParameter));
+        assert_eq!(id_bound(None), Ok(0));
+    }
+
+    #[test]
     fn huge_pages_do_not_overflow() {
-        let timeline = page_of(TUTORIAL_POST, 2_731, 200, u64::MAX);
+        let timeline = page_of(TUTORIAL_POST, 2_731, 200, u64::MAX, Bounds::default());
         assert!(timeline.reposts.is_empty());
     }
 

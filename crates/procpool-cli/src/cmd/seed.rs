@@ -1,24 +1,30 @@
 //! `procpool seed`: both of the tutorial's experiments, printed as its tables with its own
 //! Python figures beside procpool's.
 
+use std::collections::HashSet;
+use std::io::{self, Write};
+use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::{Result, ensure};
-use indicatif::{ProgressBar, ProgressStyle};
+use indicatif::ProgressBar;
 use num_bigint::BigUint;
 use procpool::Pool;
 use procpool_cli::api::{DEFAULT_TOKEN, dataset::TUTORIAL_POST};
 use procpool_cli::crawl::PageRequest;
 use serde_json::json;
 
+use super::Show;
 use super::factorial::{factorials, time_median};
-use super::reposts::{crawl, embedded_server};
+use super::reposts::embedded_server;
 use crate::method::Method;
+use crate::pages::{self, Job, Outcome, Plan};
 use crate::table::{Table, human};
 use crate::tasks::{self, get_factorial};
 
 /// Options of `procpool seed`.
 #[derive(Debug, clap::Args)]
+#[command(after_long_help = super::JSON_HELP)]
 pub struct Args {
     /// Timed runs of each row; the median is reported.
     #[arg(long, default_value_t = 3, value_parser = clap::value_parser!(u64).range(1..))]
@@ -30,7 +36,8 @@ pub struct Args {
     /// Before the tables, show which worker pid ran each task, as the tutorial does.
     #[arg(long)]
     show_pids: bool,
-    /// Print the results as JSON instead of tables.
+    /// Print the results as JSON instead of tables (see `procpool help seed` for the
+    /// schema).
     #[arg(long)]
     json: bool,
 }
@@ -38,32 +45,71 @@ pub struct Args {
 /// The tutorial's page latency: one page of 200 took 828 ms.
 const TUTORIAL_PAGE: Duration = Duration::from_millis(828);
 
-/// A row of the factorial table: method, pool size (`None`: the default), the tutorial's time.
-const FACTORIAL_ROWS: &[(Method, Option<usize>, Option<&str>)] = &[
-    (Method::Serial, None, Some("594 µs")),
-    (Method::ApplyAsync, None, Some("156 ms")),
-    (Method::ApplyAsync, Some(50), Some("165 ms")),
-    (Method::ApplyAsync, Some(1), Some("152 ms")),
-    (Method::MapAsync, None, Some("144 ms")),
-    (Method::Apply, None, Some("130 ms")),
-    (Method::Map, None, Some("166 ms")),
+/// The tutorial's time for one call of `factorial(100)`, in seconds.
+const TUTORIAL_ONE_CALL: f64 = 29.1e-6;
+
+/// A row of the factorial table: method, pool size (`None`: the default), the tutorial's time
+/// in seconds.
+const FACTORIAL_ROWS: &[(Method, Option<usize>, Option<f64>)] = &[
+    (Method::Serial, None, Some(594e-6)),
+    (Method::ApplyAsync, None, Some(0.156)),
+    (Method::ApplyAsync, Some(50), Some(0.165)),
+    (Method::ApplyAsync, Some(1), Some(0.152)),
+    (Method::MapAsync, None, Some(0.144)),
+    (Method::Apply, None, Some(0.130)),
+    (Method::Map, None, Some(0.166)),
     (Method::Imap, None, None),
     (Method::ImapUnordered, None, None),
 ];
 
-/// A row of the repost table: method, pool size, the tutorial's time in seconds.
-const REPOST_ROWS: &[(Method, Option<usize>, Option<f64>)] = &[
-    (Method::Serial, None, Some(10.2)),
-    (Method::ApplyAsync, None, Some(7.64)),
-    (Method::ApplyAsync, Some(10), Some(7.64)),
-    (Method::ApplyAsync, Some(1), Some(10.3)),
-    (Method::ApplyAsync, Some(100), Some(8.24)),
-    (Method::Apply, None, Some(9.04)),
-    (Method::Apply, Some(10), Some(9.87)),
-    (Method::Apply, Some(1), Some(9.71)),
-    (Method::MapAsync, Some(10), None),
-    (Method::ImapUnordered, Some(10), None),
+/// A row of the repost table: method, pool size, which pages are asked for when, the
+/// tutorial's time in seconds. The sequential methods learn the total from page 1 first; the
+/// parallel ones ask for all ten pages at once, as the tutorial's did, and one row shows
+/// page 1 first for comparison.
+const REPOST_ROWS: &[(Method, Option<usize>, Plan, Option<f64>)] = &[
+    (Method::Serial, None, Plan::TotalFirst, Some(10.2)),
+    (Method::ApplyAsync, None, Plan::AllAtOnce, Some(7.64)),
+    (Method::ApplyAsync, Some(10), Plan::AllAtOnce, Some(7.64)),
+    (Method::ApplyAsync, Some(1), Plan::AllAtOnce, Some(10.3)),
+    (Method::ApplyAsync, Some(100), Plan::AllAtOnce, Some(8.24)),
+    (Method::Apply, None, Plan::TotalFirst, Some(9.04)),
+    (Method::Apply, Some(10), Plan::TotalFirst, Some(9.87)),
+    (Method::Apply, Some(1), Plan::TotalFirst, Some(9.71)),
+    (Method::MapAsync, Some(10), Plan::AllAtOnce, None),
+    (Method::ImapUnordered, Some(10), Plan::AllAtOnce, None),
+    (Method::ApplyAsync, Some(10), Plan::TotalFirst, None),
 ];
+
+/// How a plan reads in the table.
+fn plan_label(plan: Plan) -> &'static str {
+    match plan {
+        Plan::TotalFirst => "page 1, then the rest",
+        Plan::AllAtOnce => "all 10 at once",
+    }
+}
+
+/// Crawls the tutorial's post with `method`, keeping nothing but the counts.
+fn crawl_all(
+    pool: Option<&Arc<Pool>>,
+    method: Method,
+    plan: Plan,
+    template: &PageRequest,
+) -> Result<Outcome> {
+    let job = Job {
+        pool: pool.cloned(),
+        method,
+        plan,
+        template,
+        first_page: 1,
+        seen: HashSet::new(),
+        catch_signals: false,
+    };
+    let mut outcome = pages::crawl(job, |_, _| {}, |_| Ok(()));
+    match outcome.stop.take() {
+        Some(stop) => Err(stop.into_error()),
+        None => Ok(outcome),
+    }
+}
 
 fn machine() -> String {
     let model = std::fs::read_to_string("/proc/cpuinfo")
@@ -86,65 +132,83 @@ fn pool_label(method: Method, size: Option<usize>) -> String {
     }
 }
 
-fn progress(len: usize, json: bool) -> ProgressBar {
-    if json {
-        return ProgressBar::hidden();
-    }
-    // Drawn only when stderr is a terminal.
-    let bar = ProgressBar::new(len as u64);
-    if let Ok(style) = ProgressStyle::with_template("{bar:30} {pos}/{len} {msg}") {
-        bar.set_style(style);
-    }
-    bar
+/// A bar over the rows of a table.
+fn progress(rows: usize, message: &str, args: &Args, show: Show) -> ProgressBar {
+    crate::progress::bar(rows as u64, "rows", message, show.progress && !args.json)
 }
 
-pub fn run(args: Args) -> Result<()> {
+pub fn run(args: Args, show: Show) -> Result<()> {
     let latency = Duration::from_millis(args.latency_ms);
+    let mut out = io::stdout().lock();
     if !args.json {
-        println!("procpool seed: the multiprocessing.Pool tutorial's two experiments, on procpool");
-        println!("machine: {}", machine());
-        println!();
+        writeln!(
+            out,
+            "procpool seed: the multiprocessing.Pool tutorial's two experiments, on procpool"
+        )?;
+        writeln!(out, "machine: {}", machine())?;
+        writeln!(out)?;
+        out.flush()?;
     }
     if args.show_pids {
-        show_pids(latency)?;
+        show_pids(&mut out, latency)?;
     }
-    let factorial_rows = factorial_table(&args)?;
-    let repost_rows = repost_table(&args, latency)?;
+    let factorial_rows = factorial_table(&mut out, &args, show)?;
+    let repost_rows = repost_table(&mut out, &args, show, latency)?;
     if args.json {
-        let value = json!({ "machine": machine(), "runs": args.runs, "latency_ms": args.latency_ms,
+        let value = json!({ "command": "seed", "machine": machine(), "runs": args.runs,
+            "latency_seconds": latency.as_secs_f64(),
             "factorial": factorial_rows, "reposts": repost_rows });
-        println!("{value}");
+        writeln!(out, "{value}")?;
     }
+    out.flush()?;
     Ok(())
 }
 
 /// The tutorial's pid printouts: f_list_para_apply_async(10, pid=1) and the parallel crawl.
-fn show_pids(latency: Duration) -> Result<()> {
-    println!("factorials of 1..=10 through apply_async, each printing its worker's pid:");
+fn show_pids(out: &mut impl Write, latency: Duration) -> Result<()> {
+    writeln!(
+        out,
+        "factorials of 1..=10 through apply_async, each printing its worker's pid:"
+    )?;
+    out.flush()?;
     let pool = super::pool(None, true)?;
-    factorials(Some(&pool), None, Method::ApplyAsync, 10, None, true)?;
-    pool.close();
-    pool.join()?;
-    println!();
-    println!("the repost crawl through apply_async on the default pool:");
+    factorials(
+        Some(&pool),
+        None,
+        Method::ApplyAsync,
+        10,
+        None,
+        true,
+        &mut |_| {},
+    )?;
+    super::finish(&pool)?;
+    writeln!(out)?;
+    writeln!(
+        out,
+        "the repost crawl through apply_async on the default pool, all 10 pages at once:"
+    )?;
+    out.flush()?;
     let server = embedded_server(latency)?;
-    let pool = super::pool(None, true)?;
-    crawl(
+    let pool = Arc::new(super::pool(None, true)?);
+    crawl_all(
         Some(&pool),
         Method::ApplyAsync,
+        Plan::AllAtOnce,
         &PageRequest::new(server.base_url(), TUTORIAL_POST, DEFAULT_TOKEN),
     )?;
-    pool.close();
-    pool.join()?;
-    println!();
+    super::finish(&pool)?;
+    writeln!(out)?;
     Ok(())
 }
 
-fn factorial_table(args: &Args) -> Result<Vec<serde_json::Value>> {
+fn factorial_table(
+    out: &mut impl Write,
+    args: &Args,
+    show: Show,
+) -> Result<Vec<serde_json::Value>> {
     tasks::set_show_pids(false);
     let expected: Vec<BigUint> = (1..=100).map(get_factorial).collect();
-    let bar = progress(FACTORIAL_ROWS.len() + 1, args.json);
-    bar.set_message("factorials");
+    let bar = progress(FACTORIAL_ROWS.len() + 1, "factorials", args, show);
 
     // timeit get_factorial(100): many calls per sample, the median sample divided.
     let calls = 1000;
@@ -168,21 +232,28 @@ fn factorial_table(args: &Args) -> Result<Vec<serde_json::Value>> {
         "-".into(),
         human(one_call),
         "".into(),
-        "29.1 µs".into(),
+        human(Duration::from_secs_f64(TUTORIAL_ONE_CALL)),
     ]);
     let mut rows = vec![
-        json!({ "method": "one_call", "seconds": one_call.as_secs_f64(), "tutorial": "29.1 µs" }),
+        json!({ "method": "one_call", "processes": 0, "cold_seconds": null,
+        "warm_seconds": one_call.as_secs_f64(), "tutorial_seconds": TUTORIAL_ONE_CALL }),
     ];
     let mut warm_pools: Vec<(Option<usize>, Pool)> = Vec::new();
     for &(method, size, tutorial) in FACTORIAL_ROWS {
         let (cold, warm) = if method == Method::Serial {
             let serial = time_median(args.runs.max(5), || {
-                check(factorials(None, None, method, 100, None, false)?, &expected)
+                check(
+                    factorials(None, None, method, 100, None, false, &mut |_| {})?,
+                    &expected,
+                )
             })?;
             (None, serial)
         } else {
             let cold = time_median(args.runs, || {
-                check(factorials(None, size, method, 100, None, false)?, &expected)
+                check(
+                    factorials(None, size, method, 100, None, false, &mut |_| {})?,
+                    &expected,
+                )
             })?;
             if !warm_pools.iter().any(|(s, _)| *s == size) {
                 warm_pools.push((size, super::pool(size, false)?));
@@ -193,10 +264,10 @@ fn factorial_table(args: &Args) -> Result<Vec<serde_json::Value>> {
                 .expect("just added")
                 .1;
             // One untimed run first, so that the workers have run the task once.
-            factorials(Some(pool), size, method, 100, None, false)?;
+            factorials(Some(pool), size, method, 100, None, false, &mut |_| {})?;
             let warm = time_median(args.runs, || {
                 check(
-                    factorials(Some(pool), size, method, 100, None, false)?,
+                    factorials(Some(pool), size, method, 100, None, false, &mut |_| {})?,
                     &expected,
                 )
             })?;
@@ -207,25 +278,26 @@ fn factorial_table(args: &Args) -> Result<Vec<serde_json::Value>> {
             pool_label(method, size),
             cold.map_or("-".into(), human),
             human(warm),
-            tutorial.unwrap_or("-").into(),
+            tutorial.map_or("-".into(), |s| human(Duration::from_secs_f64(s))),
         ]);
         rows.push(json!({ "method": method, "processes": size.unwrap_or(if method == Method::Serial { 0 } else { procpool::cpu_count() }),
-            "cold_seconds": cold.map(|c| c.as_secs_f64()), "warm_seconds": warm.as_secs_f64(), "tutorial": tutorial }));
+            "cold_seconds": cold.map(|c| c.as_secs_f64()), "warm_seconds": warm.as_secs_f64(), "tutorial_seconds": tutorial }));
         bar.inc(1);
     }
     for (_, pool) in warm_pools {
-        pool.close();
-        pool.join()?;
+        super::finish(&pool)?;
     }
     bar.finish_and_clear();
     if !args.json {
-        println!(
+        writeln!(
+            out,
             "Factorials of 1..=100 as big integers (median of {} runs; the tutorial started a new pool in every call)",
             args.runs
-        );
-        println!();
-        print!("{}", table.render());
-        println!();
+        )?;
+        writeln!(out)?;
+        write!(out, "{}", table.render())?;
+        writeln!(out)?;
+        out.flush()?;
     }
     Ok(rows)
 }
@@ -238,11 +310,15 @@ fn check(got: Vec<BigUint>, expected: &[BigUint]) -> Result<()> {
     Ok(())
 }
 
-fn repost_table(args: &Args, latency: Duration) -> Result<Vec<serde_json::Value>> {
+fn repost_table(
+    out: &mut impl Write,
+    args: &Args,
+    show: Show,
+    latency: Duration,
+) -> Result<Vec<serde_json::Value>> {
     let server = embedded_server(latency)?;
     let template = PageRequest::new(server.base_url(), TUTORIAL_POST, DEFAULT_TOKEN);
-    let bar = progress(REPOST_ROWS.len() + 1, args.json);
-    bar.set_message("reposts");
+    let bar = progress(REPOST_ROWS.len() + 1, "reposts", args, show);
     let in_pages = |d: Duration| format!("{:.2}", d.as_secs_f64() / latency.as_secs_f64());
     let tutorial_pages = |s: f64| format!("{:.2}", s / TUTORIAL_PAGE.as_secs_f64());
 
@@ -254,6 +330,7 @@ fn repost_table(args: &Args, latency: Duration) -> Result<Vec<serde_json::Value>
     let mut table = Table::new(&[
         "method",
         "pool",
+        "asks for",
         "time",
         "in pages",
         "tutorial (Python)",
@@ -262,62 +339,66 @@ fn repost_table(args: &Args, latency: Duration) -> Result<Vec<serde_json::Value>
     table.row(vec![
         "one page".into(),
         "-".into(),
+        "page 1".into(),
         human(one_page),
         in_pages(one_page),
         "828 ms".into(),
         "1.00".into(),
     ]);
-    let mut rows = vec![
-        json!({ "method": "one_page", "seconds": one_page.as_secs_f64(), "tutorial_seconds": 0.828 }),
-    ];
+    let mut rows = vec![json!({ "method": "one_page", "processes": 0, "plan": null,
+            "seconds": one_page.as_secs_f64(), "tutorial_seconds": TUTORIAL_PAGE.as_secs_f64() })];
     let mut reposts = 0;
-    for &(method, size, tutorial) in REPOST_ROWS {
+    for &(method, size, plan, tutorial) in REPOST_ROWS {
         let time = time_median(args.runs, || {
             // As in the tutorial, the pool is started inside the timed call.
             let pool = match method {
                 Method::Serial => None,
-                _ => Some(super::pool(size, false)?),
+                _ => Some(Arc::new(super::pool(size, false)?)),
             };
-            let crawl = crawl(pool.as_ref(), method, &template)?;
+            let crawl = crawl_all(pool.as_ref(), method, plan, &template)?;
             ensure!(
-                crawl.reposts.len() == 2000 && crawl.pages == 10,
+                crawl.reposts_written == 2000 && crawl.pages_written == 10,
                 "expected 2,000 reposts in 10 pages, got {} in {}",
-                crawl.reposts.len(),
-                crawl.pages
+                crawl.reposts_written,
+                crawl.pages_written
             );
-            reposts = crawl.reposts.len();
+            reposts = crawl.reposts_written;
             if let Some(pool) = pool {
-                pool.close();
-                pool.join()?;
+                super::finish(&pool)?;
             }
             Ok(())
         })?;
         table.row(vec![
             method.to_string(),
             pool_label(method, size),
+            plan_label(plan).into(),
             human(time),
             in_pages(time),
             tutorial.map_or("-".into(), |s| human(Duration::from_secs_f64(s))),
             tutorial.map_or("-".into(), tutorial_pages),
         ]);
         rows.push(json!({ "method": method, "processes": size.unwrap_or(if method == Method::Serial { 0 } else { procpool::cpu_count() }),
-            "seconds": time.as_secs_f64(), "tutorial_seconds": tutorial }));
+            "plan": plan, "seconds": time.as_secs_f64(), "tutorial_seconds": tutorial }));
         bar.inc(1);
     }
     bar.finish_and_clear();
     if !args.json {
-        println!(
+        writeln!(
+            out,
             "Reposts of post {TUTORIAL_POST}: {reposts} in 10 pages of 200 over HTTP from the embedded API server \
              (median of {} runs, {} ms a page; \"in pages\" = time / one page's latency)",
             args.runs,
             latency.as_millis()
-        );
-        println!();
-        print!("{}", table.render());
-        println!();
-        println!(
-            "Parallel methods ask for all 10 pages at once; serial and apply fetch page 1 first to learn the total."
-        );
+        )?;
+        writeln!(out)?;
+        write!(out, "{}", table.render())?;
+        writeln!(out)?;
+        writeln!(
+            out,
+            "\"all 10 at once\" is the tutorial's way: every page is asked for before page 1 tells the total, \
+             so a post with fewer reposts still costs 10 requests. `procpool reposts` asks for page 1 first \
+             and then only the pages the total calls for (--all-at-once for the tutorial's way)."
+        )?;
     }
     Ok(rows)
 }

@@ -2,6 +2,8 @@
 
 use std::time::Duration;
 
+use std::io::Write;
+
 use anyhow::{Context, Result};
 use procpool_cli::api::{DEFAULT_TOKEN, Server, ServerConfig, dataset};
 
@@ -11,8 +13,8 @@ pub struct Args {
     /// The port on 127.0.0.1; 0 picks a free one and prints it.
     #[arg(long, default_value_t = 0)]
     port: u16,
-    /// How long each request waits before it is answered, in milliseconds (the tutorial saw
-    /// about 800 a page).
+    /// How long each page waits before it is sent, in milliseconds (the tutorial saw about
+    /// 800 a page); errors are answered at once.
     #[arg(long, default_value_t = 800)]
     latency_ms: u64,
     /// Tokens the server accepts, besides the tutorial's.
@@ -21,6 +23,10 @@ pub struct Args {
     /// The most requests each token may make; later ones get error 10023.
     #[arg(long)]
     rate_limit: Option<u32>,
+    /// The most connections served at once; one more is answered 503 (error 10009).
+    #[arg(long, default_value_t = procpool_cli::api::DEFAULT_MAX_CONNECTIONS,
+          value_parser = clap::builder::RangedU64ValueParser::<usize>::new().range(1..=65_536))]
+    max_connections: usize,
 }
 
 pub fn run(args: Args) -> Result<()> {
@@ -31,20 +37,28 @@ pub fn run(args: Args) -> Result<()> {
         latency: Duration::from_millis(args.latency_ms),
         tokens,
         rate_limit: args.rate_limit,
+        max_connections: args.max_connections,
+        ..ServerConfig::default()
     };
     let server = Server::start(config).context("cannot start the API server")?;
-    println!("serving the repost timeline API at {}", server.base_url());
-    println!("token: {DEFAULT_TOKEN}");
+    let mut out = std::io::stdout().lock();
+    writeln!(
+        out,
+        "serving the repost timeline API at {}",
+        server.base_url()
+    )?;
+    writeln!(out, "token: {DEFAULT_TOKEN}")?;
     for (id, total) in dataset::POSTS {
-        println!("post {id}: {total} reposts");
+        writeln!(out, "post {id}: {total} reposts")?;
     }
-    println!(
+    writeln!(
+        out,
         "try: curl '{}/2/statuses/repost_timeline.json?id={}&count=200&page=1&access_token={DEFAULT_TOKEN}'",
         server.base_url(),
         dataset::TUTORIAL_POST
-    );
-    use std::io::Write;
-    std::io::stdout().flush()?;
+    )?;
+    out.flush()?;
+    drop(out);
     loop {
         std::thread::park();
     }
