@@ -14,10 +14,10 @@ static FILTER: OnceLock<String> = OnceLock::new();
 /// The filter directives for `verbose` uses of `-v` (`quiet`: errors only), unless
 /// `RUST_LOG` is set.
 fn directives(verbose: u8, quiet: bool) -> String {
-    if let Ok(value) = std::env::var(EnvFilter::DEFAULT_ENV) {
-        if !value.trim().is_empty() {
-            return value;
-        }
+    if let Ok(value) = std::env::var(EnvFilter::DEFAULT_ENV)
+        && !value.trim().is_empty()
+    {
+        return value;
     }
     let level = match (quiet, verbose) {
         (true, _) => "error",

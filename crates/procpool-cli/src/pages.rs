@@ -156,11 +156,11 @@ pub fn crawl(
         }
         Err(error) => outcome.stop = Some(Stop::Write(error)),
     }
-    if outcome.stop.is_some() {
-        if let Some(pool) = &job.pool {
-            tracing::debug!("terminating the pool to cancel the requests in flight");
-            pool.terminate();
-        }
+    if outcome.stop.is_some()
+        && let Some(pool) = &job.pool
+    {
+        tracing::debug!("terminating the pool to cancel the requests in flight");
+        pool.terminate();
     }
     drop(signals);
     outcome

@@ -687,7 +687,7 @@ mod signals {
         assert!(text.contains(&format!("interrupted by {name}")), "{text}");
         let ids = ids_in(&out);
         assert!(
-            ids.len() >= 200 && ids.len() % 200 == 0,
+            ids.len() >= 200 && ids.len().is_multiple_of(200),
             "whole pages: {}",
             ids.len()
         );

@@ -186,13 +186,13 @@ fn read_resumable(file: &mut File, path: &str, mid: u64) -> Result<Resumed> {
         let number = resumed.lines + 1;
         let repost: Repost = serde_json::from_str(&line)
             .with_context(|| format!("cannot resume from {path}: line {number} is not a repost"))?;
-        if let Some(original) = &repost.retweeted_status {
-            if original.id != mid {
-                bail!(
-                    "cannot resume from {path}: line {number} is a repost of post {}, not of post {mid}",
-                    original.id
-                );
-            }
+        if let Some(original) = &repost.retweeted_status
+            && original.id != mid
+        {
+            bail!(
+                "cannot resume from {path}: line {number} is a repost of post {}, not of post {mid}",
+                original.id
+            );
         }
         resumed.ids.insert(repost.id);
         resumed.lines += 1;
