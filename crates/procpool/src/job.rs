@@ -127,7 +127,9 @@ impl Job {
         // The frame is the parent's own, built under the frame limit, so it decodes and each
         // call fits a frame of its own; `None` is for the impossible case, so that it fails
         // the job instead of the supervisor.
-        let Ok(ToWorker::Run { name, items, .. }) = ToWorker::decode(&self.frame[4..]) else {
+        let Ok(ToWorker::Run { name, items, .. }) =
+            ToWorker::decode(&self.frame[crate::wire::HEADER..])
+        else {
             return None;
         };
         items

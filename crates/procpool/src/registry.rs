@@ -163,7 +163,7 @@ pub(crate) fn run_one(entry: &TaskEntry, input: &[u8]) -> Result<(), TaskFailure
     let mut results = ResultsFrame::with_limit(0, 1, usize::MAX);
     run(entry, &mut Calls::new(RunItems::one(input), &mut results));
     let (frame, _) = results.finish();
-    match ResultItems::new(&frame[4..]).next() {
+    match ResultItems::new(&frame[crate::wire::HEADER..]).next() {
         Some(Err(failure)) => Err(failure),
         _ => Ok(()),
     }
@@ -306,7 +306,7 @@ mod tests {
         }
         let (frame, _) = frame.finish().unwrap();
         let crate::wire::ToWorker::Run { items, .. } =
-            crate::wire::ToWorker::decode(&frame[4..]).unwrap()
+            crate::wire::ToWorker::decode(&frame[crate::wire::HEADER..]).unwrap()
         else {
             panic!("not a RUN frame");
         };
@@ -318,7 +318,7 @@ mod tests {
         let mut results = ResultsFrame::reusing(Vec::new(), 1, inputs.len() as u32);
         run(&entry, &mut Calls::new(items, &mut results));
         let (out, _) = results.finish();
-        ResultItems::new(&out[4..])
+        ResultItems::new(&out[crate::wire::HEADER..])
             .map(|item| item.map(|bytes| codec::decode(bytes).unwrap()))
             .collect()
     }

@@ -9,6 +9,7 @@ mod deadlines;
 mod docs;
 mod failures;
 mod futures;
+mod isolation;
 mod leaks;
 mod retries;
 mod shared;

@@ -101,7 +101,7 @@ mod tests {
                 Ok(())
             });
         }
-        let body = frame.finish().0[4..].to_vec();
+        let body = frame.finish().0[crate::wire::HEADER..].to_vec();
         let worker = WorkerInfo { index: 0, pid: 1 };
         Batch::results((start, stride, values.len()), body, Vec::new(), "t", worker)
     }

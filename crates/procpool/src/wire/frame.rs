@@ -9,14 +9,21 @@ use crate::error::TaskFailure;
 /// Why a frame could not be read.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum WireError {
-    TooLarge { len: usize },
+    TooLarge {
+        len: usize,
+    },
+    /// Bytes where a frame's header should be that are not one.
+    NotAFrame([u8; HEADER]),
     TooManyFds(usize),
     Truncated,
     UnknownTag(u8),
     UnknownLayout(u8),
     BadUtf8,
     Trailing(usize),
-    Handshake { expected: String, found: String },
+    Handshake {
+        expected: String,
+        found: String,
+    },
 }
 
 impl fmt::Display for WireError {
@@ -24,6 +31,13 @@ impl fmt::Display for WireError {
         match self {
             WireError::TooLarge { len } => {
                 write!(f, "frame of {len} bytes exceeds the limit of {MAX_FRAME}")
+            }
+            WireError::NotAFrame(bytes) => {
+                let text = String::from_utf8_lossy(bytes);
+                write!(
+                    f,
+                    "bytes that are not a frame where a frame should start: {bytes:02x?} ({text:?}); was something other than procpool writing to the socket?"
+                )
             }
             WireError::TooManyFds(n) => {
                 write!(
@@ -64,7 +78,7 @@ impl FrameWriter {
     /// A frame written into `buf`, whose contents are dropped and whose room is kept.
     pub(crate) fn reusing(mut buf: Vec<u8>, tag: u8) -> FrameWriter {
         buf.clear();
-        buf.extend_from_slice(&[0; 4]);
+        buf.extend_from_slice(&[0; HEADER]);
         buf.push(tag);
         FrameWriter { buf }
     }
@@ -147,8 +161,8 @@ impl FrameWriter {
     }
 
     pub(crate) fn finish(mut self) -> Vec<u8> {
-        let len = len_u32(self.buf.len() - 4);
-        self.buf[..4].copy_from_slice(&len.to_le_bytes());
+        let len = len_u32(self.buf.len() - HEADER);
+        self.buf[..HEADER].copy_from_slice(&header(len));
         self.buf
     }
 }

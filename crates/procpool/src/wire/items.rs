@@ -204,8 +204,8 @@ impl ItemWriter {
     /// applies to: a packed frame is never so large that a failure, or an item of another
     /// size, would take it over the limit when it unpacks, and its count fits a `u32`.
     pub(super) fn sized_len(&self, frame: &FrameWriter) -> usize {
-        // Less the frame's length prefix.
-        let len = frame.position() - 4;
+        // Less the frame's header.
+        let len = frame.position() - HEADER;
         match self.packing {
             Packing::Sized => len,
             // Less the common size, plus a length (and a status) per item.

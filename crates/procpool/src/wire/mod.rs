@@ -52,7 +52,45 @@ pub(crate) use run::RunFrame;
 /// "PPL" and a 1: the first four bytes of both sides' handshake frames.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PPL1");
 /// Bumped on every change of the frame layout.
-pub(crate) const VERSION: u16 = 3;
+pub(crate) const VERSION: u16 = 4;
+/// The bytes before a frame's body: its length, then a check of the length.
+pub(crate) const HEADER: usize = 8;
+
+/// The check that follows a frame's length: a function of the length that bytes written
+/// to the socket by anything but the wire (a task that writes text on its worker's
+/// descriptor) match by chance once in 2^32, so that they are refused at once instead of
+/// being waited on as a frame that never completes.
+#[inline]
+pub(crate) fn header_check(len: u32) -> u32 {
+    (len ^ MAGIC).wrapping_mul(0x9E37_79B9).rotate_left(15) ^ 0x5050_4C32
+}
+
+/// The header of a frame whose body takes `len` bytes.
+#[inline]
+pub(crate) fn header(len: u32) -> [u8; HEADER] {
+    let mut bytes = [0; HEADER];
+    bytes[..4].copy_from_slice(&len.to_le_bytes());
+    bytes[4..].copy_from_slice(&header_check(len).to_le_bytes());
+    bytes
+}
+
+/// The body length a header announces, if it is a frame's header and the body is within
+/// the limit.
+#[inline]
+pub(crate) fn parse_header(bytes: &[u8]) -> Result<usize, WireError> {
+    let len = u32::from_le_bytes(bytes[..4].try_into().expect("4 bytes"));
+    let check = u32::from_le_bytes(bytes[4..HEADER].try_into().expect("4 bytes"));
+    if check != header_check(len) {
+        return Err(WireError::NotAFrame(
+            bytes[..HEADER].try_into().expect("8 bytes"),
+        ));
+    }
+    let len = len as usize;
+    if len > MAX_FRAME {
+        return Err(WireError::TooLarge { len });
+    }
+    Ok(len)
+}
 /// The largest frame body either side accepts.
 pub(crate) const MAX_FRAME: usize = 1 << 30;
 /// The most descriptors (of `SharedBytes`) one RUN or RESULTS frame may carry.
@@ -72,9 +110,9 @@ mod tests {
     use std::io;
 
     fn body(frame: &[u8]) -> &[u8] {
-        let len = u32::from_le_bytes(frame[..4].try_into().unwrap()) as usize;
-        assert_eq!(len, frame.len() - 4);
-        &frame[4..]
+        let len = parse_header(&frame[..HEADER]).unwrap();
+        assert_eq!(len, frame.len() - HEADER);
+        &frame[HEADER..]
     }
 
     /// The job, task name, arguments and layout byte of a RUN frame.
@@ -85,7 +123,7 @@ mod tests {
         else {
             panic!("not a RUN frame");
         };
-        let layout = frame[4 + 1 + 8 + 4 + name.len() + 4 + 4 + 4];
+        let layout = frame[HEADER + 1 + 8 + 4 + name.len() + 4 + 4 + 4];
         (job, name, items.collect(), layout)
     }
 
@@ -153,7 +191,10 @@ mod tests {
         assert_eq!(layout, LAYOUT_PACKED);
         // The body: tag, job, name, count, descriptors, the first descriptor's index,
         // layout, size, then the items and nothing else.
-        assert_eq!(frame.len(), 4 + 1 + 8 + (4 + 1) + 4 + 4 + 4 + 1 + 4 + 9);
+        assert_eq!(
+            frame.len(),
+            HEADER + 1 + 8 + (4 + 1) + 4 + 4 + 4 + 1 + 4 + 9
+        );
 
         let mut results = ResultsFrame::new(2, 2);
         for item in [b"xy", b"zw"] {
@@ -418,12 +459,12 @@ mod tests {
         push_run(&mut run, b"ab");
         push_run(&mut run, b"cd");
         let frame = run.finish().unwrap().0;
-        let short = &frame[4..frame.len() - 1];
+        let short = &frame[HEADER..frame.len() - 1];
         assert_eq!(ToWorker::decode(short), Err(WireError::Truncated));
-        let mut long = frame[4..].to_vec();
+        let mut long = frame[HEADER..].to_vec();
         long.push(0);
         assert_eq!(ToWorker::decode(&long), Err(WireError::Trailing(1)));
-        let mut bad = frame[4..].to_vec();
+        let mut bad = frame[HEADER..].to_vec();
         bad[1 + 8 + 5 + 4 + 4 + 4] = 7;
         assert_eq!(ToWorker::decode(&bad), Err(WireError::UnknownLayout(7)));
     }
@@ -439,9 +480,9 @@ mod tests {
             }
         );
         let mut bad = frame.clone();
-        bad[9] = 4; // the version's low byte
+        bad[HEADER + 5] = 9; // the version's low byte
         let err = FromWorker::decode(body(&bad)).unwrap_err();
-        assert_eq!(err.to_string(), "expected protocol version 3, found 4");
+        assert_eq!(err.to_string(), "expected protocol version 4, found 9");
         let setup = setup_frame(1, true, Some(("init", b"args")));
         assert_eq!(
             ToWorker::decode(body(&setup)).unwrap(),
@@ -458,7 +499,7 @@ mod tests {
         let big = vec![7u8; LARGE * 3];
         let mut stream = Vec::new();
         for payload in [&b"one"[..], &big, b"two"] {
-            stream.extend_from_slice(&(payload.len() as u32).to_le_bytes());
+            stream.extend_from_slice(&header(payload.len() as u32));
             stream.extend_from_slice(payload);
         }
         // Feed it in awkward pieces, with a would-block between pieces.
@@ -476,13 +517,13 @@ mod tests {
 
     #[test]
     fn oversized_frames_are_refused_before_allocating() {
-        let header = (MAX_FRAME as u32 + 1).to_le_bytes();
+        let header = header(MAX_FRAME as u32 + 1);
         let mut reader = FrameReader::default();
         let err = reader
             .read_from(
                 |out| {
-                    out[..4].copy_from_slice(&header);
-                    Ok(4)
+                    out[..HEADER].copy_from_slice(&header);
+                    Ok(HEADER)
                 },
                 |_| (),
             )
@@ -494,8 +535,23 @@ mod tests {
     }
 
     #[test]
+    fn text_written_on_the_socket_is_not_taken_for_a_frame() {
+        for text in ["Hi, world\n", "{\"a\":1}", "\0\0\0\0\0\0\0\0"] {
+            let mut stream = text.as_bytes().to_vec();
+            stream.extend_from_slice(&header(1));
+            stream.push(7);
+            let mut reader = FrameReader::default();
+            let error = reader
+                .read_from(feed(&stream), |_| unreachable!("no frame is whole"))
+                .unwrap_err();
+            assert_eq!(error.kind(), io::ErrorKind::InvalidData, "{text:?}");
+            assert!(error.to_string().contains("not a frame"), "{error}");
+        }
+    }
+
+    #[test]
     fn a_large_claimed_length_allocates_with_the_bytes_that_arrive() {
-        let mut stream = (MAX_FRAME as u32).to_le_bytes().to_vec();
+        let mut stream = header(MAX_FRAME as u32).to_vec();
         stream.extend_from_slice(&[5; 1000]);
         let mut body = Vec::new();
         let err = read_frame(&mut stream.as_slice(), &mut body, read_spare_copying).unwrap_err();
@@ -515,9 +571,10 @@ mod tests {
     #[test]
     fn a_large_frame_arrives_whole_in_pieces_of_any_size() {
         let body: Vec<u8> = (0..3 * LARGE + 100).map(|i| (i % 251) as u8).collect();
-        let mut stream = (body.len() as u32).to_le_bytes().to_vec();
+        let mut stream = header(body.len() as u32).to_vec();
         stream.extend_from_slice(&body);
-        stream.extend_from_slice(&[1, 0, 0, 0, 7]);
+        stream.extend_from_slice(&header(1));
+        stream.push(7);
         for piece in [1000, LARGE - 1, LARGE + 1, 150_000, stream.len()] {
             let mut reader = FrameReader::default();
             let mut frames = Vec::new();
@@ -616,12 +673,12 @@ mod tests {
         ) {
             let ready = ready_frame(pid, fingerprint);
             proptest::prop_assert_eq!(
-                FromWorker::decode(&ready[4..]).unwrap(),
+                FromWorker::decode(&ready[HEADER..]).unwrap(),
                 FromWorker::Ready { pid, fingerprint }
             );
             let setup = setup_frame(index, index % 2 == 0, init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())));
             proptest::prop_assert_eq!(
-                ToWorker::decode(&setup[4..]).unwrap(),
+                ToWorker::decode(&setup[HEADER..]).unwrap(),
                 ToWorker::Setup {
                     index,
                     spin: index % 2 == 0,
@@ -652,18 +709,18 @@ mod tests {
             edits in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 1..4),
         ) {
             let frame = if setup { setup_frame(3, false, Some(("init", b"args"))) } else { ready_frame(42, 9) };
-            let mut body = frame[4..].to_vec();
+            let mut body = frame[HEADER..].to_vec();
             for (at, byte) in edits {
                 let at = at % body.len();
                 body[at] = byte;
             }
-            let handshake_intact = body[1..7] == frame[5..11];
+            let handshake_intact = body[1..7] == frame[HEADER + 1..HEADER + 7];
             let decoded = if setup {
                 ToWorker::decode(&body).map(|_| ())
             } else {
                 FromWorker::decode(&body).map(|_| ())
             };
-            if !handshake_intact && body[0] == frame[4] {
+            if !handshake_intact && body[0] == frame[HEADER] {
                 proptest::prop_assert!(decoded.is_err());
             }
         }
@@ -671,7 +728,7 @@ mod tests {
         /// Lengths over the limit are refused before anything is allocated for them.
         #[test]
         fn oversized_lengths_are_refused(len in (MAX_FRAME as u32 + 1)..=u32::MAX) {
-            let header = len.to_le_bytes();
+            let header = header(len);
             let mut body = Vec::new();
             proptest::prop_assert!(read_frame(&mut &header[..], &mut body, read_spare_copying).is_err());
             proptest::prop_assert_eq!(body.capacity(), 0);
@@ -680,11 +737,30 @@ mod tests {
             let result = reader.read_from(|out| {
                 if fed { return Err(io::ErrorKind::WouldBlock.into()); }
                 fed = true;
-                out[..4].copy_from_slice(&header);
-                Ok(4)
+                out[..HEADER].copy_from_slice(&header);
+                Ok(HEADER)
             }, |_| ());
             proptest::prop_assert!(result.is_err());
             proptest::prop_assert!(reader.large.is_none());
+        }
+
+        /// Bytes written on the socket by anything but the wire, ahead of a real frame, are
+        /// refused as soon as a header's worth has come, by both readers.
+        #[test]
+        fn stray_bytes_before_a_frame_are_refused(
+            stray in proptest::collection::vec(proptest::prelude::any::<u8>(), 1..64),
+        ) {
+            let mut stream = stray.clone();
+            stream.extend_from_slice(&header(3));
+            stream.extend_from_slice(&[1, 2, 3]);
+            // A stray prefix that happens to be a header is the 2^-32 case: skip it.
+            proptest::prop_assume!(stray.len() < HEADER || parse_header(&stray[..HEADER]).is_err());
+            let mut reader = FrameReader::default();
+            let error = reader.read_from(feed(&stream), |_| ()).unwrap_err();
+            proptest::prop_assert_eq!(error.kind(), io::ErrorKind::InvalidData);
+            let mut body = Vec::new();
+            let error = read_frame(&mut stream.as_slice(), &mut body, read_spare_copying).unwrap_err();
+            proptest::prop_assert_eq!(error.kind(), io::ErrorKind::InvalidData);
         }
 
         /// Any stream of well-formed frames, cut into any pieces, comes out whole and in order.
@@ -695,7 +771,7 @@ mod tests {
         ) {
             let mut stream = Vec::new();
             for body in &bodies {
-                stream.extend_from_slice(&(body.len() as u32).to_le_bytes());
+                stream.extend_from_slice(&header(body.len() as u32));
                 stream.extend_from_slice(body);
             }
             let mut reader = FrameReader::default();
@@ -725,7 +801,7 @@ mod tests {
                 });
             }
             let frame = results.finish().0;
-            let body = &frame[4..];
+            let body = &frame[HEADER..];
             let failed = outcomes.iter().filter(|o| o.is_none()).count();
             let decoded = FromWorker::decode(body).unwrap();
             let expected = FromWorker::Results(Results { job: 1, count: outcomes.len(), fds: 0, panicked: 0, failed });
@@ -757,7 +833,7 @@ mod tests {
                 }
             }
             let frame = results.finish().0;
-            let body = &frame[4..];
+            let body = &frame[HEADER..];
             proptest::prop_assert!(body.len() <= limit, "{} bytes over a limit of {}", body.len(), limit);
             proptest::prop_assert!(FromWorker::decode(body).is_ok());
             proptest::prop_assert_eq!(ResultItems::new(body).count(), outcomes.len());
@@ -775,7 +851,7 @@ mod tests {
                 proptest::prop_assert_eq!(pushed.is_ok(), arg.is_some());
             }
             let frame = run.finish().unwrap().0;
-            let ToWorker::Run { items, .. } = ToWorker::decode(&frame[4..]).unwrap() else {
+            let ToWorker::Run { items, .. } = ToWorker::decode(&frame[HEADER..]).unwrap() else {
                 panic!("not a RUN frame");
             };
             let got: Vec<&[u8]> = items.collect();

@@ -17,16 +17,13 @@ pub(crate) fn read_frame<R: BufRead>(
     body: &mut Vec<u8>,
     mut read_spare: impl FnMut(&mut R, &mut Vec<u8>, usize) -> io::Result<usize>,
 ) -> io::Result<Option<()>> {
-    let mut header = [0; 4];
+    let mut header = [0; HEADER];
     match reader.read_exact(&mut header) {
         Ok(()) => {}
         Err(e) if e.kind() == io::ErrorKind::UnexpectedEof => return Ok(None),
         Err(e) => return Err(e),
     }
-    let len = u32::from_le_bytes(header) as usize;
-    if len > MAX_FRAME {
-        return Err(WireError::TooLarge { len }.into());
-    }
+    let len = parse_header(&header)?;
     body.clear();
     body.reserve(len.min(LARGE));
     let buffered = reader.fill_buf()?;
@@ -164,20 +161,17 @@ impl FrameReader {
     }
 
     pub(super) fn split(&mut self, on_frame: &mut impl FnMut(Vec<u8>)) -> io::Result<()> {
-        while self.end - self.start >= 4 {
+        while self.end - self.start >= HEADER {
             let at = self.start;
-            let len =
-                u32::from_le_bytes(self.buf[at..at + 4].try_into().expect("4 bytes")) as usize;
-            if len > MAX_FRAME {
-                return Err(WireError::TooLarge { len }.into());
-            }
-            let available = self.end - at - 4;
+            let len = parse_header(&self.buf[at..at + HEADER])?;
+            let body = at + HEADER;
+            let available = self.end - body;
             if available >= len {
-                on_frame(self.buf[at + 4..at + 4 + len].to_vec());
-                self.start = at + 4 + len;
+                on_frame(self.buf[body..body + len].to_vec());
+                self.start = body + len;
             } else if len > LARGE {
                 let mut body = Vec::with_capacity(available.max(LARGE).min(len));
-                body.extend_from_slice(&self.buf[at + 4..self.end]);
+                body.extend_from_slice(&self.buf[at + HEADER..self.end]);
                 self.large = Some(Large { body, len });
                 self.start = self.end;
                 break;

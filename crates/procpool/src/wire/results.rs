@@ -21,7 +21,7 @@ pub(crate) struct ResultsFrame {
 
 /// Where the count of descriptors is in a RESULTS frame: after the length prefix, the tag,
 /// the job and the count of calls.
-pub(super) const RESULTS_FDS_AT: usize = 4 + 1 + 8 + 4;
+pub(super) const RESULTS_FDS_AT: usize = HEADER + 1 + 8 + 4;
 
 /// The failure that stands in for an outcome whose record would take a RESULTS frame over
 /// its limit. Each call not yet written keeps room for one in the frame, so that the calls

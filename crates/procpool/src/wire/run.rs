@@ -43,8 +43,8 @@ impl RunFrame {
 
     /// Sets the frame's job id, for a frame built before its id was drawn.
     pub(crate) fn set_job(&mut self, job: u64) {
-        // The id follows the length prefix and the tag.
-        self.frame.buf[5..13].copy_from_slice(&job.to_le_bytes());
+        // The id follows the header and the tag.
+        self.frame.buf[HEADER + 1..HEADER + 9].copy_from_slice(&job.to_le_bytes());
     }
 
     /// A frame for a call taken out of a chunk's frame, which sends again the chunk's
