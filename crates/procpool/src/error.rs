@@ -99,6 +99,9 @@ pub enum ErrorKind {
     StillRunning,
     /// A call's argument was out of range, such as a chunk size of zero.
     InvalidInput,
+    /// The pool (or a result handle) was used in another process than the one that built
+    /// it: a child made by `fork` after the pool was built. Build a new pool there.
+    OtherProcess,
     /// The task ran past its timeout ([`Builder::task_timeout`](crate::Builder::task_timeout)
     /// or a per-call timeout), so its worker was killed and replaced; see [`Error::timeout`].
     TimedOut,
@@ -202,6 +205,17 @@ impl Error {
             return self;
         }
         self.with(|inner| inner.retried = times)
+    }
+
+    /// A pool or a handle used in a forked child of the process that built it.
+    pub(crate) fn other_process(what: &str) -> Error {
+        Error::new(
+            ErrorKind::OtherProcess,
+            format!(
+                "this {what} belongs to the process that built the pool, not to this forked child of it (pid {}): build a new pool here",
+                std::process::id()
+            ),
+        )
     }
 
     pub(crate) fn closed() -> Error {

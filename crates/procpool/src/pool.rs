@@ -234,8 +234,13 @@ impl Builder {
             task_timeout: self.task_timeout,
             retries: self.retries,
         };
+        let generation = sys::fork_generation();
         let backend = Backend::start(config)?;
-        Ok(Pool { backend, processes })
+        Ok(Pool {
+            backend,
+            processes,
+            generation,
+        })
     }
 }
 
@@ -284,9 +289,26 @@ fn encode_error(task: &str, error: CodecError) -> Error {
 pub struct Pool {
     backend: Backend,
     processes: usize,
+    /// [`sys::fork_generation`] when the pool was built: a pool whose process has forked
+    /// since is a copy in the child, and refuses to be used.
+    generation: u64,
 }
 
 impl Pool {
+    /// `Ok` in the process that built the pool; an error in a child it forked since, where
+    /// the pool's supervisor and workers are not its own.
+    fn check_process(&self) -> Result<(), Error> {
+        if sys::fork_generation() == self.generation {
+            Ok(())
+        } else {
+            Err(Error::other_process("pool"))
+        }
+    }
+
+    fn in_other_process(&self) -> bool {
+        self.check_process().is_err()
+    }
+
     /// Starts a pool of [`cpu_count()`](crate::cpu_count) workers.
     ///
     /// # Errors
@@ -316,12 +338,18 @@ impl Pool {
     /// Counts of what the pool has done so far: calls submitted, their final states, calls
     /// in flight, worker starts and deaths. See [`Stats`].
     pub fn stats(&self) -> Stats {
+        if self.in_other_process() {
+            return Stats::default();
+        }
         self.backend.stats()
     }
 
     /// The process ids of the workers running now, by slot. A slot whose worker is being
     /// replaced is left out.
     pub fn worker_pids(&self) -> Vec<u32> {
+        if self.in_other_process() {
+            return Vec::new();
+        }
         self.backend.worker_pids()
     }
 
@@ -457,6 +485,7 @@ impl Pool {
         F: Task<Args>,
         Args: Serialize,
     {
+        self.check_process()?;
         let entry = lookup::<F>()?;
         let timeout = checked_timeout(options.timeout)?;
         let collector = Collector::new();
@@ -801,6 +830,7 @@ impl Pool {
     where
         F: Task<Args>,
     {
+        self.check_process()?;
         let entry = lookup::<F>()?;
         let chunksize = checked_chunksize(options)?;
         let timeout = checked_timeout(options.timeout)?;
@@ -857,6 +887,7 @@ impl Pool {
         F: Task<Args>,
         I: Iterator + 'a,
     {
+        self.check_process()?;
         let entry = lookup::<F>()?;
         let chunksize = checked_chunksize(options)?.unwrap_or(1);
         let timeout = checked_timeout(options.timeout)?;
@@ -879,6 +910,9 @@ impl Pool {
     /// An [`Imap`] that is still pulling its input can submit no more after `close`: its
     /// next call not yet submitted ends with [`ErrorKind::Closed`], and the iterator ends.
     pub fn close(&self) {
+        if self.in_other_process() {
+            return;
+        }
         self.backend.close();
     }
 
@@ -892,6 +926,7 @@ impl Pool {
     /// [`ErrorKind::StillRunning`] if the pool was neither closed nor terminated: it would
     /// wait forever.
     pub fn join(&self) -> Result<(), Error> {
+        self.check_process()?;
         self.backend.join()
     }
 
@@ -904,6 +939,9 @@ impl Pool {
     /// [`apply`](Pool::apply)) sees them end and gives them back between two of its steps;
     /// one of its steps is decoding one result, so a slow `Deserialize` delays this return.
     pub fn terminate(&self) {
+        if self.in_other_process() {
+            return;
+        }
         self.backend.terminate();
     }
 }

@@ -55,3 +55,67 @@ fn bytes_a_task_writes_on_its_socket_end_its_worker_at_once() {
     assert_eq!(stats.in_flight, 0);
     finish(pool);
 }
+
+/// Runs `child` in a forked child of this process and returns its exit code: each check it
+/// makes is one bit of the code, set when the check failed.
+fn in_forked_child(child: impl FnOnce() -> i32) -> i32 {
+    // SAFETY: fork has no memory effects on this process; the child runs `child`, which
+    // takes no lock a thread of the parent could hold (the pool refuses before taking any),
+    // and leaves with _exit, never returning into the test harness.
+    let pid = unsafe { libc::fork() };
+    assert!(pid >= 0, "fork failed");
+    if pid == 0 {
+        let code = std::panic::catch_unwind(std::panic::AssertUnwindSafe(child)).unwrap_or(127);
+        // SAFETY: _exit ends the child at once, running nothing of the parent's.
+        unsafe { libc::_exit(code) };
+    }
+    let mut status = 0;
+    // SAFETY: waits for the child just forked, writing only into `status`.
+    assert_eq!(unsafe { libc::waitpid(pid, &mut status, 0) }, pid);
+    assert!(
+        libc::WIFEXITED(status),
+        "the child ended by a signal: {status}"
+    );
+    libc::WEXITSTATUS(status)
+}
+
+#[test]
+fn a_pool_used_in_a_forked_child_refuses_and_leaves_the_parent_alone() {
+    let _serial = serial();
+    let pool = pool(2);
+    assert_eq!(pool.apply(square, (3,)).unwrap(), 9);
+    let pids = pool.worker_pids();
+    let pending = pool.apply_async(square, (5,)).unwrap();
+    let code = in_forked_child(|| {
+        let refused = |r: Result<(), procpool::Error>| !matches!(r, Err(e) if e.kind() == ErrorKind::OtherProcess);
+        let mut failed = 0;
+        let checks = [
+            refused(pool.apply(square, (6,)).map(drop)),
+            refused(pool.apply_async(square, (6,)).map(drop)),
+            refused(pool.map(square, 1..=4).map(drop)),
+            refused(pool.imap(square, 1..=4).map(drop)),
+            refused(pending.get().map(drop)),
+            refused(pool.join()),
+            !pool.worker_pids().is_empty() || pool.stats().submitted != 0,
+        ];
+        for (bit, check) in checks.into_iter().enumerate() {
+            if check {
+                failed |= 1 << bit;
+            }
+        }
+        pool.close();
+        pool.terminate();
+        // SAFETY: this process's copy of the pool is never used again: the child leaves by
+        // _exit, so the bits read here are dropped once, as the child's own pool.
+        drop(unsafe { std::ptr::read(&pool) });
+        failed
+    });
+    assert_eq!(code, 0, "checks that failed in the child, one bit each");
+    // The parent's pool is as it was: the same workers, every result its own.
+    assert_eq!(pending.get().unwrap(), 25);
+    assert_eq!(pool.apply(square, (7,)).unwrap(), 49);
+    assert_eq!(pool.map(square, 1..=3).unwrap(), [1, 4, 9]);
+    assert_eq!(pool.worker_pids(), pids, "no worker was killed or replaced");
+    assert_eq!(pool.stats().worker_deaths, 0);
+    finish(pool);
+}

@@ -15,6 +15,9 @@ use super::*;
 pub(crate) struct Collector {
     pub(super) state: Mutex<Batches>,
     pub(super) changed: Condvar,
+    /// The process's fork generation when the collector was made: in a child forked since,
+    /// nothing will ever deliver to it (and its lock may have been held at the fork).
+    generation: u64,
 }
 
 #[derive(Debug, Default)]
@@ -35,7 +38,17 @@ impl Collector {
         Arc::new(Collector {
             state: Mutex::new(Batches::default()),
             changed: Condvar::new(),
+            generation: crate::sys::fork_generation(),
         })
+    }
+
+    /// An error if this is a copy in a child forked since the collector was made.
+    pub(super) fn check_process(&self, what: &str) -> Result<(), Error> {
+        if crate::sys::fork_generation() == self.generation {
+            Ok(())
+        } else {
+            Err(Error::other_process(what))
+        }
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Batches> {

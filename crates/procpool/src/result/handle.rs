@@ -51,6 +51,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// The task's failure: it panicked, its worker died, the pool was terminated, or its
     /// result could not be decoded.
     pub fn get(&self) -> Result<R, Error> {
+        self.collector.check_process("result")?;
         self.wait();
         let mut result = None;
         self.collector
@@ -65,26 +66,32 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// Those of `get`, and [`ErrorKind::WaitTimeout`] when the timeout passed first; then the
     /// task goes on.
     pub fn get_timeout(&self, timeout: Duration) -> Result<R, Error> {
+        self.collector.check_process("result")?;
         if !self.wait_timeout(timeout) {
             return Err(Error::wait_timeout(self.task, timeout));
         }
         self.get()
     }
 
-    /// Waits until the result is there.
+    /// Waits until the result is there. In a child forked since the pool was built, returns
+    /// at once: the result will never come there.
     pub fn wait(&self) {
-        self.collector.wait_filled(1, None);
+        if self.collector.check_process("result").is_ok() {
+            self.collector.wait_filled(1, None);
+        }
     }
 
     /// Waits until the result is there or `timeout` passes; returns whether it is there.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.collector
-            .wait_filled(1, Instant::now().checked_add(timeout))
+        self.collector.check_process("result").is_ok()
+            && self
+                .collector
+                .wait_filled(1, Instant::now().checked_add(timeout))
     }
 
     /// Whether the result is there.
     pub fn ready(&self) -> bool {
-        self.collector.filled() == 1
+        self.collector.check_process("result").is_ok() && self.collector.filled() == 1
     }
 
     /// Whether the task succeeded: `None` while it runs.
@@ -129,6 +136,7 @@ impl<R: DeserializeOwned> MapResult<R> {
     ///
     /// The failure of the first call, in input order, that failed.
     pub fn get(&self) -> Result<Vec<R>, Error> {
+        self.collector.check_process("result")?;
         self.wait();
         let mut assembly = Assembly::new(self.len, self.task);
         self.collector.visit_batches(|batch| assembly.add(batch));
@@ -141,26 +149,32 @@ impl<R: DeserializeOwned> MapResult<R> {
     ///
     /// Those of `get`, and [`ErrorKind::WaitTimeout`] when the timeout passed first.
     pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>, Error> {
+        self.collector.check_process("result")?;
         if !self.wait_timeout(timeout) {
             return Err(Error::wait_timeout(self.task, timeout));
         }
         self.get()
     }
 
-    /// Waits until every result is there.
+    /// Waits until every result is there. In a child forked since the pool was built,
+    /// returns at once: the results will never come there.
     pub fn wait(&self) {
-        self.collector.wait_filled(self.len, None);
+        if self.collector.check_process("result").is_ok() {
+            self.collector.wait_filled(self.len, None);
+        }
     }
 
     /// Waits until every result is there or `timeout` passes; returns whether they are.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.collector
-            .wait_filled(self.len, Instant::now().checked_add(timeout))
+        self.collector.check_process("result").is_ok()
+            && self
+                .collector
+                .wait_filled(self.len, Instant::now().checked_add(timeout))
     }
 
     /// Whether every result is there.
     pub fn ready(&self) -> bool {
-        self.collector.filled() == self.len
+        self.collector.check_process("result").is_ok() && self.collector.filled() == self.len
     }
 
     /// Whether every call succeeded: `None` while some still run.
@@ -203,6 +217,9 @@ impl<R: DeserializeOwned> Future for Awaited<AsyncResult<R>> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let handle = &self.handle;
+        if let Err(error) = handle.collector.check_process("result") {
+            return Poll::Ready(Err(error));
+        }
         match handle.collector.poll_filled(1, cx) {
             Poll::Ready(()) => Poll::Ready(handle.get()),
             Poll::Pending => Poll::Pending,
@@ -225,6 +242,9 @@ impl<R: DeserializeOwned> Future for Awaited<MapResult<R>> {
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
         let handle = &self.handle;
+        if let Err(error) = handle.collector.check_process("result") {
+            return Poll::Ready(Err(error));
+        }
         match handle.collector.poll_filled(handle.len, cx) {
             Poll::Ready(()) => Poll::Ready(handle.get()),
             Poll::Pending => Poll::Pending,

@@ -96,6 +96,15 @@ impl<R: DeserializeOwned> Iterator for Imap<'_, R> {
     type Item = Result<R, Error>;
 
     fn next(&mut self) -> Option<Result<R, Error>> {
+        if let Err(error) = self.collector.check_process("iterator") {
+            // Once: then it ends, as nothing more will come here.
+            if self.exhausted && self.yielded == self.submitted {
+                return None;
+            }
+            self.exhausted = true;
+            self.yielded = self.submitted;
+            return Some(Err(error));
+        }
         self.top_up();
         if self.yielded == self.submitted {
             return None;

@@ -229,3 +229,22 @@ pub(crate) fn remove_env_before_main(key: &str) {
     // environment concurrently.
     unsafe { std::env::remove_var(OsStr::new(key)) };
 }
+
+/// How many times the processes this one descends from, and it, were made by `fork` since
+/// the count began: a pool remembers it when it is built, and a different count means the
+/// pool is a copy in a forked child, where its supervisor thread does not exist.
+pub(crate) fn fork_generation() -> u64 {
+    static REGISTER: std::sync::Once = std::sync::Once::new();
+    REGISTER.call_once(|| {
+        // SAFETY: pthread_atfork registers a handler that only increments an atomic, which
+        // is async-signal-safe, as a handler run in the child of a fork must be.
+        unsafe { libc::pthread_atfork(None, None, Some(count_fork)) };
+    });
+    FORKS.load(std::sync::atomic::Ordering::Relaxed)
+}
+
+static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0);
+
+extern "C" fn count_fork() {
+    FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+}
