@@ -106,6 +106,20 @@
 //! left (SIGKILL); every unfinished result ends with [`ErrorKind::Terminated`]. Dropping a
 //! pool terminates it.
 //!
+//! ## Signals, forks and the socket
+//!
+//! - Workers run in a process group of their own, so the signals a terminal sends to the
+//!   foreground job (Ctrl-C's SIGINT, Ctrl-\\'s SIGQUIT, Ctrl-Z's SIGTSTP) reach the program
+//!   and not its running tasks. The program decides: if it exits, its workers are killed
+//!   with it (they die with their parent); if it handles the signal, its tasks go on.
+//! - A pool belongs to the process that built it. In a child made by `fork` afterwards,
+//!   every method of the pool and of its result handles returns
+//!   [`ErrorKind::OtherProcess`] at once and touches nothing of the parent's; dropping the
+//!   copy kills nothing. Build a new pool in the child.
+//! - Bytes that a task writes on its worker's socket (a descriptor it does not own) are
+//!   refused as soon as eight have come: the worker is killed, and its call ends with
+//!   [`ErrorKind::WorkerDied`] saying the worker broke the protocol.
+//!
 //! ## Caveats
 //!
 //! - Dropping a pool does not wait for queued work: close and join first to keep it.

@@ -119,3 +119,16 @@ fn a_pool_used_in_a_forked_child_refuses_and_leaves_the_parent_alone() {
     assert_eq!(pool.stats().worker_deaths, 0);
     finish(pool);
 }
+
+#[test]
+fn a_terminals_ctrl_c_reaches_the_program_not_its_workers() {
+    let _serial = serial();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_terminal_signals"))
+        .output()
+        .expect("the program runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("results: 1 1\n"), "{stdout}");
+    assert!(stdout.contains("deaths: 0\n"), "{stdout}");
+    tests_integration::assert_no_children();
+}

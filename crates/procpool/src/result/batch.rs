@@ -17,7 +17,7 @@ pub(crate) struct Batch {
     pub(super) stride: usize,
     pub(super) count: usize,
     pub(super) outcomes: Outcomes,
-    /// For [`Imap`], which takes calls one by one and in order: how many have been taken,
+    /// For [`Imap`](crate::Imap), which takes calls one by one and in order: how many have been taken,
     /// and where the next one's result starts in the body (`None` before the first).
     pub(super) taken: usize,
     pub(super) next: Option<ResultsAt>,

@@ -63,7 +63,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     ///
     /// # Errors
     ///
-    /// Those of `get`, and [`ErrorKind::WaitTimeout`] when the timeout passed first; then the
+    /// Those of `get`, and [`ErrorKind::WaitTimeout`](crate::ErrorKind::WaitTimeout) when the timeout passed first; then the
     /// task goes on.
     pub fn get_timeout(&self, timeout: Duration) -> Result<R, Error> {
         self.collector.check_process("result")?;
@@ -147,7 +147,7 @@ impl<R: DeserializeOwned> MapResult<R> {
     ///
     /// # Errors
     ///
-    /// Those of `get`, and [`ErrorKind::WaitTimeout`] when the timeout passed first.
+    /// Those of `get`, and [`ErrorKind::WaitTimeout`](crate::ErrorKind::WaitTimeout) when the timeout passed first.
     pub fn get_timeout(&self, timeout: Duration) -> Result<Vec<R>, Error> {
         self.collector.check_process("result")?;
         if !self.wait_timeout(timeout) {

@@ -21,7 +21,11 @@ pub(super) fn spawn() -> io::Result<Started> {
     // (`sys::adopt_socket`).
     command
         .env(worker::ENV, std::process::id().to_string())
-        .stdin(Stdio::from(OwnedFd::from(theirs)));
+        .stdin(Stdio::from(OwnedFd::from(theirs)))
+        // A process group of its own: the signals a terminal sends to the foreground group
+        // (Ctrl-C's SIGINT, Ctrl-\'s SIGQUIT, Ctrl-Z's SIGTSTP) reach the program, which
+        // decides; if it exits, its workers follow it (PR_SET_PDEATHSIG).
+        .process_group(0);
     let child = command.spawn()?;
     ours.set_nonblocking(true)?;
     Ok(Started {

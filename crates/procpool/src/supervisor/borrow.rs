@@ -133,7 +133,7 @@ pub(crate) fn run(
     }
 }
 
-/// Watches `fds` (see [`spin`]) if `may_watch` and the pool's watches have been paying
+/// Watches `fds` (see [`crate::watch`]) if `may_watch` and the pool's watches have been paying
 /// off; returns whether one became ready, with what the last poll found left in `fds`.
 fn watch(shared: &Hub, fds: &mut [PollFd], may_watch: bool) -> bool {
     let watcher = || {
