@@ -126,6 +126,8 @@ struct Inner {
     location: Option<String>,
     timeout: Option<Duration>,
     retried: u32,
+    /// Why the pool killed the worker, when it did (not for a timeout, which says so).
+    killed_by_pool: Option<String>,
 }
 
 impl Error {
@@ -140,6 +142,7 @@ impl Error {
                 location: None,
                 timeout: None,
                 retried: 0,
+                killed_by_pool: None,
             }),
         }
     }
@@ -154,6 +157,7 @@ impl Error {
             location: shared.location.clone(),
             timeout: shared.timeout,
             retried: shared.retried,
+            killed_by_pool: shared.killed_by_pool.clone(),
         });
         edit(&mut inner);
         Error {
@@ -176,6 +180,11 @@ impl Error {
             .with(|inner| inner.exit = Some(exit))
     }
 
+    /// The pool killed the worker, for `reason`.
+    pub(crate) fn killed_by_the_pool(self, reason: &str) -> Error {
+        self.with(|inner| inner.killed_by_pool = Some(reason.to_owned()))
+    }
+
     /// A worker sent something the protocol does not allow, and was killed for it.
     pub(crate) fn protocol(
         task: &str,
@@ -190,6 +199,7 @@ impl Error {
         .task(task)
         .worker(worker)
         .with(|inner| inner.exit = Some(exit))
+        .killed_by_the_pool("it broke the protocol")
     }
 
     pub(crate) fn timed_out(task: &str, worker: WorkerInfo, timeout: Duration) -> Error {
@@ -304,6 +314,13 @@ impl Error {
         self.inner.exit
     }
 
+    /// Whether the pool itself killed the worker that held the task: it broke the protocol,
+    /// or its socket closed and it did not exit by itself soon after. (A timeout, which kills
+    /// the worker too, is [`ErrorKind::TimedOut`].)
+    pub fn killed_by_pool(&self) -> bool {
+        self.inner.killed_by_pool.is_some()
+    }
+
     /// Whether the task ran past its timeout and its worker was killed.
     pub fn is_timed_out(&self) -> bool {
         self.inner.kind == ErrorKind::TimedOut
@@ -357,6 +374,9 @@ impl fmt::Display for Error {
                     if let Some(exit) = inner.exit {
                         write!(f, " and {exit}")?;
                     }
+                }
+                if let Some(reason) = &inner.killed_by_pool {
+                    write!(f, " (killed by the pool: {reason})")?;
                 }
                 match inner.retried {
                     0 => Ok(()),
@@ -611,9 +631,12 @@ mod tests {
         );
         assert_eq!(
             error.to_string(),
-            "worker 1 (pid 42) broke the protocol (unknown frame tag 7) while running task `demo::junk` and was killed by signal 9 (SIGKILL)"
+            "worker 1 (pid 42) broke the protocol (unknown frame tag 7) while running task `demo::junk` and was killed by signal 9 (SIGKILL) (killed by the pool: it broke the protocol)"
         );
         assert!(error.is_worker_died());
+        assert!(error.killed_by_pool());
+        let error = Error::died("demo::exit", worker, WorkerExit::Code(3));
+        assert!(!error.killed_by_pool());
     }
 
     #[test]

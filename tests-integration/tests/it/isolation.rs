@@ -132,3 +132,91 @@ fn a_terminals_ctrl_c_reaches_the_program_not_its_workers() {
     assert!(stdout.contains("deaths: 0\n"), "{stdout}");
     tests_integration::assert_no_children();
 }
+
+/// Closes every descriptor above 2 (its socket among them), then exits with `code`, or, for
+/// a negative one, blocks for good on a pipe of its own.
+#[procpool::task]
+fn close_socket_then(code: i32) -> u32 {
+    for fd in 3..1024 {
+        // SAFETY: closing descriptors this process may or may not have open; nothing in the
+        // task uses them afterwards.
+        unsafe { libc::close(fd) };
+    }
+    if code >= 0 {
+        std::process::exit(code);
+    }
+    let mut fds = [0; 2];
+    // SAFETY: pipe writes two descriptors into the array.
+    assert_eq!(unsafe { libc::pipe(fds.as_mut_ptr()) }, 0);
+    let mut byte = 0u8;
+    // SAFETY: reads one byte into `byte`; the write end stays open here, so it never comes.
+    unsafe { libc::read(fds[0], (&raw mut byte).cast(), 1) };
+    0
+}
+
+/// A panic payload whose drop panics, which aborts the worker after its task has failed.
+struct Bomb;
+
+impl Drop for Bomb {
+    fn drop(&mut self) {
+        panic!("the payload's drop panics too");
+    }
+}
+
+#[procpool::task]
+fn panic_with_a_bomb() -> u32 {
+    std::panic::panic_any(Bomb)
+}
+
+#[test]
+fn a_worker_that_closes_its_socket_is_reported_by_its_own_exit() {
+    let _serial = serial();
+    let pool = pool(1);
+    let error = pool.apply(close_socket_then, (5,)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+    assert_eq!(
+        error.worker_exit(),
+        Some(procpool::WorkerExit::Code(5)),
+        "{error}"
+    );
+    assert!(!error.killed_by_pool(), "{error}");
+    let error = pool.apply(panic_with_a_bomb, ()).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+    assert_eq!(
+        error.worker_exit(),
+        Some(procpool::WorkerExit::Signal(libc::SIGABRT)),
+        "{error}"
+    );
+    // One that closes its socket and goes on running is killed, and the error says so.
+    let error = pool.apply(close_socket_then, (-1,)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+    assert_eq!(
+        error.worker_exit(),
+        Some(procpool::WorkerExit::Signal(libc::SIGKILL))
+    );
+    assert!(error.killed_by_pool(), "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("killed by the pool: its socket closed"),
+        "{error}"
+    );
+    assert_eq!(pool.apply(square, (5,)).unwrap(), 25, "the pool carries on");
+    assert_eq!(pool.stats().worker_deaths, 3);
+    finish(pool);
+}
+
+#[test]
+fn a_program_that_ignores_sigchld_gets_no_invented_exit_code() {
+    let _serial = serial();
+    let output = std::process::Command::new(env!("CARGO_BIN_EXE_sigchld_ignored"))
+        .output()
+        .expect("the program runs");
+    let stdout = String::from_utf8_lossy(&output.stdout);
+    assert!(output.status.success(), "{output:?}");
+    assert!(stdout.contains("exit: Some(Unknown)\n"), "{stdout}");
+    assert!(stdout.contains("could not be read"), "{stdout}");
+    assert!(!stdout.contains("code -1"), "{stdout}");
+    assert!(stdout.contains("after: 36\n"), "{stdout}");
+    tests_integration::assert_no_children();
+}

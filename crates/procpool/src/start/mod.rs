@@ -9,7 +9,7 @@ mod spawn;
 use std::io;
 use std::os::unix::net::UnixStream;
 
-pub(crate) use process::Process;
+pub(crate) use process::{Process, Reaped};
 
 /// How a pool starts its worker processes.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq, Hash)]

@@ -10,9 +10,17 @@
 use std::os::fd::{AsFd, AsRawFd, OwnedFd, RawFd};
 use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
+use std::time::{Duration, Instant};
 
 use crate::error::WorkerExit;
 use crate::sys;
+
+/// How a process ended, and whether the pool had to kill it.
+#[derive(Clone, Copy, Debug)]
+pub(crate) struct Reaped {
+    pub(crate) exit: WorkerExit,
+    pub(crate) killed: bool,
+}
 
 /// A worker process the pool started, until it is reaped.
 #[derive(Debug)]
@@ -86,14 +94,51 @@ impl Process {
     }
 
     /// Kills the process if it still runs, waits for it, and says how it ended.
-    pub(crate) fn reap(mut self) -> WorkerExit {
+    pub(crate) fn reap(self) -> WorkerExit {
+        self.reap_within(Duration::ZERO).exit
+    }
+
+    /// Waits up to `grace` for the process to exit by itself, kills it if it has not, waits
+    /// for it, and says how it ended and whether it was killed here.
+    pub(crate) fn reap_within(mut self, grace: Duration) -> Reaped {
         if let Some(exit) = self.try_exit() {
-            return exit;
+            return Reaped {
+                exit,
+                killed: false,
+            };
+        }
+        if !grace.is_zero() {
+            self.wait_exit(grace);
+            if let Some(exit) = self.try_exit() {
+                return Reaped {
+                    exit,
+                    killed: false,
+                };
+            }
         }
         self.kill();
-        match self.child.wait() {
+        let exit = match self.child.wait() {
             Ok(status) => exit_of(status),
             Err(_) => WorkerExit::Unknown,
+        };
+        Reaped { exit, killed: true }
+    }
+
+    /// Waits until the process has exited or `grace` has passed.
+    fn wait_exit(&mut self, grace: Duration) {
+        let deadline = Instant::now() + grace;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            if left.is_zero() || self.try_exit().is_some() {
+                return;
+            }
+            match self.exit_fd() {
+                Some(fd) => {
+                    let _ = sys::poll(&mut [sys::PollFd::new(fd, false)], Some(left));
+                }
+                // Without a pidfd, look again soon.
+                None => std::thread::sleep(left.min(Duration::from_millis(1))),
+            }
         }
     }
 }

@@ -13,7 +13,7 @@ use crate::error::{WorkerExit, WorkerInfo};
 use crate::job::Job;
 use crate::result::Batch;
 use crate::shared::Attached;
-use crate::start::Process;
+use crate::start::{Process, Reaped};
 use crate::sys;
 use crate::wire::{FrameReader, MAX_FDS, Results};
 
@@ -278,11 +278,11 @@ impl Worker {
         Ok(())
     }
 
-    /// Ends the worker for good: kills it if it still runs, waits for it, and returns how it
-    /// ended and the jobs it held.
-    pub(super) fn in_flight_and_reap(mut self) -> (WorkerExit, VecDeque<Job>) {
+    /// Ends the worker for good: lets it exit by itself within `grace`, kills it if it still
+    /// runs, waits for it, and returns how it ended and the jobs it held.
+    pub(super) fn in_flight_and_reap(mut self, grace: Duration) -> (Reaped, VecDeque<Job>) {
         let jobs = std::mem::take(&mut self.in_flight);
-        (reap(self), jobs)
+        (self.process.reap_within(grace), jobs)
     }
 }
 

@@ -50,6 +50,10 @@ pub(crate) const DEPTH: usize = 2;
 /// and only near the end of the jobs.
 pub(crate) const LONG_JOB: Duration = Duration::from_millis(10);
 
+/// How long a worker whose socket ended may take to exit by itself before the pool kills
+/// it: its own exit status then says why it ended.
+const EXIT_WAIT: Duration = Duration::from_millis(100);
+
 /// How many replacement workers in a row may die before their handshake before the pool
 /// stops starting them.
 const MAX_START_FAILURES: u32 = 3;

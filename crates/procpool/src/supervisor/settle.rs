@@ -8,7 +8,7 @@ use std::time::{Duration, Instant};
 use super::conn::{Cause, Worker, reap};
 use super::drive::Supervisor;
 use super::hub::Phase;
-use super::{EXIT_GRACE, GRACE, MAX_START_FAILURES};
+use super::{EXIT_GRACE, EXIT_WAIT, GRACE, MAX_START_FAILURES};
 use crate::error::{BuildError, Error, ErrorKind, WorkerInfo};
 use crate::job::Job;
 use crate::start;
@@ -102,7 +102,7 @@ impl Supervisor {
     pub(super) fn abandon(&mut self, index: usize) {
         let worker = self.slots[index].take().expect("a worker is in the slot");
         self.pids_changed = true;
-        let (_, held) = worker.in_flight_and_reap();
+        let (_, held) = worker.in_flight_and_reap(Duration::ZERO);
         for job in held {
             let error = Error::abandoned(job.task);
             job.fail(&error);
@@ -118,7 +118,14 @@ impl Supervisor {
         self.pids_changed = true;
         let info = worker.info;
         let was_ready = worker.ready;
-        let (exit, mut held) = worker.in_flight_and_reap();
+        // A worker whose socket ended is usually exiting: its own status says more than the
+        // kill that would end it now.
+        let grace = match cause {
+            Cause::Gone => EXIT_WAIT,
+            Cause::Protocol(_) | Cause::TimedOut(_) | Cause::Abandoned => Duration::ZERO,
+        };
+        let (reaped, mut held) = worker.in_flight_and_reap(grace);
+        let exit = reaped.exit;
         let mut requeue = VecDeque::new();
         if let Some(mut first) = held.pop_front() {
             let died = matches!(cause, Cause::Gone | Cause::Protocol(_));
@@ -127,6 +134,10 @@ impl Supervisor {
                 requeue.push_back(first);
             } else if first.count == 1 {
                 let error = match &cause {
+                    Cause::Gone if reaped.killed => Error::died(first.task, info, exit)
+                        .killed_by_the_pool(&format!(
+                            "its socket closed and it had not exited {EXIT_WAIT:?} later"
+                        )),
                     Cause::Gone => Error::died(first.task, info, exit),
                     Cause::Protocol(message) => Error::protocol(first.task, info, exit, message),
                     Cause::TimedOut(timeout) => Error::timed_out(first.task, info, *timeout),
