@@ -22,6 +22,13 @@ use crate::sys;
 use crate::wire::{MAX_FDS, MAX_FRAME, Oversized, RunFrame};
 use crate::worker;
 
+/// The most calls a chunk may hold: a frame of calls takes at least 4 bytes a call (its
+/// length), and a frame at most [`MAX_FRAME`].
+const MAX_CHUNKSIZE: usize = MAX_FRAME / 4;
+
+/// The most worker processes a pool may have.
+pub(crate) const MAX_PROCESSES: usize = 1 << 14;
+
 /// Options for one call of the map family.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct MapOptions {
@@ -49,6 +56,10 @@ impl MapOptions {
     /// quarter), so that a worker that runs slower than the rest ends on a small one. Give a
     /// chunk size where the cost of items varies at random and a few are far heavier than
     /// the rest.
+    ///
+    /// A chunk size of zero, or over 268,435,456 (as many calls as a frame can hold), is
+    /// refused by the call with [`ErrorKind::InvalidInput`]; a chunk whose arguments grow
+    /// past the frame limit is refused as soon as they do, with [`ErrorKind::Codec`].
     pub fn chunksize(mut self, chunksize: usize) -> MapOptions {
         self.chunksize = Some(chunksize);
         self
@@ -115,8 +126,8 @@ pub struct Builder {
 }
 
 impl Builder {
-    /// How many worker processes to run; the default is [`cpu_count()`](crate::cpu_count). Zero is refused by
-    /// [`build`](Builder::build).
+    /// How many worker processes to run; the default is [`cpu_count()`](crate::cpu_count).
+    /// [`build`](Builder::build) refuses zero and more than 16,384.
     pub fn processes(mut self, processes: usize) -> Builder {
         self.processes = Some(processes);
         self
@@ -210,6 +221,11 @@ impl Builder {
                 "a pool needs at least 1 process, got 0".into(),
             ));
         }
+        if processes > MAX_PROCESSES {
+            return Err(BuildError::invalid(format!(
+                "a pool has at most {MAX_PROCESSES} processes, got {processes}"
+            )));
+        }
         let max_tasks_per_child = match self.max_tasks_per_child {
             Some(0) => {
                 return Err(BuildError::invalid(
@@ -254,7 +270,7 @@ fn sealed(frame: RunFrame, task: &str) -> Result<(Vec<u8>, Fds), Error> {
     frame.finish().map_err(|oversized| {
         let message = match oversized {
             Oversized::Bytes(len) => format!(
-                "the arguments take {len} bytes, over the frame limit of {MAX_FRAME} (send the data in a SharedBytes, or use a smaller chunk size)"
+                "the arguments take at least {len} bytes, over the frame limit of {MAX_FRAME} (send the data in a SharedBytes, or use a smaller chunk size)"
             ),
             Oversized::Fds(fds) => format!(
                 "the arguments hold {fds} SharedBytes, over the limit of {MAX_FDS} a job (use a smaller chunk size)"
@@ -958,6 +974,12 @@ fn checked_chunksize(options: MapOptions) -> Result<Option<usize>, Error> {
             ErrorKind::InvalidInput,
             "chunksize must be at least 1, got 0",
         )),
+        Some(size) if size > MAX_CHUNKSIZE => Err(Error::new(
+            ErrorKind::InvalidInput,
+            format!(
+                "chunksize must be at most {MAX_CHUNKSIZE} (as many calls as a frame can hold), got {size}"
+            ),
+        )),
         other => Ok(other),
     }
 }
@@ -1067,7 +1089,7 @@ where
         let mut frame = RunFrame::new(0, name);
         let mut failed = None;
         let mut exhausted = false;
-        while frame.len() < self.chunksize {
+        while frame.len() < self.chunksize && !frame.over_limit() {
             let Some(item) = self.items.next() else {
                 exhausted = true;
                 break;

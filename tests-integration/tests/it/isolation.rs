@@ -220,3 +220,26 @@ fn a_program_that_ignores_sigchld_gets_no_invented_exit_code() {
     assert!(stdout.contains("after: 36\n"), "{stdout}");
     tests_integration::assert_no_children();
 }
+
+#[test]
+fn absurd_settings_are_refused_at_once_with_the_limit() {
+    let _serial = serial();
+    for processes in [1 << 40, usize::MAX, (1 << 14) + 1] {
+        let error = procpool::Pool::builder()
+            .processes(processes)
+            .build()
+            .unwrap_err();
+        assert_eq!(error.kind(), procpool::BuildErrorKind::InvalidInput);
+        assert!(error.to_string().contains("at most 16384"), "{error}");
+    }
+    let pool = pool(1);
+    let huge = procpool::MapOptions::new().chunksize(usize::MAX);
+    let error = pool.imap_with(square, 1..=10u64, huge).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    assert!(error.to_string().contains("at most 268435456"), "{error}");
+    let error = pool.map_with(square, 1..=10u64, huge).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
+    let fine = procpool::MapOptions::new().chunksize(1 << 28);
+    assert_eq!(pool.map_with(square, 1..=3u64, fine).unwrap(), [1, 4, 9]);
+    finish(pool);
+}

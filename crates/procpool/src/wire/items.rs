@@ -132,6 +132,7 @@ impl ItemWriter {
         frame: &mut FrameWriter,
         items: &mut impl Iterator<Item = T>,
         write: &mut impl FnMut(&T, &mut Vec<u8>) -> Result<(), E>,
+        limit: usize,
     ) -> Stop<T, E> {
         let Packing::Packed(size) = self.packing else {
             return match items.next() {
@@ -139,11 +140,16 @@ impl ItemWriter {
                 None => Stop::Done,
             };
         };
+        // Each item adds its size and, in the sized layout the limit applies to, a length
+        // (and a status): the loop takes at most one item past the limit, which the frame's
+        // `finish` then refuses, so that a huge chunk is refused before it is built.
+        let per_item = size + 4 + usize::from(self.tagged);
+        let room = limit.saturating_sub(self.sized_len(frame)) / per_item.max(1);
         let buf = &mut frame.buf;
         let (mut end, mut count) = (self.end, self.count);
         buf.truncate(end);
         let mut stop = Stop::Done;
-        for item in items.by_ref() {
+        for item in items.by_ref().take(room.saturating_add(1)) {
             let outcome = write(&item, buf);
             if outcome.is_ok() && buf.len() - end == size {
                 end += size;

@@ -535,6 +535,29 @@ mod tests {
     }
 
     #[test]
+    fn a_chunk_over_the_limit_stops_encoding_at_the_limit() {
+        for varying in [false, true] {
+            let mut run = RunFrame::with_limit(1, "t", 1000);
+            let mut encoded = 0usize;
+            run.extend(0..1_000_000u64, |x, buf| -> Result<(), ()> {
+                encoded += 1;
+                // Packed while every item takes 8 bytes; sized once they vary.
+                let bytes = x.to_le_bytes();
+                let len = if varying { 1 + (*x as usize % 8) } else { 8 };
+                buf.extend_from_slice(&bytes[..len]);
+                Ok(())
+            })
+            .unwrap();
+            // Each item takes at least 12 bytes of the sized limit (5 when they vary): that
+            // many fit, and at most one more is encoded before the frame is known to be over.
+            let least = if varying { 5 } else { 12 };
+            assert!(encoded <= 1000 / least + 2, "{encoded} items encoded");
+            assert!(run.over_limit());
+            assert!(matches!(run.finish(), Err(Oversized::Bytes(len)) if len > 1000));
+        }
+    }
+
+    #[test]
     fn text_written_on_the_socket_is_not_taken_for_a_frame() {
         for text in ["Hi, world\n", "{\"a\":1}", "\0\0\0\0\0\0\0\0"] {
             let mut stream = text.as_bytes().to_vec();

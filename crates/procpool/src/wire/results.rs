@@ -80,10 +80,11 @@ impl ResultsFrame {
                 // error: the result that pushed it over comes out again and fails alone.
                 if self.over_room() {
                     let size = self.frame.position() - self.items.last_at;
+                    let total = self.items.sized_len(&self.frame);
                     self.items.pop(&mut self.frame);
                     self.fds.truncate(fds_before);
                     return Err(TaskFailure::ResultEncode(format!(
-                        "the result takes {size} bytes, over the frame limit of {}",
+                        "the result takes {size} bytes, which makes its job's frame {total} bytes, over the frame limit of {} (send it as a SharedBytes, or use a smaller chunk size)",
                         self.limit
                     )));
                 }

@@ -109,9 +109,12 @@ impl RunFrame {
     ) -> Result<(), E> {
         let mut items = items.into_iter();
         loop {
+            if self.over_limit() {
+                return Ok(());
+            }
             match self
                 .items
-                .extend_packed(&mut self.frame, &mut items, &mut encode)
+                .extend_packed(&mut self.frame, &mut items, &mut encode, self.limit)
             {
                 Stop::Done => return Ok(()),
                 Stop::NotPacked(item) => self.push(|buf| encode(&item, buf))?,
@@ -139,6 +142,13 @@ impl RunFrame {
         self.items.count
     }
 
+    /// Whether the frame is already over its limit: [`RunFrame::finish`] will refuse it, so
+    /// nothing more need be pushed.
+    #[inline]
+    pub(crate) fn over_limit(&self) -> bool {
+        self.items.sized_len(&self.frame) > self.limit
+    }
+
     /// Makes room for `more` items the size of the last one pushed.
     pub(crate) fn reserve_like_last(&mut self, more: usize) {
         let last = match self.items.packing {
@@ -146,7 +156,10 @@ impl RunFrame {
             // A length (and the item) per item; the items' sizes are not kept.
             Packing::Empty | Packing::Sized => 4,
         };
-        self.frame.buf.reserve(last.saturating_mul(more));
+        // Never beyond the limit, which a frame that size would break anyway.
+        self.frame
+            .buf
+            .reserve(last.saturating_mul(more).min(self.limit));
     }
 
     /// The finished frame and the descriptors that go with it, or why it is too large: a
