@@ -102,6 +102,10 @@ pub enum ErrorKind {
     /// The pool (or a result handle) was used in another process than the one that built
     /// it: a child made by `fork` after the pool was built. Build a new pool there.
     OtherProcess,
+    /// The input iterator of an [`imap`](crate::Pool::imap) panicked while the pool pulled
+    /// the item for this call; the message is the panic's. The calls before it ran, and
+    /// the iterator ends here.
+    InputPanicked,
     /// The task ran past its timeout ([`Builder::task_timeout`](crate::Builder::task_timeout)
     /// or a per-call timeout), so its worker was killed and replaced; see [`Error::timeout`].
     TimedOut,
@@ -215,6 +219,32 @@ impl Error {
             return self;
         }
         self.with(|inner| inner.retried = times)
+    }
+
+    /// This error, for the last calls an iterator yields: it says that the rest of the input
+    /// will not be run.
+    pub(crate) fn ending_the_iterator(self) -> Error {
+        self.with(|inner| {
+            inner
+                .message
+                .push_str("; the iterator ends here, and the rest of its input is not run")
+        })
+    }
+
+    /// The caller's input iterator panicked, with `payload`, when asked for item `index`.
+    pub(crate) fn input_panicked(task: &str, index: usize, payload: &(dyn Any + Send)) -> Error {
+        let message = if let Some(s) = payload.downcast_ref::<&str>() {
+            (*s).to_owned()
+        } else if let Some(s) = payload.downcast_ref::<String>() {
+            s.clone()
+        } else {
+            "(a panic payload that is not a string)".to_owned()
+        };
+        Error::new(
+            ErrorKind::InputPanicked,
+            format!("the input iterator panicked when asked for item {index}: {message}"),
+        )
+        .task(task)
     }
 
     /// A pool or a handle used in a forked child of the process that built it.

@@ -1,6 +1,7 @@
 //! The public pool: [`Pool`], its [`Builder`], and the methods of `multiprocessing.Pool`.
 
 use std::collections::VecDeque;
+use std::panic::{AssertUnwindSafe, catch_unwind};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -1090,9 +1091,22 @@ where
         let mut failed = None;
         let mut exhausted = false;
         while frame.len() < self.chunksize && !frame.over_limit() {
-            let Some(item) = self.items.next() else {
-                exhausted = true;
-                break;
+            // A panic in the caller's iterator becomes the failure of the call it would have
+            // made, after the calls before it: they run, and their results come first. The
+            // iterator is not asked again.
+            let next = catch_unwind(AssertUnwindSafe(|| self.items.next()));
+            let item = match next {
+                Ok(Some(item)) => item,
+                Ok(None) => {
+                    exhausted = true;
+                    break;
+                }
+                Err(payload) => {
+                    let index = start + frame.len();
+                    failed = Some(Error::input_panicked(name, index, payload.as_ref()));
+                    exhausted = true;
+                    break;
+                }
             };
             if let Err(e) = frame.push(|buf| (self.encode)(&item, buf)) {
                 failed = Some(encode_error(name, e));
@@ -1114,6 +1128,7 @@ where
                 }
             };
             if let Err(error) = self.backend.submit([job]) {
+                let error = error.ending_the_iterator();
                 collector.deliver(Batch::failed((start, 1, count), error));
                 return Fed::Exhausted(count);
             }

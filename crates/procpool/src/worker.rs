@@ -87,13 +87,20 @@ pub(crate) fn enter_if_worker() {
     let Some(marker) = std::env::var_os(ENV) else {
         return;
     };
+    // A worker is started with its parent's pid as the marker and its socket as stdin. A
+    // program that has the variable for another reason (empty, or inherited by a process
+    // that is no worker) runs its `main` as usual.
+    let Some(parent) = marker.to_str().and_then(|pid| pid.parse::<u32>().ok()) else {
+        return;
+    };
+    if !sys::stdin_is_socket() {
+        return;
+    }
     // Processes that tasks start must not take themselves for workers.
     sys::remove_env_before_main(ENV);
     sys::ignore_sigpipe();
-    // The marker is the parent's pid; a worker without a parent to serve has nothing to do.
-    let Some(parent) = marker.to_str().and_then(|pid| pid.parse::<u32>().ok()) else {
-        std::process::exit(EXIT_PROTOCOL);
-    };
+    // A worker that cannot talk to its parent exits with a code of its own, which its
+    // parent, if still there, reports.
     let code = match serve(parent) {
         Ok(()) => 0,
         Err(_) => EXIT_PROTOCOL,

@@ -243,3 +243,91 @@ fn absurd_settings_are_refused_at_once_with_the_limit() {
     assert_eq!(pool.map_with(square, 1..=3u64, fine).unwrap(), [1, 4, 9]);
     finish(pool);
 }
+
+/// 1, 2, 3, then a panic when asked for the fourth.
+fn three_then_a_panic() -> impl Iterator<Item = u64> {
+    (1..=10u64).map(|x| {
+        assert!(x < 4, "the input gave out at {x}");
+        x
+    })
+}
+
+#[test]
+fn a_panic_in_the_input_of_imap_comes_after_the_results_before_it() {
+    let _serial = serial();
+    let pool = pool(2);
+    let results: Vec<_> = pool.imap(square, three_then_a_panic()).unwrap().collect();
+    assert_eq!(results.len(), 4, "{results:?}");
+    let squares: Vec<u64> = results[..3].iter().map(|r| *r.as_ref().unwrap()).collect();
+    assert_eq!(squares, [1, 4, 9]);
+    let error = results[3].as_ref().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InputPanicked, "{error}");
+    assert!(
+        error
+            .to_string()
+            .contains("item 3: the input gave out at 4"),
+        "{error}"
+    );
+    let options = procpool::MapOptions::new().chunksize(2);
+    // Unordered, the failure comes as soon as it is known, among the results.
+    let (failed, succeeded): (Vec<_>, Vec<_>) = pool
+        .imap_unordered_with(square, three_then_a_panic(), options)
+        .unwrap()
+        .partition(Result::is_err);
+    assert_eq!(failed.len(), 1);
+    assert_eq!(
+        failed[0].as_ref().unwrap_err().kind(),
+        ErrorKind::InputPanicked
+    );
+    let mut squares: Vec<u64> = succeeded.into_iter().map(Result::unwrap).collect();
+    squares.sort_unstable();
+    assert_eq!(squares, [1, 4, 9]);
+    assert_eq!(pool.apply(square, (8,)).unwrap(), 64, "the pool carries on");
+    finish(pool);
+}
+
+#[test]
+fn an_imap_that_outlives_its_pool_says_why_it_ends() {
+    let _serial = serial();
+    let pool = pool(1);
+    let options = procpool::MapOptions::new().chunksize(1);
+    let mut results = pool.imap_with(square, 1..=10u64, options).unwrap();
+    assert_eq!(results.next().unwrap().unwrap(), 1);
+    pool.terminate();
+    let rest: Vec<_> = results.collect();
+    assert!(!rest.is_empty() && rest.len() < 9, "{rest:?}");
+    let last = rest.last().unwrap().as_ref().unwrap_err();
+    assert_eq!(last.kind(), ErrorKind::Closed, "{last}");
+    assert!(
+        last.to_string().contains("the iterator ends here"),
+        "{last}"
+    );
+    // Calls that finished before the pool ended keep their results; every one after the
+    // first failure failed too.
+    let first_failure = rest.iter().position(Result::is_err).unwrap();
+    for result in &rest[first_failure..] {
+        let kind = result.as_ref().unwrap_err().kind();
+        assert!(
+            matches!(kind, ErrorKind::Terminated | ErrorKind::Closed),
+            "{kind:?}"
+        );
+    }
+    drop(pool);
+    tests_integration::assert_no_children();
+}
+
+#[test]
+fn a_program_that_has_the_worker_variable_for_no_reason_runs_its_main() {
+    let _serial = serial();
+    for marker in ["", "not a pid", "1"] {
+        let output = std::process::Command::new(env!("CARGO_BIN_EXE_sigchld_ignored"))
+            .env("PROCPOOL_WORKER", marker)
+            .stdin(std::process::Stdio::null())
+            .output()
+            .expect("the program runs");
+        let stdout = String::from_utf8_lossy(&output.stdout);
+        assert!(output.status.success(), "{marker:?}: {output:?}");
+        assert!(stdout.contains("after: 36\n"), "{marker:?}: {stdout}");
+    }
+    tests_integration::assert_no_children();
+}

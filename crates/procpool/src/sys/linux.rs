@@ -134,6 +134,14 @@ pub(crate) fn pidfd_signal_raw(pidfd: RawFd, signal: libc::c_int) -> io::Result<
 
 pub(crate) use libc::{SIGKILL, SIGTERM};
 
+/// Whether standard input is a socket, as a worker's is.
+pub(crate) fn stdin_is_socket() -> bool {
+    // SAFETY: `stat` is plain data for which all zeroes is a valid value.
+    let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes only into `stat`, which lives for the call.
+    unsafe { libc::fstat(0, &mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK }
+}
+
 /// The socket a worker was handed as its standard input, moved to a descriptor of its own.
 ///
 /// The parent starts a worker with the socket as stdin, so that the standard library can
