@@ -246,10 +246,7 @@ fn absurd_settings_are_refused_at_once_with_the_limit() {
 
 /// 1, 2, 3, then a panic when asked for the fourth.
 fn three_then_a_panic() -> impl Iterator<Item = u64> {
-    (1..=10u64).map(|x| {
-        assert!(x < 4, "the input gave out at {x}");
-        x
-    })
+    (1..=10u64).inspect(|&x| assert!(x < 4, "the input gave out at {x}"))
 }
 
 #[test]
