@@ -328,3 +328,32 @@ fn a_program_that_has_the_worker_variable_for_no_reason_runs_its_main() {
     }
     tests_integration::assert_no_children();
 }
+
+/// Stops its own worker (SIGSTOP), as a task that raises it would; it never returns.
+#[procpool::task]
+fn stop_myself() -> u32 {
+    // SAFETY: raise has no memory effects.
+    unsafe { libc::raise(libc::SIGSTOP) };
+    0
+}
+
+#[test]
+fn join_returns_when_a_worker_stops_itself_holding_a_call() {
+    let _serial = serial();
+    let pool = pool(2);
+    let stopped = pool.apply_async(stop_myself, ()).unwrap();
+    let ok = pool.apply_async(square, (3,)).unwrap();
+    assert_eq!(ok.get().unwrap(), 9);
+    let started = std::time::Instant::now();
+    pool.close();
+    pool.join().unwrap();
+    // The pool waits 5 s for the stopped worker to continue; 30 s is a generous bound that a
+    // join waiting on it for good, or far longer, would break.
+    let took = started.elapsed();
+    assert!(took < Duration::from_secs(30), "join took {took:?}");
+    let error = stopped.get().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+    assert!(error.killed_by_pool(), "{error}");
+    assert!(error.to_string().contains("stopped by a signal"), "{error}");
+    tests_integration::assert_no_children();
+}

@@ -24,6 +24,8 @@ pub(crate) enum Cause {
     Gone,
     /// It sent a frame the protocol does not allow.
     Protocol(String),
+    /// It stayed stopped this long while the pool closed, and was killed.
+    Stopped(Duration),
     /// Its job ran past the deadline, with this timeout per call.
     TimedOut(Duration),
     /// The thread that borrowed it panicked while it held jobs: the worker is fine, but what
@@ -58,6 +60,8 @@ pub(crate) struct Worker {
     pub(super) ready: bool,
     /// Jobs given to this worker so far, against `max_tasks_per_child`.
     pub(crate) assigned: u64,
+    /// Since when the worker has been seen stopped (by a signal) while the pool closes.
+    pub(super) stopped_since: Option<Instant>,
     /// For a worker told to shut down: when it is killed if it has not exited by then.
     pub(super) exit_by: Option<Instant>,
 }

@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::conn::reap;
 use super::conn::{Cause, Worker};
 use super::hub::{Hub, Phase, Returned, State};
-use super::{Config, DEPTH, GRACE};
+use super::{Config, DEPTH, GRACE, STOPPED_CHECK};
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::job::Job;
 use crate::sys::{self, PollFd};
@@ -36,6 +36,9 @@ pub(super) struct Supervisor {
     /// Set once `shut_down` has run; a supervisor dropped without it (a panic) cleans up in
     /// `Drop`, so that no caller waits forever on a result.
     pub(super) finished: bool,
+    /// Set once the pool is closed and its queue empty: the supervisor then waits for the
+    /// jobs workers hold, and a worker stopped by a signal would hold its job forever.
+    pub(super) closing: bool,
 }
 
 /// A worker out of its slot, lent to callers: what the supervisor keeps of it to watch it.
@@ -150,6 +153,9 @@ impl Supervisor {
             let now = Instant::now();
             self.expire(now);
             self.expire_retiring(now);
+            if self.closing {
+                self.expire_stopped(now);
+            }
         }
         self.shut_down();
     }
@@ -174,6 +180,7 @@ impl Supervisor {
             }
             Phase::Closed if state.queue.is_empty() => {
                 drop(state);
+                self.closing = true;
                 return self.wind_down(borrowers);
             }
             Phase::Running | Phase::Closed => {}
@@ -209,7 +216,12 @@ impl Supervisor {
             .filter_map(|w| w.deadline(self.config.task_timeout))
             .map(|(deadline, _)| deadline);
         let exits = self.retiring.iter().filter_map(|w| w.exit_by);
-        jobs.chain(exits).min()
+        // While the pool closes, a busy worker may be stopped: look again soon.
+        let stopped = self
+            .closing
+            .then(|| Instant::now() + STOPPED_CHECK)
+            .filter(|_| self.slots.iter().flatten().any(|w| !w.in_flight.is_empty()));
+        jobs.chain(exits).chain(stopped).min()
     }
 
     /// Gives queued jobs to ready workers: idle ones first, then a second job to each that

@@ -50,6 +50,10 @@ pub(crate) const DEPTH: usize = 2;
 /// and only near the end of the jobs.
 pub(crate) const LONG_JOB: Duration = Duration::from_millis(10);
 
+/// How often a closing pool looks whether a worker that holds a job has been stopped (by
+/// SIGSTOP, say), which `join` must not wait on forever.
+const STOPPED_CHECK: Duration = Duration::from_millis(100);
+
 /// How long a worker whose socket ended may take to exit by itself before the pool kills
 /// it: its own exit status then says why it ended.
 const EXIT_WAIT: Duration = Duration::from_millis(100);
@@ -121,6 +125,7 @@ pub(crate) fn launch(
         fingerprint: registry::registry_fingerprint(),
         pids_changed: true,
         finished: false,
+        closing: false,
     };
     let handle = std::thread::Builder::new()
         .name("procpool-supervisor".into())

@@ -28,6 +28,26 @@ impl Supervisor {
         }
     }
 
+    /// Kills the busy workers that have stayed stopped (SIGSTOP, or a debugger's stop) for
+    /// [`EXIT_GRACE`] while the pool closes: `join` waits for their jobs, which would never
+    /// end. Their jobs fail as a dead worker's, saying why.
+    pub(super) fn expire_stopped(&mut self, now: Instant) {
+        for index in 0..self.slots.len() {
+            let Some(worker) = &mut self.slots[index] else {
+                continue;
+            };
+            if worker.in_flight.is_empty() || !sys::is_stopped(worker.info.pid) {
+                worker.stopped_since = None;
+                continue;
+            }
+            let since = *worker.stopped_since.get_or_insert(now);
+            if now.duration_since(since) >= EXIT_GRACE {
+                worker.process.kill();
+                self.on_death(index, Cause::Stopped(EXIT_GRACE));
+            }
+        }
+    }
+
     /// Kills the workers whose job ran past its deadline; their jobs end as timed out.
     pub(super) fn expire(&mut self, now: Instant) {
         for index in 0..self.slots.len() {
@@ -122,7 +142,9 @@ impl Supervisor {
         // kill that would end it now.
         let grace = match cause {
             Cause::Gone => EXIT_WAIT,
-            Cause::Protocol(_) | Cause::TimedOut(_) | Cause::Abandoned => Duration::ZERO,
+            Cause::Protocol(_) | Cause::TimedOut(_) | Cause::Stopped(_) | Cause::Abandoned => {
+                Duration::ZERO
+            }
         };
         let (reaped, mut held) = worker.in_flight_and_reap(grace);
         let exit = reaped.exit;
@@ -141,6 +163,10 @@ impl Supervisor {
                     Cause::Gone => Error::died(first.task, info, exit),
                     Cause::Protocol(message) => Error::protocol(first.task, info, exit, message),
                     Cause::TimedOut(timeout) => Error::timed_out(first.task, info, *timeout),
+                    Cause::Stopped(waited) => Error::died(first.task, info, exit)
+                        .killed_by_the_pool(&format!(
+                            "it was stopped by a signal while the pool closed, and had not continued {waited:?} later"
+                        )),
                     Cause::Abandoned => Error::abandoned(first.task),
                 };
                 let error = error.with_retries(first.retried);
@@ -169,7 +195,9 @@ impl Supervisor {
         if self.startup.is_some() {
             let error = match cause {
                 Cause::Protocol(message) => BuildError::handshake(info, &message),
-                Cause::Gone | Cause::TimedOut(_) | Cause::Abandoned => BuildError::died(info, exit),
+                Cause::Gone | Cause::TimedOut(_) | Cause::Stopped(_) | Cause::Abandoned => {
+                    BuildError::died(info, exit)
+                }
             };
             self.fail_startup(error);
             return;
@@ -238,6 +266,7 @@ impl Supervisor {
             ready: false,
             assigned: 0,
             exit_by: None,
+            stopped_since: None,
         };
         let _ = worker.flush();
         self.slots[index] = Some(worker);

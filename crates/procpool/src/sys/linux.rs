@@ -256,3 +256,15 @@ static FORKS: std::sync::atomic::AtomicU64 = std::sync::atomic::AtomicU64::new(0
 extern "C" fn count_fork() {
     FORKS.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
 }
+
+/// Whether the process `pid` is stopped by a signal (state `T` in `/proc/PID/stat`). The
+/// caller holds `pid` unreaped, so it names that process.
+pub(crate) fn is_stopped(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return false;
+    };
+    // The state follows the command name, which is in parentheses and may hold any byte.
+    stat.rsplit_once(')')
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .is_some_and(|state| state == "T")
+}
