@@ -1146,6 +1146,10 @@ where
             Fed::Took(taken)
         }
     }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        self.items.size_hint()
+    }
 }
 
 #[cfg(test)]

@@ -70,3 +70,52 @@ fn results_are_awaited_with_the_futures_executor() {
     futures_executor::block_on(await_results(&pool));
     finish(pool);
 }
+
+/// Every result of `imap` as a stream, taken by polling it in the current task.
+async fn collect_stream(mut imap: procpool::Imap<'_, u64>) -> Vec<u64> {
+    use futures_core::Stream;
+    let mut out = Vec::new();
+    while let Some(result) =
+        std::future::poll_fn(|cx| std::pin::Pin::new(&mut imap).poll_next(cx)).await
+    {
+        out.push(result.expect("a square"));
+    }
+    out
+}
+
+#[test]
+fn imap_is_a_stream_under_tokio_and_the_futures_executor() {
+    let _serial = serial();
+    let pool = pool(2);
+    let squares: Vec<u64> = (1..=50).map(|x| x * x).collect();
+    let runtime = tokio::runtime::Builder::new_current_thread()
+        .build()
+        .expect("a runtime");
+    let ordered = runtime.block_on(collect_stream(pool.imap(square, 1..=50u64).unwrap()));
+    assert_eq!(ordered, squares);
+    let mut unordered = futures_executor::block_on(collect_stream(
+        pool.imap_unordered(square, 1..=50u64).unwrap(),
+    ));
+    unordered.sort_unstable();
+    assert_eq!(unordered, squares);
+    finish(pool);
+}
+
+#[test]
+fn imap_knows_its_length_when_the_input_does() {
+    let _serial = serial();
+    let pool = pool(2);
+    let mut results = pool.imap(square, 1..=10u64).unwrap();
+    assert_eq!(results.size_hint(), (10, Some(10)));
+    results.next().unwrap().unwrap();
+    assert_eq!(results.size_hint(), (9, Some(9)));
+    assert_eq!(results.by_ref().count(), 9);
+    assert_eq!(results.size_hint(), (0, Some(0)));
+    let filtered = pool
+        .imap(square, (1..=10u64).filter(|x| x % 2 == 0))
+        .unwrap();
+    let (low, high) = filtered.size_hint();
+    assert!(low <= 5 && high.is_some_and(|h| h >= 5), "{low} {high:?}");
+    assert_eq!(filtered.count(), 5);
+    finish(pool);
+}

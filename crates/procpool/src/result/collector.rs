@@ -75,14 +75,7 @@ impl Collector {
     /// Ready once `count` calls have been delivered; until then the task of `cx` is woken
     /// by the next delivery.
     pub(crate) fn poll_filled(&self, count: usize, cx: &mut Context<'_>) -> Poll<()> {
-        let mut state = self.lock();
-        if state.filled >= count {
-            return Poll::Ready(());
-        }
-        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
-            state.wakers.push(cx.waker().clone());
-        }
-        Poll::Pending
+        self.poll_until(cx, |s| (s.filled >= count).then_some(()))
     }
 
     pub(super) fn wait_until<T>(
@@ -150,33 +143,85 @@ impl Collector {
         decode: impl FnOnce(Result<&[u8], Error>) -> T,
     ) -> T {
         let mut decode = Some(decode);
-        self.wait_until(None, |s| {
-            let at = s
-                .batches
-                .iter()
-                .position(|b| b.start <= index && index < b.start + b.count)?;
-            let batch = &mut s.batches[at];
-            debug_assert_eq!(batch.index(batch.taken), index, "taken out of order");
-            let (_, value) = batch.take_next(decode.take().expect("taken once"));
-            if batch.exhausted() {
-                s.batches.remove(at);
-            }
-            Some(value)
-        })
-        .expect("no deadline")
+        self.wait_until(None, |s| take_at(s, index, &mut decode))
+            .expect("no deadline")
     }
 
     /// Takes the earliest-arrived call not yet taken, waiting for one.
     pub(super) fn take_arrived<T>(&self, decode: impl FnOnce(Result<&[u8], Error>) -> T) -> T {
         let mut decode = Some(decode);
-        self.wait_until(None, |s| {
-            let batch = s.batches.front_mut()?;
-            let (_, value) = batch.take_next(decode.take().expect("taken once"));
-            if batch.exhausted() {
-                s.batches.pop_front();
-            }
-            Some(value)
-        })
-        .expect("no deadline")
+        self.wait_until(None, |s| take_first(s, &mut decode))
+            .expect("no deadline")
     }
+
+    /// [`Collector::take`] for a task: ready with the call at `index` once it is in; until
+    /// then, the next delivery wakes the task of `cx`.
+    pub(super) fn poll_take<T>(
+        &self,
+        index: usize,
+        cx: &mut Context<'_>,
+        decode: impl FnOnce(Result<&[u8], Error>) -> T,
+    ) -> Poll<T> {
+        let mut decode = Some(decode);
+        self.poll_until(cx, |s| take_at(s, index, &mut decode))
+    }
+
+    /// [`Collector::take_arrived`] for a task.
+    pub(super) fn poll_take_arrived<T>(
+        &self,
+        cx: &mut Context<'_>,
+        decode: impl FnOnce(Result<&[u8], Error>) -> T,
+    ) -> Poll<T> {
+        let mut decode = Some(decode);
+        self.poll_until(cx, |s| take_first(s, &mut decode))
+    }
+
+    /// Ready with what `done` finds; else the task of `cx` is woken by the next delivery.
+    /// The waker is registered under the lock that deliveries take, so none is missed.
+    fn poll_until<T>(
+        &self,
+        cx: &mut Context<'_>,
+        done: impl FnOnce(&mut Batches) -> Option<T>,
+    ) -> Poll<T> {
+        let mut state = self.lock();
+        if let Some(value) = done(&mut state) {
+            return Poll::Ready(value);
+        }
+        if !state.wakers.iter().any(|w| w.will_wake(cx.waker())) {
+            state.wakers.push(cx.waker().clone());
+        }
+        Poll::Pending
+    }
+}
+
+/// Takes the call at `index` if its batch is in.
+fn take_at<T>(
+    s: &mut Batches,
+    index: usize,
+    decode: &mut Option<impl FnOnce(Result<&[u8], Error>) -> T>,
+) -> Option<T> {
+    let at = s
+        .batches
+        .iter()
+        .position(|b| b.start <= index && index < b.start + b.count)?;
+    let batch = &mut s.batches[at];
+    debug_assert_eq!(batch.index(batch.taken), index, "taken out of order");
+    let (_, value) = batch.take_next(decode.take().expect("taken once"));
+    if batch.exhausted() {
+        s.batches.remove(at);
+    }
+    Some(value)
+}
+
+/// Takes the earliest-arrived call not yet taken, if there is one.
+fn take_first<T>(
+    s: &mut Batches,
+    decode: &mut Option<impl FnOnce(Result<&[u8], Error>) -> T>,
+) -> Option<T> {
+    let batch = s.batches.front_mut()?;
+    let (_, value) = batch.take_next(decode.take().expect("taken once"));
+    if batch.exhausted() {
+        s.batches.pop_front();
+    }
+    Some(value)
 }

@@ -3,7 +3,9 @@
 
 use std::fmt;
 use std::marker::PhantomData;
+use std::pin::Pin;
 use std::sync::Arc;
+use std::task::{Context, Poll};
 
 use serde::de::DeserializeOwned;
 
@@ -15,6 +17,9 @@ use super::*;
 /// and says how many it took from the input.
 pub(crate) trait Feed {
     fn feed(&mut self, start: usize, collector: &Arc<Collector>) -> Fed;
+
+    /// How many calls the input has left to give, as the input's own `size_hint` says.
+    fn size_hint(&self) -> (usize, Option<usize>);
 }
 
 /// What one [`Feed::feed`] did.
@@ -79,6 +84,24 @@ impl<'a, R: DeserializeOwned> Imap<'a, R> {
         imap
     }
 
+    /// What comes before taking the next result: `None` at the end, an error in a forked
+    /// child (once, then the end), else the input topped up.
+    fn before_take(&mut self) -> Option<Result<(), Error>> {
+        if let Err(error) = self.collector.check_process("iterator") {
+            if self.exhausted && self.yielded == self.submitted {
+                return None;
+            }
+            self.exhausted = true;
+            self.yielded = self.submitted;
+            return Some(Err(error));
+        }
+        self.top_up();
+        if self.yielded == self.submitted {
+            return None;
+        }
+        Some(Ok(()))
+    }
+
     pub(super) fn top_up(&mut self) {
         while !self.exhausted && self.submitted - self.yielded < self.window {
             match self.feed.feed(self.submitted, &self.collector) {
@@ -96,26 +119,67 @@ impl<R: DeserializeOwned> Iterator for Imap<'_, R> {
     type Item = Result<R, Error>;
 
     fn next(&mut self) -> Option<Result<R, Error>> {
-        if let Err(error) = self.collector.check_process("iterator") {
-            // Once: then it ends, as nothing more will come here.
-            if self.exhausted && self.yielded == self.submitted {
-                return None;
-            }
-            self.exhausted = true;
-            self.yielded = self.submitted;
-            return Some(Err(error));
-        }
-        self.top_up();
-        if self.yielded == self.submitted {
-            return None;
-        }
         let task = self.task;
-        let decoded = if self.ordered {
-            self.collector.take(self.yielded, |item| decode(item, task))
+        match self.before_take()? {
+            Err(error) => Some(Err(error)),
+            Ok(()) => {
+                let decoded = if self.ordered {
+                    self.collector.take(self.yielded, |item| decode(item, task))
+                } else {
+                    self.collector.take_arrived(|item| decode(item, task))
+                };
+                self.yielded += 1;
+                Some(decoded)
+            }
+        }
+    }
+
+    /// Exact when the input's length is known: the calls in flight and those still to come.
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        let in_flight = self.submitted - self.yielded;
+        if self.exhausted {
+            return (in_flight, Some(in_flight));
+        }
+        let (low, high) = self.feed.size_hint();
+        (
+            in_flight.saturating_add(low),
+            high.and_then(|high| high.checked_add(in_flight)),
+        )
+    }
+}
+
+/// The results as a [`futures_core::Stream`], for async code: a task that polls it is woken
+/// when the next result arrives, with no async runtime in procpool. Pulling the input and
+/// submitting its calls happen in `poll_next`, on the polling task's thread, as they happen
+/// in `next`.
+impl<R: DeserializeOwned> futures_core::Stream for Imap<'_, R> {
+    type Item = Result<R, Error>;
+
+    fn poll_next(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = self.get_mut();
+        let task = this.task;
+        match this.before_take() {
+            None => return Poll::Ready(None),
+            Some(Err(error)) => return Poll::Ready(Some(Err(error))),
+            Some(Ok(())) => {}
+        }
+        let polled = if this.ordered {
+            this.collector
+                .poll_take(this.yielded, cx, |item| decode(item, task))
         } else {
-            self.collector.take_arrived(|item| decode(item, task))
+            this.collector
+                .poll_take_arrived(cx, |item| decode(item, task))
         };
-        self.yielded += 1;
-        Some(decoded)
+        match polled {
+            Poll::Ready(decoded) => {
+                this.yielded += 1;
+                Poll::Ready(Some(decoded))
+            }
+            Poll::Pending => Poll::Pending,
+        }
+    }
+
+    fn size_hint(&self) -> (usize, Option<usize>) {
+        Iterator::size_hint(self)
     }
 }
