@@ -163,14 +163,15 @@ impl Job {
 
 impl Drop for Job {
     /// The backstop of "every call ends exactly once": a job the pool took and then dropped
-    /// without an outcome (which no path means to do) fails, instead of leaving its caller
-    /// waiting forever.
+    /// without an outcome fails, instead of leaving its caller waiting forever. The one path
+    /// that drops such jobs on purpose is a blocking call whose thread panics (in a result's
+    /// `Deserialize`) before it ran them all.
     fn drop(&mut self) {
         if self.accepted && !self.ended {
             self.ended = true;
             let error = Error::new(
-                ErrorKind::PoolBroken,
-                "the pool lost this call without running it to the end",
+                ErrorKind::Terminated,
+                "the call was dropped before it ended: the thread that made it panicked, or the pool lost it",
             )
             .task(self.task);
             self.counters.ended(Some(error.kind()), self.count);

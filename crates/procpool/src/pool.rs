@@ -1123,23 +1123,18 @@ where
             let job = match self.backend.job(name, seal, collector, calls, self.timeout) {
                 Ok(job) => job,
                 Err(error) => {
+                    let error = error.ending_the_iterator();
                     collector.deliver(Batch::failed(calls, error));
-                    return Fed::Exhausted(count);
+                    return Fed::Exhausted(count + deliver_last(collector, start + count, failed));
                 }
             };
             if let Err(error) = self.backend.submit([job]) {
                 let error = error.ending_the_iterator();
                 collector.deliver(Batch::failed((start, 1, count), error));
-                return Fed::Exhausted(count);
+                return Fed::Exhausted(count + deliver_last(collector, start + count, failed));
             }
         }
-        let taken = match failed {
-            Some(error) => {
-                collector.deliver(Batch::failed((start + count, 1, 1), error));
-                count + 1
-            }
-            None => count,
-        };
+        let taken = count + deliver_last(collector, start + count, failed);
         if exhausted {
             Fed::Exhausted(taken)
         } else {
@@ -1149,6 +1144,18 @@ where
 
     fn size_hint(&self) -> (usize, Option<usize>) {
         self.items.size_hint()
+    }
+}
+
+/// Delivers `failed`, the failure of the call at `index` (an item that did not encode, or a
+/// panic in the input), if there is one; returns how many calls that took from the input.
+fn deliver_last(collector: &Collector, index: usize, failed: Option<Error>) -> usize {
+    match failed {
+        Some(error) => {
+            collector.deliver(Batch::failed((index, 1, 1), error));
+            1
+        }
+        None => 0,
     }
 }
 

@@ -99,6 +99,11 @@ pub(crate) fn enter_if_worker() {
     // Processes that tasks start must not take themselves for workers.
     sys::remove_env_before_main(ENV);
     sys::ignore_sigpipe();
+    // Workers run in a process group of their own, in the background of the terminal: a
+    // task that writes to it (under `stty tostop`) or sets its modes would be stopped by
+    // SIGTTOU, one that reads it by SIGTTIN. Ignored, the write goes through and the read
+    // fails (EIO) instead of stopping the worker for good.
+    sys::ignore_terminal_stops();
     // A worker that cannot talk to its parent exits with a code of its own, which its
     // parent, if still there, reports.
     let code = match serve(parent) {

@@ -357,3 +357,37 @@ fn join_returns_when_a_worker_stops_itself_holding_a_call() {
     assert!(error.to_string().contains("stopped by a signal"), "{error}");
     tests_integration::assert_no_children();
 }
+
+#[test]
+fn join_returns_with_stopped_workers_borrowed_or_with_work_queued_behind_them() {
+    let _serial = serial();
+    let pool = pool(2);
+    let bound = std::time::Instant::now() + Duration::from_secs(60);
+    std::thread::scope(|scope| {
+        // One worker, borrowed by a blocking call, stops itself.
+        let borrowed = scope.spawn(|| pool.apply(stop_myself, ()));
+        while procpool::test_hooks::idle_workers(&pool) != 1 {
+            assert!(std::time::Instant::now() < bound, "the call never borrowed a worker");
+            std::thread::yield_now();
+        }
+        // The other stops itself with calls queued behind it.
+        let queued_stop = pool.apply_async(stop_myself, ()).unwrap();
+        let behind: Vec<_> = (1..=3u64)
+            .map(|x| pool.apply_async(square, (x,)).unwrap())
+            .collect();
+        let started = std::time::Instant::now();
+        pool.close();
+        pool.join().unwrap();
+        let took = started.elapsed();
+        assert!(took < Duration::from_secs(30), "join took {took:?}");
+        for stopped in [borrowed.join().unwrap(), queued_stop.get()] {
+            let error = stopped.unwrap_err();
+            assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+            assert!(error.to_string().contains("stopped by a signal"), "{error}");
+        }
+        // The calls behind the stopped worker ran on its replacement.
+        let squares: Vec<u64> = behind.iter().map(|h| h.get().unwrap()).collect();
+        assert_eq!(squares, [1, 4, 9]);
+    });
+    tests_integration::assert_no_children();
+}

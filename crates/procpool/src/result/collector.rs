@@ -68,7 +68,9 @@ impl Collector {
             self.changed.notify_all();
         }
         for waker in wakers {
-            waker.wake();
+            // A waker is the awaiting program's code, run here on the thread that delivers
+            // (the supervisor's, often): one that panics must not take the pool down.
+            let _ = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| waker.wake()));
         }
     }
 

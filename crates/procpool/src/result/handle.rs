@@ -29,7 +29,10 @@ impl<R> fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncResult")
             .field("task", &self.task)
-            .field("ready", &(self.collector.filled() == 1))
+            .field(
+                "ready",
+                &(self.collector.check_process("result").is_ok() && self.collector.filled() == 1),
+            )
             .finish()
     }
 }

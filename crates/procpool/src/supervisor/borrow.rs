@@ -11,11 +11,12 @@
 use std::collections::VecDeque;
 use std::os::fd::AsRawFd;
 use std::sync::PoisonError;
+use std::sync::atomic::Ordering;
 use std::time::{Duration, Instant};
 
-use super::DEPTH;
 use super::conn::{Cause, Worker};
 use super::hub::{Hub, Phase};
+use super::{DEPTH, EXIT_GRACE};
 use crate::job::Job;
 use crate::sys::{self, PollFd};
 use crate::watch;
@@ -99,6 +100,12 @@ pub(crate) fn run(
             fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
             fds.push(PollFd::new(exit_fd, false));
             if let Some((at, _)) = worker.deadline(shared.task_timeout) {
+                deadline = Some(deadline.map_or(at, |d| d.min(at)));
+            }
+            // While the pool closes, a worker held here may be stopped: look again soon.
+            if shared.closing.load(Ordering::Relaxed)
+                && let Some(at) = worker.next_stop_check(Instant::now())
+            {
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
         }
@@ -245,6 +252,10 @@ impl Borrowed<'_> {
         let Some(worker) = &mut self.worker else {
             return;
         };
+        if self.shared.closing.load(Ordering::Relaxed) && worker.stopped_too_long(now) {
+            worker.process.kill();
+            return self.give_back(Some(Cause::Stopped(EXIT_GRACE)));
+        }
         let Some((deadline, timeout)) = worker.deadline(self.shared.task_timeout) else {
             return;
         };

@@ -8,7 +8,7 @@ use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
 use std::time::{Duration, Instant};
 
-use super::{DEPTH, LONG_JOB};
+use super::{DEPTH, EXIT_GRACE, LONG_JOB, STOPPED_CHECK};
 use crate::error::{WorkerExit, WorkerInfo};
 use crate::job::Job;
 use crate::result::Batch;
@@ -24,6 +24,8 @@ pub(crate) enum Cause {
     Gone,
     /// It sent a frame the protocol does not allow.
     Protocol(String),
+    /// The pool could not write to it (the error says why) and shut its socket down.
+    WriteFailed(String),
     /// It stayed stopped this long while the pool closed, and was killed.
     Stopped(Duration),
     /// Its job ran past the deadline, with this timeout per call.
@@ -60,6 +62,11 @@ pub(crate) struct Worker {
     pub(super) ready: bool,
     /// Jobs given to this worker so far, against `max_tasks_per_child`.
     pub(crate) assigned: u64,
+    /// Why a write to the worker failed for good, once one has: the pool then shut the
+    /// socket down itself, and the end of stream that follows is not the worker's doing.
+    pub(super) write_failed: Option<String>,
+    /// When [`Worker::stopped_too_long`] last looked.
+    pub(super) stop_checked: Option<Instant>,
     /// Since when the worker has been seen stopped (by a signal) while the pool closes.
     pub(super) stopped_since: Option<Instant>,
     /// For a worker told to shut down: when it is killed if it has not exited by then.
@@ -85,6 +92,38 @@ impl Worker {
         } else {
             DEPTH
         }
+    }
+
+    /// While the pool closes: whether this worker, holding a job, has stayed stopped by a
+    /// signal (SIGSTOP; `/proc` state `T`) for [`EXIT_GRACE`], so that it is to be killed.
+    /// `join` waits for its jobs, which would never end. It looks at most every
+    /// [`STOPPED_CHECK`]; a worker seen running again starts over.
+    pub(crate) fn stopped_too_long(&mut self, now: Instant) -> bool {
+        if self.in_flight.is_empty() {
+            self.stopped_since = None;
+            return false;
+        }
+        if self
+            .stop_checked
+            .is_some_and(|at| now.duration_since(at) < STOPPED_CHECK)
+        {
+            return false;
+        }
+        self.stop_checked = Some(now);
+        if !sys::is_stopped(self.info.pid) {
+            self.stopped_since = None;
+            return false;
+        }
+        let since = *self.stopped_since.get_or_insert(now);
+        now.duration_since(since) >= EXIT_GRACE
+    }
+
+    /// When [`Worker::stopped_too_long`] should look next, while the pool closes.
+    pub(crate) fn next_stop_check(&self, now: Instant) -> Option<Instant> {
+        if self.in_flight.is_empty() {
+            return None;
+        }
+        Some(self.stop_checked.map_or(now, |at| at + STOPPED_CHECK))
     }
 
     /// Gives the worker `job`, to be written when its socket takes it; `now` starts the job's
@@ -121,8 +160,9 @@ impl Worker {
     /// worker exits, and its jobs are settled as for a worker that died. (`ETOOMANYREFS`
     /// passes once the worker has taken the descriptors in flight; waiting for that, rather
     /// than replacing the worker and failing the job it runs, is not done.)
-    pub(super) fn broken(&self, error: io::Error) -> io::Error {
+    pub(super) fn broken(&mut self, error: io::Error) -> io::Error {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
+        self.write_failed = Some(error.to_string());
         error
     }
 

@@ -12,7 +12,7 @@ use std::time::Instant;
 use super::conn::reap;
 use super::conn::{Cause, Worker};
 use super::hub::{Hub, Phase, Returned, State};
-use super::{Config, DEPTH, GRACE, STOPPED_CHECK};
+use super::{Config, DEPTH, GRACE};
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::job::Job;
 use crate::sys::{self, PollFd};
@@ -183,7 +183,8 @@ impl Supervisor {
                 self.closing = true;
                 return self.wind_down(borrowers);
             }
-            Phase::Running | Phase::Closed => {}
+            Phase::Closed => self.closing = true,
+            Phase::Running => {}
         }
         if self.startup.is_some() {
             return true;
@@ -217,10 +218,13 @@ impl Supervisor {
             .map(|(deadline, _)| deadline);
         let exits = self.retiring.iter().filter_map(|w| w.exit_by);
         // While the pool closes, a busy worker may be stopped: look again soon.
+        let now = Instant::now();
         let stopped = self
-            .closing
-            .then(|| Instant::now() + STOPPED_CHECK)
-            .filter(|_| self.slots.iter().flatten().any(|w| !w.in_flight.is_empty()));
+            .slots
+            .iter()
+            .flatten()
+            .filter(|_| self.closing)
+            .filter_map(|w| w.next_stop_check(now));
         jobs.chain(exits).chain(stopped).min()
     }
 

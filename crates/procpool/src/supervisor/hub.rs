@@ -33,6 +33,8 @@ pub(crate) struct Hub {
     pub(super) wake_pending: AtomicBool,
     pub(super) next_job: AtomicU64,
     pub(crate) counters: Arc<Counters>,
+    /// Set by `close`: borrowers then look whether a worker they hold has been stopped.
+    pub(crate) closing: AtomicBool,
     /// The pool's `task_timeout` and `max_tasks_per_child`, which borrowers apply too.
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) max_tasks_per_child: Option<u64>,

@@ -19,7 +19,7 @@ mod settle;
 use std::collections::VecDeque;
 use std::io;
 use std::os::unix::net::UnixStream;
-use std::sync::atomic::{AtomicBool, AtomicU64};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
 use std::sync::{Arc, Mutex, OnceLock};
 use std::thread::JoinHandle;
@@ -108,6 +108,7 @@ pub(crate) fn launch(
         wake_pending: AtomicBool::new(false),
         next_job: AtomicU64::new(0),
         counters: Arc::default(),
+        closing: AtomicBool::new(false),
         task_timeout: config.task_timeout,
         max_tasks_per_child: config.max_tasks_per_child,
         cpus: OnceLock::new(),
@@ -210,6 +211,7 @@ impl Local {
         let mut state = self.hub.lock();
         if let Phase::Running = state.phase {
             state.phase = Phase::Closed;
+            self.hub.closing.store(true, Ordering::Relaxed);
         }
         drop(state);
         self.hub.wake();

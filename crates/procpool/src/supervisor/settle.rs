@@ -28,20 +28,15 @@ impl Supervisor {
         }
     }
 
-    /// Kills the busy workers that have stayed stopped (SIGSTOP, or a debugger's stop) for
-    /// [`EXIT_GRACE`] while the pool closes: `join` waits for their jobs, which would never
-    /// end. Their jobs fail as a dead worker's, saying why.
+    /// Kills the busy workers that have stayed stopped (SIGSTOP) for [`EXIT_GRACE`] while
+    /// the pool closes (see [`Worker::stopped_too_long`]). Their jobs fail as a dead
+    /// worker's, saying why.
     pub(super) fn expire_stopped(&mut self, now: Instant) {
         for index in 0..self.slots.len() {
             let Some(worker) = &mut self.slots[index] else {
                 continue;
             };
-            if worker.in_flight.is_empty() || !sys::is_stopped(worker.info.pid) {
-                worker.stopped_since = None;
-                continue;
-            }
-            let since = *worker.stopped_since.get_or_insert(now);
-            if now.duration_since(since) >= EXIT_GRACE {
+            if worker.stopped_too_long(now) {
                 worker.process.kill();
                 self.on_death(index, Cause::Stopped(EXIT_GRACE));
             }
@@ -134,23 +129,36 @@ impl Supervisor {
     /// start a replacement.
     pub(super) fn on_death(&mut self, index: usize, cause: Cause) {
         self.shared.counters.worker_died();
-        let worker = self.slots[index].take().expect("a worker is in the slot");
+        let mut worker = self.slots[index].take().expect("a worker is in the slot");
+        // An end of stream the pool caused itself, by shutting the socket down after a
+        // write that failed for good, is said as such.
+        let cause = match (cause, worker.write_failed.take()) {
+            (Cause::Gone, Some(error)) => Cause::WriteFailed(error),
+            (cause, _) => cause,
+        };
         self.pids_changed = true;
         let info = worker.info;
         let was_ready = worker.ready;
         // A worker whose socket ended is usually exiting: its own status says more than the
-        // kill that would end it now.
+        // kill that would end it now. The wait holds up the supervisor thread, up to
+        // EXIT_WAIT, only for a worker whose socket ended while it goes on running (a task
+        // that closed its socket), which this waits out once, then kills.
         let grace = match cause {
             Cause::Gone => EXIT_WAIT,
-            Cause::Protocol(_) | Cause::TimedOut(_) | Cause::Stopped(_) | Cause::Abandoned => {
-                Duration::ZERO
-            }
+            Cause::Protocol(_)
+            | Cause::WriteFailed(_)
+            | Cause::TimedOut(_)
+            | Cause::Stopped(_)
+            | Cause::Abandoned => Duration::ZERO,
         };
         let (reaped, mut held) = worker.in_flight_and_reap(grace);
         let exit = reaped.exit;
         let mut requeue = VecDeque::new();
         if let Some(mut first) = held.pop_front() {
-            let died = matches!(cause, Cause::Gone | Cause::Protocol(_));
+            let died = matches!(
+                cause,
+                Cause::Gone | Cause::Protocol(_) | Cause::WriteFailed(_)
+            );
             if first.count == 1 && died && first.retried < self.config.retries {
                 first.retried += 1;
                 requeue.push_back(first);
@@ -163,6 +171,8 @@ impl Supervisor {
                     Cause::Gone => Error::died(first.task, info, exit),
                     Cause::Protocol(message) => Error::protocol(first.task, info, exit, message),
                     Cause::TimedOut(timeout) => Error::timed_out(first.task, info, *timeout),
+                    Cause::WriteFailed(error) => Error::died(first.task, info, exit)
+                        .killed_by_the_pool(&format!("it could not be written to ({error})")),
                     Cause::Stopped(waited) => Error::died(first.task, info, exit)
                         .killed_by_the_pool(&format!(
                             "it was stopped by a signal while the pool closed, and had not continued {waited:?} later"
@@ -195,9 +205,11 @@ impl Supervisor {
         if self.startup.is_some() {
             let error = match cause {
                 Cause::Protocol(message) => BuildError::handshake(info, &message),
-                Cause::Gone | Cause::TimedOut(_) | Cause::Stopped(_) | Cause::Abandoned => {
-                    BuildError::died(info, exit)
-                }
+                Cause::Gone
+                | Cause::WriteFailed(_)
+                | Cause::TimedOut(_)
+                | Cause::Stopped(_)
+                | Cause::Abandoned => BuildError::died(info, exit),
             };
             self.fail_startup(error);
             return;
@@ -267,6 +279,8 @@ impl Supervisor {
             assigned: 0,
             exit_by: None,
             stopped_since: None,
+            stop_checked: None,
+            write_failed: None,
         };
         let _ = worker.flush();
         self.slots[index] = Some(worker);

@@ -229,6 +229,15 @@ pub(crate) fn ignore_sigpipe() {
     unsafe { libc::signal(libc::SIGPIPE, libc::SIG_IGN) };
 }
 
+/// Ignores SIGTTOU and SIGTTIN, which stop a background process that uses its terminal.
+pub(crate) fn ignore_terminal_stops() {
+    // SAFETY: setting a signal's disposition to "ignore" installs no handler code.
+    unsafe {
+        libc::signal(libc::SIGTTOU, libc::SIG_IGN);
+        libc::signal(libc::SIGTTIN, libc::SIG_IGN);
+    }
+}
+
 /// Removes a variable from this process's environment.
 ///
 /// Only called by the worker entry before `main`, while the process has one thread.
