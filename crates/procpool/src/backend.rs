@@ -52,6 +52,13 @@ impl Backend {
         }
     }
 
+    /// Makes `sink` tell this backend when its calls are cancelled.
+    pub(crate) fn watch_cancel(&self, sink: &Collector) {
+        match self {
+            Backend::Local(local) => sink.on_cancel(local.canceller()),
+        }
+    }
+
     /// Queues jobs, or refuses them all if the pool no longer takes work.
     pub(crate) fn submit(&self, jobs: impl IntoIterator<Item = Job>) -> Result<(), Error> {
         match self {

@@ -102,6 +102,9 @@ pub enum ErrorKind {
     /// The pool (or a result handle) was used in another process than the one that built
     /// it: a child made by `fork` after the pool was built. Build a new pool there.
     OtherProcess,
+    /// The call was cancelled ([`AsyncResult::cancel`](crate::AsyncResult::cancel) and the
+    /// like) before its result was delivered: removed from the queue, or its worker killed.
+    Cancelled,
     /// The input iterator of an [`imap`](crate::Pool::imap) panicked while the pool pulled
     /// the item for this call; the message is the panic's. The calls before it ran, and
     /// the iterator ends here.
@@ -245,6 +248,10 @@ impl Error {
             format!("the input iterator panicked when asked for item {index}: {message}"),
         )
         .task(task)
+    }
+
+    pub(crate) fn cancelled(task: &str) -> Error {
+        Error::new(ErrorKind::Cancelled, "the call was cancelled").task(task)
     }
 
     /// A pool or a handle used in a forked child of the process that built it.

@@ -75,8 +75,12 @@ impl Job {
         self.accepted = true;
     }
 
-    /// Ends every call of the job with `error`.
+    /// Ends every call of the job with `error`; nothing if it has ended already (cancelled
+    /// while its worker still held it).
     pub(crate) fn fail(mut self, error: &Error) {
+        if self.ended {
+            return;
+        }
         self.ended = true;
         self.release();
         self.counters.ended(Some(error.kind()), self.count);
@@ -87,6 +91,15 @@ impl Job {
     /// Ends the job with the results its worker sent: `batch`, made from [`Job::calls`], in
     /// which `panicked` calls panicked and `failed` failed otherwise.
     pub(crate) fn finish(mut self, panicked: usize, failed: usize, batch: Batch) {
+        if self.ended {
+            // Cancelled while its worker held it, and ended then.
+            return;
+        }
+        if self.sink.is_cancelled() {
+            // Cancelled while it ran: the caller asked for no result.
+            let error = Error::cancelled(self.task);
+            return self.fail(&error);
+        }
         self.ended = true;
         self.release();
         let counters = &self.counters;
@@ -103,6 +116,24 @@ impl Job {
     fn release(&mut self) {
         self.frame = Vec::new();
         self.fds = Fds::default();
+    }
+
+    /// Ends the job's calls as cancelled now, while its worker still holds it (written to
+    /// the worker, waiting behind the job it runs): its results, when they come, are
+    /// dropped.
+    pub(crate) fn end_cancelled(&mut self) {
+        if self.ended {
+            return;
+        }
+        self.ended = true;
+        let error = Error::cancelled(self.task);
+        self.counters.ended(Some(error.kind()), self.count);
+        self.sink.deliver(Batch::failed(self.calls(), error));
+    }
+
+    /// Whether the calls of this job were cancelled.
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.sink.is_cancelled()
     }
 
     /// Where the job's calls are in its submission: the first index, the stride, the count.

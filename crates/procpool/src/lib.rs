@@ -177,7 +177,7 @@ pub use error::{BuildError, BuildErrorKind, Error, ErrorKind, WorkerExit, Worker
 pub use pool::{ApplyOptions, Builder, MapOptions, Pool};
 pub use procpool_macros::task;
 pub use registry::Task;
-pub use result::{AsyncResult, Awaited, Imap, MapResult};
+pub use result::{AsyncResult, Awaited, Cancel, Imap, MapResult};
 pub use shared::SharedBytes;
 pub use start::StartMethod;
 pub use stats::Stats;

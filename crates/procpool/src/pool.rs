@@ -489,6 +489,7 @@ impl Pool {
         let _ = f;
         let (job, collector, name) = self.apply_job::<F, Args>(args, options)?;
         self.backend.submit([job])?;
+        self.backend.watch_cancel(&collector);
         Ok(AsyncResult::new(collector, name))
     }
 
@@ -805,6 +806,7 @@ impl Pool {
     {
         let jobs = self.map_jobs::<F, Args, T>(items, options, encode)?;
         self.backend.submit(jobs.jobs)?;
+        self.backend.watch_cancel(&jobs.collector);
         Ok(MapResult::new(jobs.collector, jobs.len, jobs.task))
     }
 
@@ -918,7 +920,9 @@ impl Pool {
             timeout,
             encode,
         };
-        Ok(Imap::new(Box::new(feed), ordered, window, entry.name))
+        let imap = Imap::new(Box::new(feed), ordered, window, entry.name);
+        self.backend.watch_cancel(imap.collector());
+        Ok(imap)
     }
 
     /// Stops the pool from taking new work; queued work still runs. Then

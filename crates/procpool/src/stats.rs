@@ -9,7 +9,7 @@ use crate::error::ErrorKind;
 ///
 /// Counts are of calls: a `map` of 100 items counts 100. Every submitted call ends in exactly
 /// one final state, so once nothing is in flight, `submitted` is the sum of the final states
-/// (`ok + panicked + worker_died + timed_out + terminated + other`). A call refused at
+/// (`ok + panicked + worker_died + timed_out + terminated + cancelled + other`). A call refused at
 /// submission (its pool closed, its arguments did not encode) is not counted at all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -27,6 +27,8 @@ pub struct Stats {
     /// Calls ended by [`terminate`](crate::Pool::terminate) or a drop of the pool
     /// ([`ErrorKind::Terminated`]).
     pub terminated: u64,
+    /// Calls cancelled before their result was delivered ([`ErrorKind::Cancelled`]).
+    pub cancelled: u64,
     /// Calls that failed otherwise: arguments or a result that did not (de)code, a task the
     /// worker did not know, a pool that broke before they ran.
     pub other: u64,
@@ -49,6 +51,7 @@ pub(crate) struct Counters {
     worker_died: AtomicU64,
     timed_out: AtomicU64,
     terminated: AtomicU64,
+    cancelled: AtomicU64,
     other: AtomicU64,
     worker_starts: AtomicU64,
     worker_deaths: AtomicU64,
@@ -71,6 +74,7 @@ impl Counters {
             Some(ErrorKind::WorkerDied) => &self.worker_died,
             Some(ErrorKind::TimedOut) => &self.timed_out,
             Some(ErrorKind::Terminated) => &self.terminated,
+            Some(ErrorKind::Cancelled) => &self.cancelled,
             Some(_) => &self.other,
         };
         counter.fetch_add(calls as u64, Ordering::SeqCst);
@@ -93,9 +97,10 @@ impl Counters {
         let worker_died = load(&self.worker_died);
         let timed_out = load(&self.timed_out);
         let terminated = load(&self.terminated);
+        let cancelled = load(&self.cancelled);
         let other = load(&self.other);
         let submitted = load(&self.submitted);
-        let done = ok + panicked + worker_died + timed_out + terminated + other;
+        let done = ok + panicked + worker_died + timed_out + terminated + cancelled + other;
         Stats {
             submitted,
             ok,
@@ -103,6 +108,7 @@ impl Counters {
             worker_died,
             timed_out,
             terminated,
+            cancelled,
             other,
             in_flight: submitted.saturating_sub(done),
             worker_starts: load(&self.worker_starts),

@@ -367,7 +367,10 @@ fn join_returns_with_stopped_workers_borrowed_or_with_work_queued_behind_them() 
         // One worker, borrowed by a blocking call, stops itself.
         let borrowed = scope.spawn(|| pool.apply(stop_myself, ()));
         while procpool::test_hooks::idle_workers(&pool) != 1 {
-            assert!(std::time::Instant::now() < bound, "the call never borrowed a worker");
+            assert!(
+                std::time::Instant::now() < bound,
+                "the call never borrowed a worker"
+            );
             std::thread::yield_now();
         }
         // The other stops itself with calls queued behind it.

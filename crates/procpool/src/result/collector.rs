@@ -2,7 +2,8 @@
 //! futures that await it.
 
 use std::collections::VecDeque;
-use std::sync::{Arc, Condvar, Mutex, MutexGuard};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
@@ -11,10 +12,13 @@ use crate::error::Error;
 use super::*;
 
 /// Where the results of one submission land, one batch per job, in any order.
-#[derive(Debug)]
 pub(crate) struct Collector {
     pub(super) state: Mutex<Batches>,
     pub(super) changed: Condvar,
+    /// Set by a cancel: deliveries from then on end their calls as cancelled.
+    cancelled: AtomicBool,
+    /// Tells the pool that a cancel happened, so that it looks for the calls to end.
+    on_cancel: OnceLock<Arc<dyn Fn() + Send + Sync>>,
     /// The process's fork generation when the collector was made: in a child forked since,
     /// nothing will ever deliver to it (and its lock may have been held at the fork).
     generation: u64,
@@ -33,13 +37,42 @@ pub(super) struct Batches {
     pub(super) wakers: Vec<Waker>,
 }
 
+impl std::fmt::Debug for Collector {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Collector")
+            .field("cancelled", &self.is_cancelled())
+            .finish_non_exhaustive()
+    }
+}
+
 impl Collector {
     pub(crate) fn new() -> Arc<Collector> {
         Arc::new(Collector {
             state: Mutex::new(Batches::default()),
             changed: Condvar::new(),
             generation: crate::sys::fork_generation(),
+            cancelled: AtomicBool::new(false),
+            on_cancel: OnceLock::new(),
         })
+    }
+
+    /// Sets what tells the pool of a cancel.
+    pub(crate) fn on_cancel(&self, notify: Arc<dyn Fn() + Send + Sync>) {
+        let _ = self.on_cancel.set(notify);
+    }
+
+    /// Cancels every call of this submission not yet delivered; the pool removes those
+    /// queued and kills the workers running them.
+    pub(crate) fn cancel(&self) {
+        if !self.cancelled.swap(true, Ordering::SeqCst)
+            && let Some(notify) = self.on_cancel.get()
+        {
+            notify();
+        }
+    }
+
+    pub(crate) fn is_cancelled(&self) -> bool {
+        self.cancelled.load(Ordering::Relaxed)
     }
 
     /// An error if this is a copy in a child forked since the collector was made.

@@ -97,6 +97,16 @@ impl<R: DeserializeOwned> AsyncResult<R> {
         self.collector.check_process("result").is_ok() && self.collector.filled() == 1
     }
 
+    /// Cancels the call if its result is not in yet: queued, it is removed; running, its
+    /// worker is killed and replaced. Its result is then
+    /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled). A result already in stays. In a forked child it does
+    /// nothing.
+    pub fn cancel(&self) {
+        if self.collector.check_process("result").is_ok() {
+            self.collector.cancel();
+        }
+    }
+
     /// Whether the task succeeded: `None` while it runs.
     pub fn successful(&self) -> Option<bool> {
         self.ready().then(|| self.collector.all_ok())
@@ -180,6 +190,16 @@ impl<R: DeserializeOwned> MapResult<R> {
         self.collector.check_process("result").is_ok() && self.collector.filled() == self.len
     }
 
+    /// Cancels every call whose result is not in yet: queued ones are removed, running ones
+    /// have their workers killed and replaced, and they end as
+    /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled); `get` then fails with the
+    /// first failure in input order. In a forked child it does nothing.
+    pub fn cancel(&self) {
+        if self.collector.check_process("result").is_ok() {
+            self.collector.cancel();
+        }
+    }
+
     /// Whether every call succeeded: `None` while some still run.
     pub fn successful(&self) -> Option<bool> {
         self.ready().then(|| self.collector.all_ok())
@@ -187,15 +207,47 @@ impl<R: DeserializeOwned> MapResult<R> {
 }
 
 /// An [`AsyncResult`] or a [`MapResult`] being awaited: ready once every result is in, and
-/// then the same as their `get`. Dropping it, as dropping the handle, cancels nothing.
+/// then the same as their `get`.
+///
+/// Dropping it before it is ready (as `tokio::select!` drops the branches that lose)
+/// cancels its calls, as [`AsyncResult::cancel`] does: an abandoned future leaves no task
+/// running. (Dropping an `AsyncResult` or a `MapResult` itself cancels nothing: a handle
+/// may be dropped on purpose, with its result wanted by nobody.)
 #[must_use = "futures do nothing unless awaited"]
-pub struct Awaited<H> {
+pub struct Awaited<H: Cancel> {
     handle: H,
+    done: bool,
+}
+
+/// What an [`Awaited`] cancels when it is dropped before it is ready.
+pub trait Cancel {
+    /// Cancels the calls whose results are not in yet.
+    fn cancel(&self);
+}
+
+impl<R: DeserializeOwned> Cancel for AsyncResult<R> {
+    fn cancel(&self) {
+        AsyncResult::cancel(self);
+    }
+}
+
+impl<R: DeserializeOwned> Cancel for MapResult<R> {
+    fn cancel(&self) {
+        MapResult::cancel(self);
+    }
+}
+
+impl<H: Cancel> Drop for Awaited<H> {
+    fn drop(&mut self) {
+        if !self.done {
+            self.handle.cancel();
+        }
+    }
 }
 
 impl<H> fmt::Debug for Awaited<H>
 where
-    H: fmt::Debug,
+    H: fmt::Debug + Cancel,
 {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("Awaited")
@@ -211,7 +263,10 @@ impl<R: DeserializeOwned> IntoFuture for AsyncResult<R> {
     /// Awaits the result without blocking the thread: a task that awaits it is woken when
     /// the result arrives.
     fn into_future(self) -> Awaited<AsyncResult<R>> {
-        Awaited { handle: self }
+        Awaited {
+            handle: self,
+            done: false,
+        }
     }
 }
 
@@ -219,12 +274,17 @@ impl<R: DeserializeOwned> Future for Awaited<AsyncResult<R>> {
     type Output = Result<R, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let handle = &self.handle;
+        let this = self.get_mut();
+        let handle = &this.handle;
         if let Err(error) = handle.collector.check_process("result") {
+            this.done = true;
             return Poll::Ready(Err(error));
         }
         match handle.collector.poll_filled(1, cx) {
-            Poll::Ready(()) => Poll::Ready(handle.get()),
+            Poll::Ready(()) => {
+                this.done = true;
+                Poll::Ready(this.handle.get())
+            }
             Poll::Pending => Poll::Pending,
         }
     }
@@ -236,7 +296,10 @@ impl<R: DeserializeOwned> IntoFuture for MapResult<R> {
 
     /// Awaits every result without blocking the thread.
     fn into_future(self) -> Awaited<MapResult<R>> {
-        Awaited { handle: self }
+        Awaited {
+            handle: self,
+            done: false,
+        }
     }
 }
 
@@ -244,12 +307,17 @@ impl<R: DeserializeOwned> Future for Awaited<MapResult<R>> {
     type Output = Result<Vec<R>, Error>;
 
     fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
-        let handle = &self.handle;
+        let this = self.get_mut();
+        let handle = &this.handle;
         if let Err(error) = handle.collector.check_process("result") {
+            this.done = true;
             return Poll::Ready(Err(error));
         }
         match handle.collector.poll_filled(handle.len, cx) {
-            Poll::Ready(()) => Poll::Ready(handle.get()),
+            Poll::Ready(()) => {
+                this.done = true;
+                Poll::Ready(this.handle.get())
+            }
             Poll::Pending => Poll::Pending,
         }
     }

@@ -84,6 +84,22 @@ impl<'a, R: DeserializeOwned> Imap<'a, R> {
         imap
     }
 
+    pub(crate) fn collector(&self) -> &Collector {
+        &self.collector
+    }
+
+    /// Cancels the calls in flight and submits no more: a queued call is removed, a running
+    /// one has its worker killed and replaced. The iterator then yields what was delivered
+    /// before the cancel, then [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled) for each
+    /// call in flight, then ends. In a forked child it does nothing.
+    pub fn cancel(&mut self) {
+        if self.collector.check_process("iterator").is_err() {
+            return;
+        }
+        self.exhausted = true;
+        self.collector.cancel();
+    }
+
     /// What comes before taking the next result: `None` at the end, an error in a forked
     /// child (once, then the end), else the input topped up.
     fn before_take(&mut self) -> Option<Result<(), Error>> {

@@ -21,7 +21,7 @@ use collector::*;
 pub(crate) use assembly::Assembly;
 pub(crate) use batch::Batch;
 pub(crate) use collector::Collector;
-pub use handle::{AsyncResult, Awaited, MapResult};
+pub use handle::{AsyncResult, Awaited, Cancel, MapResult};
 pub use imap::Imap;
 pub(crate) use imap::{Fed, Feed};
 

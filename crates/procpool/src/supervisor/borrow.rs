@@ -92,6 +92,7 @@ pub(crate) fn run(
         }
         fds.clear();
         let mut deadline: Option<Instant> = None;
+        let closing = shared.closing.load(Ordering::SeqCst);
         for worker in held.iter().filter_map(|b| b.worker.as_ref()) {
             let exit_fd = worker
                 .process
@@ -103,11 +104,14 @@ pub(crate) fn run(
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
             // While the pool closes, a worker held here may be stopped: look again soon.
-            if shared.closing.load(Ordering::Relaxed)
-                && let Some(at) = worker.next_stop_check(Instant::now())
-            {
+            if closing && let Some(at) = worker.next_stop_check(Instant::now()) {
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
+        }
+        // Until then, `close` must wake this thread from its sleep (after the workers' pairs
+        // of descriptors, which the loop below takes two by two).
+        if !closing {
+            fds.push(PollFd::new(shared.closed_rx.as_raw_fd(), false));
         }
         // Watching for results (see `watch`) holds a CPU. With more workers than CPUs, that
         // is always a CPU a worker waits for; with as many, while jobs are still to be fed:

@@ -17,6 +17,14 @@ use crate::start::{Process, Reaped};
 use crate::sys;
 use crate::wire::{FrameReader, MAX_FDS, Results};
 
+/// A write to a worker that failed for good.
+#[derive(Debug)]
+pub(crate) struct WriteFailure {
+    /// The worker had closed its end: it is exiting, or a task closed the socket.
+    pub(crate) peer_gone: bool,
+    pub(crate) message: String,
+}
+
 /// Why a worker is taken out of its slot.
 #[derive(Debug)]
 pub(crate) enum Cause {
@@ -24,8 +32,8 @@ pub(crate) enum Cause {
     Gone,
     /// It sent a frame the protocol does not allow.
     Protocol(String),
-    /// The pool could not write to it (the error says why) and shut its socket down.
-    WriteFailed(String),
+    /// The pool could not write to it and shut its socket down.
+    WriteFailed(WriteFailure),
     /// It stayed stopped this long while the pool closed, and was killed.
     Stopped(Duration),
     /// Its job ran past the deadline, with this timeout per call.
@@ -64,7 +72,7 @@ pub(crate) struct Worker {
     pub(crate) assigned: u64,
     /// Why a write to the worker failed for good, once one has: the pool then shut the
     /// socket down itself, and the end of stream that follows is not the worker's doing.
-    pub(super) write_failed: Option<String>,
+    pub(super) write_failed: Option<WriteFailure>,
     /// When [`Worker::stopped_too_long`] last looked.
     pub(super) stop_checked: Option<Instant>,
     /// Since when the worker has been seen stopped (by a signal) while the pool closes.
@@ -162,7 +170,13 @@ impl Worker {
     /// than replacing the worker and failing the job it runs, is not done.)
     pub(super) fn broken(&mut self, error: io::Error) -> io::Error {
         let _ = self.socket.shutdown(std::net::Shutdown::Both);
-        self.write_failed = Some(error.to_string());
+        self.write_failed = Some(WriteFailure {
+            peer_gone: matches!(
+                error.kind(),
+                io::ErrorKind::BrokenPipe | io::ErrorKind::ConnectionReset
+            ),
+            message: error.to_string(),
+        });
         error
     }
 

@@ -1,6 +1,7 @@
 //! The supervisor's poll loop: it hands queued jobs to workers, lends idle ones to callers,
 //! and reads what every worker it holds says.
 
+use std::collections::VecDeque;
 use std::io::{self, Read};
 use std::os::fd::{AsRawFd, RawFd};
 use std::os::unix::net::UnixStream;
@@ -188,6 +189,18 @@ impl Supervisor {
         }
         if self.startup.is_some() {
             return true;
+        }
+        if self.shared.cancels.swap(false, Ordering::SeqCst) {
+            let (cancelled, kept): (VecDeque<Job>, VecDeque<Job>) =
+                state.queue.drain(..).partition(Job::is_cancelled);
+            state.queue = kept;
+            drop(state);
+            for job in cancelled {
+                let error = Error::cancelled(job.task);
+                job.fail(&error);
+            }
+            self.cancel_running();
+            state = shared.lock();
         }
         // Work queued since `take_back_lent` finds the idle workers here.
         for worker in std::mem::take(&mut state.idle) {

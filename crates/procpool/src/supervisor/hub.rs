@@ -33,8 +33,14 @@ pub(crate) struct Hub {
     pub(super) wake_pending: AtomicBool,
     pub(super) next_job: AtomicU64,
     pub(crate) counters: Arc<Counters>,
+    /// Set by a cancel: the supervisor then looks for cancelled calls to end.
+    pub(crate) cancels: AtomicBool,
     /// Set by `close`: borrowers then look whether a worker they hold has been stopped.
     pub(crate) closing: AtomicBool,
+    /// Becomes readable, for good, when `close` sets `closing`: a borrower asleep in `poll`
+    /// before that wakes to start looking. (It is never read.)
+    pub(crate) closed_rx: UnixStream,
+    pub(crate) closed_tx: UnixStream,
     /// The pool's `task_timeout` and `max_tasks_per_child`, which borrowers apply too.
     pub(crate) task_timeout: Option<Duration>,
     pub(crate) max_tasks_per_child: Option<u64>,
@@ -158,6 +164,12 @@ impl Hub {
         drop(state);
         self.wake();
         Ok(())
+    }
+
+    /// Notes that calls were cancelled, for the supervisor to end them.
+    pub(crate) fn note_cancel(&self) {
+        self.cancels.store(true, Ordering::SeqCst);
+        self.wake();
     }
 
     pub(crate) fn wake(&self) {

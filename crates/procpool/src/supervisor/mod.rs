@@ -17,7 +17,7 @@ mod hub;
 mod settle;
 
 use std::collections::VecDeque;
-use std::io;
+use std::io::{self, Write};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::mpsc::Sender;
@@ -91,6 +91,8 @@ pub(crate) fn launch(
     ready: Sender<Result<(), BuildError>>,
 ) -> io::Result<(Arc<Hub>, std::thread::JoinHandle<()>)> {
     let (wake_tx, wake_rx) = UnixStream::pair()?;
+    let (closed_tx, closed_rx) = UnixStream::pair()?;
+    closed_tx.set_nonblocking(true)?;
     wake_tx.set_nonblocking(true)?;
     wake_rx.set_nonblocking(true)?;
     let shared = Arc::new(Hub {
@@ -109,6 +111,9 @@ pub(crate) fn launch(
         next_job: AtomicU64::new(0),
         counters: Arc::default(),
         closing: AtomicBool::new(false),
+        closed_rx,
+        closed_tx,
+        cancels: AtomicBool::new(false),
         task_timeout: config.task_timeout,
         max_tasks_per_child: config.max_tasks_per_child,
         cpus: OnceLock::new(),
@@ -137,11 +142,21 @@ pub(crate) fn launch(
 }
 
 /// The local backend: a supervisor thread and its workers, as a pool sees them.
-#[derive(Clone, Debug)]
+#[derive(Clone)]
 pub(crate) struct Local {
     hub: Arc<Hub>,
+    /// Handed to every result handle, so that its cancel reaches the supervisor.
+    canceller: Arc<dyn Fn() + Send + Sync>,
     /// The supervisor thread, until it is joined.
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
+}
+
+impl std::fmt::Debug for Local {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Local")
+            .field("hub", &self.hub)
+            .finish_non_exhaustive()
+    }
 }
 
 impl Local {
@@ -150,10 +165,21 @@ impl Local {
         let (ready_tx, ready_rx) = std::sync::mpsc::channel();
         let (hub, handle) = launch(config, ready_tx).map_err(BuildError::spawn)?;
         match ready_rx.recv() {
-            Ok(Ok(())) => Ok(Local {
-                hub,
-                thread: Arc::new(Mutex::new(Some(handle))),
-            }),
+            Ok(Ok(())) => {
+                // A weak reference: a result handle kept after its pool is gone holds
+                // nothing of it.
+                let weak = Arc::downgrade(&hub);
+                let canceller = Arc::new(move || {
+                    if let Some(hub) = weak.upgrade() {
+                        hub.note_cancel();
+                    }
+                });
+                Ok(Local {
+                    hub,
+                    canceller,
+                    thread: Arc::new(Mutex::new(Some(handle))),
+                })
+            }
             Ok(Err(error)) => {
                 let _ = handle.join();
                 Err(error)
@@ -169,6 +195,11 @@ impl Local {
 
     pub(crate) fn hub(&self) -> &Hub {
         &self.hub
+    }
+
+    /// What a cancelled submission calls to tell this pool.
+    pub(crate) fn canceller(&self) -> Arc<dyn Fn() + Send + Sync> {
+        Arc::clone(&self.canceller)
     }
 
     /// Runs `jobs` from this thread on `workers` borrowed workers if that many are idle, else
@@ -211,7 +242,8 @@ impl Local {
         let mut state = self.hub.lock();
         if let Phase::Running = state.phase {
             state.phase = Phase::Closed;
-            self.hub.closing.store(true, Ordering::Relaxed);
+            self.hub.closing.store(true, Ordering::SeqCst);
+            let _ = (&self.hub.closed_tx).write(&[1]);
         }
         drop(state);
         self.hub.wake();

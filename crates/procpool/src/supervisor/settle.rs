@@ -111,6 +111,55 @@ impl Supervisor {
         !matches!(worker.read_frames(|_| ()), Ok(true))
     }
 
+    /// Ends the cancelled jobs the workers in the slots hold. A worker running one is killed
+    /// (what it does is not wanted) and replaced, the job fails as cancelled, and the jobs
+    /// behind it go back to the queue. A cancelled job waiting behind another on its worker
+    /// ends now; it still runs when its turn comes (it was written to the worker), and its
+    /// results are dropped. Not counted as a death.
+    pub(super) fn cancel_running(&mut self) {
+        for worker in self.slots.iter_mut().flatten() {
+            for job in worker.in_flight.iter_mut().skip(1) {
+                if job.is_cancelled() {
+                    job.end_cancelled();
+                }
+            }
+        }
+        for index in 0..self.slots.len() {
+            let running_cancelled = self.slots[index]
+                .as_ref()
+                .and_then(|w| w.in_flight.front())
+                .is_some_and(Job::is_cancelled);
+            if !running_cancelled {
+                continue;
+            }
+            let worker = self.slots[index].take().expect("a worker is in the slot");
+            self.pids_changed = true;
+            let (_, mut held) = worker.in_flight_and_reap(Duration::ZERO);
+            if let Some(front) = held.pop_front() {
+                let error = Error::cancelled(front.task);
+                front.fail(&error);
+            }
+            self.requeue_front(held);
+            self.replace(index);
+        }
+    }
+
+    /// Puts jobs a worker held back at the front of the queue, in their order; those
+    /// cancelled meanwhile end as cancelled instead of starting.
+    fn requeue_front(&mut self, jobs: VecDeque<Job>) {
+        let (cancelled, jobs): (VecDeque<Job>, VecDeque<Job>) =
+            jobs.into_iter().partition(Job::is_cancelled);
+        let mut state = self.shared.lock();
+        for job in jobs.into_iter().rev() {
+            state.queue.push_front(job);
+        }
+        drop(state);
+        for job in cancelled {
+            let error = Error::cancelled(job.task);
+            job.fail(&error);
+        }
+    }
+
     /// The worker in slot `index` was held by a call whose thread panicked: end it (what is
     /// left on its socket is unknown), end what it held (nobody waits for it) and start a
     /// replacement. The worker did not die, and is not counted as a death.
@@ -143,8 +192,11 @@ impl Supervisor {
         // kill that would end it now. The wait holds up the supervisor thread, up to
         // EXIT_WAIT, only for a worker whose socket ended while it goes on running (a task
         // that closed its socket), which this waits out once, then kills.
-        let grace = match cause {
+        // A write that failed because the worker had closed its socket (EPIPE, ECONNRESET)
+        // says the same.
+        let grace = match &cause {
             Cause::Gone => EXIT_WAIT,
+            Cause::WriteFailed(error) if error.peer_gone => EXIT_WAIT,
             Cause::Protocol(_)
             | Cause::WriteFailed(_)
             | Cause::TimedOut(_)
@@ -171,8 +223,12 @@ impl Supervisor {
                     Cause::Gone => Error::died(first.task, info, exit),
                     Cause::Protocol(message) => Error::protocol(first.task, info, exit, message),
                     Cause::TimedOut(timeout) => Error::timed_out(first.task, info, *timeout),
-                    Cause::WriteFailed(error) => Error::died(first.task, info, exit)
-                        .killed_by_the_pool(&format!("it could not be written to ({error})")),
+                    Cause::WriteFailed(error) if reaped.killed => Error::died(first.task, info, exit)
+                        .killed_by_the_pool(&format!(
+                            "it could not be written to ({})",
+                            error.message
+                        )),
+                    Cause::WriteFailed(_) => Error::died(first.task, info, exit),
                     Cause::Stopped(waited) => Error::died(first.task, info, exit)
                         .killed_by_the_pool(&format!(
                             "it was stopped by a signal while the pool closed, and had not continued {waited:?} later"
@@ -196,12 +252,7 @@ impl Supervisor {
         }
         // The jobs behind the first had not started: they go back to the front of the queue.
         requeue.extend(held);
-        {
-            let mut state = self.shared.lock();
-            for job in requeue.into_iter().rev() {
-                state.queue.push_front(job);
-            }
-        }
+        self.requeue_front(requeue);
         if self.startup.is_some() {
             let error = match cause {
                 Cause::Protocol(message) => BuildError::handshake(info, &message),
