@@ -4,6 +4,7 @@
 mod accounting;
 mod basic;
 mod borrowed;
+mod cancel;
 mod crash_matrix;
 mod deadlines;
 mod docs;
@@ -14,4 +15,5 @@ mod leaks;
 mod retries;
 mod shared;
 mod shutdown;
+mod soak;
 mod tasks;
