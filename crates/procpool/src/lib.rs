@@ -212,3 +212,8 @@ pub mod __private {
     pub use crate::registry::{Calls, TASKS, TaskEntry, invoke, type_name_of};
     pub use linkme;
 }
+
+/// The README's examples, compiled and run as doc tests.
+#[cfg(doctest)]
+#[doc = include_str!("../../../README.md")]
+pub struct ReadmeDoctests;

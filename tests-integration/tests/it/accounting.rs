@@ -4,8 +4,10 @@
 
 use std::time::Duration;
 
-use procpool::{Error, ErrorKind, MapOptions, Pool, Stats};
+use procpool::{Error, ErrorKind, MapOptions, Pool, Stats, WorkerExit};
 use tests_integration::{assert_no_children, serial};
+
+use crate::tasks::{Undecodable, Unencodable, wait_for};
 
 /// What one call does.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
@@ -222,11 +224,132 @@ fn counters_of_a_quiet_pool() {
         (10, 9, 1, 0)
     );
     assert_eq!((stats.worker_starts, stats.worker_deaths), (2, 0));
-    assert!(pool.apply(act, ((1, Act::Abort),)).is_err());
+    let before = pool.worker_pids();
+    let error = pool.apply(act, ((1, Act::Abort),)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+    assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(libc::SIGABRT)));
+    let dead = error.worker_info().expect("the worker is named");
+    assert_eq!(before.get(dead.index), Some(&dead.pid), "{error}");
     let stats = pool.stats();
     assert_eq!((stats.worker_died, stats.worker_deaths), (1, 1));
+    wait_for("the dead worker is replaced", || {
+        let pids = pool.worker_pids();
+        pids.len() == 2 && !pids.contains(&dead.pid)
+    });
+    assert_eq!(pool.stats().worker_starts, 3);
     pool.close();
     pool.join().unwrap();
     assert_eq!(pool.stats().worker_starts, 3);
+    assert_no_children();
+}
+
+/// An argument that decodes in the worker or not, for a result that encodes there or not.
+#[derive(Debug, Clone, serde::Serialize, serde::Deserialize)]
+enum Trouble {
+    None(u64),
+    BadArgs(Undecodable),
+    BadResult,
+}
+
+#[derive(Debug, serde::Serialize, serde::Deserialize)]
+enum Out {
+    Value(u64),
+    Bad(Unencodable),
+}
+
+#[procpool::task]
+fn codec_trouble(trouble: Trouble) -> Out {
+    match trouble {
+        Trouble::None(x) => Out::Value(x),
+        Trouble::BadArgs(_) => unreachable!("the arguments never decode"),
+        Trouble::BadResult => Out::Bad(Unencodable),
+    }
+}
+
+/// Calls `0..n`: of each five, one whose arguments do not decode and one whose result does
+/// not encode.
+fn troubles(n: u64) -> Vec<Trouble> {
+    (0..n)
+        .map(|x| match x % 5 {
+            1 => Trouble::BadArgs(Undecodable),
+            3 => Trouble::BadResult,
+            _ => Trouble::None(x),
+        })
+        .collect()
+}
+
+/// (submitted, ok, other, every other final state, in flight)
+fn codec_counts(pool: &Pool) -> (u64, u64, u64, u64, u64) {
+    let s = pool.stats();
+    let rest = s.panicked + s.worker_died + s.timed_out + s.terminated;
+    (s.submitted, s.ok, s.other, rest, s.in_flight)
+}
+
+#[track_caller]
+fn assert_codec(error: &Error, trouble: &Trouble) {
+    assert_eq!(error.kind(), ErrorKind::Codec, "{trouble:?}: {error}");
+    let says = match trouble {
+        Trouble::BadArgs(_) => "refuses to be decoded",
+        Trouble::BadResult => "refuses to be encoded",
+        Trouble::None(_) => panic!("a good call failed: {error}"),
+    };
+    assert!(error.to_string().contains(says), "{error}");
+}
+
+#[test]
+fn codec_failures_in_the_worker_count_as_other() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(2).build().unwrap();
+    // Blocking calls (on a borrowed worker).
+    for trouble in troubles(5) {
+        match pool.apply(codec_trouble, (trouble.clone(),)) {
+            Ok(Out::Value(x)) => assert!(matches!(trouble, Trouble::None(y) if x == y)),
+            Ok(Out::Bad(_)) => panic!("an unencodable result arrived"),
+            Err(error) => assert_codec(&error, &trouble),
+        }
+    }
+    assert_eq!(codec_counts(&pool), (5, 3, 2, 0, 0));
+    // Calls through the supervisor.
+    let pending: Vec<_> = troubles(5)
+        .into_iter()
+        .map(|t| (t.clone(), pool.apply_async(codec_trouble, (t,)).unwrap()))
+        .collect();
+    for (trouble, handle) in pending {
+        match handle.get() {
+            Ok(_) => assert!(matches!(trouble, Trouble::None(_)), "{trouble:?}"),
+            Err(error) => assert_codec(&error, &trouble),
+        }
+    }
+    assert_eq!(codec_counts(&pool), (10, 6, 4, 0, 0));
+    // Maps: the failed calls fail the map, and every call is counted once.
+    let error = pool.map(codec_trouble, troubles(10)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Codec, "{error}");
+    assert_eq!(codec_counts(&pool), (20, 12, 8, 0, 0));
+    let error = pool
+        .map_async(codec_trouble, troubles(10))
+        .unwrap()
+        .get()
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Codec, "{error}");
+    assert_eq!(codec_counts(&pool), (30, 18, 12, 0, 0));
+    let calls = troubles(20);
+    for (trouble, outcome) in calls
+        .iter()
+        .zip(pool.imap(codec_trouble, calls.clone()).unwrap())
+    {
+        match outcome {
+            Ok(_) => assert!(matches!(trouble, Trouble::None(_)), "{trouble:?}"),
+            Err(error) => assert_codec(&error, trouble),
+        }
+    }
+    assert_eq!(codec_counts(&pool), (50, 30, 20, 0, 0));
+    pool.close();
+    pool.join().unwrap();
+    let stats = pool.stats();
+    assert_eq!(
+        (stats.worker_starts, stats.worker_deaths),
+        (2, 0),
+        "{stats:?}"
+    );
     assert_no_children();
 }

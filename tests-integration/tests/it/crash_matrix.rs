@@ -1,16 +1,19 @@
-//! The crash matrix: every way a task can fail or misbehave, each run under `apply_async`,
-//! `map_async` and `imap` (through the supervisor) and under a blocking `apply` and `map`
-//! (on a worker the calling thread borrows). For each, the caller's error names the task,
-//! the worker and how the worker ended; nothing hangs; the pool serves on; no child is left.
+//! The crash matrix: every way a task can fail or misbehave, each run on a pool of two
+//! workers under `apply_async`, `map_async` and `imap` (through the supervisor) and under a
+//! blocking `apply` and `map` (on workers the calling thread borrows). For each, the caller's
+//! error is of the kind promised and names the task, the very worker that ran the call (its
+//! slot and pid, as the call itself saw them: `apply_async` and `apply` run it in slot 1) and
+//! exactly how the worker ended; a dead worker is replaced in its slot; nothing hangs; every
+//! call is counted once, in its final state; no child is left.
 
 use std::io::Write;
 use std::time::Duration;
 
-use procpool::{Error, ErrorKind, Pool, WorkerExit};
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
-use tests_integration::{Rendezvous, assert_no_children, meet, serial};
+use procpool::{AsyncResult, Error, ErrorKind, Pool, WorkerExit};
+use serde::{Deserialize, Serialize};
+use tests_integration::{Arrival, Rendezvous, assert_no_children, meet, serial};
 
-use crate::tasks::{Unencodable, pid};
+use crate::tasks::{Undecodable, Unencodable, hold, pid, wait_for};
 
 /// What the faulty call does.
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -35,22 +38,6 @@ enum Fault {
     Garbage,
 }
 
-/// Encodes fine; refuses to decode.
-#[derive(Debug, Clone)]
-struct Undecodable;
-
-impl Serialize for Undecodable {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u8(0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Undecodable {
-    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(serde::de::Error::custom("this value refuses to be decoded"))
-    }
-}
-
 #[derive(Debug, Serialize, Deserialize)]
 enum Reply {
     Value(u64),
@@ -61,6 +48,8 @@ enum Reply {
 struct Call {
     x: u64,
     fault: Option<Fault>,
+    /// Where the faulty call writes which worker runs it, before it does anything else.
+    report: String,
 }
 
 #[procpool::task]
@@ -68,6 +57,14 @@ fn faulty(call: Call) -> Reply {
     let Some(fault) = call.fault else {
         return Reply::Value(call.x);
     };
+    // A map runs a call again after its chunk's worker died: the last run writes last.
+    let slot = procpool::current_worker().map(|w| (w.index, w.pid));
+    let (index, said) = slot.expect("a task runs in a worker");
+    std::fs::write(
+        &call.report,
+        format!("{index} {} {said}", std::process::id()),
+    )
+    .expect("write which worker runs the call");
     match fault {
         Fault::Panic => panic!("call {} panics", call.x),
         Fault::Abort => std::process::abort(),
@@ -153,19 +150,44 @@ enum Expect {
     Died(WorkerExit),
     /// A codec error whose message says this; the worker serves on.
     Codec(&'static str),
-    /// The worker broke the protocol and was killed.
+    /// The worker broke the protocol and was killed by the pool (SIGKILL).
     Protocol,
 }
 
-#[derive(Debug, Clone, Copy)]
+impl Expect {
+    fn worker_dies(self) -> bool {
+        matches!(self, Expect::Died(_) | Expect::Protocol)
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Mode {
+    /// `apply_async`, with slot 0 held by another call: the faulty call runs in slot 1.
     ApplyAsync,
     Map,
     Imap,
-    /// `apply` on an idle pool: the calling thread borrows the worker.
+    /// `apply` with slot 0 held by another call: the calling thread borrows the idle worker
+    /// of slot 1.
     Apply,
-    /// `map` on an idle pool: the calling thread borrows the worker.
+    /// `map` on an idle pool: the calling thread borrows both workers.
     BlockingMap,
+}
+
+impl Mode {
+    /// Whether slot 0 is held while the faulty call runs, so that it runs in slot 1. Maps
+    /// would queue their second jobs behind the held call, so they run on a free pool and
+    /// the test learns from the call itself where it ran.
+    fn holds_slot_0(self) -> bool {
+        matches!(self, Mode::ApplyAsync | Mode::Apply)
+    }
+
+    /// How many calls the faulty one comes among.
+    fn calls(self) -> u64 {
+        match self {
+            Mode::ApplyAsync | Mode::Apply => 1,
+            Mode::Map | Mode::Imap | Mode::BlockingMap => CALLS,
+        }
+    }
 }
 
 const TASK: &str = "it::crash_matrix::faulty";
@@ -173,6 +195,35 @@ const BOUND: Duration = Duration::from_secs(60);
 /// The index of the faulty call among the calls of a `map` or `imap`.
 const FAULTY: u64 = 1;
 const CALLS: u64 = 6;
+const PROCESSES: usize = 2;
+
+/// A worker as the faulty call saw itself: its slot (from `current_worker`) and its pid
+/// (from the process itself).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+struct Ran {
+    index: usize,
+    pid: u32,
+}
+
+/// Where the faulty call last ran, from its report; `None` if it never ran.
+fn ran(report: &str) -> Option<Ran> {
+    let text = std::fs::read_to_string(report).ok()?;
+    let fields: Vec<u64> = text
+        .split(' ')
+        .map(|f| f.parse().expect("a number"))
+        .collect();
+    let [index, pid, said] = fields[..] else {
+        panic!("a bad report: {text:?}");
+    };
+    assert_eq!(
+        said, pid,
+        "current_worker() gives another pid than the process's own"
+    );
+    Some(Ran {
+        index: index as usize,
+        pid: pid as u32,
+    })
+}
 
 /// A pool whose workers write their standard output to /dev/null: a case prints 10 MB.
 fn quiet_pool() -> Pool {
@@ -187,7 +238,7 @@ fn quiet_pool() -> Pool {
     assert!(saved >= 0);
     // SAFETY: as above.
     assert!(unsafe { libc::dup2(null.as_raw_fd(), 1) } >= 0);
-    let pool = Pool::builder().processes(1).build();
+    let pool = Pool::builder().processes(PROCESSES).build();
     // SAFETY: as above; `saved` is closed once put back.
     unsafe {
         libc::dup2(saved, 1);
@@ -196,12 +247,71 @@ fn quiet_pool() -> Pool {
     pool.expect("the pool starts")
 }
 
+/// A `hold` call that keeps the worker of slot 0 busy.
+struct Held {
+    call: AsyncResult<u64>,
+    arrival: Arrival,
+    /// How many `hold` calls it took to get slot 0.
+    calls: u64,
+}
+
+/// Holds the worker of slot 0 (whose pid is `pids[0]`) and leaves the worker of slot 1 idle.
+fn hold_slot_0(pool: &Pool, rendezvous: &Rendezvous, pids: &[u32]) -> Held {
+    let arrive = || {
+        rendezvous
+            .arrive_within(BOUND)
+            .expect("a held call reaches its worker")
+    };
+    let first = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let arrival = arrive();
+    let held = if arrival.pid == pids[0] {
+        Held {
+            call: first,
+            arrival,
+            calls: 1,
+        }
+    } else {
+        // It went to slot 1: hold slot 0 with a second call (slot 0 is the only idle worker
+        // now), then let the first go.
+        assert_eq!(arrival.pid, pids[1]);
+        let second = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+        let other = arrive();
+        assert_eq!(other.pid, pids[0]);
+        arrival.release(1);
+        assert_eq!(first.get_timeout(BOUND).unwrap(), 1);
+        Held {
+            call: second,
+            arrival: other,
+            calls: 2,
+        }
+    };
+    // Slot 1 is idle, so a call submitted now goes to it rather than behind the held one.
+    wait_for("the worker of slot 1 is idle", || {
+        procpool::test_hooks::idle_workers(pool) == 1
+    });
+    held
+}
+
 fn run_case(mode: Mode, fault: Fault, expect: Expect) {
     let _serial = serial();
     let pool = quiet_pool();
     let parent = std::process::id();
-    let before = pool.apply(pid, ()).unwrap();
+    wait_for("every worker has started", || {
+        pool.worker_pids().len() == PROCESSES
+    });
+    let before = pool.worker_pids();
+    let holding = Rendezvous::new();
+    let held = mode
+        .holds_slot_0()
+        .then(|| hold_slot_0(&pool, &holding, &before));
+    if mode == Mode::BlockingMap {
+        wait_for("both workers are idle", || {
+            procpool::test_hooks::idle_workers(&pool) == PROCESSES
+        });
+    }
     let rendezvous = Rendezvous::new();
+    let report = format!("{}.ran", rendezvous.path());
+    let _ = std::fs::remove_file(&report);
     let fault = match fault {
         Fault::KilledFromOutside(_) => Fault::KilledFromOutside(rendezvous.path()),
         other => other,
@@ -211,6 +321,7 @@ fn run_case(mode: Mode, fault: Fault, expect: Expect) {
         .map(|x| Call {
             x,
             fault: (x == FAULTY).then(|| fault.clone()),
+            report: report.clone(),
         })
         .collect();
     // A `map` sends the faulty call in a chunk with others first; when that chunk's worker
@@ -268,15 +379,101 @@ fn run_case(mode: Mode, fault: Fault, expect: Expect) {
             results.into_iter().nth(FAULTY as usize).unwrap().map(value)
         }
     };
-    check(outcome, expect, parent);
-    // The pool serves on; where the worker survived, it is the same one.
-    let after = pool.apply(pid, ()).unwrap();
-    match expect {
-        Expect::Ok | Expect::Panicked | Expect::Codec(_) => assert_eq!(after, before),
-        Expect::Died(_) | Expect::Protocol => assert_ne!(after, before),
+    let ran = ran(&report);
+    let _ = std::fs::remove_file(&report);
+    if held.is_some() && ran.is_some() {
+        // The premise of the held modes: the call ran in slot 1, on the worker it began with.
+        let slot_1 = Ran {
+            index: 1,
+            pid: before[1],
+        };
+        assert_eq!(ran, Some(slot_1), "the faulty call did not run in slot 1");
     }
+    let worker = check(outcome, expect, parent);
+    match (worker, ran) {
+        (None, _) => {}
+        // The exact worker that ran the call, as the call saw itself.
+        (Some(worker), Some(ran)) => assert_eq!(worker, ran, "the error names another worker"),
+        // The arguments did not decode: the call never ran, and the worker that got it
+        // serves on; it is one of the pool's, in its own slot.
+        (Some(worker), None) => {
+            assert!(matches!(expect, Expect::Codec(_)), "{expect:?}");
+            assert_eq!(before.get(worker.index), Some(&worker.pid), "{worker:?}");
+            if held.is_some() {
+                assert_eq!(worker.index, 1, "{worker:?}");
+            }
+        }
+    }
+    if held.is_some() {
+        // Whatever happened in slot 1, the held worker is untouched.
+        assert_eq!(pool.worker_pids().first(), Some(&before[0]));
+    }
+    let held_calls = held.as_ref().map_or(0, |held| held.calls);
+    if let Some(held) = held {
+        held.arrival.release(7);
+        assert_eq!(held.call.get_timeout(BOUND).unwrap(), 7);
+    }
+    // A dead worker is replaced: the pool is back to its size, with a new worker in the dead
+    // one's slot. Otherwise the same workers serve on.
+    if expect.worker_dies() {
+        let dead = worker.expect("a dead worker is named");
+        wait_for("the dead worker is replaced", || {
+            let pids = pool.worker_pids();
+            pids.len() == PROCESSES && !pids.contains(&dead.pid)
+        });
+        let after = pool.worker_pids();
+        assert_ne!(after[dead.index], dead.pid);
+        if mode.holds_slot_0() {
+            assert_eq!(after[0], before[0], "slot 0 was held all along");
+        }
+    } else {
+        assert_eq!(pool.worker_pids(), before, "the same workers serve on");
+    }
+    let served = pool.apply(pid, ()).unwrap();
+    assert!(pool.worker_pids().contains(&served), "{served}");
     pool.close();
     pool.join().unwrap();
+    // Every call ended once, in the state its outcome says.
+    let stats = pool.stats();
+    let submitted = held_calls + mode.calls() + 1;
+    let (panicked, worker_died, other) = match expect {
+        Expect::Ok => (0, 0, 0),
+        Expect::Panicked => (1, 0, 0),
+        Expect::Died(_) | Expect::Protocol => (0, 1, 0),
+        Expect::Codec(_) => (0, 0, 1),
+    };
+    let failed = panicked + worker_died + other;
+    assert_eq!(
+        (
+            stats.submitted,
+            stats.ok,
+            stats.panicked,
+            stats.worker_died,
+            stats.other,
+            stats.timed_out + stats.terminated,
+            stats.in_flight,
+        ),
+        (
+            submitted,
+            submitted - failed,
+            panicked,
+            worker_died,
+            other,
+            0,
+            0
+        ),
+        "{stats:?}"
+    );
+    if expect.worker_dies() {
+        assert!(stats.worker_deaths >= 1, "{stats:?}");
+    } else {
+        assert_eq!(stats.worker_deaths, 0, "{stats:?}");
+    }
+    assert_eq!(
+        stats.worker_starts,
+        PROCESSES as u64 + stats.worker_deaths,
+        "every death was replaced once: {stats:?}"
+    );
     assert_no_children();
 }
 
@@ -294,11 +491,12 @@ fn value(reply: Reply) -> u64 {
     }
 }
 
-fn check(outcome: Result<u64, Error>, expect: Expect, parent: u32) {
+/// Checks the outcome against `expect`; returns the worker the error names, if it failed.
+fn check(outcome: Result<u64, Error>, expect: Expect, parent: u32) -> Option<Ran> {
     let error = match (outcome, expect) {
         (Ok(v), Expect::Ok) => {
             assert_eq!(v, FAULTY);
-            return;
+            return None;
         }
         (Ok(v), _) => panic!("expected {expect:?}, got Ok({v})"),
         (Err(error), Expect::Ok) => panic!("expected success, got {error}"),
@@ -311,31 +509,38 @@ fn check(outcome: Result<u64, Error>, expect: Expect, parent: u32) {
         .worker_info()
         .unwrap_or_else(|| panic!("no worker: {message}"));
     assert_ne!(worker.pid, parent);
-    assert!(
-        message.contains(&format!("pid {}", worker.pid)),
-        "{message}"
-    );
+    assert!(worker.index < PROCESSES, "{message}");
+    assert!(message.contains(&worker.to_string()), "{message}");
     match expect {
         Expect::Ok => unreachable!(),
         Expect::Panicked => {
-            assert!(error.is_panic(), "{message}");
+            assert_eq!(error.kind(), ErrorKind::Panicked, "{message}");
             assert_eq!(error.panic_message(), Some("call 1 panics"));
+            assert_eq!(error.worker_exit(), None, "{message}");
         }
         Expect::Died(exit) => {
             assert_eq!(error.kind(), ErrorKind::WorkerDied, "{message}");
             assert_eq!(error.worker_exit(), Some(exit), "{message}");
             assert!(message.contains(&exit.to_string()), "{message}");
+            assert!(!error.killed_by_pool(), "{message}");
         }
         Expect::Codec(says) => {
             assert_eq!(error.kind(), ErrorKind::Codec, "{message}");
             assert!(message.contains(says), "{message}");
+            assert_eq!(error.worker_exit(), None, "{message}");
         }
         Expect::Protocol => {
             assert_eq!(error.kind(), ErrorKind::WorkerDied, "{message}");
             assert!(message.contains("broke the protocol"), "{message}");
-            assert!(error.worker_exit().is_some(), "{message}");
+            let killed = WorkerExit::Signal(libc::SIGKILL);
+            assert_eq!(error.worker_exit(), Some(killed), "{message}");
+            assert!(error.killed_by_pool(), "{message}");
         }
     }
+    Some(Ran {
+        index: worker.index,
+        pid: worker.pid,
+    })
 }
 
 /// One module per case, with one test per way of submitting it.

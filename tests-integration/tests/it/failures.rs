@@ -6,7 +6,7 @@ use std::collections::HashSet;
 use procpool::{ErrorKind, MapOptions, Pool, WorkerExit};
 use tests_integration::{Rendezvous, assert_no_children, finish, pool, serial};
 
-use crate::tasks::{Unencodable, hold, pid, square};
+use crate::tasks::{Unencodable, hold, pid, square, wait_for};
 
 #[procpool::task]
 fn panics(x: u64) -> u64 {
@@ -79,7 +79,7 @@ fn a_panic_is_an_error_and_the_worker_carries_on() {
     let pool = pool(1);
     let before = pool.apply(pid, ()).unwrap();
     let error = pool.apply(panics, (7,)).unwrap_err();
-    assert!(error.is_panic(), "{error:?}");
+    assert_eq!(error.kind(), ErrorKind::Panicked, "{error:?}");
     assert_eq!(error.panic_message(), Some("seven is right out"));
     let location = error.panic_location().expect("a location");
     assert!(location.contains("failures.rs"), "{location}");
@@ -100,12 +100,16 @@ fn panics_in_a_map_fail_that_call_alone() {
     let _serial = serial();
     let pool = pool(2);
     let error = pool.map(panics, 1..=20).unwrap_err();
-    assert!(error.is_panic());
+    assert_eq!(error.kind(), ErrorKind::Panicked, "{error}");
+    assert_eq!(error.panic_message(), Some("seven is right out"));
     let results: Vec<_> = pool.imap(panics, 1..=20).unwrap().collect();
     for (x, result) in (1..=20).zip(&results) {
         match result {
             Ok(value) => assert_eq!(*value, x),
-            Err(error) => assert!(x == 7 && error.is_panic(), "{x}: {error}"),
+            Err(error) => {
+                assert_eq!(x, 7, "{error}");
+                assert_eq!(error.kind(), ErrorKind::Panicked, "{error}");
+            }
         }
     }
     assert_eq!(results.iter().filter(|r| r.is_err()).count(), 1);
@@ -125,7 +129,7 @@ fn a_dying_worker_fails_its_task_and_is_replaced() {
     for (how, exit) in cases {
         let before = pool.apply(pid, ()).unwrap();
         let error = pool.apply(crash, (how,)).unwrap_err();
-        assert!(error.is_worker_died(), "{how:?}: {error:?}");
+        assert_eq!(error.kind(), ErrorKind::WorkerDied, "{how:?}: {error:?}");
         assert_eq!(error.worker_exit(), Some(exit), "{how:?}");
         let worker = error.worker_info().expect("the worker is named");
         assert_eq!((worker.index, worker.pid), (0, before));
@@ -134,8 +138,12 @@ fn a_dying_worker_fails_its_task_and_is_replaced() {
             message.contains(&format!("pid {before}")) && message.contains("failures::crash"),
             "{message}"
         );
+        wait_for("the dead worker is replaced", || {
+            pool.worker_pids().first().is_some_and(|&p| p != before)
+        });
         let after = pool.apply(pid, ()).unwrap();
         assert_ne!(after, before, "{how:?}: a replacement serves");
+        assert_eq!(pool.worker_pids(), [after]);
     }
     finish(pool);
 }
@@ -144,6 +152,10 @@ fn a_dying_worker_fails_its_task_and_is_replaced() {
 fn a_worker_killed_from_outside() {
     let _serial = serial();
     let pool = pool(2);
+    wait_for("both workers have started", || {
+        pool.worker_pids().len() == 2
+    });
+    let before = pool.worker_pids();
     let rendezvous = Rendezvous::new();
     let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
     let arrival = rendezvous.arrive();
@@ -151,16 +163,23 @@ fn a_worker_killed_from_outside() {
     // its task is still running.
     assert_eq!(unsafe { libc::kill(arrival.pid as i32, libc::SIGKILL) }, 0);
     let error = held.get().unwrap_err();
-    assert!(error.is_worker_died(), "{error:?}");
+    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error:?}");
     assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(libc::SIGKILL)));
-    assert_eq!(error.worker_info().unwrap().pid, arrival.pid);
+    let dead = error.worker_info().unwrap();
+    assert_eq!(dead.pid, arrival.pid);
+    assert_eq!(
+        before.get(dead.index),
+        Some(&dead.pid),
+        "the slot it was in"
+    );
     drop(arrival);
     assert_eq!(pool.map(square, 1..=10).unwrap()[9], 100);
-    assert!(
-        !pool
-            .worker_pids()
-            .contains(&error.worker_info().unwrap().pid)
-    );
+    wait_for("the dead worker is replaced", || {
+        let pids = pool.worker_pids();
+        pids.len() == 2 && !pids.contains(&dead.pid)
+    });
+    let after = pool.worker_pids();
+    assert_eq!(after[1 - dead.index], before[1 - dead.index], "{after:?}");
     finish(pool);
 }
 
@@ -184,7 +203,7 @@ fn one_crash_in_a_map_of_a_thousand() {
                     ok += 1;
                 }
                 Err(error) => {
-                    assert!(error.is_worker_died(), "{x}: {error}");
+                    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{x}: {error}");
                     assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(libc::SIGABRT)));
                     died.push(x);
                 }
@@ -192,7 +211,9 @@ fn one_crash_in_a_map_of_a_thousand() {
         }
         assert_eq!((ok, died), (999, vec![500]), "{options:?}");
         let error = pool.map_with(crash_one, 0..1000u64, options).unwrap_err();
-        assert!(error.is_worker_died(), "{options:?}: {error}");
+        assert_eq!(error.kind(), ErrorKind::WorkerDied, "{options:?}: {error}");
+        assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(libc::SIGABRT)));
+        assert_eq!(error.task_name(), Some("it::failures::crash_one"));
     }
     finish(pool);
 }
@@ -261,7 +282,7 @@ fn a_failing_initializer_fails_build() {
     let cause = error
         .initializer_error()
         .expect("the initializer is blamed");
-    assert!(cause.is_panic());
+    assert_eq!(cause.kind(), ErrorKind::Panicked, "{cause}");
     assert_eq!(cause.panic_message(), Some("the initializer refuses"));
     assert!(
         error.to_string().contains("the initializer refuses"),
@@ -323,16 +344,16 @@ fn a_worker_dies_while_a_child_it_forked_holds_its_socket() {
     let _serial = serial();
     let pool = pool(1);
     let path = std::env::temp_dir().join(format!("procpool-forked-{}", std::process::id()));
-    let error = pool
-        .apply(fork_then_abort, (path.to_string_lossy().into_owned(),))
-        .unwrap_err();
-    assert!(error.is_worker_died(), "{error}");
-    assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(libc::SIGABRT)));
+    let outcome = pool.apply(fork_then_abort, (path.to_string_lossy().into_owned(),));
+    // The orphan first, so that a failing assertion below leaves no process behind.
     let orphan: i32 = std::fs::read_to_string(&path).unwrap().parse().unwrap();
     let _ = std::fs::remove_file(&path);
     // SAFETY: kill has no memory effects; the orphan waits in pause() until killed, so its
     // pid is still its own.
     assert_eq!(unsafe { libc::kill(orphan, libc::SIGKILL) }, 0);
+    let error = outcome.unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+    assert_eq!(error.worker_exit(), Some(WorkerExit::Signal(libc::SIGABRT)));
     assert_eq!(
         pool.apply(square, (4,)).unwrap(),
         16,
