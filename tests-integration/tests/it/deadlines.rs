@@ -199,10 +199,10 @@ fn zero_timeouts_are_refused() {
         .map_with(square, 0..3, MapOptions::new().timeout(Duration::ZERO))
         .unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidInput);
-    assert!(
-        pool.imap_with(square, 0..3, MapOptions::new().timeout(Duration::ZERO))
-            .is_err()
-    );
+    let error = pool
+        .imap_with(square, 0..3, MapOptions::new().timeout(Duration::ZERO))
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::InvalidInput);
     finish(pool);
 }
 

@@ -206,7 +206,8 @@ fn initializer_fails_in_replacements(fault: InitFault, mode: Mode) {
     // Later submissions say the same at once.
     let again = pool.apply(square, (2,)).unwrap_err();
     assert_eq!(again.kind(), ErrorKind::PoolBroken);
-    assert!(pool.imap(square, 0..1).is_err());
+    let error = pool.imap(square, 0..1).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::PoolBroken);
     let _ = std::fs::remove_file(&marker);
     finish(pool);
 }
