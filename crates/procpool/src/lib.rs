@@ -51,6 +51,18 @@
 //!
 //! Arguments and results travel encoded with `bincode`.
 //!
+//! # Async, cancel
+//!
+//! [`AsyncResult`] and [`MapResult`] can be awaited ([`std::future::IntoFuture`]),
+//! and [`Imap`] is a [`futures_core::Stream`]: a delivery wakes the task that awaits it, under
+//! any executor; procpool has no async runtime of its own. `examples/async.rs` awaits a crawl
+//! with `tokio::join!` and `tokio::select!`.
+//!
+//! [`AsyncResult::cancel`], [`MapResult::cancel`] and [`Imap::cancel`] end the calls whose
+//! results are not in yet with [`ErrorKind::Cancelled`]: a queued call is removed, a running
+//! one has its worker killed and replaced. Dropping an awaited future before it is ready
+//! cancels its calls ([`Awaited`]); dropping a handle itself does not.
+//!
 //! # Bulk bytes
 //!
 //! Arguments and results are copied through the worker's socket, which costs about as much
@@ -112,6 +124,8 @@
 //!   foreground job (Ctrl-C's SIGINT, Ctrl-\\'s SIGQUIT, Ctrl-Z's SIGTSTP) reach the program
 //!   and not its running tasks. The program decides: if it exits, its workers are killed
 //!   with it (they die with their parent); if it handles the signal, its tasks go on.
+//!   Workers ignore SIGTTOU and SIGTTIN, which would otherwise stop a task that uses the
+//!   terminal from the background: its writes go through, its reads fail (EIO).
 //! - A pool belongs to the process that built it. In a child made by `fork` afterwards,
 //!   every method of the pool and of its result handles returns
 //!   [`ErrorKind::OtherProcess`] at once and touches nothing of the parent's; dropping the
