@@ -117,6 +117,12 @@ impl Backend {
         }
     }
 
+    pub(crate) fn join_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        match self {
+            Backend::Local(local) => local.join_timeout(timeout),
+        }
+    }
+
     pub(crate) fn terminate(&self) {
         match self {
             Backend::Local(local) => local.terminate(),

@@ -951,6 +951,18 @@ impl Pool {
         self.backend.join()
     }
 
+    /// [`join`](Pool::join), giving up after `timeout`: `Ok(true)` once every worker has
+    /// exited and been reaped, `Ok(false)` if the timeout passed first (the pool goes on
+    /// winding down; call again to wait more).
+    ///
+    /// # Errors
+    ///
+    /// As for `join`.
+    pub fn join_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        self.check_process()?;
+        self.backend.join_timeout(timeout)
+    }
+
     /// Stops the workers now and ends every unfinished result with
     /// [`ErrorKind::Terminated`]. Workers are asked to stop (SIGTERM) and given 200 ms to
     /// exit; those still running then are killed (SIGKILL). Returns once every worker is

@@ -189,3 +189,34 @@ fn join_does_not_wait_forever_for_a_stopped_worker() {
     pool.join().unwrap();
     assert_no_children();
 }
+
+#[test]
+fn join_with_a_timeout_says_whether_the_pool_is_done() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(1).build().unwrap();
+    let error = pool
+        .join_timeout(std::time::Duration::from_millis(1))
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::StillRunning);
+    let rendezvous = Rendezvous::new();
+    let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let arrival = rendezvous.arrive();
+    pool.close();
+    // The call holds its worker: the pool cannot be done.
+    assert!(
+        !pool
+            .join_timeout(std::time::Duration::from_millis(50))
+            .unwrap()
+    );
+    arrival.release(3);
+    assert!(
+        pool.join_timeout(std::time::Duration::from_secs(60))
+            .unwrap()
+    );
+    assert_eq!(held.get().unwrap(), 3);
+    assert!(
+        pool.join_timeout(std::time::Duration::ZERO).unwrap(),
+        "joined stays joined"
+    );
+    assert_no_children();
+}

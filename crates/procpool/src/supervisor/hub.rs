@@ -5,7 +5,7 @@ use std::collections::VecDeque;
 use std::io::Write;
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
-use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::sync::{Arc, Condvar, Mutex, MutexGuard, OnceLock};
 use std::time::Duration;
 
 use super::conn::{Cause, Worker};
@@ -33,6 +33,9 @@ pub(crate) struct Hub {
     pub(super) wake_pending: AtomicBool,
     pub(super) next_job: AtomicU64,
     pub(crate) counters: Arc<Counters>,
+    /// Set once the supervisor has finished: `join` with a timeout waits for it.
+    pub(crate) finished: Mutex<bool>,
+    pub(crate) finished_changed: Condvar,
     /// Set by a cancel: the supervisor then looks for cancelled calls to end.
     pub(crate) cancels: AtomicBool,
     /// Set by `close`: borrowers then look whether a worker they hold has been stopped.
@@ -164,6 +167,22 @@ impl Hub {
         drop(state);
         self.wake();
         Ok(())
+    }
+
+    /// Records that the supervisor has settled every job and reaped every worker.
+    pub(crate) fn mark_finished(&self) {
+        *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
+        self.finished_changed.notify_all();
+    }
+
+    /// Waits until the supervisor has finished, or `timeout` has passed; says which.
+    pub(crate) fn wait_finished(&self, timeout: Duration) -> bool {
+        let finished = self.finished.lock().unwrap_or_else(|e| e.into_inner());
+        let (finished, _) = self
+            .finished_changed
+            .wait_timeout_while(finished, timeout, |finished| !*finished)
+            .unwrap_or_else(|e| e.into_inner());
+        *finished
     }
 
     /// Notes that calls were cancelled, for the supervisor to end them.

@@ -114,6 +114,8 @@ pub(crate) fn launch(
         closed_rx,
         closed_tx,
         cancels: AtomicBool::new(false),
+        finished: Mutex::new(false),
+        finished_changed: std::sync::Condvar::new(),
         task_timeout: config.task_timeout,
         max_tasks_per_child: config.max_tasks_per_child,
         cpus: OnceLock::new(),
@@ -264,6 +266,21 @@ impl Local {
             let _ = handle.join();
         }
         Ok(())
+    }
+
+    /// [`Local::join`], giving up after `timeout`: true once joined.
+    pub(crate) fn join_timeout(&self, timeout: Duration) -> Result<bool, Error> {
+        if let Phase::Running = self.hub.lock().phase {
+            return Err(Error::new(
+                ErrorKind::StillRunning,
+                "join called on a running pool: call close or terminate first",
+            ));
+        }
+        if !self.hub.wait_finished(timeout) {
+            return Ok(false);
+        }
+        // The supervisor has finished its work: joining its thread takes no time.
+        self.join().map(|()| true)
     }
 
     pub(crate) fn terminate(&self) {

@@ -377,6 +377,7 @@ impl Supervisor {
             *pid = None;
         }
         self.finished = true;
+        self.shared.mark_finished();
     }
 }
 
