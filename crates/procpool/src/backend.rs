@@ -52,10 +52,10 @@ impl Backend {
         }
     }
 
-    /// Makes `sink` tell this backend when its calls are cancelled.
-    pub(crate) fn watch_cancel(&self, sink: &Collector) {
+    /// Links `sink` to this backend: its cancels reach it, and its callbacks run there.
+    pub(crate) fn link(&self, sink: &Collector) {
         match self {
-            Backend::Local(local) => sink.on_cancel(local.canceller()),
+            Backend::Local(local) => sink.link(local.link()),
         }
     }
 

@@ -489,7 +489,7 @@ impl Pool {
         let _ = f;
         let (job, collector, name) = self.apply_job::<F, Args>(args, options)?;
         self.backend.submit([job])?;
-        self.backend.watch_cancel(&collector);
+        self.backend.link(&collector);
         Ok(AsyncResult::new(collector, name))
     }
 
@@ -806,7 +806,7 @@ impl Pool {
     {
         let jobs = self.map_jobs::<F, Args, T>(items, options, encode)?;
         self.backend.submit(jobs.jobs)?;
-        self.backend.watch_cancel(&jobs.collector);
+        self.backend.link(&jobs.collector);
         Ok(MapResult::new(jobs.collector, jobs.len, jobs.task))
     }
 
@@ -921,7 +921,7 @@ impl Pool {
             encode,
         };
         let imap = Imap::new(Box::new(feed), ordered, window, entry.name);
-        self.backend.watch_cancel(imap.collector());
+        self.backend.link(imap.collector());
         Ok(imap)
     }
 

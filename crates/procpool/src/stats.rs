@@ -36,6 +36,9 @@ pub struct Stats {
     pub in_flight: u64,
     /// Worker processes started, replacements included.
     pub worker_starts: u64,
+    /// Callbacks ([`AsyncResult::on_ready`](crate::AsyncResult::on_ready) and the like) that
+    /// panicked; the callbacks after them ran as usual.
+    pub callback_panics: u64,
     /// Workers that ended without being told to: crashed, exited, killed from outside, killed
     /// for a timeout or a protocol error, or died before they were ready. Workers that the
     /// pool retires (`max_tasks_per_child`, `close`, `terminate`) are not counted.
@@ -55,6 +58,7 @@ pub(crate) struct Counters {
     other: AtomicU64,
     worker_starts: AtomicU64,
     worker_deaths: AtomicU64,
+    callback_panics: AtomicU64,
 }
 
 impl Counters {
@@ -82,6 +86,10 @@ impl Counters {
 
     pub(crate) fn worker_started(&self) {
         self.worker_starts.fetch_add(1, Ordering::SeqCst);
+    }
+
+    pub(crate) fn callback_panicked(&self) {
+        self.callback_panics.fetch_add(1, Ordering::SeqCst);
     }
 
     pub(crate) fn worker_died(&self) {
@@ -113,6 +121,7 @@ impl Counters {
             in_flight: submitted.saturating_sub(done),
             worker_starts: load(&self.worker_starts),
             worker_deaths: load(&self.worker_deaths),
+            callback_panics: load(&self.callback_panics),
         }
     }
 }

@@ -4,6 +4,7 @@
 mod accounting;
 mod basic;
 mod borrowed;
+mod callbacks;
 mod cancel;
 mod crash_matrix;
 mod deadlines;

@@ -11,20 +11,77 @@ use crate::error::Error;
 
 use super::*;
 
+/// Code to run on the pool's callback thread.
+pub(crate) type Callback = Box<dyn FnOnce() + Send>;
+
+/// What ties a collector to its pool.
+pub(crate) struct Link {
+    /// Tells the pool of a cancel, so that it looks for the calls to end.
+    pub(crate) cancel: Arc<dyn Fn() + Send + Sync>,
+    /// Where the pool runs callbacks.
+    pub(crate) callbacks: Arc<Callbacks>,
+}
+
+/// A pool's callback thread, started with its first callback: it runs them one at a time,
+/// in the order their results completed, off every caller's thread and off the
+/// supervisor's. A callback that panics is counted ([`Stats::callback_panics`]) and the
+/// next one runs. The thread ends once the pool and every handle linked to it are gone.
+///
+/// [`Stats::callback_panics`]: crate::Stats::callback_panics
+pub(crate) struct Callbacks {
+    sender: OnceLock<std::sync::mpsc::Sender<Callback>>,
+    counters: Arc<crate::stats::Counters>,
+}
+
+impl Callbacks {
+    pub(crate) fn new(counters: Arc<crate::stats::Counters>) -> Callbacks {
+        Callbacks {
+            sender: OnceLock::new(),
+            counters,
+        }
+    }
+
+    fn send(&self, callback: Callback) {
+        let sender = self.sender.get_or_init(|| {
+            let (sender, receiver) = std::sync::mpsc::channel::<Callback>();
+            let counters = Arc::clone(&self.counters);
+            let started = std::thread::Builder::new()
+                .name("procpool-callbacks".into())
+                .spawn(move || {
+                    for callback in receiver {
+                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback));
+                        if ran.is_err() {
+                            counters.callback_panicked();
+                        }
+                    }
+                });
+            // Without a thread the channel has no reader; `send` below then runs callbacks
+            // where they complete.
+            drop(started);
+            sender
+        });
+        if let Err(std::sync::mpsc::SendError(callback)) = sender.send(callback)
+            && std::panic::catch_unwind(std::panic::AssertUnwindSafe(callback)).is_err()
+        {
+            self.counters.callback_panicked();
+        }
+    }
+}
+
 /// Where the results of one submission land, one batch per job, in any order.
 pub(crate) struct Collector {
     pub(super) state: Mutex<Batches>,
     pub(super) changed: Condvar,
     /// Set by a cancel: deliveries from then on end their calls as cancelled.
     cancelled: AtomicBool,
-    /// Tells the pool that a cancel happened, so that it looks for the calls to end.
-    on_cancel: OnceLock<Arc<dyn Fn() + Send + Sync>>,
+    /// The pool's side of this collector: how a cancel reaches it, and where callbacks run.
+    link: OnceLock<Link>,
     /// The process's fork generation when the collector was made: in a child forked since,
     /// nothing will ever deliver to it (and its lock may have been held at the fork).
     generation: u64,
 }
 
-#[derive(Debug, Default)]
+#[derive(Default)]
 pub(super) struct Batches {
     /// In the order they arrived; an [`Imap`] drops each once it has taken all of its calls.
     pub(super) batches: VecDeque<Batch>,
@@ -35,6 +92,8 @@ pub(super) struct Batches {
     pub(super) waiters: usize,
     /// Tasks awaiting a delivery: each delivery wakes them all, once.
     pub(super) wakers: Vec<Waker>,
+    /// A callback to run once this many calls are in.
+    pub(super) callback: Option<(usize, Callback)>,
 }
 
 impl std::fmt::Debug for Collector {
@@ -52,22 +111,43 @@ impl Collector {
             changed: Condvar::new(),
             generation: crate::sys::fork_generation(),
             cancelled: AtomicBool::new(false),
-            on_cancel: OnceLock::new(),
+            link: OnceLock::new(),
         })
     }
 
-    /// Sets what tells the pool of a cancel.
-    pub(crate) fn on_cancel(&self, notify: Arc<dyn Fn() + Send + Sync>) {
-        let _ = self.on_cancel.set(notify);
+    /// Links the collector to its pool: cancels and callbacks go there.
+    pub(crate) fn link(&self, link: Link) {
+        let _ = self.link.set(link);
+    }
+
+    /// Runs `callback` on the pool's callback thread once `count` calls are in (at once if
+    /// they are), after the callbacks of the submissions that completed before. One callback
+    /// a collector; a second replaces the first if the first has not run.
+    pub(crate) fn when_filled(&self, count: usize, callback: Callback) {
+        let mut state = self.lock();
+        if state.filled >= count {
+            drop(state);
+            self.run_callback(callback);
+        } else {
+            state.callback = Some((count, callback));
+        }
+    }
+
+    fn run_callback(&self, callback: Callback) {
+        match self.link.get() {
+            Some(link) => link.callbacks.send(callback),
+            // Not linked to a pool (a collector of the caller's own): run it here.
+            None => callback(),
+        }
     }
 
     /// Cancels every call of this submission not yet delivered; the pool removes those
     /// queued and kills the workers running them.
     pub(crate) fn cancel(&self) {
         if !self.cancelled.swap(true, Ordering::SeqCst)
-            && let Some(notify) = self.on_cancel.get()
+            && let Some(link) = self.link.get()
         {
-            notify();
+            (link.cancel)();
         }
     }
 
@@ -96,7 +176,17 @@ impl Collector {
         state.batches.push_back(batch);
         let waiters = state.waiters;
         let wakers = std::mem::take(&mut state.wakers);
+        let callback = match state.callback.take() {
+            Some((count, callback)) if state.filled >= count => Some(callback),
+            waiting => {
+                state.callback = waiting;
+                None
+            }
+        };
         drop(state);
+        if let Some(callback) = callback {
+            self.run_callback(callback);
+        }
         if waiters > 0 {
             self.changed.notify_all();
         }

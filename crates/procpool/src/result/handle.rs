@@ -113,6 +113,24 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     }
 }
 
+impl<R: DeserializeOwned + 'static> AsyncResult<R> {
+    /// Runs `callback` with the result once it is in (at once if it is), on the pool's
+    /// callback thread: never on the caller's thread, one callback at a time, in the order
+    /// the results came. It is Python's `callback` and `error_callback` in one: it gets
+    /// `Ok` or the call's error. A callback that panics is counted in
+    /// [`Stats::callback_panics`](crate::Stats::callback_panics) and the next one runs.
+    /// A handle takes one callback; a second replaces the first if that has not run. In a
+    /// forked child it does nothing.
+    pub fn on_ready(&self, callback: impl FnOnce(Result<R, Error>) + Send + 'static) {
+        if self.collector.check_process("result").is_err() {
+            return;
+        }
+        let handle = AsyncResult::<R>::new(Arc::clone(&self.collector), self.task);
+        self.collector
+            .when_filled(1, Box::new(move || callback(handle.get())));
+    }
+}
+
 /// The pending results of [`Pool::map_async`](crate::Pool::map_async) and
 /// [`Pool::starmap_async`](crate::Pool::starmap_async), in input order.
 ///
@@ -203,6 +221,19 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// Whether every call succeeded: `None` while some still run.
     pub fn successful(&self) -> Option<bool> {
         self.ready().then(|| self.collector.all_ok())
+    }
+}
+
+impl<R: DeserializeOwned + 'static> MapResult<R> {
+    /// Runs `callback` with the results once every call is in, as
+    /// [`AsyncResult::on_ready`] does.
+    pub fn on_ready(&self, callback: impl FnOnce(Result<Vec<R>, Error>) + Send + 'static) {
+        if self.collector.check_process("result").is_err() {
+            return;
+        }
+        let handle = MapResult::<R>::new(Arc::clone(&self.collector), self.len, self.task);
+        self.collector
+            .when_filled(self.len, Box::new(move || callback(handle.get())));
     }
 }
 

@@ -20,7 +20,7 @@ use collector::*;
 
 pub(crate) use assembly::Assembly;
 pub(crate) use batch::Batch;
-pub(crate) use collector::Collector;
+pub(crate) use collector::{Callbacks, Collector, Link};
 pub use handle::{AsyncResult, Awaited, Cancel, MapResult};
 pub use imap::Imap;
 pub(crate) use imap::{Fed, Feed};

@@ -28,6 +28,7 @@ use std::time::Duration;
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::job::Job;
 use crate::registry;
+use crate::result::{Callbacks, Link};
 use crate::start::StartMethod;
 use crate::stats::Stats;
 
@@ -149,6 +150,8 @@ pub(crate) struct Local {
     hub: Arc<Hub>,
     /// Handed to every result handle, so that its cancel reaches the supervisor.
     canceller: Arc<dyn Fn() + Send + Sync>,
+    /// The pool's callback thread, shared by every handle.
+    callbacks: Arc<Callbacks>,
     /// The supervisor thread, until it is joined.
     thread: Arc<Mutex<Option<JoinHandle<()>>>>,
 }
@@ -176,9 +179,11 @@ impl Local {
                         hub.note_cancel();
                     }
                 });
+                let callbacks = Arc::new(Callbacks::new(Arc::clone(&hub.counters)));
                 Ok(Local {
                     hub,
                     canceller,
+                    callbacks,
                     thread: Arc::new(Mutex::new(Some(handle))),
                 })
             }
@@ -199,9 +204,12 @@ impl Local {
         &self.hub
     }
 
-    /// What a cancelled submission calls to tell this pool.
-    pub(crate) fn canceller(&self) -> Arc<dyn Fn() + Send + Sync> {
-        Arc::clone(&self.canceller)
+    /// What ties a result handle to this pool: its cancels and its callbacks.
+    pub(crate) fn link(&self) -> Link {
+        Link {
+            cancel: Arc::clone(&self.canceller),
+            callbacks: Arc::clone(&self.callbacks),
+        }
     }
 
     /// Runs `jobs` from this thread on `workers` borrowed workers if that many are idle, else
