@@ -184,9 +184,13 @@ fn join_does_not_wait_forever_for_a_stopped_worker() {
     let stopped = pool.worker_pids()[0];
     // SAFETY: kill has no memory effects; the worker is alive and unreaped (the pool runs).
     assert_eq!(unsafe { libc::kill(stopped as i32, libc::SIGSTOP) }, 0);
-    // The stopped worker never reads its SHUTDOWN: after a grace period it is killed.
+    // The stopped worker never reads its SHUTDOWN: after a grace period (5 s) it is killed.
+    // 30 s is a generous bound that a much longer grace would break.
+    let started = std::time::Instant::now();
     pool.close();
     pool.join().unwrap();
+    let took = started.elapsed();
+    assert!(took < std::time::Duration::from_secs(30), "join took {took:?}");
     assert_no_children();
 }
 
