@@ -190,7 +190,10 @@ fn join_does_not_wait_forever_for_a_stopped_worker() {
     pool.close();
     pool.join().unwrap();
     let took = started.elapsed();
-    assert!(took < std::time::Duration::from_secs(30), "join took {took:?}");
+    assert!(
+        took < std::time::Duration::from_secs(30),
+        "join took {took:?}"
+    );
     assert_no_children();
 }
 
