@@ -236,13 +236,7 @@ impl Error {
 
     /// The caller's input iterator panicked, with `payload`, when asked for item `index`.
     pub(crate) fn input_panicked(task: &str, index: usize, payload: &(dyn Any + Send)) -> Error {
-        let message = if let Some(s) = payload.downcast_ref::<&str>() {
-            (*s).to_owned()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "(a panic payload that is not a string)".to_owned()
-        };
+        let message = panic_message(payload);
         Error::new(
             ErrorKind::InputPanicked,
             format!("the input iterator panicked when asked for item {index}: {message}"),
@@ -587,6 +581,17 @@ impl std::error::Error for BuildError {
     }
 }
 
+/// A panic's message: its payload when that is a string.
+fn panic_message(payload: &(dyn Any + Send)) -> String {
+    if let Some(s) = payload.downcast_ref::<&str>() {
+        (*s).to_owned()
+    } else if let Some(s) = payload.downcast_ref::<String>() {
+        s.clone()
+    } else {
+        "(a panic payload that is not a string)".to_owned()
+    }
+}
+
 /// A task's failure as a worker reports it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum TaskFailure {
@@ -611,13 +616,7 @@ impl TaskFailure {
         payload: Box<dyn Any + Send>,
         location: Option<String>,
     ) -> TaskFailure {
-        let message = if let Some(s) = payload.downcast_ref::<&str>() {
-            (*s).to_owned()
-        } else if let Some(s) = payload.downcast_ref::<String>() {
-            s.clone()
-        } else {
-            "(a panic payload that is not a string)".to_owned()
-        };
+        let message = panic_message(payload.as_ref());
         TaskFailure::Panic { message, location }
     }
 }

@@ -24,10 +24,10 @@ use std::time::{Duration, Instant, SystemTime};
 use procpool::{
     ApplyOptions, AsyncResult, Error, ErrorKind, MapOptions, Pool, SharedBytes, WorkerExit,
 };
-use serde::{Deserialize, Deserializer, Serialize, Serializer};
+use serde::{Deserialize, Serialize};
 use tests_integration::{children, serial};
 
-use crate::tasks::Unencodable;
+use crate::tasks::{Undecodable, Unencodable};
 
 /// How long any one call, round or `join` may take before the soak fails.
 const BOUND: Duration = Duration::from_secs(60);
@@ -96,22 +96,6 @@ enum Reply {
     Value(u64),
     Echo(u64, SharedBytes),
     Bad(Unencodable),
-}
-
-/// Encodes fine; refuses to decode.
-#[derive(Debug, Clone)]
-struct Undecodable;
-
-impl Serialize for Undecodable {
-    fn serialize<S: Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
-        serializer.serialize_u8(0)
-    }
-}
-
-impl<'de> Deserialize<'de> for Undecodable {
-    fn deserialize<D: Deserializer<'de>>(_: D) -> Result<Self, D::Error> {
-        Err(serde::de::Error::custom("this value refuses to be decoded"))
-    }
 }
 
 /// A panic payload whose drop panics too, which aborts the worker.
