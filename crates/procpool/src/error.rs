@@ -131,6 +131,7 @@ struct Inner {
     exit: Option<WorkerExit>,
     message: String,
     location: Option<String>,
+    backtrace: Option<String>,
     timeout: Option<Duration>,
     retried: u32,
     /// Why the pool killed the worker, when it did (not for a timeout, which says so).
@@ -147,6 +148,7 @@ impl Error {
                 exit: None,
                 message: message.into(),
                 location: None,
+                backtrace: None,
                 timeout: None,
                 retried: 0,
                 killed_by_pool: None,
@@ -162,6 +164,7 @@ impl Error {
             exit: shared.exit,
             message: shared.message.clone(),
             location: shared.location.clone(),
+            backtrace: shared.backtrace.clone(),
             timeout: shared.timeout,
             retried: shared.retried,
             killed_by_pool: shared.killed_by_pool.clone(),
@@ -286,9 +289,14 @@ impl Error {
     /// Turns what a worker reported into the caller's error.
     pub(crate) fn from_failure(failure: TaskFailure, task: &str, worker: WorkerInfo) -> Error {
         let error = match failure {
-            TaskFailure::Panic { message, location } => {
-                Error::new(ErrorKind::Panicked, message).with(|inner| inner.location = location)
-            }
+            TaskFailure::Panic {
+                message,
+                location,
+                backtrace,
+            } => Error::new(ErrorKind::Panicked, message).with(|inner| {
+                inner.location = location;
+                inner.backtrace = backtrace;
+            }),
             TaskFailure::ArgsDecode(detail) => Error::new(
                 ErrorKind::Codec,
                 format!("cannot decode the arguments in the worker: {detail}"),
@@ -328,6 +336,14 @@ impl Error {
     /// Where the task panicked (`file:line:column`), if it panicked and the worker knew.
     pub fn panic_location(&self) -> Option<&str> {
         self.inner.location.as_deref()
+    }
+
+    /// The worker's backtrace of the panic, for [`ErrorKind::Panicked`], when the program
+    /// asked for backtraces (`RUST_BACKTRACE=1`, or `RUST_LIB_BACKTRACE`, which workers
+    /// inherit). The alternate form of `Display` (`{:#}`) shows it after the message, as
+    /// Python shows a remote traceback.
+    pub fn panic_backtrace(&self) -> Option<&str> {
+        self.inner.backtrace.as_deref()
     }
 
     /// The registered name of the task, where the error belongs to one.
@@ -433,7 +449,13 @@ impl fmt::Display for Error {
                 if let Some(worker) = inner.worker {
                     write!(f, " in {worker}")?;
                 }
-                write!(f, ": {}", inner.message)
+                write!(f, ": {}", inner.message)?;
+                match &inner.backtrace {
+                    Some(backtrace) if f.alternate() => {
+                        write!(f, "\n\nbacktrace in the worker:\n{backtrace}")
+                    }
+                    _ => Ok(()),
+                }
             }
             _ => {
                 if inner.task.is_some() {
@@ -601,6 +623,8 @@ pub enum TaskFailure {
         message: String,
         /// `file:line:column`, as the worker's panic hook saw it.
         location: Option<String>,
+        /// The worker's backtrace, when the program asked for backtraces (`RUST_BACKTRACE`).
+        backtrace: Option<String>,
     },
     /// The arguments did not decode in the worker.
     ArgsDecode(String),
@@ -615,9 +639,14 @@ impl TaskFailure {
     pub(crate) fn from_panic(
         payload: Box<dyn Any + Send>,
         location: Option<String>,
+        backtrace: Option<String>,
     ) -> TaskFailure {
         let message = panic_message(payload.as_ref());
-        TaskFailure::Panic { message, location }
+        TaskFailure::Panic {
+            message,
+            location,
+            backtrace,
+        }
     }
 }
 
@@ -680,8 +709,18 @@ mod tests {
         let failure = TaskFailure::Panic {
             message: "boom".into(),
             location: Some("src/a.rs:1:2".into()),
+            backtrace: Some("   0: a::b\n".into()),
         };
         let error = Error::from_failure(failure, "t", WorkerInfo { index: 0, pid: 1 });
+        assert_eq!(error.panic_backtrace(), Some("   0: a::b\n"));
+        assert!(
+            format!("{error:#}").ends_with("\n\nbacktrace in the worker:\n   0: a::b\n"),
+            "{error:#}"
+        );
+        assert!(
+            !error.to_string().contains("backtrace"),
+            "only the alternate form shows it"
+        );
         assert_eq!(
             error.to_string(),
             "task `t` panicked at src/a.rs:1:2 in worker 0 (pid 1): boom"

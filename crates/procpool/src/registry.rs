@@ -126,6 +126,7 @@ where
 
 thread_local! {
     static PANIC_LOCATION: RefCell<Option<String>> = const { RefCell::new(None) };
+    static PANIC_BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
 /// Makes every panic in this process record where it was raised, for the [`TaskFailure`]
@@ -136,6 +137,12 @@ pub(crate) fn record_panic_locations() {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
+        // Captured only when the program asked for backtraces (RUST_BACKTRACE or
+        // RUST_LIB_BACKTRACE, which a worker inherits); otherwise this costs nothing.
+        let backtrace = std::backtrace::Backtrace::capture();
+        let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
+            .then(|| backtrace.to_string());
+        PANIC_BACKTRACE.with(|slot| *slot.borrow_mut() = backtrace);
     }));
 }
 
@@ -151,9 +158,11 @@ fn take_panic_location() -> Option<String> {
 pub(crate) fn run(entry: &TaskEntry, calls: &mut Calls<'_>) {
     // The call that panicked has taken its input: the next round starts after it.
     while let Err(payload) = catch_unwind(AssertUnwindSafe(|| (entry.call)(calls))) {
-        calls
-            .results
-            .push_panicked(TaskFailure::from_panic(payload, take_panic_location()));
+        calls.results.push_panicked(TaskFailure::from_panic(
+            payload,
+            take_panic_location(),
+            PANIC_BACKTRACE.with(|slot| slot.borrow_mut().take()),
+        ));
     }
 }
 

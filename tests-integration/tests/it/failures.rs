@@ -361,3 +361,29 @@ fn a_worker_dies_while_a_child_it_forked_holds_its_socket() {
     );
     finish(pool);
 }
+
+#[test]
+fn a_panic_carries_the_workers_backtrace_when_the_program_asks_for_one() {
+    let _serial = serial();
+    let run = |backtrace: Option<&str>| {
+        let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_panic_backtrace"));
+        command
+            .env_remove("RUST_BACKTRACE")
+            .env_remove("RUST_LIB_BACKTRACE");
+        if let Some(value) = backtrace {
+            command.env("RUST_BACKTRACE", value);
+        }
+        let output = command.output().expect("the program runs");
+        assert!(output.status.success(), "{output:?}");
+        String::from_utf8(output.stdout).unwrap()
+    };
+    let with = run(Some("1"));
+    assert!(with.contains("kind: Panicked\n"), "{with}");
+    assert!(with.contains("has backtrace: true\n"), "{with}");
+    assert!(with.contains("backtrace in the worker:"), "{with}");
+    assert!(with.contains("deep_panic"), "the worker's frames: {with}");
+    let without = run(None);
+    assert!(without.contains("has backtrace: false\n"), "{without}");
+    assert!(!without.contains("backtrace in the worker:"), "{without}");
+    assert_no_children();
+}

@@ -136,12 +136,21 @@ impl FrameWriter {
 
     pub(super) fn failure(&mut self, failure: &TaskFailure) -> &mut Self {
         match failure {
-            TaskFailure::Panic { message, location } => {
+            TaskFailure::Panic {
+                message,
+                location,
+                backtrace,
+            } => {
                 self.u8(0).str(message);
-                match location {
-                    Some(location) => self.u8(1).str(location),
-                    None => self.u8(0),
+                let flags = u8::from(location.is_some()) | u8::from(backtrace.is_some()) << 1;
+                self.u8(flags);
+                if let Some(location) = location {
+                    self.str(location);
                 }
+                if let Some(backtrace) = backtrace {
+                    self.str(backtrace);
+                }
+                self
             }
             TaskFailure::ArgsDecode(detail) => self.u8(1).str(detail),
             TaskFailure::ResultEncode(detail) => self.u8(2).str(detail),

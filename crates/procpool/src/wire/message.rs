@@ -118,11 +118,20 @@ impl<'a> Cursor<'a> {
         Ok(match self.u8()? {
             0 => {
                 let message = self.str()?.to_owned();
-                let location = match self.u8()? {
+                let flags = self.u8()?;
+                let location = match flags & 1 {
                     0 => None,
                     _ => Some(self.str()?.to_owned()),
                 };
-                TaskFailure::Panic { message, location }
+                let backtrace = match flags & 2 {
+                    0 => None,
+                    _ => Some(self.str()?.to_owned()),
+                };
+                TaskFailure::Panic {
+                    message,
+                    location,
+                    backtrace,
+                }
             }
             1 => TaskFailure::ArgsDecode(self.str()?.to_owned()),
             2 => TaskFailure::ResultEncode(self.str()?.to_owned()),

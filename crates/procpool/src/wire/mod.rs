@@ -258,6 +258,7 @@ mod tests {
         let failure = TaskFailure::Panic {
             message: "boom".into(),
             location: Some("a.rs:1:1".into()),
+            backtrace: Some("   0: main\n".into()),
         };
         results.push(|buf, _| {
             buf.push(9);
@@ -373,6 +374,7 @@ mod tests {
             results.push_panicked(TaskFailure::Panic {
                 message: "x".repeat(500),
                 location: None,
+                backtrace: None,
             });
         }
         let frame = results.finish().0;
@@ -852,7 +854,7 @@ mod tests {
                 if ok {
                     results.push(|buf, _| { buf.resize(buf.len() + len, 3); Ok(()) });
                 } else {
-                    results.push_panicked(TaskFailure::Panic { message: "p".repeat(len), location: None });
+                    results.push_panicked(TaskFailure::Panic { message: "p".repeat(len), location: None, backtrace: None });
                 }
             }
             let frame = results.finish().0;
