@@ -160,6 +160,13 @@
 //!   to another process, makes the next ones sleep at once, for longer each time (up to
 //!   1,024 waits).
 //!
+//! # Features
+//!
+//! - `tracing`: a span for each blocking call (its task, its outcome and, where known, the
+//!   worker that ran it) and events for workers started, ready, recycled and dead, for the
+//!   program's `tracing` subscriber. The library never prints.
+//! - `test-hooks`: hooks for procpool's own tests; not a public API.
+//!
 //! # Platforms
 //!
 //! Linux only, for now.
@@ -183,6 +190,7 @@ mod start;
 mod stats;
 mod supervisor;
 mod sys;
+mod trace;
 mod watch;
 mod wire;
 mod worker;

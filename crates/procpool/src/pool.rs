@@ -20,6 +20,7 @@ use crate::start::StartMethod;
 use crate::stats::Stats;
 use crate::supervisor::{Config, DEPTH};
 use crate::sys;
+use crate::trace::CallSpan;
 use crate::wire::{MAX_FDS, MAX_FRAME, Oversized, RunFrame};
 use crate::worker;
 
@@ -465,10 +466,14 @@ impl Pool {
     {
         let _ = f;
         let (job, collector, name) = self.apply_job::<F, Args>(args, options)?;
+        let span = CallSpan::enter("apply", name);
         // A blocking call runs on an idle worker from this thread when there is one.
-        self.backend
-            .run_blocking(VecDeque::from([job]), 1, &mut || false)?;
-        AsyncResult::<F::Output>::new(collector, name).get()
+        let outcome = self
+            .backend
+            .run_blocking(VecDeque::from([job]), 1, &mut || false)
+            .and_then(|()| AsyncResult::<F::Output>::new(collector, name).get());
+        span.record(&outcome);
+        outcome
     }
 
     /// [`apply_async`](Pool::apply_async) with options, such as a timeout.
@@ -821,6 +826,7 @@ impl Pool {
             len,
             task,
         } = jobs;
+        let span = CallSpan::enter("map", task);
         let jobs = VecDeque::from(jobs);
         let mut assembly = Assembly::new(len, task);
         // Takes in one batch of results that is in, if there is one.
@@ -831,11 +837,18 @@ impl Pool {
             }
             None => false,
         };
-        self.backend
-            .run_blocking(jobs, self.processes, &mut decode_one)?;
+        if let Err(error) = self
+            .backend
+            .run_blocking(jobs, self.processes, &mut decode_one)
+        {
+            span.record::<()>(&Err(error.clone()));
+            return Err(error);
+        }
         collector.wait_filled(len, None);
         while decode_one() {}
-        assembly.finish()
+        let outcome = assembly.finish();
+        span.record(&outcome);
+        outcome
     }
 
     /// The jobs of a map over `items`, all encoded: an item that does not encode fails the

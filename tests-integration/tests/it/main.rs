@@ -18,3 +18,4 @@ mod shared;
 mod shutdown;
 mod soak;
 mod tasks;
+mod tracing_events;

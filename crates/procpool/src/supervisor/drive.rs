@@ -499,6 +499,7 @@ impl Supervisor {
                     )));
                 }
                 worker.ready = true;
+                crate::trace::debug!(worker = index, pid, "worker ready");
                 self.start_failures = 0;
                 if self.slots.iter().flatten().all(|w| w.ready)
                     && let Some(ready) = self.startup.take()

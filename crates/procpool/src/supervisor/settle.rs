@@ -13,6 +13,7 @@ use crate::error::{BuildError, Error, ErrorKind, WorkerInfo};
 use crate::job::Job;
 use crate::start;
 use crate::sys::{self, PollFd};
+use crate::trace;
 use crate::wire::{self, FrameReader};
 
 impl Supervisor {
@@ -91,6 +92,7 @@ impl Supervisor {
     /// Sends the worker in slot `index` its SHUTDOWN and starts its replacement.
     pub(super) fn retire(&mut self, index: usize) {
         let mut worker = self.slots[index].take().expect("a worker is in the slot");
+        trace::debug!(worker = index, pid = worker.info.pid, "worker recycled");
         self.pids_changed = true;
         worker.control.push_back(wire::shutdown_frame());
         worker.exit_by = Some(Instant::now() + EXIT_GRACE);
@@ -205,6 +207,14 @@ impl Supervisor {
         };
         let (reaped, mut held) = worker.in_flight_and_reap(grace);
         let exit = reaped.exit;
+        trace::info!(
+            worker = info.index,
+            pid = info.pid,
+            exit = %exit,
+            killed_by_pool = reaped.killed,
+            cause = ?cause,
+            "worker died"
+        );
         let mut requeue = VecDeque::new();
         if let Some(mut first) = held.pop_front() {
             let died = matches!(
@@ -300,6 +310,7 @@ impl Supervisor {
     pub(super) fn start(&mut self, index: usize) -> io::Result<()> {
         let start::Started { process, socket } = start::start(self.config.method)?;
         self.shared.counters.worker_started();
+        trace::debug!(worker = index, pid = process.pid(), "worker started");
         let info = WorkerInfo {
             index,
             pid: process.pid(),
