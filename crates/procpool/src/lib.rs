@@ -165,6 +165,8 @@
 //! - `tracing`: a span for each blocking call (its task, its outcome and, where known, the
 //!   worker that ran it) and events for workers started, ready, recycled and dead, for the
 //!   program's `tracing` subscriber. The library never prints.
+//! - `indicatif`: [`Imap::progress`](crate::Imap), a progress bar on an `imap`, its length
+//!   known whenever the input's is.
 //! - `test-hooks`: hooks for procpool's own tests; not a public API.
 //!
 //! # Platforms

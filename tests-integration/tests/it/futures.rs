@@ -119,3 +119,22 @@ fn imap_knows_its_length_when_the_input_does() {
     assert_eq!(filtered.count(), 5);
     finish(pool);
 }
+
+#[test]
+fn imap_has_a_progress_bar_that_knows_the_count() {
+    let _serial = serial();
+    let pool = pool(2);
+    let mut results = pool.imap(square, 1..=50u64).unwrap().progress();
+    assert_eq!(results.progress.length(), Some(50));
+    let squares: Vec<u64> = results.by_ref().map(Result::unwrap).collect();
+    assert_eq!(squares, (1..=50u64).map(|x| x * x).collect::<Vec<_>>());
+    assert_eq!(results.progress.position(), 50);
+    // An input of unknown length: a spinner that counts.
+    let odd = pool
+        .imap(square, (1..=50u64).filter(|x| x % 2 == 1))
+        .unwrap()
+        .progress();
+    assert_eq!(odd.progress.length(), None);
+    assert_eq!(odd.count(), 25);
+    finish(pool);
+}

@@ -84,6 +84,26 @@ impl<'a, R: DeserializeOwned> Imap<'a, R> {
         imap
     }
 
+    /// The results with a progress bar on standard error, its length the number of calls
+    /// whenever the input's length is known (from [`Iterator::size_hint`]), a spinner with a
+    /// count otherwise; with the `indicatif` feature. A map with a bar is one line:
+    ///
+    /// ```no_run
+    /// # #[procpool::task]
+    /// # fn square(x: u64) -> u64 { x * x }
+    /// # let pool = procpool::Pool::new()?;
+    /// let squares: Vec<u64> = pool.imap(square, 1..=1000)?.progress().collect::<Result<_, _>>()?;
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    #[cfg(feature = "indicatif")]
+    pub fn progress(self) -> indicatif::ProgressBarIter<Self> {
+        let bar = match self.size_hint() {
+            (low, Some(high)) if low == high => indicatif::ProgressBar::new(high as u64),
+            _ => indicatif::ProgressBar::new_spinner(),
+        };
+        indicatif::ProgressIterator::progress_with(self, bar)
+    }
+
     pub(crate) fn collector(&self) -> &Collector {
         &self.collector
     }
