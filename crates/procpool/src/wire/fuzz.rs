@@ -21,7 +21,7 @@ pub(super) fn feed(mut left: &[u8]) -> impl FnMut(&mut [u8]) -> io::Result<usize
 }
 
 /// One fuzz input: decodes it as a frame body both ways, then feeds it to a
-/// [`FrameReader`] in pieces whose sizes the input's first byte picks, decoding every frame
+/// `FrameReader` in pieces whose sizes the input's first byte picks, decoding every frame
 /// that comes out. Panics if any frame exceeds the limit; decoders must not panic at all.
 #[cfg(feature = "fuzzing")]
 pub fn fuzz_wire(data: &[u8]) {
