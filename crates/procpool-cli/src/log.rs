@@ -41,7 +41,7 @@ pub fn init(verbose: u8, quiet: bool) {
 /// worker's pid.
 pub fn init_worker(directives: &str) {
     install(directives);
-    tracing::debug!(pid = std::process::id(), "worker started");
+    tracing::debug!(pid = std::process::id(), "worker logging started");
 }
 
 /// The filter to hand to a pool's workers.

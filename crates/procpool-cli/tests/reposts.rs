@@ -793,7 +793,9 @@ mod pipes_and_logs {
         let output = run(&[&["-vv"][..], &args].concat());
         let text = stderr(&output);
         assert_eq!(text.matches("requesting a page").count(), 2, "{text}");
+        // The pool's own event for each worker, and each worker's first line.
         assert_eq!(text.matches("worker started").count(), 2, "{text}");
+        assert_eq!(text.matches("worker logging started").count(), 2, "{text}");
         let mut child = procpool()
             .args(args)
             .env("RUST_LOG", "procpool_cli=debug")

@@ -7,6 +7,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use crate::error::{BuildError, Error};
+use crate::event::Events;
 use crate::job::Job;
 use crate::result::Collector;
 use crate::shared::Fds;
@@ -83,6 +84,12 @@ impl Backend {
     pub(crate) fn check_open(&self) -> Result<(), Error> {
         match self {
             Backend::Local(local) => local.check_open(),
+        }
+    }
+
+    pub(crate) fn subscribe(&self) -> Events {
+        match self {
+            Backend::Local(local) => local.subscribe(),
         }
     }
 

@@ -5,7 +5,8 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crate::error::{Error, ErrorKind};
+use crate::error::{Error, ErrorKind, WorkerInfo};
+use crate::event::Event;
 use crate::result::{Batch, Collector};
 use crate::shared::Fds;
 use crate::stats::Counters;
@@ -73,6 +74,46 @@ impl Job {
         debug_assert!(!self.accepted, "job {} accepted twice", self.id);
         self.counters.submitted(self.count);
         self.accepted = true;
+        self.queued();
+    }
+
+    /// Tells subscribers the job is queued.
+    fn queued(&self) {
+        self.counters.events.emit(|| Event::Queued {
+            job: self.id,
+            task: self.task,
+            calls: self.count,
+        });
+    }
+
+    /// Tells subscribers the job started running in `worker`.
+    pub(crate) fn started(&self, worker: WorkerInfo) {
+        if self.ended {
+            // Cancelled while it waited behind another job: it has finished already.
+            return;
+        }
+        self.counters.events.emit(|| Event::Started {
+            job: self.id,
+            worker,
+        });
+    }
+
+    /// Tells subscribers the job ended.
+    fn finished(
+        &self,
+        failed: usize,
+        kind: Option<ErrorKind>,
+        worker: Option<WorkerInfo>,
+        in_worker: Option<Duration>,
+    ) {
+        self.counters.events.emit(|| Event::Finished {
+            job: self.id,
+            calls: self.count,
+            failed,
+            kind,
+            worker,
+            in_worker,
+        });
     }
 
     /// Ends every call of the job with `error`; nothing if it has ended already (cancelled
@@ -84,13 +125,22 @@ impl Job {
         self.ended = true;
         self.release();
         self.counters.ended(Some(error.kind()), self.count);
+        self.finished(self.count, Some(error.kind()), error.worker_info(), None);
         self.sink
             .deliver(Batch::failed(self.calls(), error.clone()));
     }
 
     /// Ends the job with the results its worker sent: `batch`, made from [`Job::calls`], in
-    /// which `panicked` calls panicked and `failed` failed otherwise.
-    pub(crate) fn finish(mut self, panicked: usize, failed: usize, batch: Batch) {
+    /// which `panicked` calls panicked and `failed` failed otherwise; `worker` ran it, for
+    /// `in_worker`.
+    pub(crate) fn finish(
+        mut self,
+        panicked: usize,
+        failed: usize,
+        batch: Batch,
+        worker: WorkerInfo,
+        in_worker: Option<Duration>,
+    ) {
         if self.ended {
             // Cancelled while its worker held it, and ended then.
             return;
@@ -107,6 +157,7 @@ impl Job {
         counters.ended(Some(ErrorKind::Panicked), panicked);
         // The other failures a worker reports (codec, unregistered) all count as `other`.
         counters.ended(Some(ErrorKind::Codec), failed);
+        self.finished(panicked + failed, None, Some(worker), in_worker);
         self.sink.deliver(batch);
     }
 
@@ -128,6 +179,7 @@ impl Job {
         self.ended = true;
         let error = Error::cancelled(self.task);
         self.counters.ended(Some(error.kind()), self.count);
+        self.finished(self.count, Some(error.kind()), None, None);
         self.sink.deliver(Batch::failed(self.calls(), error));
     }
 
@@ -149,6 +201,7 @@ impl Job {
         let mut singles = self.singles(next_id)?;
         for single in &mut singles {
             single.accepted = self.accepted;
+            single.queued();
         }
         self.ended = true;
         Some(singles)

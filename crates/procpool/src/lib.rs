@@ -183,6 +183,7 @@
 mod backend;
 mod codec;
 mod error;
+mod event;
 mod job;
 mod pool;
 mod registry;
@@ -198,6 +199,7 @@ mod wire;
 mod worker;
 
 pub use error::{BuildError, BuildErrorKind, Error, ErrorKind, WorkerExit, WorkerInfo};
+pub use event::{Event, Events};
 pub use pool::{ApplyOptions, Builder, MapOptions, Pool};
 pub use procpool_macros::task;
 pub use registry::Task;

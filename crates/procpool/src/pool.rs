@@ -125,6 +125,7 @@ pub struct Builder {
     max_tasks_per_child: Option<usize>,
     task_timeout: Option<Duration>,
     retries: u32,
+    backtraces: Option<bool>,
 }
 
 impl Builder {
@@ -208,6 +209,19 @@ impl Builder {
         self
     }
 
+    /// Whether a task's panic carries the worker's backtrace
+    /// ([`Error::panic_backtrace`](crate::Error::panic_backtrace)). By default, when the
+    /// program asks for backtraces as the standard library reads it: `RUST_LIB_BACKTRACE`,
+    /// else `RUST_BACKTRACE`, set and not `0`.
+    ///
+    /// A backtrace is made in the worker when the task panics, and the time it takes counts
+    /// against the call's timeout: the first of a worker's can take hundreds of
+    /// milliseconds in a debug build, while it reads the program's debug information.
+    pub fn backtraces(mut self, capture: bool) -> Builder {
+        self.backtraces = Some(capture);
+        self
+    }
+
     /// Starts the workers (one after another, without waiting for each to be ready) and
     /// returns once every one is ready.
     ///
@@ -251,6 +265,7 @@ impl Builder {
             max_tasks_per_child,
             task_timeout: self.task_timeout,
             retries: self.retries,
+            backtraces: self.backtraces.unwrap_or_else(backtraces_asked_for),
         };
         let generation = sys::fork_generation();
         let backend = Backend::start(config)?;
@@ -260,6 +275,14 @@ impl Builder {
             generation,
         })
     }
+}
+
+/// Whether the program asks for backtraces, as the standard library reads it for its own.
+fn backtraces_asked_for() -> bool {
+    let asked = |name| std::env::var_os(name).map(|value| value != "0");
+    asked("RUST_LIB_BACKTRACE")
+        .or_else(|| asked("RUST_BACKTRACE"))
+        .unwrap_or(false)
 }
 
 fn lookup<F: 'static>() -> Result<&'static TaskEntry, Error> {
@@ -345,6 +368,7 @@ impl Pool {
             max_tasks_per_child: None,
             task_timeout: None,
             retries: 0,
+            backtraces: None,
         }
     }
 
@@ -360,6 +384,17 @@ impl Pool {
             return Stats::default();
         }
         self.backend.stats()
+    }
+
+    /// Subscribes to the pool's [`Event`](crate::Event)s from now on: jobs queued, started
+    /// and finished, and workers started, ready, recycled and exited, in the order they
+    /// happened. A pool with no subscriber makes no events. In a forked child the
+    /// subscription gets nothing.
+    pub fn subscribe(&self) -> crate::Events {
+        if self.in_other_process() {
+            return crate::event::Emitter::default().subscribe();
+        }
+        self.backend.subscribe()
     }
 
     /// The process ids of the workers running now, by slot. A slot whose worker is being

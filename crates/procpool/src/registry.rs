@@ -137,13 +137,22 @@ pub(crate) fn record_panic_locations() {
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));
         PANIC_LOCATION.with(|slot| *slot.borrow_mut() = location);
-        // Captured only when the program asked for backtraces (RUST_BACKTRACE or
-        // RUST_LIB_BACKTRACE, which a worker inherits); otherwise this costs nothing.
-        let backtrace = std::backtrace::Backtrace::capture();
-        let backtrace = (backtrace.status() == std::backtrace::BacktraceStatus::Captured)
-            .then(|| backtrace.to_string());
+        // Captured only when the pool asks for backtraces (`Builder::backtraces`);
+        // otherwise this costs nothing.
+        let backtrace = CAPTURE_BACKTRACES
+            .load(std::sync::atomic::Ordering::Relaxed)
+            .then(|| std::backtrace::Backtrace::force_capture().to_string());
         PANIC_BACKTRACE.with(|slot| *slot.borrow_mut() = backtrace);
     }));
+}
+
+/// Whether the panic hook captures backtraces: the pool's choice, from its SETUP frame.
+static CAPTURE_BACKTRACES: std::sync::atomic::AtomicBool =
+    std::sync::atomic::AtomicBool::new(false);
+
+/// Makes the panic hook capture a backtrace of each panic, or not.
+pub(crate) fn capture_backtraces(capture: bool) {
+    CAPTURE_BACKTRACES.store(capture, std::sync::atomic::Ordering::Relaxed);
 }
 
 /// The location the last panic on this thread was raised at, if the hook recorded it.

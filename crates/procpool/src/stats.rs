@@ -4,6 +4,7 @@
 use std::sync::atomic::{AtomicU64, Ordering};
 
 use crate::error::ErrorKind;
+use crate::event::Emitter;
 
 /// What a pool has done so far, from [`Pool::stats`](crate::Pool::stats).
 ///
@@ -59,6 +60,8 @@ pub(crate) struct Counters {
     worker_starts: AtomicU64,
     worker_deaths: AtomicU64,
     callback_panics: AtomicU64,
+    /// The pool's events, which go where its counts are taken.
+    pub(crate) events: Emitter,
 }
 
 impl Counters {

@@ -190,6 +190,7 @@ fn serve(parent: u32) -> io::Result<()> {
     let ToWorker::Setup {
         index,
         spin: may_spin,
+        backtraces,
         initializer,
     } = ToWorker::decode(&body)?
     else {
@@ -198,6 +199,7 @@ fn serve(parent: u32) -> io::Result<()> {
             "expected a SETUP frame first",
         ));
     };
+    registry::capture_backtraces(backtraces);
     let pid = std::process::id();
     let _ = CURRENT.set(WorkerInfo {
         index: index as usize,

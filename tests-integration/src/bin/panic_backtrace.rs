@@ -11,10 +11,12 @@ fn deep_panic(depth: u32) -> u32 {
 }
 
 fn main() {
-    let pool = procpool::Pool::builder()
-        .processes(1)
-        .build()
-        .expect("the pool starts");
+    let mut builder = procpool::Pool::builder().processes(1);
+    // `off`: the program turns backtraces off whatever the environment says.
+    if std::env::args().nth(1).as_deref() == Some("off") {
+        builder = builder.backtraces(false);
+    }
+    let pool = builder.build().expect("the pool starts");
     let error = pool.apply(deep_panic, (3,)).unwrap_err();
     println!("kind: {:?}", error.kind());
     println!("has backtrace: {}", error.panic_backtrace().is_some());

@@ -117,7 +117,10 @@ fn a_future_dropped_by_select_cancels_its_call() {
         .expect("a runtime");
     let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
     let arrival = rendezvous.arrive();
-    let quick = pool.apply_async(square, (2,)).unwrap();
+    // Behind it, a call that cannot end before it is cancelled either: it waits at a
+    // rendezvous nobody arrives at until the test is over.
+    let stuck = Rendezvous::new();
+    let quick = pool.apply_async(hold, (stuck.path(),)).unwrap();
     let pid = arrival.pid;
     let won = runtime.block_on(async {
         tokio::select! {
@@ -128,13 +131,14 @@ fn a_future_dropped_by_select_cancels_its_call() {
         }
     });
     assert_eq!(won, "ready");
-    drop(arrival);
-    // Both dropped futures cancelled their calls: the running one's worker is replaced.
+    // Both dropped futures cancelled their calls: the running one's worker is replaced. (The
+    // held call is released only then: released sooner, it could end by itself first.)
     wait_until("the worker is replaced", || {
         let pids = pool.worker_pids();
         pids.len() == 1 && pids[0] != pid
     });
     wait_until("both calls are counted", || pool.stats().cancelled == 2);
+    drop(arrival);
     assert_eq!(pool.apply(square, (6,)).unwrap(), 36);
     finish(pool);
 }

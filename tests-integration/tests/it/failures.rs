@@ -365,8 +365,9 @@ fn a_worker_dies_while_a_child_it_forked_holds_its_socket() {
 #[test]
 fn a_panic_carries_the_workers_backtrace_when_the_program_asks_for_one() {
     let _serial = serial();
-    let run = |backtrace: Option<&str>| {
+    let run_with = |backtrace: Option<&str>, args: &[&str]| {
         let mut command = std::process::Command::new(env!("CARGO_BIN_EXE_panic_backtrace"));
+        command.args(args);
         command
             .env_remove("RUST_BACKTRACE")
             .env_remove("RUST_LIB_BACKTRACE");
@@ -377,6 +378,7 @@ fn a_panic_carries_the_workers_backtrace_when_the_program_asks_for_one() {
         assert!(output.status.success(), "{output:?}");
         String::from_utf8(output.stdout).unwrap()
     };
+    let run = |backtrace: Option<&str>| run_with(backtrace, &[]);
     let with = run(Some("1"));
     assert!(with.contains("kind: Panicked\n"), "{with}");
     assert!(with.contains("has backtrace: true\n"), "{with}");
@@ -385,5 +387,10 @@ fn a_panic_carries_the_workers_backtrace_when_the_program_asks_for_one() {
     let without = run(None);
     assert!(without.contains("has backtrace: false\n"), "{without}");
     assert!(!without.contains("backtrace in the worker:"), "{without}");
+    let turned_off = run_with(Some("1"), &["off"]);
+    assert!(
+        turned_off.contains("has backtrace: false\n"),
+        "{turned_off}"
+    );
     assert_no_children();
 }

@@ -9,6 +9,7 @@ mod cancel;
 mod crash_matrix;
 mod deadlines;
 mod docs;
+mod events;
 mod failures;
 mod futures;
 mod isolation;

@@ -139,6 +139,7 @@ impl Worker {
     pub(crate) fn assign(&mut self, job: Job, now: Instant) {
         if self.in_flight.is_empty() {
             self.front_since = Some(now);
+            job.started(self.info);
         }
         self.in_flight.push_back(job);
         self.assigned += 1;
@@ -331,8 +332,11 @@ impl Worker {
         let now = Instant::now();
         self.last_took = self.front_since.map(|since| now - since);
         self.front_since = (!self.in_flight.is_empty()).then_some(now);
+        if let Some(next) = self.in_flight.front() {
+            next.started(self.info);
+        }
         let batch = Batch::results(done.calls(), frame, fds, done.task, self.info);
-        done.finish(panicked, failed, batch);
+        done.finish(panicked, failed, batch, self.info, self.last_took);
         Ok(())
     }
 

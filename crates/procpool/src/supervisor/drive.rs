@@ -500,6 +500,11 @@ impl Supervisor {
                 }
                 worker.ready = true;
                 crate::trace::debug!(worker = index, pid, "worker ready");
+                let ready = worker.info;
+                self.shared
+                    .counters
+                    .events
+                    .emit(|| crate::Event::WorkerReady(ready));
                 self.start_failures = 0;
                 if self.slots.iter().flatten().all(|w| w.ready)
                     && let Some(ready) = self.startup.take()

@@ -171,6 +171,7 @@ impl Hub {
 
     /// Records that the supervisor has settled every job and reaped every worker.
     pub(crate) fn mark_finished(&self) {
+        self.counters.events.close();
         *self.finished.lock().unwrap_or_else(|e| e.into_inner()) = true;
         self.finished_changed.notify_all();
     }

@@ -26,6 +26,7 @@ use std::thread::JoinHandle;
 use std::time::Duration;
 
 use crate::error::{BuildError, Error, ErrorKind};
+use crate::event::Events;
 use crate::job::Job;
 use crate::registry;
 use crate::result::{Callbacks, Link};
@@ -84,6 +85,8 @@ pub(crate) struct Config {
     pub(crate) task_timeout: Option<Duration>,
     /// How many times a job of one call whose worker died is run again.
     pub(crate) retries: u32,
+    /// Whether workers capture a backtrace of each panic.
+    pub(crate) backtraces: bool,
 }
 
 /// Starts the supervisor thread; `ready` hears once whether every first worker started.
@@ -228,6 +231,10 @@ impl Local {
 
     pub(crate) fn stats(&self) -> Stats {
         self.hub.counters.snapshot()
+    }
+
+    pub(crate) fn subscribe(&self) -> Events {
+        self.hub.counters.events.subscribe()
     }
 
     pub(crate) fn worker_pids(&self) -> Vec<u32> {

@@ -10,6 +10,7 @@ use super::drive::Supervisor;
 use super::hub::Phase;
 use super::{EXIT_GRACE, EXIT_WAIT, GRACE, MAX_START_FAILURES};
 use crate::error::{BuildError, Error, ErrorKind, WorkerInfo};
+use crate::event::Event;
 use crate::job::Job;
 use crate::start;
 use crate::sys::{self, PollFd};
@@ -71,6 +72,11 @@ impl Supervisor {
         for slot in &mut self.slots {
             if let Some(mut worker) = slot.take() {
                 self.pids_changed = true;
+                let info = worker.info;
+                self.shared
+                    .counters
+                    .events
+                    .emit(|| Event::WorkerRecycled(info));
                 worker.control.push_back(wire::shutdown_frame());
                 worker.exit_by = Some(Instant::now() + EXIT_GRACE);
                 let _ = worker.flush();
@@ -93,6 +99,10 @@ impl Supervisor {
     pub(super) fn retire(&mut self, index: usize) {
         let mut worker = self.slots[index].take().expect("a worker is in the slot");
         trace::debug!(worker = index, pid = worker.info.pid, "worker recycled");
+        self.shared
+            .counters
+            .events
+            .emit(|| Event::WorkerRecycled(worker.info));
         self.pids_changed = true;
         worker.control.push_back(wire::shutdown_frame());
         worker.exit_by = Some(Instant::now() + EXIT_GRACE);
@@ -136,7 +146,13 @@ impl Supervisor {
             }
             let worker = self.slots[index].take().expect("a worker is in the slot");
             self.pids_changed = true;
-            let (_, mut held) = worker.in_flight_and_reap(Duration::ZERO);
+            let info = worker.info;
+            let (reaped, mut held) = worker.in_flight_and_reap(Duration::ZERO);
+            self.shared.counters.events.emit(|| Event::WorkerExited {
+                worker: info,
+                exit: reaped.exit,
+                killed_by_pool: true,
+            });
             if let Some(front) = held.pop_front() {
                 let error = Error::cancelled(front.task);
                 front.fail(&error);
@@ -168,7 +184,13 @@ impl Supervisor {
     pub(super) fn abandon(&mut self, index: usize) {
         let worker = self.slots[index].take().expect("a worker is in the slot");
         self.pids_changed = true;
-        let (_, held) = worker.in_flight_and_reap(Duration::ZERO);
+        let info = worker.info;
+        let (reaped, held) = worker.in_flight_and_reap(Duration::ZERO);
+        self.shared.counters.events.emit(|| Event::WorkerExited {
+            worker: info,
+            exit: reaped.exit,
+            killed_by_pool: true,
+        });
         for job in held {
             let error = Error::abandoned(job.task);
             job.fail(&error);
@@ -215,6 +237,11 @@ impl Supervisor {
             cause = ?cause,
             "worker died"
         );
+        self.shared.counters.events.emit(|| Event::WorkerExited {
+            worker: info,
+            exit,
+            killed_by_pool: reaped.killed,
+        });
         let mut requeue = VecDeque::new();
         if let Some(mut first) = held.pop_front() {
             let died = matches!(
@@ -311,6 +338,14 @@ impl Supervisor {
         let start::Started { process, socket } = start::start(self.config.method)?;
         self.shared.counters.worker_started();
         trace::debug!(worker = index, pid = process.pid(), "worker started");
+        let started = WorkerInfo {
+            index,
+            pid: process.pid(),
+        };
+        self.shared
+            .counters
+            .events
+            .emit(|| Event::WorkerStarted(started));
         let info = WorkerInfo {
             index,
             pid: process.pid(),
@@ -329,7 +364,12 @@ impl Supervisor {
             socket,
             reader: FrameReader::default(),
             received: VecDeque::new(),
-            control: VecDeque::from([wire::setup_frame(index as u32, spin, initializer)]),
+            control: VecDeque::from([wire::setup_frame(
+                index as u32,
+                spin,
+                self.config.backtraces,
+                initializer,
+            )]),
             control_written: 0,
             in_flight: VecDeque::new(),
             front_since: None,

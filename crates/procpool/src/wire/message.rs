@@ -3,11 +3,18 @@
 use super::*;
 use crate::error::TaskFailure;
 
-/// The SETUP frame: the worker's index, whether it may spin while it waits for work (see
-/// `spin`), and the initializer to run, if any.
-pub(crate) fn setup_frame(index: u32, spin: bool, initializer: Option<(&str, &[u8])>) -> Vec<u8> {
+/// The SETUP frame: the worker's index, whether it may watch while it waits for work (see
+/// `watch`) and whether it captures backtraces of panics (flags 1 and 2), and the
+/// initializer to run, if any.
+pub(crate) fn setup_frame(
+    index: u32,
+    spin: bool,
+    backtraces: bool,
+    initializer: Option<(&str, &[u8])>,
+) -> Vec<u8> {
     let mut frame = FrameWriter::new(TAG_SETUP);
-    frame.u32(MAGIC).u16(VERSION).u32(index).u8(u8::from(spin));
+    let flags = u8::from(spin) | u8::from(backtraces) << 1;
+    frame.u32(MAGIC).u16(VERSION).u32(index).u8(flags);
     match initializer {
         Some((name, args)) => frame.u8(1).str(name).bytes(args),
         None => frame.u8(0),
@@ -172,6 +179,7 @@ pub(crate) enum ToWorker<'a> {
     Setup {
         index: u32,
         spin: bool,
+        backtraces: bool,
         initializer: Option<(&'a str, &'a [u8])>,
     },
     Run {
@@ -193,14 +201,15 @@ impl<'a> ToWorker<'a> {
             TAG_SETUP => {
                 cursor.handshake()?;
                 let index = cursor.u32()?;
-                let spin = cursor.u8()? != 0;
+                let flags = cursor.u8()?;
                 let initializer = match cursor.u8()? {
                     0 => None,
                     _ => Some((cursor.str()?, cursor.bytes()?)),
                 };
                 ToWorker::Setup {
                     index,
-                    spin,
+                    spin: flags & 1 != 0,
+                    backtraces: flags & 2 != 0,
                     initializer,
                 }
             }

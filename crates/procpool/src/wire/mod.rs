@@ -485,12 +485,13 @@ mod tests {
         bad[HEADER + 5] = 9; // the version's low byte
         let err = FromWorker::decode(body(&bad)).unwrap_err();
         assert_eq!(err.to_string(), "expected protocol version 4, found 9");
-        let setup = setup_frame(1, true, Some(("init", b"args")));
+        let setup = setup_frame(1, true, true, Some(("init", b"args")));
         assert_eq!(
             ToWorker::decode(body(&setup)).unwrap(),
             ToWorker::Setup {
                 index: 1,
                 spin: true,
+                backtraces: true,
                 initializer: Some(("init", b"args".as_slice()))
             }
         );
@@ -701,12 +702,13 @@ mod tests {
                 FromWorker::decode(&ready[HEADER..]).unwrap(),
                 FromWorker::Ready { pid, fingerprint }
             );
-            let setup = setup_frame(index, index % 2 == 0, init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())));
+            let setup = setup_frame(index, index % 2 == 0, index % 3 == 0, init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())));
             proptest::prop_assert_eq!(
                 ToWorker::decode(&setup[HEADER..]).unwrap(),
                 ToWorker::Setup {
                     index,
                     spin: index % 2 == 0,
+                    backtraces: index % 3 == 0,
                     initializer: init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())),
                 }
             );
@@ -733,7 +735,7 @@ mod tests {
             setup in proptest::prelude::any::<bool>(),
             edits in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 1..4),
         ) {
-            let frame = if setup { setup_frame(3, false, Some(("init", b"args"))) } else { ready_frame(42, 9) };
+            let frame = if setup { setup_frame(3, false, false, Some(("init", b"args"))) } else { ready_frame(42, 9) };
             let mut body = frame[HEADER..].to_vec();
             for (at, byte) in edits {
                 let at = at % body.len();
