@@ -655,6 +655,62 @@ mod tests {
     use super::*;
 
     #[test]
+    fn every_named_signal_is_named_in_the_exit() {
+        for (signal, name) in [
+            (libc::SIGHUP, "SIGHUP"),
+            (libc::SIGINT, "SIGINT"),
+            (libc::SIGQUIT, "SIGQUIT"),
+            (libc::SIGILL, "SIGILL"),
+            (libc::SIGABRT, "SIGABRT"),
+            (libc::SIGBUS, "SIGBUS"),
+            (libc::SIGFPE, "SIGFPE"),
+            (libc::SIGKILL, "SIGKILL"),
+            (libc::SIGSEGV, "SIGSEGV"),
+            (libc::SIGPIPE, "SIGPIPE"),
+            (libc::SIGTERM, "SIGTERM"),
+            (libc::SIGXCPU, "SIGXCPU"),
+        ] {
+            assert_eq!(
+                WorkerExit::Signal(signal).to_string(),
+                format!("was killed by signal {signal} ({name})")
+            );
+        }
+        assert_eq!(
+            WorkerExit::Signal(64).to_string(),
+            "was killed by signal 64"
+        );
+        assert_eq!(WorkerExit::Code(3).to_string(), "exited with code 3");
+        assert!(
+            WorkerExit::Unknown
+                .to_string()
+                .contains("could not be read")
+        );
+    }
+
+    #[test]
+    fn each_kind_answers_its_own_question_only() {
+        let worker = WorkerInfo { index: 0, pid: 1 };
+        let died = Error::died("t", worker, WorkerExit::Code(1));
+        let timed_out = Error::timed_out("t", worker, Duration::from_secs(1));
+        let panicked = Error::new(ErrorKind::Panicked, "p");
+        for (error, [panic, death, timeout]) in [
+            (&died, [false, true, false]),
+            (&timed_out, [false, false, true]),
+            (&panicked, [true, false, false]),
+        ] {
+            assert_eq!(
+                [
+                    error.is_panic(),
+                    error.is_worker_died(),
+                    error.is_timed_out()
+                ],
+                [panic, death, timeout],
+                "{error:?}"
+            );
+        }
+    }
+
+    #[test]
     fn worker_died_names_worker_exit_and_task() {
         let error = Error::died(
             "demo::boom",

@@ -394,3 +394,35 @@ fn join_returns_with_stopped_workers_borrowed_or_with_work_queued_behind_them() 
     });
     tests_integration::assert_no_children();
 }
+
+#[test]
+fn a_stopped_worker_that_continues_within_the_grace_keeps_its_call() {
+    let _serial = serial();
+    let pool = pool(1);
+    let pid = pool.worker_pids()[0];
+    let stopped = pool.apply_async(stop_myself, ()).unwrap();
+    let bound = std::time::Instant::now() + Duration::from_secs(60);
+    let is_stopped = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .ok()
+            .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? == "T"))
+            .unwrap_or(false)
+    };
+    while !is_stopped() {
+        assert!(
+            std::time::Instant::now() < bound,
+            "the worker never stopped"
+        );
+        std::thread::yield_now();
+    }
+    pool.close();
+    // The pool is not done while the call is stopped; meanwhile the supervisor looks at the
+    // stopped worker (every 100 ms), and must leave it be for 5 s.
+    assert!(!pool.join_timeout(Duration::from_millis(300)).unwrap());
+    // Continued well within the 5 s the pool gives a stopped worker.
+    // SAFETY: kill has no memory effects; `pid` is the pool's live, unreaped worker.
+    assert_eq!(unsafe { libc::kill(pid as i32, libc::SIGCONT) }, 0);
+    pool.join().unwrap();
+    assert_eq!(stopped.get().unwrap(), 0, "the call ran to its end");
+    tests_integration::assert_no_children();
+}
