@@ -227,3 +227,53 @@ fn join_with_a_timeout_says_whether_the_pool_is_done() {
     );
     assert_no_children();
 }
+
+/// Where the worker's exit handler writes its marker.
+static EXIT_MARKER: std::sync::OnceLock<String> = std::sync::OnceLock::new();
+
+extern "C" fn write_exit_marker() {
+    // A slow, clean exit: the pool must let it finish rather than kill it.
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    if let Some(path) = EXIT_MARKER.get() {
+        let _ = std::fs::write(path, std::process::id().to_string());
+    }
+}
+
+/// Makes this worker write its pid to `path` as it exits, 300 ms into its exit.
+#[procpool::task]
+fn mark_my_exit(path: String) -> u32 {
+    let _ = EXIT_MARKER.set(path);
+    // SAFETY: atexit registers a function that takes no arguments and returns nothing.
+    assert_eq!(unsafe { libc::atexit(write_exit_marker) }, 0);
+    std::process::id()
+}
+
+#[test]
+fn workers_told_to_exit_are_given_time_to_exit_cleanly() {
+    let _serial = serial();
+    let dir = std::env::temp_dir().join(format!("procpool-exit-{}", std::process::id()));
+    std::fs::create_dir_all(&dir).unwrap();
+    // One worker recycled after its one job, one exiting at close.
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let recycled = dir.join("recycled").display().to_string();
+    let closed = dir.join("closed").display().to_string();
+    let first = pool.apply(mark_my_exit, (recycled.clone(),)).unwrap();
+    let second = pool.apply(mark_my_exit, (closed.clone(),)).unwrap();
+    assert_ne!(first, second, "the first worker was recycled");
+    pool.close();
+    pool.join().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(&recycled).unwrap(),
+        first.to_string()
+    );
+    assert_eq!(
+        std::fs::read_to_string(&closed).unwrap(),
+        second.to_string()
+    );
+    std::fs::remove_dir_all(&dir).unwrap();
+    assert_no_children();
+}

@@ -73,6 +73,8 @@ pub(crate) struct Worker {
     /// Why a write to the worker failed for good, once one has: the pool then shut the
     /// socket down itself, and the end of stream that follows is not the worker's doing.
     pub(super) write_failed: Option<WriteFailure>,
+    /// For a retiring worker: its socket has reached its end, and only its exit is watched.
+    pub(super) socket_ended: bool,
     /// When [`Worker::stopped_too_long`] last looked.
     pub(super) stop_checked: Option<Instant>,
     /// Since when the worker has been seen stopped (by a signal) while the pool closes.

@@ -95,8 +95,12 @@ impl Supervisor {
                 }
             }
             for (at, worker) in self.retiring.iter().enumerate() {
-                fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
-                owners.push(Owner::Retiring(at));
+                // Once its socket has ended, a retiring worker is watched through its exit
+                // alone (a socket at its end would poll readable for good).
+                if !worker.socket_ended {
+                    fds.push(PollFd::new(worker.socket.as_raw_fd(), worker.wants_write()));
+                    owners.push(Owner::Retiring(at));
+                }
                 if let Some(exit_fd) = worker.process.exit_fd() {
                     fds.push(PollFd::new(exit_fd, false));
                     owners.push(Owner::RetiringExit(at));
@@ -137,8 +141,16 @@ impl Supervisor {
                     Owner::Slot(index) => self.service_slot(index, fd),
                     Owner::SlotExit(index, pid) => self.service_exit(index, pid),
                     Owner::Retiring(at) => {
-                        if Self::service_retiring(&mut self.retiring[at], fd) {
-                            gone_retiring.push(at);
+                        let worker = &mut self.retiring[at];
+                        if Self::service_retiring(worker, fd) {
+                            // Its socket ended as it began to exit: it may still run its exit
+                            // handlers, so it is reaped when it has exited (or at `exit_by`),
+                            // where its exit can be watched; killed now only where it cannot.
+                            if worker.process.exit_fd().is_some() {
+                                worker.socket_ended = true;
+                            } else {
+                                gone_retiring.push(at);
+                            }
                         }
                     }
                     Owner::RetiringExit(at) => gone_retiring.push(at),

@@ -382,6 +382,7 @@ impl Supervisor {
             exit_by: None,
             stopped_since: None,
             stop_checked: None,
+            socket_ended: false,
             write_failed: None,
         };
         let _ = worker.flush();
