@@ -507,7 +507,7 @@ impl Pool {
             .backend
             .run_blocking(VecDeque::from([job]), 1, &mut || false)
             .and_then(|()| AsyncResult::<F::Output>::new(collector, name).get());
-        span.record(&outcome);
+        span.record(outcome.as_ref().err());
         outcome
     }
 
@@ -876,13 +876,13 @@ impl Pool {
             .backend
             .run_blocking(jobs, self.processes, &mut decode_one)
         {
-            span.record::<()>(&Err(error.clone()));
+            span.record(Some(&error));
             return Err(error);
         }
         collector.wait_filled(len, None);
         while decode_one() {}
         let outcome = assembly.finish();
-        span.record(&outcome);
+        span.record(outcome.as_ref().err());
         outcome
     }
 

@@ -49,15 +49,15 @@ impl CallSpan {
         }
     }
 
-    /// Records how the call ended.
+    /// Records how the call ended: `None` when it succeeded.
     #[cfg_attr(not(feature = "tracing"), allow(unused_variables))]
-    pub(crate) fn record<T>(&self, outcome: &Result<T, crate::Error>) {
+    pub(crate) fn record(&self, failure: Option<&crate::Error>) {
         #[cfg(feature = "tracing")]
-        match outcome {
-            Ok(_) => {
+        match failure {
+            None => {
                 self.span.record("outcome", "ok");
             }
-            Err(error) => {
+            Some(error) => {
                 self.span
                     .record("outcome", tracing::field::debug(error.kind()));
                 if let Some(worker) = error.worker_info() {

@@ -1,24 +1,10 @@
 //! Cancelling calls: a queued one is removed, a running one's worker is killed and replaced,
 //! a map cancels every call not yet finished, and a dropped future cancels its calls.
 
-use std::time::Duration;
-
 use procpool::ErrorKind;
 use tests_integration::{Rendezvous, finish, pool, serial};
 
-use crate::tasks::{hold, square};
-
-/// Waits, with a generous bound, until `ready` holds; never a fixed sleep.
-fn wait_until(what: &str, mut ready: impl FnMut() -> bool) {
-    let deadline = std::time::Instant::now() + Duration::from_secs(60);
-    while !ready() {
-        assert!(
-            std::time::Instant::now() < deadline,
-            "timed out waiting until {what}"
-        );
-        std::thread::yield_now();
-    }
-}
+use crate::tasks::{hold, square, wait_for};
 
 #[test]
 fn a_queued_call_is_removed_and_a_running_one_has_its_worker_replaced() {
@@ -39,7 +25,7 @@ fn a_queued_call_is_removed_and_a_running_one_has_its_worker_replaced() {
     assert_eq!(error.kind(), ErrorKind::Cancelled, "{error}");
     drop(arrival);
     assert_eq!(behind.get().unwrap(), 16, "the call behind them ran");
-    wait_until("the worker is replaced", || {
+    wait_for("the worker is replaced", || {
         let pids = pool.worker_pids();
         pids.len() == 1 && pids[0] != pid
     });
@@ -133,11 +119,11 @@ fn a_future_dropped_by_select_cancels_its_call() {
     assert_eq!(won, "ready");
     // Both dropped futures cancelled their calls: the running one's worker is replaced. (The
     // held call is released only then: released sooner, it could end by itself first.)
-    wait_until("the worker is replaced", || {
+    wait_for("the worker is replaced", || {
         let pids = pool.worker_pids();
         pids.len() == 1 && pids[0] != pid
     });
-    wait_until("both calls are counted", || pool.stats().cancelled == 2);
+    wait_for("both calls are counted", || pool.stats().cancelled == 2);
     drop(arrival);
     assert_eq!(pool.apply(square, (6,)).unwrap(), 36);
     finish(pool);

@@ -6,7 +6,7 @@ use std::time::Duration;
 use procpool::{ApplyOptions, ErrorKind};
 use tests_integration::{finish, pool, serial};
 
-use crate::tasks::square;
+use crate::tasks::{square, wait_for};
 
 /// Writes `text` on the worker's own socket (the one descriptor of the worker that is a
 /// socket), as a task that scribbles on a descriptor it does not own would, and returns.
@@ -362,17 +362,12 @@ fn join_returns_when_a_worker_stops_itself_holding_a_call() {
 fn join_returns_with_stopped_workers_borrowed_or_with_work_queued_behind_them() {
     let _serial = serial();
     let pool = pool(2);
-    let bound = std::time::Instant::now() + Duration::from_secs(60);
     std::thread::scope(|scope| {
         // One worker, borrowed by a blocking call, stops itself.
         let borrowed = scope.spawn(|| pool.apply(stop_myself, ()));
-        while procpool::test_hooks::idle_workers(&pool) != 1 {
-            assert!(
-                std::time::Instant::now() < bound,
-                "the call never borrowed a worker"
-            );
-            std::thread::yield_now();
-        }
+        wait_for("the call borrows a worker", || {
+            procpool::test_hooks::idle_workers(&pool) == 1
+        });
         // The other stops itself with calls queued behind it.
         let queued_stop = pool.apply_async(stop_myself, ()).unwrap();
         let behind: Vec<_> = (1..=3u64)
@@ -401,20 +396,12 @@ fn a_stopped_worker_that_continues_within_the_grace_keeps_its_call() {
     let pool = pool(1);
     let pid = pool.worker_pids()[0];
     let stopped = pool.apply_async(stop_myself, ()).unwrap();
-    let bound = std::time::Instant::now() + Duration::from_secs(60);
-    let is_stopped = || {
+    wait_for("the worker stops", || {
         std::fs::read_to_string(format!("/proc/{pid}/stat"))
             .ok()
             .and_then(|stat| Some(stat.rsplit_once(')')?.1.split_whitespace().next()? == "T"))
             .unwrap_or(false)
-    };
-    while !is_stopped() {
-        assert!(
-            std::time::Instant::now() < bound,
-            "the worker never stopped"
-        );
-        std::thread::yield_now();
-    }
+    });
     pool.close();
     // The pool is not done while the call is stopped; meanwhile the supervisor looks at the
     // stopped worker (every 100 ms), and must leave it be for 5 s.

@@ -124,6 +124,9 @@ impl Collector {
     /// they are), after the callbacks of the submissions that completed before. One callback
     /// a collector; a second replaces the first if the first has not run.
     pub(crate) fn when_filled(&self, count: usize, callback: Callback) {
+        if !self.ours() {
+            return;
+        }
         let mut state = self.lock();
         if state.filled >= count {
             drop(state);
@@ -144,6 +147,9 @@ impl Collector {
     /// Cancels every call of this submission not yet delivered; the pool removes those
     /// queued and kills the workers running them.
     pub(crate) fn cancel(&self) {
+        if !self.ours() {
+            return;
+        }
         if !self.cancelled.swap(true, Ordering::SeqCst)
             && let Some(link) = self.link.get()
         {
@@ -157,11 +163,18 @@ impl Collector {
 
     /// An error if this is a copy in a child forked since the collector was made.
     pub(super) fn check_process(&self, what: &str) -> Result<(), Error> {
-        if crate::sys::fork_generation() == self.generation {
+        if self.ours() {
             Ok(())
         } else {
             Err(Error::other_process(what))
         }
+    }
+
+    /// Whether this is the process the collector was made in: in a child forked since,
+    /// nothing will ever be delivered, and its lock may have been held at the fork, so the
+    /// waits return at once and nothing takes the lock.
+    fn ours(&self) -> bool {
+        crate::sys::fork_generation() == self.generation
     }
 
     pub(super) fn lock(&self) -> MutexGuard<'_, Batches> {
@@ -231,8 +244,9 @@ impl Collector {
         }
     }
 
-    pub(super) fn filled(&self) -> usize {
-        self.lock().filled
+    /// Whether `count` calls have been delivered; never in a forked child.
+    pub(super) fn is_filled(&self, count: usize) -> bool {
+        self.ours() && self.lock().filled >= count
     }
 
     /// Takes the earliest-arrived batch, if one is in.
@@ -242,6 +256,9 @@ impl Collector {
 
     /// Waits until `count` results have arrived; false if the deadline passed first.
     pub(crate) fn wait_filled(&self, count: usize, deadline: Option<Instant>) -> bool {
+        if !self.ours() {
+            return false;
+        }
         self.wait_until(deadline, |s| (s.filled >= count).then_some(()))
             .is_some()
     }

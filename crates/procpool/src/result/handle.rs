@@ -29,10 +29,7 @@ impl<R> fmt::Debug for AsyncResult<R> {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         f.debug_struct("AsyncResult")
             .field("task", &self.task)
-            .field(
-                "ready",
-                &(self.collector.check_process("result").is_ok() && self.collector.filled() == 1),
-            )
+            .field("ready", &self.collector.is_filled(1))
             .finish()
     }
 }
@@ -79,22 +76,18 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// Waits until the result is there. In a child forked since the pool was built, returns
     /// at once: the result will never come there.
     pub fn wait(&self) {
-        if self.collector.check_process("result").is_ok() {
-            self.collector.wait_filled(1, None);
-        }
+        self.collector.wait_filled(1, None);
     }
 
     /// Waits until the result is there or `timeout` passes; returns whether it is there.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.collector.check_process("result").is_ok()
-            && self
-                .collector
-                .wait_filled(1, Instant::now().checked_add(timeout))
+        self.collector
+            .wait_filled(1, Instant::now().checked_add(timeout))
     }
 
     /// Whether the result is there.
     pub fn ready(&self) -> bool {
-        self.collector.check_process("result").is_ok() && self.collector.filled() == 1
+        self.collector.is_filled(1)
     }
 
     /// Cancels the call if its result is not in yet: queued, it is removed; running, its
@@ -102,9 +95,7 @@ impl<R: DeserializeOwned> AsyncResult<R> {
     /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled). A result already in stays. In a forked child it does
     /// nothing.
     pub fn cancel(&self) {
-        if self.collector.check_process("result").is_ok() {
-            self.collector.cancel();
-        }
+        self.collector.cancel();
     }
 
     /// Whether the task succeeded: `None` while it runs.
@@ -122,9 +113,6 @@ impl<R: DeserializeOwned + 'static> AsyncResult<R> {
     /// A handle takes one callback; a second replaces the first if that has not run. In a
     /// forked child it does nothing.
     pub fn on_ready(&self, callback: impl FnOnce(Result<R, Error>) + Send + 'static) {
-        if self.collector.check_process("result").is_err() {
-            return;
-        }
         let handle = AsyncResult::<R>::new(Arc::clone(&self.collector), self.task);
         self.collector
             .when_filled(1, Box::new(move || callback(handle.get())));
@@ -190,22 +178,18 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// Waits until every result is there. In a child forked since the pool was built,
     /// returns at once: the results will never come there.
     pub fn wait(&self) {
-        if self.collector.check_process("result").is_ok() {
-            self.collector.wait_filled(self.len, None);
-        }
+        self.collector.wait_filled(self.len, None);
     }
 
     /// Waits until every result is there or `timeout` passes; returns whether they are.
     pub fn wait_timeout(&self, timeout: Duration) -> bool {
-        self.collector.check_process("result").is_ok()
-            && self
-                .collector
-                .wait_filled(self.len, Instant::now().checked_add(timeout))
+        self.collector
+            .wait_filled(self.len, Instant::now().checked_add(timeout))
     }
 
     /// Whether every result is there.
     pub fn ready(&self) -> bool {
-        self.collector.check_process("result").is_ok() && self.collector.filled() == self.len
+        self.collector.is_filled(self.len)
     }
 
     /// Cancels every call whose result is not in yet: queued ones are removed, running ones
@@ -213,9 +197,7 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled); `get` then fails with the
     /// first failure in input order. In a forked child it does nothing.
     pub fn cancel(&self) {
-        if self.collector.check_process("result").is_ok() {
-            self.collector.cancel();
-        }
+        self.collector.cancel();
     }
 
     /// Whether every call succeeded: `None` while some still run.
@@ -228,9 +210,6 @@ impl<R: DeserializeOwned + 'static> MapResult<R> {
     /// Runs `callback` with the results once every call is in, as
     /// [`AsyncResult::on_ready`] does.
     pub fn on_ready(&self, callback: impl FnOnce(Result<Vec<R>, Error>) + Send + 'static) {
-        if self.collector.check_process("result").is_err() {
-            return;
-        }
         let handle = MapResult::<R>::new(Arc::clone(&self.collector), self.len, self.task);
         self.collector
             .when_filled(self.len, Box::new(move || callback(handle.get())));

@@ -70,7 +70,7 @@ impl Process {
         }
         match &self.pidfd {
             Some(pidfd) => sys::pidfd_signal(pidfd.as_fd(), signal).is_ok(),
-            None => sys::signal_unreaped_child(&mut self.child, signal),
+            None => sys::signal_child(&mut self.child, signal),
         }
     }
 

@@ -108,11 +108,6 @@ pub(crate) fn run(
                 deadline = Some(deadline.map_or(at, |d| d.min(at)));
             }
         }
-        // Until then, `close` must wake this thread from its sleep (after the workers' pairs
-        // of descriptors, which the loop below takes two by two).
-        if !closing {
-            fds.push(PollFd::new(shared.closed_rx.as_raw_fd(), false));
-        }
         // Watching for results (see `watch`) holds a CPU. With more workers than CPUs, that
         // is always a CPU a worker waits for; with as many, while jobs are still to be fed:
         // then this thread sleeps, and only watches for the last results.
@@ -124,6 +119,12 @@ pub(crate) fn run(
             // The watch's last poll found a descriptor ready and left what it found in `fds`.
             Ok(1)
         } else {
+            // A sleep until `close` must end at `close` (which then has this thread look for
+            // stopped workers): the descriptor that becomes readable then goes after the
+            // workers' pairs, which the loop below takes two by two. A watch ends by itself.
+            if !closing {
+                fds.push(PollFd::new(shared.closed_rx.as_raw_fd(), false));
+            }
             sys::poll(
                 &mut fds,
                 deadline.map(|at| at.saturating_duration_since(Instant::now())),

@@ -37,9 +37,6 @@ pub(super) struct Supervisor {
     /// Set once `shut_down` has run; a supervisor dropped without it (a panic) cleans up in
     /// `Drop`, so that no caller waits forever on a result.
     pub(super) finished: bool,
-    /// Set once the pool is closed and its queue empty: the supervisor then waits for the
-    /// jobs workers hold, and a worker stopped by a signal would hold its job forever.
-    pub(super) closing: bool,
 }
 
 /// A worker out of its slot, lent to callers: what the supervisor keeps of it to watch it.
@@ -166,7 +163,7 @@ impl Supervisor {
             let now = Instant::now();
             self.expire(now);
             self.expire_retiring(now);
-            if self.closing {
+            if self.shared.closing.load(Ordering::SeqCst) {
                 self.expire_stopped(now);
             }
         }
@@ -193,11 +190,9 @@ impl Supervisor {
             }
             Phase::Closed if state.queue.is_empty() => {
                 drop(state);
-                self.closing = true;
                 return self.wind_down(borrowers);
             }
-            Phase::Closed => self.closing = true,
-            Phase::Running => {}
+            Phase::Running | Phase::Closed => {}
         }
         if self.startup.is_some() {
             return true;
@@ -244,11 +239,12 @@ impl Supervisor {
         let exits = self.retiring.iter().filter_map(|w| w.exit_by);
         // While the pool closes, a busy worker may be stopped: look again soon.
         let now = Instant::now();
+        let closing = self.shared.closing.load(Ordering::SeqCst);
         let stopped = self
             .slots
             .iter()
             .flatten()
-            .filter(|_| self.closing)
+            .filter(|_| closing)
             .filter_map(|w| w.next_stop_check(now));
         jobs.chain(exits).chain(stopped).min()
     }

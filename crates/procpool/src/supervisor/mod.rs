@@ -137,7 +137,6 @@ pub(crate) fn launch(
         fingerprint: registry::registry_fingerprint(),
         pids_changed: true,
         finished: false,
-        closing: false,
     };
     let handle = std::thread::Builder::new()
         .name("procpool-supervisor".into())

@@ -69,10 +69,12 @@ pub(crate) fn poll(fds: &mut [PollFd], timeout: Option<Duration>) -> io::Result<
 /// Sends `signal` to a child that has not exited yet; returns false (and sends nothing) if it
 /// has exited, in which case it is now reaped.
 ///
-/// The check comes first so that the pid is never a stale one: a child that `try_wait` finds
-/// running stays unreaped until this process waits for it, and its pid cannot be reused
-/// before then, even if it exits in between (it stays a zombie).
-fn signal_child(child: &mut Child, signal: libc::c_int) -> bool {
+/// For kernels without pidfds. The check comes first so that the pid is not a stale one: a
+/// child that `try_wait` finds running stays unreaped until this process waits for it, and
+/// its pid cannot be reused before then, even if it exits in between (it stays a zombie),
+/// unless the program has the kernel reap its children (SIGCHLD ignored), which pidfds,
+/// where there are some, make harmless.
+pub(crate) fn signal_child(child: &mut Child, signal: libc::c_int) -> bool {
     if !matches!(child.try_wait(), Ok(None)) {
         return false;
     }
@@ -82,12 +84,6 @@ fn signal_child(child: &mut Child, signal: libc::c_int) -> bool {
     // SAFETY: kill has no memory effects; `pid` is an unreaped child of ours (checked above),
     // so it names that child and no other process.
     unsafe { libc::kill(pid, signal) == 0 }
-}
-
-/// Sends `signal` to a child that has not exited yet, by pid; for kernels without pidfds.
-/// Returns false (and sends nothing) if it has exited, in which case it is now reaped.
-pub(crate) fn signal_unreaped_child(child: &mut Child, signal: libc::c_int) -> bool {
-    signal_child(child, signal)
 }
 
 /// A descriptor that refers to the process `pid` (Linux 5.3 and later): it becomes readable
