@@ -2,6 +2,8 @@
 //! tests of one process from counting each other's workers, and a rendezvous that lets a
 //! test hold a task inside its worker without sleeping.
 
+pub mod remote_tasks;
+
 use std::io::{ErrorKind, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::PathBuf;

@@ -17,11 +17,21 @@ use crate::supervisor::{self, Config};
 #[derive(Clone, Debug)]
 pub(crate) enum Backend {
     Local(supervisor::Local),
+    /// A queue on Redis, served by host agents on any number of machines.
+    #[cfg(feature = "redis")]
+    Remote(crate::remote::Remote),
 }
 
 impl Backend {
     pub(crate) fn start(config: Config) -> Result<Backend, BuildError> {
         supervisor::Local::start(config).map(Backend::Local)
+    }
+
+    #[cfg(feature = "redis")]
+    pub(crate) fn start_remote(config: crate::remote::RemoteConfig) -> Result<Backend, BuildError> {
+        crate::remote::Remote::start(config)
+            .map(Backend::Remote)
+            .map_err(|error| BuildError::connect(&error))
     }
 
     /// A job of the calls `calls` of `task`, with a fresh id; `encode` writes its frame for
@@ -50,6 +60,21 @@ impl Backend {
                     counters,
                 ))
             }
+            #[cfg(feature = "redis")]
+            Backend::Remote(remote) => {
+                let id = remote.next_job_id();
+                let sealed = encode(id)?;
+                let counters = Arc::clone(remote.counters());
+                Ok(Job::new(
+                    id,
+                    task,
+                    sealed,
+                    Arc::clone(sink),
+                    calls,
+                    timeout,
+                    counters,
+                ))
+            }
         }
     }
 
@@ -57,6 +82,8 @@ impl Backend {
     pub(crate) fn link(&self, sink: &Collector) {
         match self {
             Backend::Local(local) => sink.link(local.link()),
+            #[cfg(feature = "redis")]
+            Backend::Remote(remote) => sink.link(remote.link()),
         }
     }
 
@@ -64,6 +91,8 @@ impl Backend {
     pub(crate) fn submit(&self, jobs: impl IntoIterator<Item = Job>) -> Result<(), Error> {
         match self {
             Backend::Local(local) => local.hub().submit(jobs),
+            #[cfg(feature = "redis")]
+            Backend::Remote(remote) => remote.submit(jobs),
         }
     }
 
@@ -78,30 +107,43 @@ impl Backend {
     ) -> Result<(), Error> {
         match self {
             Backend::Local(local) => local.run_blocking(jobs, workers, while_waiting),
+            #[cfg(feature = "redis")]
+            Backend::Remote(remote) => {
+                let _ = (workers, while_waiting);
+                remote.submit(jobs)
+            }
         }
     }
 
     pub(crate) fn check_open(&self) -> Result<(), Error> {
         match self {
             Backend::Local(local) => local.check_open(),
+            #[cfg(feature = "redis")]
+            Backend::Remote(remote) => remote.check_open(),
         }
     }
 
     pub(crate) fn subscribe(&self) -> Events {
         match self {
             Backend::Local(local) => local.subscribe(),
+            #[cfg(feature = "redis")]
+            Backend::Remote(remote) => remote.subscribe(),
         }
     }
 
     pub(crate) fn stats(&self) -> Stats {
         match self {
             Backend::Local(local) => local.stats(),
+            #[cfg(feature = "redis")]
+            Backend::Remote(remote) => remote.stats(),
         }
     }
 
     pub(crate) fn worker_pids(&self) -> Vec<u32> {
         match self {
             Backend::Local(local) => local.worker_pids(),
+            #[cfg(feature = "redis")]
+            Backend::Remote(_) => Vec::new(),
         }
     }
 
@@ -109,30 +151,40 @@ impl Backend {
     pub(crate) fn idle_workers(&self) -> usize {
         match self {
             Backend::Local(local) => local.idle_workers(),
+            #[cfg(feature = "redis")]
+            Backend::Remote(_) => 0,
         }
     }
 
     pub(crate) fn close(&self) {
         match self {
             Backend::Local(local) => local.close(),
+            #[cfg(feature = "redis")]
+            Backend::Remote(remote) => remote.close(),
         }
     }
 
     pub(crate) fn join(&self) -> Result<(), Error> {
         match self {
             Backend::Local(local) => local.join(),
+            #[cfg(feature = "redis")]
+            Backend::Remote(remote) => remote.join(),
         }
     }
 
     pub(crate) fn join_timeout(&self, timeout: Duration) -> Result<bool, Error> {
         match self {
             Backend::Local(local) => local.join_timeout(timeout),
+            #[cfg(feature = "redis")]
+            Backend::Remote(remote) => remote.join_timeout(timeout),
         }
     }
 
     pub(crate) fn terminate(&self) {
         match self {
             Backend::Local(local) => local.terminate(),
+            #[cfg(feature = "redis")]
+            Backend::Remote(remote) => remote.terminate(),
         }
     }
 }

@@ -136,6 +136,19 @@ struct Inner {
     retried: u32,
     /// Why the pool killed the worker, when it did (not for a timeout, which says so).
     killed_by_pool: Option<String>,
+    /// The machine whose worker ran the task, for a pool over Redis.
+    host: Option<String>,
+}
+
+impl Inner {
+    /// The worker, and its host where it had one: "worker 0 (pid 7) on host a".
+    fn worker_text(&self) -> Option<String> {
+        let worker = self.worker?;
+        Some(match &self.host {
+            Some(host) => format!("{worker} on host {host}"),
+            None => worker.to_string(),
+        })
+    }
 }
 
 impl Error {
@@ -152,6 +165,7 @@ impl Error {
                 timeout: None,
                 retried: 0,
                 killed_by_pool: None,
+                host: None,
             }),
         }
     }
@@ -168,6 +182,7 @@ impl Error {
             timeout: shared.timeout,
             retried: shared.retried,
             killed_by_pool: shared.killed_by_pool.clone(),
+            host: shared.host.clone(),
         });
         edit(&mut inner);
         Error {
@@ -356,6 +371,12 @@ impl Error {
         self.inner.worker
     }
 
+    /// The machine whose worker ran the task, for a pool over Redis
+    /// ([`Builder::redis`](crate::Builder::redis)): the host agent's name.
+    pub fn host(&self) -> Option<&str> {
+        self.inner.host.as_deref()
+    }
+
     /// How the worker ended, if it died while it held the task.
     pub fn worker_exit(&self) -> Option<WorkerExit> {
         self.inner.exit
@@ -406,10 +427,7 @@ impl fmt::Display for Error {
         let task = inner.task.as_deref().unwrap_or("?");
         match inner.kind {
             ErrorKind::WorkerDied => {
-                let worker = inner
-                    .worker
-                    .map(|w| w.to_string())
-                    .unwrap_or_else(|| "a worker".into());
+                let worker = inner.worker_text().unwrap_or_else(|| "a worker".into());
                 if inner.message.is_empty() {
                     let exit = inner
                         .exit
@@ -436,7 +454,7 @@ impl fmt::Display for Error {
                 if let Some(timeout) = inner.timeout {
                     write!(f, " after {timeout:?}")?;
                 }
-                match inner.worker {
+                match inner.worker_text() {
                     Some(worker) => write!(f, ": {worker} was killed"),
                     None => Ok(()),
                 }
@@ -446,7 +464,7 @@ impl fmt::Display for Error {
                 if let Some(location) = &inner.location {
                     write!(f, " at {location}")?;
                 }
-                if let Some(worker) = inner.worker {
+                if let Some(worker) = inner.worker_text() {
                     write!(f, " in {worker}")?;
                 }
                 write!(f, ": {}", inner.message)?;
@@ -462,7 +480,7 @@ impl fmt::Display for Error {
                     write!(f, "task `{task}`: ")?;
                 }
                 f.write_str(&inner.message)?;
-                if let Some(worker) = inner.worker {
+                if let Some(worker) = inner.worker_text() {
                     write!(f, " (in {worker})")?;
                 }
                 Ok(())
@@ -472,6 +490,99 @@ impl fmt::Display for Error {
 }
 
 impl std::error::Error for Error {}
+
+/// An [`Error`] as plain data, to cross from a host agent to its caller over Redis.
+#[cfg(feature = "redis")]
+#[derive(serde::Serialize, serde::Deserialize)]
+pub(crate) struct ErrorRecord {
+    kind: String,
+    task: Option<String>,
+    worker: Option<(usize, u32)>,
+    /// 0 for an exit code, 1 for a signal, 2 for a status that could not be read.
+    exit: Option<(u8, i32)>,
+    message: String,
+    location: Option<String>,
+    backtrace: Option<String>,
+    timeout: Option<Duration>,
+    retried: u32,
+    killed_by_pool: Option<String>,
+}
+
+#[cfg(feature = "redis")]
+impl Error {
+    pub(crate) fn to_record(&self) -> ErrorRecord {
+        let inner = &*self.inner;
+        ErrorRecord {
+            kind: format!("{:?}", inner.kind),
+            task: inner.task.clone(),
+            worker: inner.worker.map(|w| (w.index, w.pid)),
+            exit: inner.exit.map(|exit| match exit {
+                WorkerExit::Code(code) => (0, code),
+                WorkerExit::Signal(signal) => (1, signal),
+                WorkerExit::Unknown => (2, 0),
+            }),
+            message: inner.message.clone(),
+            location: inner.location.clone(),
+            backtrace: inner.backtrace.clone(),
+            timeout: inner.timeout,
+            retried: inner.retried,
+            killed_by_pool: inner.killed_by_pool.clone(),
+        }
+    }
+
+    /// The error a host agent named `host` sent. A kind this build does not know (a host
+    /// of a newer procpool) becomes [`ErrorKind::PoolBroken`] with its name in the message.
+    pub(crate) fn from_record(record: ErrorRecord, host: &str) -> Error {
+        const KINDS: [ErrorKind; 14] = [
+            ErrorKind::Panicked,
+            ErrorKind::WorkerDied,
+            ErrorKind::Codec,
+            ErrorKind::Unregistered,
+            ErrorKind::Closed,
+            ErrorKind::Terminated,
+            ErrorKind::PoolBroken,
+            ErrorKind::WaitTimeout,
+            ErrorKind::StillRunning,
+            ErrorKind::InvalidInput,
+            ErrorKind::OtherProcess,
+            ErrorKind::Cancelled,
+            ErrorKind::InputPanicked,
+            ErrorKind::TimedOut,
+        ];
+        let known = KINDS.iter().find(|k| format!("{k:?}") == record.kind);
+        let (kind, message) = match known {
+            Some(&kind) => (kind, record.message),
+            None => (
+                ErrorKind::PoolBroken,
+                format!("{} (an error of kind {})", record.message, record.kind),
+            ),
+        };
+        Error {
+            inner: Arc::new(Inner {
+                kind,
+                task: record.task,
+                worker: record.worker.map(|(index, pid)| WorkerInfo { index, pid }),
+                exit: record.exit.map(|(how, value)| match how {
+                    0 => WorkerExit::Code(value),
+                    1 => WorkerExit::Signal(value),
+                    _ => WorkerExit::Unknown,
+                }),
+                message,
+                location: record.location,
+                backtrace: record.backtrace,
+                timeout: record.timeout,
+                retried: record.retried,
+                killed_by_pool: record.killed_by_pool,
+                host: Some(host.to_owned()),
+            }),
+        }
+    }
+
+    /// This error, with the host whose worker it came from.
+    pub(crate) fn on_host(self, host: &str) -> Error {
+        self.with(|inner| inner.host = Some(host.to_owned()))
+    }
+}
 
 /// Why [`Builder::build`](crate::Builder::build) could not start a pool.
 #[derive(Debug)]
@@ -505,6 +616,9 @@ pub enum BuildErrorKind {
     WorkerDied,
     /// A worker answered the handshake wrongly (a binary rebuilt while the pool started).
     Handshake,
+    /// The pool could not reach its queue's server (Redis, with
+    /// [`Builder::redis`](crate::Builder::redis)); the message says why.
+    Connect,
 }
 
 impl BuildError {
@@ -520,6 +634,16 @@ impl BuildError {
 
     pub(crate) fn invalid(message: String) -> BuildError {
         BuildError::new(BuildErrorKind::InvalidInput, message)
+    }
+
+    /// A pool over Redis could not set up its queue.
+    #[cfg(feature = "redis")]
+    pub(crate) fn connect(error: &Error) -> BuildError {
+        let kind = match error.kind() {
+            ErrorKind::InvalidInput => BuildErrorKind::InvalidInput,
+            _ => BuildErrorKind::Connect,
+        };
+        BuildError::new(kind, error.to_string())
     }
 
     pub(crate) fn spawn(error: io::Error) -> BuildError {

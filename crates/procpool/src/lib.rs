@@ -184,9 +184,13 @@ mod backend;
 mod codec;
 mod error;
 mod event;
+#[cfg(feature = "redis")]
+mod host;
 mod job;
 mod pool;
 mod registry;
+#[cfg(feature = "redis")]
+mod remote;
 mod result;
 mod shared;
 mod start;
@@ -200,6 +204,8 @@ mod worker;
 
 pub use error::{BuildError, BuildErrorKind, Error, ErrorKind, WorkerExit, WorkerInfo};
 pub use event::{Event, Events};
+#[cfg(feature = "redis")]
+pub use host::{Host, HostHandle};
 pub use pool::{ApplyOptions, Builder, MapOptions, Pool};
 pub use procpool_macros::task;
 pub use registry::Task;

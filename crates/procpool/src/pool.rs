@@ -126,6 +126,13 @@ pub struct Builder {
     task_timeout: Option<Duration>,
     retries: u32,
     backtraces: Option<bool>,
+    /// The Redis server and queue of a pool whose tasks run on host agents.
+    #[cfg(feature = "redis")]
+    redis: Option<String>,
+    #[cfg(feature = "redis")]
+    queue: Option<String>,
+    #[cfg(feature = "redis")]
+    lease: Option<Duration>,
 }
 
 impl Builder {
@@ -222,6 +229,40 @@ impl Builder {
         self
     }
 
+    /// Runs the pool's tasks on [`Host`](crate::Host) agents that serve a queue on the Redis
+    /// server at `url` (`redis://[user:password@]host:port/db`, `rediss://` for TLS with the
+    /// `redis-tls` feature), on any number of machines, instead of on local workers. The
+    /// queue is named by [`queue`](Builder::queue) (`default` otherwise).
+    ///
+    /// The pool keeps the same methods and promises: every call ends once, a crash on a host
+    /// ends its call as [`ErrorKind::WorkerDied`] with the host named, a host that is lost
+    /// hands its calls to another after its lease. [`processes`](Builder::processes) is how
+    /// many workers `map` plans its chunks for. A [`SharedBytes`](crate::SharedBytes) cannot
+    /// cross machines and is refused at submission. The initializer, `max_tasks_per_child`
+    /// and the start method belong to the hosts and are refused here. See
+    /// `docs/distributed.md` for what is guaranteed.
+    #[cfg(feature = "redis")]
+    pub fn redis(mut self, url: impl Into<String>) -> Builder {
+        self.redis = Some(url.into());
+        self
+    }
+
+    /// The queue that a pool over Redis ([`redis`](Builder::redis)) sends its calls to.
+    #[cfg(feature = "redis")]
+    pub fn queue(mut self, name: impl Into<String>) -> Builder {
+        self.queue = Some(name.into());
+        self
+    }
+
+    /// How long the keys of a pool over Redis outlive it if it dies (30 s by default): its
+    /// queued calls are dropped by hosts once the lease has passed. The pool renews them
+    /// every third of it.
+    #[cfg(feature = "redis")]
+    pub fn lease(mut self, lease: Duration) -> Builder {
+        self.lease = Some(lease);
+        self
+    }
+
     /// Starts the workers (one after another, without waiting for each to be ready) and
     /// returns once every one is ready.
     ///
@@ -257,6 +298,35 @@ impl Builder {
             ));
         }
         let initializer = self.initializer.transpose().map_err(BuildError::invalid)?;
+        #[cfg(feature = "redis")]
+        if let Some(url) = self.redis {
+            if initializer.is_some()
+                || max_tasks_per_child.is_some()
+                || self.method != StartMethod::default()
+            {
+                return Err(BuildError::invalid(
+                    "the initializer, max_tasks_per_child and the start method belong to the hosts of a pool over Redis".into(),
+                ));
+            }
+            let lease = self.lease.unwrap_or(crate::remote::DEFAULT_LEASE);
+            if lease < Duration::from_millis(30) {
+                return Err(BuildError::invalid(format!(
+                    "a lease is at least 30ms, got {lease:?}"
+                )));
+            }
+            let backend = Backend::start_remote(crate::remote::RemoteConfig {
+                url,
+                queue: self.queue.unwrap_or_else(|| "default".into()),
+                lease,
+                retries: self.retries,
+                task_timeout: self.task_timeout,
+            })?;
+            return Ok(Pool {
+                backend,
+                processes,
+                generation: sys::fork_generation(),
+            });
+        }
         worker::keep_entry();
         let config = Config {
             processes,
@@ -278,7 +348,7 @@ impl Builder {
 }
 
 /// Whether the program asks for backtraces, as the standard library reads it for its own.
-fn backtraces_asked_for() -> bool {
+pub(crate) fn backtraces_asked_for() -> bool {
     let asked = |name| std::env::var_os(name).map(|value| value != "0");
     asked("RUST_LIB_BACKTRACE")
         .or_else(|| asked("RUST_BACKTRACE"))
@@ -369,6 +439,12 @@ impl Pool {
             task_timeout: None,
             retries: 0,
             backtraces: None,
+            #[cfg(feature = "redis")]
+            redis: None,
+            #[cfg(feature = "redis")]
+            queue: None,
+            #[cfg(feature = "redis")]
+            lease: None,
         }
     }
 

@@ -21,6 +21,9 @@ pub(crate) struct Batch {
     /// and where the next one's result starts in the body (`None` before the first).
     pub(super) taken: usize,
     pub(super) next: Option<ResultsAt>,
+    /// The host agent whose worker sent the results, for a pool over Redis.
+    #[cfg(feature = "redis")]
+    pub(super) host: Option<std::sync::Arc<str>>,
 }
 
 #[derive(Debug)]
@@ -73,11 +76,56 @@ impl Batch {
             outcomes,
             taken: 0,
             next: None,
+            #[cfg(feature = "redis")]
+            host: None,
         }
     }
 
     pub(super) fn index(&self, i: usize) -> usize {
         self.start + i * self.stride
+    }
+
+    /// Results that host agent `host` sent: the errors in them name it.
+    #[cfg(feature = "redis")]
+    pub(crate) fn on_host(mut self, host: &str) -> Batch {
+        self.host = Some(host.into());
+        self
+    }
+
+    /// The caller's error for a call that failed in `worker`.
+    fn failure(&self, failure: crate::error::TaskFailure, task: &str, worker: WorkerInfo) -> Error {
+        let error = Error::from_failure(failure, task, worker);
+        #[cfg(feature = "redis")]
+        if let Some(host) = &self.host {
+            return error.on_host(host);
+        }
+        error
+    }
+
+    /// The batch as it leaves a host agent: the RESULTS frame's body, the worker that sent
+    /// it, and how many calls it holds; or the error every call ended with.
+    #[cfg(feature = "redis")]
+    pub(crate) fn into_sent(self) -> Result<(Vec<u8>, WorkerInfo, usize), Error> {
+        match self.outcomes {
+            Outcomes::Results {
+                body,
+                fds,
+                task,
+                worker,
+            } => {
+                if fds.is_empty() {
+                    Ok((body, worker, self.count))
+                } else {
+                    Err(crate::error::Error::new(
+                        crate::ErrorKind::InvalidInput,
+                        "a SharedBytes result cannot cross machines: return its bytes as a Vec<u8> from a pool over Redis",
+                    )
+                    .task(task)
+                    .worker(worker))
+                }
+            }
+            Outcomes::Failed(error) => Err(error),
+        }
     }
 
     /// Hands each call's index and encoded result (or error) to `visit`, in order.
@@ -90,7 +138,7 @@ impl Batch {
                 worker,
             } => shared::decoding(fds, 0, || {
                 for (i, item) in ResultItems::new(body).enumerate() {
-                    let item = item.map_err(|failure| Error::from_failure(failure, task, *worker));
+                    let item = item.map_err(|failure| self.failure(failure, task, *worker));
                     visit(self.index(i), item);
                 }
             }),
@@ -159,7 +207,7 @@ impl Batch {
                 };
                 let item = items.next().expect("the batch has a call left");
                 self.next = Some(items.position());
-                let item = item.map_err(|failure| Error::from_failure(failure, task, *worker));
+                let item = item.map_err(|failure| self.failure(failure, task, *worker));
                 (index, shared::decoding(fds, 0, || decode(item)))
             }
             Outcomes::Failed(error) => (index, decode(Err(error.clone()))),

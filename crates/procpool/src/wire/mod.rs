@@ -48,6 +48,8 @@ pub(crate) use read_items::{PackedItems, ResultItems, ResultsAt, RunItems};
 pub(crate) use reader::{FrameReader, read_frame};
 pub(crate) use results::ResultsFrame;
 pub(crate) use run::RunFrame;
+#[cfg(feature = "redis")]
+pub(crate) use run::adopt;
 
 /// "PPL" and a 1: the first four bytes of both sides' handshake frames.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PPL1");

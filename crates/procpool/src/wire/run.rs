@@ -188,3 +188,41 @@ impl RunFrame {
         Ok((self.frame.finish(), Fds::new(self.fds, ends)))
     }
 }
+
+/// What a RUN frame that came from another process through a queue holds, once checked
+/// whole: the task's name and the number of calls.
+#[cfg(feature = "redis")]
+pub(crate) struct Adopted {
+    pub(crate) name: String,
+    pub(crate) count: usize,
+}
+
+/// Checks a whole RUN frame that came from elsewhere (a queue shared by machines) and gives
+/// it the job id `job`: it must be one frame, within the limits, with no descriptors, which
+/// cannot cross machines.
+#[cfg(feature = "redis")]
+pub(crate) fn adopt(frame: &mut [u8], job: u64) -> Result<Adopted, WireError> {
+    if frame.len() < HEADER {
+        return Err(WireError::Truncated);
+    }
+    let len = parse_header(&frame[..HEADER])?;
+    if len != frame.len() - HEADER {
+        return Err(WireError::Truncated);
+    }
+    let adopted = match ToWorker::decode(&frame[HEADER..])? {
+        ToWorker::Run {
+            name, fds, items, ..
+        } => {
+            if fds != 0 {
+                return Err(WireError::TooManyFds(fds));
+            }
+            Adopted {
+                name: name.to_owned(),
+                count: items.0.left,
+            }
+        }
+        _ => return Err(WireError::UnknownTag(frame[HEADER])),
+    };
+    frame[HEADER + 1..HEADER + 9].copy_from_slice(&job.to_le_bytes());
+    Ok(adopted)
+}

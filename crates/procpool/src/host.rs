@@ -1,0 +1,868 @@
+//! A host agent: serves a pool's queue over Redis with a local pool of this machine's
+//! worker processes. See [`Host`].
+
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use redis::Value;
+
+use crate::backend::Backend;
+use crate::codec;
+use crate::error::{Error, ErrorKind, WorkerInfo};
+use crate::registry;
+use crate::remote::{self, Entry, GROUP, Keys, Reply, connect, millis, redis_error};
+use crate::result::Collector;
+use crate::shared::Fds;
+use crate::start::StartMethod;
+use crate::supervisor::Config;
+use crate::wire;
+
+/// A host agent: runs the calls of pools built with [`Builder::redis`](crate::Builder::redis)
+/// on this machine, in a local pool of worker processes of this same program.
+///
+/// Start one on each machine that should take work, in the program whose tasks the pools
+/// call (the registry must be the same: a host of another build never sees the calls). A
+/// call that crashes its worker ends as [`ErrorKind::WorkerDied`] with the host named
+/// ([`Error::host`]); the host goes on. A host that dies or stops answering loses its calls
+/// to other hosts once its lease has passed without a renewal.
+///
+/// ```no_run
+/// # fn main() -> Result<(), procpool::Error> {
+/// let host = procpool::Host::new("redis://127.0.0.1:6379/", "crawl")
+///     .processes(8)
+///     .start()?;
+/// // … until the program should stop taking work:
+/// host.stop()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Host {
+    url: String,
+    queue: String,
+    processes: Option<usize>,
+    lease: Duration,
+    name: Option<String>,
+}
+
+impl Host {
+    /// A host for queue `queue` on the Redis server at `url` (`redis://[user:password@]host:port/db`,
+    /// or `rediss://` for TLS with the `redis-tls` feature).
+    pub fn new(url: impl Into<String>, queue: impl Into<String>) -> Host {
+        Host {
+            url: url.into(),
+            queue: queue.into(),
+            processes: None,
+            lease: remote::DEFAULT_LEASE,
+            name: None,
+        }
+    }
+
+    /// How many worker processes run calls at once; [`cpu_count()`](crate::cpu_count) by
+    /// default.
+    pub fn processes(mut self, processes: usize) -> Host {
+        self.processes = Some(processes);
+        self
+    }
+
+    /// How long the host may be silent before other hosts take its calls (30 s by default).
+    /// It renews its calls every third of it. Use the same lease on every host of a queue.
+    pub fn lease(mut self, lease: Duration) -> Host {
+        self.lease = lease;
+        self
+    }
+
+    /// The host's name in errors and results; the machine's host name and the agent's pid by
+    /// default.
+    pub fn name(mut self, name: impl Into<String>) -> Host {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Starts the local pool and the agent's threads, and returns once it takes work.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a bad queue name or lease, [`ErrorKind::PoolBroken`]
+    /// when Redis cannot be reached or the local pool cannot start.
+    pub fn start(self) -> Result<HostHandle, Error> {
+        if self.lease < Duration::from_millis(30) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("a lease is at least 30ms, got {:?}", self.lease),
+            ));
+        }
+        let keys = Keys::new(&self.queue)?;
+        let name = self.name.clone().unwrap_or_else(default_name);
+        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        let mut conn = connect(&self.url, "cannot connect")?;
+        remote::create_group(&mut conn, &keys.tasks)?;
+        let backend = Backend::start(Config {
+            processes,
+            method: StartMethod::Spawn,
+            initializer: None,
+            max_tasks_per_child: None,
+            task_timeout: None,
+            retries: 0,
+            backtraces: crate::pool::backtraces_asked_for(),
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::PoolBroken,
+                format!("cannot start the local pool: {e}"),
+            )
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = channel();
+        let busy = Arc::new(AtomicUsize::new(0));
+        let reader = {
+            let reader = Reader {
+                conn: connect(&self.url, "cannot connect")?,
+                url: self.url.clone(),
+                keys: keys.clone(),
+                name: name.clone(),
+                room: 2 * processes,
+                busy: Arc::clone(&busy),
+                stop: Arc::clone(&stop),
+                tx: tx.clone(),
+            };
+            spawn("procpool-host-read", move || reader.run())?
+        };
+        let agent = Agent {
+            conn,
+            url: self.url,
+            keys,
+            name,
+            lease: self.lease,
+            backend,
+            running: HashMap::new(),
+            busy,
+            stop: Arc::clone(&stop),
+            tx,
+            complete: redis::Script::new(remote::COMPLETE),
+            renew: redis::Script::new(remote::RENEW),
+        };
+        let thread = spawn("procpool-host", move || agent.run(rx))?;
+        Ok(HostHandle {
+            stop,
+            threads: Mutex::new(vec![reader]),
+            agent: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// [`start`](Host::start)s the host and serves until an error stops it.
+    ///
+    /// # Errors
+    ///
+    /// As for `start`, and a Redis failure that lasts.
+    pub fn run(self) -> Result<(), Error> {
+        self.start()?.wait()
+    }
+}
+
+/// A running [`Host`]. Dropping it stops the host.
+#[derive(Debug)]
+pub struct HostHandle {
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<Result<(), Error>>>>,
+    agent: Mutex<Option<JoinHandle<Result<(), Error>>>>,
+}
+
+impl HostHandle {
+    /// Stops taking work, hands the calls it runs back to the queue (other hosts take them
+    /// at once), ends its local workers and returns.
+    ///
+    /// # Errors
+    ///
+    /// The error that had stopped the host before, if one did.
+    pub fn stop(self) -> Result<(), Error> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wait()
+    }
+
+    /// Waits until the host stops: after [`stop`](HostHandle::stop) from another thread
+    /// (through a clone of nothing: call `stop`), or a Redis failure that lasts.
+    ///
+    /// # Errors
+    ///
+    /// The failure that stopped it.
+    pub fn wait(&self) -> Result<(), Error> {
+        let agent = self.agent.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let outcome = match agent {
+            Some(agent) => agent.join().unwrap_or_else(|_| {
+                Err(Error::new(ErrorKind::PoolBroken, "the host agent panicked"))
+            }),
+            None => Ok(()),
+        };
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = thread.join();
+        }
+        outcome
+    }
+}
+
+impl Drop for HostHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wait();
+    }
+}
+
+fn spawn(
+    name: &str,
+    run: impl FnOnce() -> Result<(), Error> + Send + 'static,
+) -> Result<JoinHandle<Result<(), Error>>, Error> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(run)
+        .map_err(|e| Error::new(ErrorKind::PoolBroken, format!("cannot start a thread: {e}")))
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// What the agent hears from its reader and from its local pool.
+enum Message {
+    /// New jobs from the queue.
+    Read(Vec<Entry>),
+    /// The local job with this id ended.
+    Done(u64),
+    /// The reader could not read.
+    Failed(Error),
+}
+
+/// Reads new jobs for the host while it has room for them.
+struct Reader {
+    conn: redis::Connection,
+    url: String,
+    keys: Keys,
+    name: String,
+    /// How many jobs the host holds at most: its workers', and one more each in the queue.
+    room: usize,
+    busy: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    tx: Sender<Message>,
+}
+
+impl Reader {
+    fn run(mut self) -> Result<(), Error> {
+        let mut failures = 0;
+        while !self.stop.load(Ordering::SeqCst) {
+            let free = self.room.saturating_sub(self.busy.load(Ordering::SeqCst));
+            if free == 0 {
+                std::thread::park_timeout(Duration::from_millis(5));
+                continue;
+            }
+            let read = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.name)
+                .arg("COUNT")
+                .arg(free)
+                .arg("BLOCK")
+                .arg(100)
+                .arg("STREAMS")
+                .arg(&self.keys.tasks)
+                .arg(">")
+                .query::<Value>(&mut self.conn);
+            match read {
+                Ok(reply) => {
+                    failures = 0;
+                    let entries = remote::entries(Reply::Read(reply));
+                    if !entries.is_empty() {
+                        self.busy.fetch_add(entries.len(), Ordering::SeqCst);
+                        if self.tx.send(Message::Read(entries)).is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    // The server lost the queue (restarted without persistence): set it up
+                    // again and go on.
+                    let _ = remote::create_group(&mut self.conn, &self.keys.tasks);
+                }
+                Err(e) => {
+                    failures += 1;
+                    std::thread::sleep(Duration::from_millis(50 * failures.min(10)));
+                    match connect(&self.url, "lost the connection") {
+                        Ok(conn) => self.conn = conn,
+                        Err(_) if failures < 200 => {}
+                        Err(_) => {
+                            let error = redis_error("lost the connection", &e);
+                            let _ = self.tx.send(Message::Failed(error.clone()));
+                            return Err(error);
+                        }
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
+
+/// The agent: starts the jobs it reads on the local pool, completes them, renews its leases
+/// and takes over the jobs of hosts that were lost.
+struct Agent {
+    conn: redis::Connection,
+    url: String,
+    keys: Keys,
+    name: String,
+    lease: Duration,
+    backend: Backend,
+    /// The jobs on the local pool, by their local id.
+    running: HashMap<u64, Running>,
+    busy: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    tx: Sender<Message>,
+    complete: redis::Script,
+    renew: redis::Script,
+}
+
+/// A job from the queue on the local pool.
+struct Running {
+    /// The queue entry's id.
+    entry: String,
+    /// The caller's pool id and job id.
+    pool: String,
+    job: u64,
+    collector: Arc<Collector>,
+    /// Another host has the job now (or its caller deleted it): its outcome is dropped.
+    lost: bool,
+    /// For a run again after a worker's death: the frame, and how many runs are left.
+    again: Option<(Vec<u8>, u32)>,
+    timeout: Option<Duration>,
+    retried: u32,
+}
+
+/// A job read from the queue.
+struct Job {
+    entry: String,
+    pool: String,
+    job: u64,
+    frame: Vec<u8>,
+    retries: u32,
+    timeout: Option<Duration>,
+}
+
+impl Job {
+    fn parse(mut entry: Entry) -> Result<Job, String> {
+        let field = |name: &str| format!("the entry has no field {name}");
+        Ok(Job {
+            pool: entry.text("p").ok_or_else(|| field("p"))?.to_owned(),
+            job: entry.number("j").ok_or_else(|| field("j"))?,
+            retries: entry.number("r").unwrap_or(0),
+            timeout: match entry.number::<u64>("d").unwrap_or(0) {
+                0 => None,
+                ms => Some(Duration::from_millis(ms)),
+            },
+            frame: entry.take("f").ok_or_else(|| field("f"))?,
+            entry: entry.id,
+        })
+    }
+}
+
+/// A result to write for a job: `ok` with a RESULTS body, or an error.
+type Outcome = Result<(Vec<u8>, WorkerInfo), Error>;
+
+impl Agent {
+    fn run(mut self, rx: Receiver<Message>) -> Result<(), Error> {
+        let renew_every = self.lease / 3;
+        let reap_every = self.lease / 2;
+        let mut renew_at = Instant::now() + renew_every;
+        let mut reap_at = Instant::now();
+        let outcome = loop {
+            if self.stop.load(Ordering::SeqCst) {
+                break Ok(());
+            }
+            let now = Instant::now();
+            let wait = renew_at
+                .min(reap_at)
+                .saturating_duration_since(now)
+                .min(Duration::from_millis(50));
+            let step = match rx.recv_timeout(wait) {
+                Ok(Message::Read(entries)) => self.take(entries),
+                Ok(Message::Done(id)) => self.done(id),
+                Ok(Message::Failed(error)) => Err(error),
+                Err(RecvTimeoutError::Timeout) => Ok(()),
+                Err(RecvTimeoutError::Disconnected) => break Ok(()),
+            };
+            let step = step.and_then(|()| {
+                let now = Instant::now();
+                if now >= renew_at {
+                    self.renew_leases()?;
+                    renew_at = now + renew_every;
+                }
+                if now >= reap_at {
+                    self.reap()?;
+                    reap_at = now + reap_every;
+                }
+                Ok(())
+            });
+            if let Err(error) = step {
+                break Err(error);
+            }
+        };
+        self.stop.store(true, Ordering::SeqCst);
+        self.give_back();
+        self.backend.terminate();
+        outcome
+    }
+
+    /// Runs a Redis command, connecting again once if the connection broke.
+    fn query<T: redis::FromRedisValue>(
+        &mut self,
+        what: &str,
+        run: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> Result<T, Error> {
+        match run(&mut self.conn) {
+            Ok(value) => Ok(value),
+            Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+                let deadline = Instant::now() + Duration::from_secs(10);
+                loop {
+                    match connect(&self.url, what) {
+                        Ok(conn) => {
+                            self.conn = conn;
+                            return run(&mut self.conn).map_err(|e| redis_error(what, &e));
+                        }
+                        Err(error) if Instant::now() >= deadline => return Err(error),
+                        Err(_) => std::thread::sleep(Duration::from_millis(100)),
+                    }
+                }
+            }
+            Err(e) => Err(redis_error(what, &e)),
+        }
+    }
+
+    /// Starts jobs read from the queue (counted in `busy` already), but those whose caller
+    /// is gone, which end without a result.
+    fn take(&mut self, entries: Vec<Entry>) -> Result<(), Error> {
+        let mut jobs = Vec::with_capacity(entries.len());
+        for entry in entries {
+            let id = entry.id.clone();
+            match Job::parse(entry) {
+                Ok(job) => jobs.push(job),
+                Err(_) => {
+                    // Not a job of procpool's: dropped from the queue.
+                    self.complete(&id, None, None)?;
+                }
+            }
+        }
+        let mut pools: Vec<&str> = jobs.iter().map(|job| job.pool.as_str()).collect();
+        pools.sort_unstable();
+        pools.dedup();
+        let keys: Vec<String> = pools.iter().map(|pool| self.keys.pool(pool)).collect();
+        let states: Vec<Option<String>> = if keys.is_empty() {
+            Vec::new()
+        } else {
+            self.query("cannot read the callers' state", |conn| {
+                redis::cmd("MGET").arg(&keys).query(conn)
+            })?
+        };
+        let live: Vec<String> = pools
+            .iter()
+            .zip(&states)
+            .filter(|(_, state)| state.as_deref() == Some("running"))
+            .map(|(pool, _)| (*pool).to_owned())
+            .collect();
+        for job in jobs {
+            if live.contains(&job.pool) {
+                self.start_local(job)?;
+            } else {
+                self.complete(&job.entry, None, None)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Starts `job` on the local pool; a frame that is not a valid job of a task this
+    /// program has ends with an error at once.
+    fn start_local(&mut self, job: Job) -> Result<(), Error> {
+        let Job {
+            entry,
+            pool,
+            job,
+            mut frame,
+            retries,
+            timeout,
+        } = job;
+        let checked = wire::adopt(&mut frame, 0)
+            .map_err(|e| {
+                Error::new(
+                    ErrorKind::Codec,
+                    format!("the host received a malformed job: {e}"),
+                )
+            })
+            .and_then(|adopted| match registry::by_name(&adopted.name) {
+                Some(task) => Ok((task.name, adopted.count)),
+                None => Err(Error::new(
+                    ErrorKind::Unregistered,
+                    format!(
+                        "task `{}` is not registered in the host's program",
+                        adopted.name
+                    ),
+                )),
+            });
+        let (task, count) = match checked {
+            Ok(checked) => checked,
+            Err(error) => {
+                let error = error.on_host(&self.name);
+                return self.complete_with(&entry, &pool, job, Err(error));
+            }
+        };
+        let again = (retries > 0).then(|| (frame.clone(), retries));
+        self.run_local(
+            Running {
+                entry,
+                pool,
+                job,
+                collector: Collector::new(),
+                lost: false,
+                again,
+                timeout,
+                retried: 0,
+            },
+            task,
+            frame,
+            count,
+        )
+    }
+
+    fn run_local(
+        &mut self,
+        running: Running,
+        task: &'static str,
+        mut frame: Vec<u8>,
+        count: usize,
+    ) -> Result<(), Error> {
+        let collector = Arc::clone(&running.collector);
+        let made = self.backend.job(
+            task,
+            |id| wire::adopt(&mut frame, id).map(|_| (frame, Fds::default())),
+            &collector,
+            (0, 1, count),
+            running.timeout,
+        );
+        let local = match made {
+            Ok(job) => {
+                let id = job.id;
+                if let Err(error) = self.backend.submit([job]) {
+                    let error = error.on_host(&self.name);
+                    return self.complete_with(
+                        &running.entry,
+                        &running.pool,
+                        running.job,
+                        Err(error),
+                    );
+                }
+                id
+            }
+            Err(e) => {
+                let error = Error::new(
+                    ErrorKind::Codec,
+                    format!("the host received a malformed job: {e}"),
+                );
+                return self.complete_with(&running.entry, &running.pool, running.job, Err(error));
+            }
+        };
+        self.backend.link(&collector);
+        let tx = self.tx.clone();
+        collector.when_filled(
+            count,
+            Box::new(move || {
+                let _ = tx.send(Message::Done(local));
+            }),
+        );
+        self.running.insert(local, running);
+        Ok(())
+    }
+
+    /// A local job ended: its result goes to its caller, if the host still owns the job.
+    fn done(&mut self, local: u64) -> Result<(), Error> {
+        let Some(mut running) = self.running.remove(&local) else {
+            return Ok(());
+        };
+        if running.lost {
+            self.busy.fetch_sub(1, Ordering::SeqCst);
+            return Ok(());
+        }
+        let mut batches = Vec::new();
+        while let Some(batch) = running.collector.take_batch() {
+            batches.push(batch);
+        }
+        let outcome: Outcome = match batches.len() {
+            1 => batches
+                .pop()
+                .expect("one batch")
+                .into_sent()
+                .map(|(body, worker, _)| (body, worker)),
+            n => Err(Error::new(
+                ErrorKind::PoolBroken,
+                format!("the host's job ended in {n} parts"),
+            )),
+        };
+        if let Err(error) = &outcome
+            && error.kind() == ErrorKind::WorkerDied
+            && let Some((frame, left)) = running.again.take()
+            && left > 0
+        {
+            // The worker died under the job: run it again, as a local pool would.
+            let adopted = wire::adopt(&mut frame.clone(), 0).ok();
+            if let Some(task) =
+                adopted.and_then(|a| registry::by_name(&a.name).map(|t| (t.name, a.count)))
+            {
+                running.again = Some((frame.clone(), left - 1));
+                running.retried += 1;
+                running.collector = Collector::new();
+                return self.run_local(running, task.0, frame, task.1);
+            }
+        }
+        let outcome =
+            outcome.map_err(|error| error.with_retries(running.retried).on_host(&self.name));
+        self.complete_with(&running.entry, &running.pool, running.job, outcome)
+    }
+
+    /// Writes the outcome of the caller's job `job` and ends its entry.
+    fn complete_with(
+        &mut self,
+        entry: &str,
+        pool: &str,
+        job: u64,
+        outcome: Outcome,
+    ) -> Result<(), Error> {
+        let results = self.keys.results(pool);
+        let mut fields: Vec<(&str, Vec<u8>)> = vec![("j", job.to_string().into_bytes())];
+        let worker = match &outcome {
+            Ok((_, worker)) => Some(*worker),
+            Err(error) => error.worker_info(),
+        };
+        match outcome {
+            Ok((body, _)) => {
+                fields.push(("s", b"ok".to_vec()));
+                fields.push(("r", body));
+            }
+            Err(error) => {
+                let record = codec::encode(&error.to_record())
+                    .map_err(|e| Error::new(ErrorKind::Codec, e.to_string()))?;
+                fields.push(("s", b"err".to_vec()));
+                fields.push(("r", record));
+            }
+        }
+        fields.push(("h", self.name.clone().into_bytes()));
+        if let Some(worker) = worker {
+            fields.push(("w", worker.index.to_string().into_bytes()));
+            fields.push(("p", worker.pid.to_string().into_bytes()));
+        }
+        self.complete(entry, Some(&results), Some(&fields))?;
+        Ok(())
+    }
+
+    /// Ends entry `entry` with the fenced completion script; `fields` go to `results`.
+    fn complete(
+        &mut self,
+        entry: &str,
+        results: Option<&str>,
+        fields: Option<&[(&str, Vec<u8>)]>,
+    ) -> Result<(), Error> {
+        self.busy.fetch_sub(1, Ordering::SeqCst);
+        let script = self.complete.clone();
+        let tasks = self.keys.tasks.clone();
+        let name = self.name.clone();
+        let results = results.unwrap_or(&tasks).to_owned();
+        self.query::<i64>("cannot write a result", |conn| {
+            let mut call = script.key(&tasks);
+            call.key(&results).arg(GROUP).arg(&name).arg(entry);
+            for (field, value) in fields.unwrap_or(&[]) {
+                call.arg(*field).arg(&value[..]);
+            }
+            call.invoke(conn)
+        })?;
+        Ok(())
+    }
+
+    /// Renews the leases of the jobs the host runs; jobs it no longer owns (taken by
+    /// another host after a pause, or deleted by their caller) are stopped.
+    fn renew_leases(&mut self) -> Result<(), Error> {
+        let ids: Vec<String> = self
+            .running
+            .values()
+            .filter(|running| !running.lost)
+            .map(|running| running.entry.clone())
+            .collect();
+        if ids.is_empty() {
+            return Ok(());
+        }
+        let script = self.renew.clone();
+        let tasks = self.keys.tasks.clone();
+        let name = self.name.clone();
+        let kept: Vec<String> = self.query("cannot renew the leases", |conn| {
+            script
+                .key(&tasks)
+                .arg(GROUP)
+                .arg(&name)
+                .arg(&ids)
+                .invoke(conn)
+        })?;
+        for running in self.running.values_mut() {
+            if !running.lost && !kept.contains(&running.entry) {
+                running.lost = true;
+                running.collector.cancel();
+            }
+        }
+        Ok(())
+    }
+
+    /// Takes over jobs idle past the lease: their hosts were lost. A job delivered more
+    /// often than its limit ends as [`ErrorKind::WorkerDied`] and goes to the dead-letter
+    /// stream.
+    fn reap(&mut self) -> Result<(), Error> {
+        let lease = millis(self.lease);
+        let mut cursor = "0-0".to_owned();
+        for _ in 0..10 {
+            let (tasks, name) = (self.keys.tasks.clone(), self.name.clone());
+            let at = cursor.clone();
+            let reply: Value = self.query("cannot claim jobs", |conn| {
+                redis::cmd("XAUTOCLAIM")
+                    .arg(&tasks)
+                    .arg(GROUP)
+                    .arg(&name)
+                    .arg(lease)
+                    .arg(&at)
+                    .arg("COUNT")
+                    .arg(100)
+                    .query(conn)
+            })?;
+            cursor = match &reply {
+                Value::Array(parts) => parts
+                    .first()
+                    .cloned()
+                    .and_then(remote::as_text)
+                    .unwrap_or_else(|| "0-0".into()),
+                _ => "0-0".into(),
+            };
+            let claimed: Vec<Entry> = remote::entries(Reply::Claimed(reply))
+                .into_iter()
+                .filter(|entry| !self.running.values().any(|r| r.entry == entry.id))
+                .collect();
+            let mut fresh = Vec::new();
+            for entry in claimed {
+                self.busy.fetch_add(1, Ordering::SeqCst);
+                let id = entry.id.clone();
+                let deliveries = self.deliveries(&id)?;
+                let limit: u32 = entry.number("m").unwrap_or(remote::DELIVERIES);
+                if deliveries > limit {
+                    self.bury(entry, deliveries)?;
+                } else {
+                    fresh.push(entry);
+                }
+            }
+            self.take(fresh)?;
+            if cursor == "0-0" {
+                break;
+            }
+        }
+        Ok(())
+    }
+
+    /// How many times entry `id` has been delivered.
+    fn deliveries(&mut self, id: &str) -> Result<u32, Error> {
+        let tasks = self.keys.tasks.clone();
+        let reply: Value = self.query("cannot read a job's deliveries", |conn| {
+            redis::cmd("XPENDING")
+                .arg(&tasks)
+                .arg(GROUP)
+                .arg(id)
+                .arg(id)
+                .arg(1)
+                .query(conn)
+        })?;
+        let count = match reply {
+            Value::Array(mut rows) if rows.len() == 1 => match rows.pop() {
+                Some(Value::Array(row)) => row.get(3).and_then(|v| match v {
+                    Value::Int(n) => Some(*n as u32),
+                    _ => None,
+                }),
+                _ => None,
+            },
+            _ => None,
+        };
+        Ok(count.unwrap_or(1))
+    }
+
+    /// Ends a job whose hosts kept being lost: copied to the dead-letter stream, and its
+    /// caller told.
+    fn bury(&mut self, mut entry: Entry, deliveries: u32) -> Result<(), Error> {
+        let dead = self.keys.dead.clone();
+        let fields: Vec<(Vec<u8>, Vec<u8>)> = std::mem::take(&mut entry.fields);
+        self.query::<()>("cannot write to the dead-letter stream", |conn| {
+            let mut add = redis::cmd("XADD");
+            add.arg(&dead).arg("MAXLEN").arg("~").arg(10_000).arg("*");
+            for (field, value) in &fields {
+                add.arg(&field[..]).arg(&value[..]);
+            }
+            add.arg("id").arg(&entry.id).query(conn)
+        })?;
+        let text = |name: &str| {
+            fields
+                .iter()
+                .find(|(f, _)| f == name.as_bytes())
+                .and_then(|(_, v)| std::str::from_utf8(v).ok().map(str::to_owned))
+        };
+        let (Some(pool), Some(job)) = (text("p"), text("j").and_then(|j| j.parse().ok())) else {
+            return self.complete(&entry.id, None, None);
+        };
+        let error = Error::new(
+            ErrorKind::WorkerDied,
+            format!(
+                "was lost: the hosts that held the call stopped renewing it {} times",
+                deliveries - 1
+            ),
+        )
+        .on_host(&self.name);
+        self.complete_with(&entry.id, &pool, job, Err(error))
+    }
+
+    /// Hands the jobs the host holds back to the queue, for other hosts to take at once.
+    fn give_back(&mut self) {
+        let tasks = self.keys.tasks.clone();
+        let name = self.name.clone();
+        let idle = millis(self.lease) * 10;
+        let ids: Vec<String> = self
+            .running
+            .values()
+            .filter(|r| !r.lost)
+            .map(|r| r.entry.clone())
+            .collect();
+        if !ids.is_empty() {
+            let _ = self.query::<Value>("cannot give jobs back", |conn| {
+                redis::cmd("XCLAIM")
+                    .arg(&tasks)
+                    .arg(GROUP)
+                    .arg(&name)
+                    .arg(0)
+                    .arg(&ids)
+                    .arg("IDLE")
+                    .arg(idle)
+                    .arg("JUSTID")
+                    .query(conn)
+            });
+        }
+        for running in self.running.values_mut() {
+            running.lost = true;
+            running.collector.cancel();
+        }
+    }
+}
