@@ -2,6 +2,8 @@
 //! NAME`. Serves until it is killed (or its standard input closes, when it hands its calls
 //! back and exits). The tests set `PP_HOST_NAME` to the same name, for the tasks.
 //!
+//! `pp_host square URL QUEUE X`: a caller that prints the square of X, computed by a host.
+//!
 //! `pp_host caller URL QUEUE LEASE_MS LOG N`: a caller that queues N calls of
 //! `work_logged(LOG, 100)`, says `queued` on one line, and blocks until it is killed.
 
@@ -13,6 +15,9 @@ fn main() {
     let args: Vec<String> = std::env::args().skip(1).collect();
     if args[0] == "caller" {
         return caller(&args[1..]);
+    }
+    if args[0] == "square" {
+        return square(&args[1..]);
     }
     let [url, queue, processes, lease, name] = &args[..] else {
         panic!("usage: pp_host URL QUEUE PROCESSES LEASE_MS NAME");
@@ -51,4 +56,20 @@ fn caller(args: &[String]) {
     std::io::stdout().flush().expect("flush");
     let _ = std::io::stdin().read_to_end(&mut Vec::new());
     drop(calls);
+}
+
+fn square(args: &[String]) {
+    let [url, queue, x] = args else {
+        panic!("usage: pp_host square URL QUEUE X");
+    };
+    let pool = procpool::Pool::builder()
+        .redis(url)
+        .queue(queue)
+        .build()
+        .expect("the pool starts");
+    let x: u64 = x.parse().expect("a number");
+    let squared = pool
+        .apply(tests_integration::remote_tasks::square, (x,))
+        .expect("the call");
+    println!("{squared}");
 }

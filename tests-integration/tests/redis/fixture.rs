@@ -16,6 +16,8 @@ pub const BOUND: Duration = Duration::from_secs(30);
 pub struct Server {
     child: Option<Child>,
     dir: PathBuf,
+    /// With TLS: the port it takes TLS connections on.
+    tls_port: Option<u16>,
 }
 
 impl Server {
@@ -27,18 +29,115 @@ impl Server {
         let dir = std::env::temp_dir().join(format!("procpool-redis-{}-{n}", std::process::id()));
         let _ = std::fs::remove_dir_all(&dir);
         std::fs::create_dir_all(&dir).expect("make the server's folder");
-        let mut server = Server { child: None, dir };
+        let mut server = Server {
+            child: None,
+            dir,
+            tls_port: None,
+        };
         server.spawn();
         server
     }
 
+    /// A server that also takes TLS connections on a loopback port, with a certificate of a
+    /// private CA made by `openssl` ([`Server::ca`]).
+    pub fn start_tls() -> Server {
+        let mut server = Server::start();
+        server.kill();
+        let dir = server.dir.clone();
+        let openssl = |args: &[&str]| {
+            let status = Command::new("openssl")
+                .args(args)
+                .current_dir(&dir)
+                .stderr(Stdio::null())
+                .status()
+                .expect("run openssl (Debian: apt-get install openssl)");
+            assert!(status.success(), "openssl {args:?}");
+        };
+        std::fs::write(dir.join("san.ext"), "subjectAltName=IP:127.0.0.1\n").unwrap();
+        openssl(&[
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "ca.key",
+            "-out",
+            "ca.crt",
+            "-days",
+            "2",
+            "-subj",
+            "/CN=procpool test CA",
+        ]);
+        openssl(&[
+            "req",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-keyout",
+            "server.key",
+            "-out",
+            "server.csr",
+            "-subj",
+            "/CN=127.0.0.1",
+        ]);
+        openssl(&[
+            "x509",
+            "-req",
+            "-in",
+            "server.csr",
+            "-CA",
+            "ca.crt",
+            "-CAkey",
+            "ca.key",
+            "-CAcreateserial",
+            "-out",
+            "server.crt",
+            "-days",
+            "2",
+            "-extfile",
+            "san.ext",
+        ]);
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|listener| listener.local_addr())
+            .expect("a free port")
+            .port();
+        server.tls_port = Some(port);
+        server.spawn();
+        server
+    }
+
+    /// The private CA's certificate of a TLS server.
+    pub fn ca(&self) -> PathBuf {
+        self.dir.join("ca.crt")
+    }
+
+    /// The `rediss://` URL of a TLS server, for `user`.
+    pub fn tls_url(&self, user: &str, password: &str) -> String {
+        let port = self.tls_port.expect("a TLS server");
+        format!("rediss://{user}:{password}@127.0.0.1:{port}/")
+    }
+
     fn spawn(&mut self) {
-        let child = Command::new("redis-server")
+        let mut command = Command::new("redis-server");
+        command
             .args(["--port", "0", "--save", "", "--appendonly", "no"])
             .arg("--unixsocket")
             .arg(self.socket())
             .arg("--dir")
-            .arg(&self.dir)
+            .arg(&self.dir);
+        if let Some(port) = self.tls_port {
+            command
+                .args(["--tls-port", &port.to_string()])
+                .args([
+                    "--tls-cert-file",
+                    "server.crt",
+                    "--tls-key-file",
+                    "server.key",
+                ])
+                .args(["--tls-ca-cert-file", "ca.crt", "--tls-auth-clients", "no"]);
+        }
+        let child = command
             .stdout(Stdio::null())
             .spawn()
             .unwrap_or_else(|e| {
@@ -110,13 +209,26 @@ impl Agent {
         lease: Duration,
         name: &str,
     ) -> Agent {
+        Agent::start_at(&server.url(), queue, processes, lease, name, &[])
+    }
+
+    /// [`Agent::start`] for the server at `url`, with more environment variables.
+    pub fn start_at(
+        url: &str,
+        queue: &str,
+        processes: usize,
+        lease: Duration,
+        name: &str,
+        env: &[(&str, &std::ffi::OsStr)],
+    ) -> Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_pp_host"))
-            .arg(server.url())
+            .arg(url)
             .arg(queue)
             .arg(processes.to_string())
             .arg(lease.as_millis().to_string())
             .arg(name)
             .env("PP_HOST_NAME", name)
+            .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .process_group(0)
             .spawn()
@@ -216,4 +328,27 @@ pub fn start_caller(server: &Server, queue: &str, lease: Duration, log: &str, n:
         .expect("read the caller's line");
     assert_eq!(line.trim(), "queued");
     child
+}
+
+/// Runs `pp_host square URL QUEUE X` with `env`: a caller in a process of its own; returns
+/// what it printed, or its failure.
+pub fn square_in_a_caller(
+    url: &str,
+    queue: &str,
+    x: u64,
+    env: &[(&str, &std::ffi::OsStr)],
+) -> Result<u64, String> {
+    let out = Command::new(env!("CARGO_BIN_EXE_pp_host"))
+        .args(["square", url, queue, &x.to_string()])
+        .envs(env.iter().copied())
+        .output()
+        .expect("run the caller");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout)
+            .trim()
+            .parse()
+            .expect("a number"))
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+    }
 }

@@ -6,7 +6,7 @@ mod fixture;
 
 use std::time::{Duration, Instant};
 
-use fixture::{Agent, BOUND, Server, start_caller, wait_until};
+use fixture::{Agent, BOUND, Server, square_in_a_caller, start_caller, wait_until};
 use procpool::{ErrorKind, Pool};
 use tests_integration::remote_tasks::{
     Ran, abort_worker, add, echo_bytes, fail_on, hold, shared_len, square, whereami, work_logged,
@@ -440,6 +440,89 @@ fn what_cannot_cross_machines_is_refused_at_submission() {
         "{nowhere}"
     );
     drop(pool);
+    drop(server);
+    assert_no_children();
+}
+
+#[test]
+fn a_call_past_its_timeout_ends_timed_out_with_its_host_named() {
+    let _serial = serial();
+    let server = Server::start();
+    let queue = queue("timeout");
+    let a = Agent::start(&server, &queue, 1, LEASE, "a");
+    let pool = pool(&server, &queue);
+    let meeting = Rendezvous::new();
+    let options = procpool::ApplyOptions::new().timeout(Duration::from_millis(200));
+    let call = pool
+        .apply_async_with(hold, (meeting.path(),), options)
+        .unwrap();
+    let arrival = meeting.arrive();
+    let error = call.get().unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::TimedOut, "{error}");
+    assert_eq!(error.host(), Some("a"));
+    assert_eq!(error.worker_info().map(|w| w.pid), Some(arrival.pid));
+    assert_eq!(error.timeout(), Some(Duration::from_millis(200)));
+    drop(arrival);
+    assert_eq!(pool.apply(add, (1, 2)).unwrap(), 3);
+    pool.close();
+    pool.join().unwrap();
+    a.stop();
+    drop(server);
+    assert_no_children();
+}
+
+#[test]
+fn over_tls_an_acl_user_runs_its_queue_and_cannot_touch_another() {
+    let _serial = serial();
+    let server = Server::start_tls();
+    let queue = queue("tls");
+    let mut admin = server.connect().expect("connect");
+    let pattern = format!("~rp:{{{queue}@*");
+    redis::cmd("ACL")
+        .arg("SETUSER")
+        .arg("rpool")
+        .arg("on")
+        .arg(">s3cret")
+        .arg(&pattern)
+        .arg("+@all")
+        .arg("-@dangerous")
+        .query::<()>(&mut admin)
+        .expect("ACL SETUSER");
+    let url = server.tls_url("rpool", "s3cret");
+    let ca = server.ca();
+    let env = [("SSL_CERT_FILE", ca.as_os_str())];
+    let a = Agent::start_at(&url, &queue, 1, LEASE, "a", &env);
+    assert_eq!(square_in_a_caller(&url, &queue, 12, &env), Ok(144));
+    // With other roots than the private CA (the system's, where it has them), the server's
+    // certificate is refused.
+    let system = "/etc/ssl/certs/ca-certificates.crt";
+    let roots = if std::path::Path::new(system).exists() {
+        system
+    } else {
+        "/dev/null"
+    };
+    let refused = square_in_a_caller(&url, &queue, 3, &[("SSL_CERT_FILE", roots.as_ref())]);
+    assert!(
+        refused.is_err(),
+        "a certificate of an unknown CA was accepted"
+    );
+    // The user cannot reach another queue's keys, nor run what is dangerous.
+    let unix_as_rpool = format!("{}?user=rpool&pass=s3cret", server.url());
+    let mut conn = redis::Client::open(unix_as_rpool)
+        .unwrap()
+        .get_connection()
+        .unwrap();
+    let other = redis::cmd("XADD")
+        .arg("rp:{other@00000000}:tasks")
+        .arg("*")
+        .arg("f")
+        .arg("x")
+        .query::<String>(&mut conn)
+        .unwrap_err();
+    assert_eq!(other.code(), Some("NOPERM"), "{other}");
+    let flush = redis::cmd("FLUSHALL").query::<()>(&mut conn).unwrap_err();
+    assert_eq!(flush.code(), Some("NOPERM"), "{flush}");
+    a.stop();
     drop(server);
     assert_no_children();
 }

@@ -407,12 +407,13 @@ impl Shared {
     }
 
     /// The reader thread: results in, the pool's keys kept alive, Redis reached again after
-    /// a failure (and the calls in flight queued again if it lost them).
+    /// a failure, and the calls in flight queued again wherever the server lost the pool's
+    /// keys (a restart without persistence, a failover, or a pool paused past its lease,
+    /// whose queued calls hosts drop).
     fn read(self: Arc<Shared>, mut conn: redis::Connection) {
         let beat = self.lease / 3;
         let mut beaten = Instant::now();
         let mut last = "0-0".to_owned();
-        let mut server = server_id(&mut conn);
         while !self.stop.load(Ordering::SeqCst) {
             let read = redis::cmd("XREAD")
                 .arg("COUNT")
@@ -437,22 +438,22 @@ impl Shared {
                     self.deliver(entry);
                 }
                 if beaten.elapsed() >= beat {
-                    self.beat(&mut conn)?;
+                    if !self.beat(&mut conn)? {
+                        last = "0-0".to_owned();
+                        self.requeue(&mut conn);
+                    }
                     beaten = Instant::now();
                 }
                 Ok(())
             });
             if outcome.is_err() {
                 match self.reconnect() {
-                    Ok((again, id)) => {
-                        conn = again;
-                        if id != server {
-                            // Another server, or the same one restarted: what was queued is
-                            // gone, so the calls in flight go out again.
-                            server = id;
+                    Ok(mut again) => {
+                        if !self.beat(&mut again).unwrap_or(false) {
                             last = "0-0".to_owned();
-                            self.requeue(&mut conn);
+                            self.requeue(&mut again);
                         }
+                        conn = again;
                     }
                     Err(error) => {
                         self.broken(error);
@@ -463,34 +464,31 @@ impl Shared {
         }
     }
 
-    /// Refreshes the pool's liveness key and its result stream's expiry.
-    fn beat(&self, conn: &mut redis::Connection) -> redis::RedisResult<()> {
+    /// Refreshes the pool's liveness key and its result stream's expiry; false if the key
+    /// was gone.
+    fn beat(&self, conn: &mut redis::Connection) -> redis::RedisResult<bool> {
         let ttl = millis(self.lease);
-        redis::pipe()
+        let (kept, _): (Option<String>, i64) = redis::pipe()
             .cmd("SET")
             .arg(&self.pool_key)
             .arg("running")
             .arg("PX")
             .arg(ttl)
             .arg("XX")
-            .ignore()
             .cmd("PEXPIRE")
             .arg(&self.results)
             .arg(ttl)
-            .ignore()
-            .query(conn)
+            .query(conn)?;
+        Ok(kept.is_some())
     }
 
-    /// Connects again within [`RECONNECT`]; the new connection and the server's run id.
-    fn reconnect(&self) -> Result<(redis::Connection, String), Error> {
+    /// Connects again within [`RECONNECT`].
+    fn reconnect(&self) -> Result<redis::Connection, Error> {
         let deadline = Instant::now() + RECONNECT;
         let mut pause = Duration::from_millis(20);
         loop {
             match connect(&self.url, "lost the connection and could not connect again") {
-                Ok(mut conn) => {
-                    let id = server_id(&mut conn);
-                    return Ok((conn, id));
-                }
+                Ok(conn) => return Ok(conn),
                 Err(error) if Instant::now() >= deadline || self.stop.load(Ordering::SeqCst) => {
                     return Err(error);
                 }
@@ -502,7 +500,8 @@ impl Shared {
         }
     }
 
-    /// Queues every call in flight again, with the pool's keys, on a server that lost them.
+    /// Queues every call in flight again, with the pool's keys, on a server that lost them
+    /// (a call that a host still runs may then run twice; its first result is kept).
     fn requeue(&self, conn: &mut redis::Connection) {
         let ttl = millis(self.lease);
         let _ = create_group(conn, &self.keys.tasks);
@@ -620,19 +619,6 @@ impl Shared {
         }
         self.changed.notify_all();
     }
-}
-
-/// The server's run id, which changes when it restarts.
-fn server_id(conn: &mut redis::Connection) -> String {
-    let info: String = redis::cmd("INFO")
-        .arg("server")
-        .query(conn)
-        .unwrap_or_default();
-    info.lines()
-        .find_map(|line| line.strip_prefix("run_id:"))
-        .unwrap_or("")
-        .trim()
-        .to_owned()
 }
 
 /// A pool id unlikely to be another's: the time, the pid and an address, mixed.

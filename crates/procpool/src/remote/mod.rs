@@ -114,6 +114,9 @@ return kept
 
 /// Opens a connection, with `what` in the error.
 pub(crate) fn connect(url: &str, what: &str) -> Result<redis::Connection, Error> {
+    // rustls needs a process-wide crypto provider; one the program installed stays.
+    #[cfg(feature = "redis-tls")]
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let client = redis::Client::open(url).map_err(|e| redis_error(what, &e))?;
     client
         .get_connection_with_timeout(Duration::from_secs(5))
