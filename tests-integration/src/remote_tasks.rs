@@ -13,7 +13,7 @@ pub struct Ran {
 
 fn here() -> Ran {
     Ran {
-        host: std::env::var("PP_HOST_NAME").unwrap_or_default(),
+        host: procpool::current_host().unwrap_or_default(),
         pid: std::process::id(),
     }
 }

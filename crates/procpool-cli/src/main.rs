@@ -34,6 +34,14 @@ struct Cli {
     /// Print no progress bars and only errors on standard error.
     #[arg(short, long, global = true)]
     quiet: bool,
+    /// Run the pools' calls on `procpool worker` hosts that serve a queue on this Redis
+    /// server (`redis://[user:password@]host:port/db`, or `rediss://` for TLS) instead of on
+    /// local workers. Also PROCPOOL_REDIS.
+    #[arg(long, global = true, env = "PROCPOOL_REDIS", value_name = "URL")]
+    redis: Option<String>,
+    /// The queue on Redis (with --redis, and for `worker`).
+    #[arg(long, global = true, default_value = "procpool", value_name = "NAME")]
+    queue: String,
 }
 
 fn main() -> ExitCode {
@@ -46,6 +54,12 @@ fn main() -> ExitCode {
         }
     };
     log::init(cli.verbose, cli.quiet);
+    if let Some(url) = cli.redis {
+        cmd::use_redis(cmd::Remote {
+            url,
+            queue: cli.queue,
+        });
+    }
     let show = cmd::Show {
         progress: !cli.quiet,
     };

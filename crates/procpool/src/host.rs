@@ -101,6 +101,8 @@ impl Host {
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
         let mut conn = connect(&self.url, "cannot connect")?;
         remote::create_group(&mut conn, &keys.tasks)?;
+        // The workers' `current_host`; a second host in one program keeps the first's.
+        let _ = crate::worker::HOST_NAME.set(name.clone());
         let backend = Backend::start(Config {
             processes,
             method: StartMethod::Spawn,
@@ -340,6 +342,7 @@ struct Running {
     pool: String,
     job: u64,
     collector: Arc<Collector>,
+    task: &'static str,
     /// Another host has the job now (or its caller deleted it): its outcome is dropped.
     lost: bool,
     /// For a run again after a worker's death: the frame, and how many runs are left.
@@ -443,6 +446,12 @@ impl Agent {
                     }
                 }
             }
+            Err(e) if e.code() == Some("NOGROUP") => {
+                // The server lost the queue (a restart without persistence): set it up
+                // again; the jobs the host held are gone, and its next renewal says so.
+                remote::create_group(&mut self.conn, &self.keys.tasks)?;
+                run(&mut self.conn).map_err(|e| redis_error(what, &e))
+            }
             Err(e) => Err(redis_error(what, &e)),
         }
     }
@@ -530,6 +539,7 @@ impl Agent {
                 pool,
                 job,
                 collector: Collector::new(),
+                task,
                 lost: false,
                 again,
                 timeout,
@@ -630,8 +640,23 @@ impl Agent {
                 return self.run_local(running, task.0, frame, task.1);
             }
         }
-        let outcome =
-            outcome.map_err(|error| error.with_retries(running.retried).on_host(&self.name));
+        let outcome = outcome
+            .and_then(|(body, worker)| {
+                if body.len() > remote::MAX_ENTRY {
+                    return Err(Error::new(
+                        ErrorKind::Codec,
+                        format!(
+                            "the results take {} bytes, over the limit of {} for a call over Redis",
+                            body.len(),
+                            remote::MAX_ENTRY
+                        ),
+                    )
+                    .task(running.task)
+                    .worker(worker));
+                }
+                Ok((body, worker))
+            })
+            .map_err(|error| error.with_retries(running.retried).on_host(&self.name));
         self.complete_with(&running.entry, &running.pool, running.job, outcome)
     }
 
@@ -824,6 +849,11 @@ impl Agent {
         let (Some(pool), Some(job)) = (text("p"), text("j").and_then(|j| j.parse().ok())) else {
             return self.complete(&entry.id, None, None);
         };
+        let task = fields
+            .iter()
+            .find(|(f, _)| f == b"f")
+            .and_then(|(_, frame)| wire::adopt(&mut frame.clone(), 0).ok())
+            .map_or_else(|| "?".to_owned(), |adopted| adopted.name);
         let error = Error::new(
             ErrorKind::WorkerDied,
             format!(
@@ -831,6 +861,7 @@ impl Agent {
                 deliveries - 1
             ),
         )
+        .task(&task)
         .on_host(&self.name);
         self.complete_with(&entry.id, &pool, job, Err(error))
     }

@@ -214,6 +214,8 @@ pub use shared::SharedBytes;
 pub use start::StartMethod;
 pub use stats::Stats;
 pub use sys::cpu_count;
+#[cfg(feature = "redis")]
+pub use worker::current_host;
 pub use worker::current_worker;
 
 /// The wire decoders, for the fuzz targets in `fuzz/`; not a public API.

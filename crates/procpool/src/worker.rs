@@ -59,6 +59,29 @@ pub fn current_worker() -> Option<WorkerInfo> {
     CURRENT.get().copied()
 }
 
+/// Where a host agent's workers find its name: the variable, and the name the agent sets
+/// before it starts its workers.
+#[cfg(feature = "redis")]
+pub(crate) const HOST_ENV: &str = "PROCPOOL_HOST";
+#[cfg(feature = "redis")]
+pub(crate) static HOST_NAME: OnceLock<String> = OnceLock::new();
+
+/// Inside a task that a [`Host`](crate::Host) agent runs for a pool over Redis: the host's
+/// name, as errors name it. `None` elsewhere (outside a worker, or in a local pool's).
+///
+/// ```
+/// #[procpool::task]
+/// fn ran_on() -> String {
+///     procpool::current_host().unwrap_or_else(|| "this machine".into())
+/// }
+/// assert_eq!(procpool::current_host(), None);
+/// ```
+#[cfg(feature = "redis")]
+pub fn current_host() -> Option<String> {
+    current_worker()?;
+    std::env::var(HOST_ENV).ok()
+}
+
 extern "C" fn worker_entry() {
     enter_if_worker();
 }

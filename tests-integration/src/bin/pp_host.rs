@@ -1,6 +1,6 @@
 //! A host agent for the tests of pools over Redis: `pp_host URL QUEUE PROCESSES LEASE_MS
 //! NAME`. Serves until it is killed (or its standard input closes, when it hands its calls
-//! back and exits). The tests set `PP_HOST_NAME` to the same name, for the tasks.
+//! back and exits).
 //!
 //! `pp_host square URL QUEUE X`: a caller that prints the square of X, computed by a host.
 //!

@@ -227,7 +227,6 @@ impl Agent {
             .arg(processes.to_string())
             .arg(lease.as_millis().to_string())
             .arg(name)
-            .env("PP_HOST_NAME", name)
             .envs(env.iter().copied())
             .stdin(Stdio::piped())
             .process_group(0)

@@ -424,6 +424,9 @@ fn what_cannot_cross_machines_is_refused_at_submission() {
     let error = pool.apply(shared_len, (shared,)).unwrap_err();
     assert_eq!(error.kind(), ErrorKind::InvalidInput);
     assert!(error.to_string().contains("SharedBytes"), "{error}");
+    let huge = pool.apply(echo_bytes, (vec![0u8; 257 << 20],)).unwrap_err();
+    assert_eq!(huge.kind(), ErrorKind::Codec);
+    assert!(huge.to_string().contains("over the limit"), "{huge}");
     let bad = Pool::builder()
         .redis(server.url())
         .queue("no{braces}")

@@ -6,6 +6,9 @@ mod factorial;
 mod reposts;
 mod seed;
 mod serve;
+mod worker;
+
+use std::sync::OnceLock;
 
 /// What to run.
 #[derive(Debug, clap::Subcommand)]
@@ -20,6 +23,29 @@ pub enum Command {
     Reposts(reposts::Args),
     /// Serve the repost-timeline API on 127.0.0.1, with a seeded data set.
     ServeApi(serve::Args),
+    /// Serve a queue on Redis: run the calls that `--redis` pools of this program send to
+    /// it (from this or any machine) on local worker processes, until SIGINT or SIGTERM.
+    Worker(worker::Args),
+}
+
+/// Where the pools of the experiments run: on this machine's workers, or through the queue
+/// of a Redis server, on `procpool worker` hosts (`--redis`, `--queue`).
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub url: String,
+    pub queue: String,
+}
+
+static REMOTE: OnceLock<Remote> = OnceLock::new();
+
+/// Sends every pool of this run through `remote`'s queue.
+pub fn use_redis(remote: Remote) {
+    let _ = REMOTE.set(remote);
+}
+
+/// The queue this run's pools use, if `--redis` was given.
+pub fn remote() -> Option<&'static Remote> {
+    REMOTE.get()
 }
 
 /// What every command shows besides its results.
@@ -36,6 +62,7 @@ pub fn run(command: Command, show: Show) -> Result<()> {
         Command::Factorial(args) => factorial::run(args, show),
         Command::Reposts(args) => reposts::run(args, show),
         Command::ServeApi(args) => serve::run(args),
+        Command::Worker(args) => worker::run(args),
     }
 }
 
@@ -99,12 +126,22 @@ a signal stopped a crawl. A closed output pipe ends the program quietly with 0."
 /// A pool of `processes` workers (the CPU count when `None`) whose tasks print pids if asked
 /// and log as this process does.
 fn pool(processes: Option<usize>, show_pids: bool) -> Result<procpool::Pool> {
-    let mut builder = procpool::Pool::builder()
-        .initializer(crate::tasks::init_worker, (show_pids, crate::log::filter()));
+    let mut builder = match remote() {
+        // The hosts' workers have no initializer: they print no pids.
+        Some(remote) => procpool::Pool::builder()
+            .redis(&remote.url)
+            .queue(&remote.queue),
+        None => procpool::Pool::builder()
+            .initializer(crate::tasks::init_worker, (show_pids, crate::log::filter())),
+    };
     if let Some(n) = processes {
         builder = builder.processes(n);
     }
     let pool = builder.build()?;
+    if let Some(remote) = remote() {
+        tracing::info!("calls go to queue {:?} on Redis", remote.queue);
+        return Ok(pool);
+    }
     tracing::info!(
         "started a pool of {} workers: pids {:?}",
         pool.processes(),

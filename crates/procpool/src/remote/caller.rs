@@ -189,6 +189,16 @@ impl Remote {
             )
             .task(job.task));
         }
+        if let Some(job) = jobs.iter().find(|job| job.frame.len() > MAX_ENTRY) {
+            return Err(Error::new(
+                ErrorKind::Codec,
+                format!(
+                    "the arguments take {} bytes, over the limit of {MAX_ENTRY} for a call over Redis (use a smaller chunk size, or keep large data in shared storage)",
+                    job.frame.len()
+                ),
+            )
+            .task(job.task));
+        }
         let mut pipe = redis::pipe();
         let mut ids = Vec::with_capacity(jobs.len());
         {

@@ -35,6 +35,10 @@ pub(crate) const GROUP: &str = "hosts";
 /// caller's keys outlive it, unless set otherwise.
 pub(crate) const DEFAULT_LEASE: Duration = Duration::from_secs(30);
 
+/// The largest job or result that goes through the queue: Redis refuses values over 512 MiB
+/// by default, and a queue of large entries holds the server's memory.
+pub(crate) const MAX_ENTRY: usize = 256 << 20;
+
 /// How many times a job whose host was lost is delivered, in all, before it fails.
 pub(crate) const DELIVERIES: u32 = 3;
 
@@ -134,13 +138,15 @@ pub(crate) fn millis(duration: Duration) -> u64 {
 }
 
 /// Creates the hosts' consumer group of task stream `tasks`, and the stream, unless they
-/// exist.
+/// exist. The group starts at the stream's beginning, not its end: jobs that a caller wrote
+/// before any group existed (into a stream that a restarted server lost) are still read.
+/// Done jobs are deleted, so nothing old is read twice.
 pub(crate) fn create_group(conn: &mut redis::Connection, tasks: &str) -> Result<(), Error> {
     let created = redis::cmd("XGROUP")
         .arg("CREATE")
         .arg(tasks)
         .arg(GROUP)
-        .arg("$")
+        .arg("0")
         .arg("MKSTREAM")
         .query::<()>(conn);
     match created {

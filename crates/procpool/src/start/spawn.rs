@@ -26,6 +26,10 @@ pub(super) fn spawn() -> io::Result<Started> {
         // (Ctrl-C's SIGINT, Ctrl-\'s SIGQUIT, Ctrl-Z's SIGTSTP) reach the program, which
         // decides; if it exits, its workers follow it (PR_SET_PDEATHSIG).
         .process_group(0);
+    #[cfg(feature = "redis")]
+    if let Some(host) = worker::HOST_NAME.get() {
+        command.env(worker::HOST_ENV, host);
+    }
     let child = command.spawn()?;
     ours.set_nonblocking(true)?;
     Ok(Started {
