@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::error::{BuildError, Error};
 use crate::event::Events;
+use crate::insight::Insights;
 use crate::job::Job;
 use crate::result::Collector;
 use crate::shared::Fds;
@@ -96,6 +97,12 @@ impl Backend {
     pub(crate) fn stats(&self) -> Stats {
         match self {
             Backend::Local(local) => local.stats(),
+        }
+    }
+
+    pub(crate) fn insights(&self) -> Insights {
+        match self {
+            Backend::Local(local) => local.insights(),
         }
     }
 

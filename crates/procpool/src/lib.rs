@@ -184,6 +184,7 @@ mod backend;
 mod codec;
 mod error;
 mod event;
+mod insight;
 mod job;
 mod pool;
 mod registry;
@@ -200,6 +201,7 @@ mod worker;
 
 pub use error::{BuildError, BuildErrorKind, Error, ErrorKind, WorkerExit, WorkerInfo};
 pub use event::{Event, Events};
+pub use insight::{Insights, WorkerInsight};
 pub use pool::{ApplyOptions, Builder, MapOptions, Pool};
 pub use procpool_macros::task;
 pub use registry::Task;

@@ -397,6 +397,40 @@ impl Pool {
         self.backend.subscribe()
     }
 
+    /// What each worker slot did so far, as mpire's insights show it: calls run, time busy
+    /// and idle, start-up time and peak memory, summed over every worker that ran in the
+    /// slot (a replaced worker still counts). Its `Display` is a table with totals and
+    /// means. See [`Insights`](crate::Insights) and [`WorkerInsight`](crate::WorkerInsight)
+    /// for what each figure measures.
+    ///
+    /// Recording costs a few atomic adds a job, on the thread that already handles it; this
+    /// call reads `/proc/<pid>/status` once per worker running now, for its peak memory.
+    /// In a forked child, the insights are empty.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[procpool::task]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = procpool::Pool::builder().processes(2).build()?;
+    /// pool.map(square, 1..=1000)?;
+    /// let insights = pool.insights();
+    /// assert_eq!(insights.calls(), 1000);
+    /// println!("{insights}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn insights(&self) -> crate::Insights {
+        if self.in_other_process() {
+            return crate::Insights {
+                workers: Vec::new(),
+            };
+        }
+        self.backend.insights()
+    }
+
     /// The process ids of the workers running now, by slot. A slot whose worker is being
     /// replaced is left out.
     pub fn worker_pids(&self) -> Vec<u32> {
