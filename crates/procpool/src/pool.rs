@@ -20,7 +20,7 @@ use crate::start::StartMethod;
 use crate::stats::Stats;
 use crate::supervisor::{Config, DEPTH};
 use crate::sys;
-use crate::trace::CallSpan;
+use crate::trace::{AsyncSpan, CallSpan};
 use crate::wire::{MAX_FDS, MAX_FRAME, Oversized, RunFrame};
 use crate::worker;
 
@@ -564,6 +564,7 @@ impl Pool {
         let (job, collector, name) = self.apply_job::<F, Args>(args, options)?;
         self.backend.submit([job])?;
         self.backend.link(&collector);
+        collector.trace(AsyncSpan::open("apply_async", name, Some(1)), Some(1));
         Ok(AsyncResult::new(collector, name))
     }
 
@@ -682,7 +683,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        self.submit_all::<F, (A,), A>(items, options, |item, buf| {
+        self.submit_all::<F, (A,), A>("map_async", items, options, |item, buf| {
             codec::encode_into(buf, &(item,))
         })
     }
@@ -769,7 +770,9 @@ impl Pool {
         I: IntoIterator<Item = Args>,
     {
         let _ = f;
-        self.submit_all::<F, Args, Args>(items, options, |args, buf| codec::encode_into(buf, args))
+        self.submit_all::<F, Args, Args>("starmap_async", items, options, |args, buf| {
+            codec::encode_into(buf, args)
+        })
     }
 
     /// A lazy iterator of `f`'s results on every item, in input order.
@@ -871,6 +874,7 @@ impl Pool {
 
     fn submit_all<F, Args, T>(
         &self,
+        method: &'static str,
         items: impl IntoIterator<Item = T>,
         options: MapOptions,
         encode: impl Fn(&T, &mut Vec<u8>) -> Result<(), CodecError>,
@@ -881,6 +885,8 @@ impl Pool {
         let jobs = self.map_jobs::<F, Args, T>(items, options, encode)?;
         self.backend.submit(jobs.jobs)?;
         self.backend.link(&jobs.collector);
+        let span = AsyncSpan::open(method, jobs.task, Some(jobs.len));
+        jobs.collector.trace(span, Some(jobs.len));
         Ok(MapResult::new(jobs.collector, jobs.len, jobs.task))
     }
 
@@ -1002,7 +1008,9 @@ impl Pool {
             timeout,
             encode,
         };
-        let imap = Imap::new(Box::new(feed), ordered, window, entry.name);
+        let method = if ordered { "imap" } else { "imap_unordered" };
+        let span = AsyncSpan::open(method, entry.name, None);
+        let imap = Imap::new(Box::new(feed), ordered, window, entry.name, span);
         self.backend.link(imap.collector());
         Ok(imap)
     }
