@@ -80,8 +80,9 @@ impl WorkerInsight {
 /// mean                          50.0     1.02 s    19.4 ms            2.39 ms
 /// ```
 ///
-/// The total of `peak memory` is the highest slot's, not a sum; the mean start-up is per
-/// worker started.
+/// The total of `peak memory` is the highest slot's, not a sum. The means of calls, busy
+/// and idle are per slot; the mean start-up is per worker started (one that died before it
+/// was ready adds no time).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub struct Insights {
@@ -268,13 +269,13 @@ impl Recorder {
 
     /// The worker in `slot`, spawned at `spawned`, became ready at `now`.
     pub(crate) fn ready(&self, slot: usize, spawned: Instant, now: Instant) {
-        let slot_ = &self.slots[slot];
+        let record = &self.slots[slot];
         let startup = now.saturating_duration_since(spawned).as_nanos();
-        slot_.startup_ns.fetch_add(
+        record.startup_ns.fetch_add(
             u64::try_from(startup).unwrap_or(u64::MAX),
             Ordering::Relaxed,
         );
-        slot_.ready_at.store(self.stamp(now), Ordering::Relaxed);
+        record.ready_at.store(self.stamp(now), Ordering::Relaxed);
     }
 
     /// The worker in `slot` started a call at `now`.
@@ -295,29 +296,29 @@ impl Recorder {
         took: Duration,
         next: Option<Instant>,
     ) {
-        let slot_ = &self.slots[slot];
-        slot_.calls.fetch_add(calls as u64, Ordering::Relaxed);
+        let record = &self.slots[slot];
+        record.calls.fetch_add(calls as u64, Ordering::Relaxed);
         let took = u64::try_from(took.as_nanos()).unwrap_or(u64::MAX);
-        slot_.busy_ns.fetch_add(took, Ordering::Relaxed);
+        record.busy_ns.fetch_add(took, Ordering::Relaxed);
         let since = next.map_or(0, |at| self.stamp(at));
-        slot_.busy_since.store(since, Ordering::Relaxed);
+        record.busy_since.store(since, Ordering::Relaxed);
     }
 
     /// The worker in `slot` left it at `now` (it died, was recycled, or the pool shut down):
     /// its ready time and its unfinished call's time are added to the slot's. Once a worker:
     /// a second call for it adds nothing.
     pub(crate) fn left(&self, slot: usize, now: Instant) {
-        let slot_ = &self.slots[slot];
+        let record = &self.slots[slot];
         let now = self.stamp(now);
-        let busy_since = slot_.busy_since.swap(0, Ordering::Relaxed);
+        let busy_since = record.busy_since.swap(0, Ordering::Relaxed);
         if busy_since != 0 {
-            slot_
+            record
                 .busy_ns
                 .fetch_add(now.saturating_sub(busy_since), Ordering::Relaxed);
         }
-        let ready_at = slot_.ready_at.swap(0, Ordering::Relaxed);
+        let ready_at = record.ready_at.swap(0, Ordering::Relaxed);
         if ready_at != 0 {
-            slot_
+            record
                 .up_ns
                 .fetch_add(now.saturating_sub(ready_at), Ordering::Relaxed);
         }

@@ -241,15 +241,25 @@ impl Collector {
     /// Records the outcomes of one job's calls.
     pub(crate) fn deliver(&self, batch: Batch) {
         let mut state = self.lock();
-        state.filled += batch.count;
-        let mut closed = None;
         if state.span.is_some() {
             let single = (state.span_ends == 1).then_some(1);
             if let Some(span) = &mut state.span {
                 observe(span, &batch, single);
             }
-            closed = close_span(&mut state);
+            if state.filled + batch.count >= state.span_ends {
+                // The last results: the span closes before they are counted, so that whoever
+                // sees the call ended finds its span closed. The subscriber's code runs
+                // outside the lock; no delivery can end the call meanwhile, as this one's
+                // calls are not counted yet.
+                let span = state.span.take();
+                drop(state);
+                if let Some(span) = span {
+                    span.close();
+                }
+                state = self.lock();
+            }
         }
+        state.filled += batch.count;
         state.batches.push_back(batch);
         let waiters = state.waiters;
         let wakers = std::mem::take(&mut state.wakers);
@@ -261,10 +271,6 @@ impl Collector {
             }
         };
         drop(state);
-        // Closed before anyone waiting is woken: the call has ended for them.
-        if let Some(span) = closed {
-            span.close();
-        }
         if let Some(callback) = callback {
             self.run_callback(callback);
         }
