@@ -8,8 +8,9 @@
     python3 bench/compare/ab.py /tmp/compare-before /tmp/compare-after apply map100k fact100
 
 Each repetition runs every workload once under each build, alternating which goes first,
-each sample in a fresh process; it prints the medians and their ratio. AB_REPS=N sets the
-repetitions (7 by default). Standard library only.
+each sample in a fresh process; it prints the medians and their ratio, and the paired ratios:
+after/before within each repetition (the two samples run back to back), their median and
+range. AB_REPS=N sets the repetitions (7 by default). Standard library only.
 """
 
 import json
@@ -40,7 +41,11 @@ def main():
     for workload in workloads:
         b = statistics.median(times[(workload, before)])
         a = statistics.median(times[(workload, after)])
-        print(f"{workload:10s} before {b * 1e6:12.1f} µs   after {a * 1e6:12.1f} µs   after/before {a / b:.2f}")
+        paired = sorted(x / y for x, y in zip(times[(workload, after)], times[(workload, before)]))
+        print(
+            f"{workload:10s} before {b * 1e6:12.1f} µs   after {a * 1e6:12.1f} µs   after/before {a / b:.2f}"
+            f"   paired {statistics.median(paired):.2f} ({paired[0]:.2f}–{paired[-1]:.2f})"
+        )
 
 
 if __name__ == "__main__":

@@ -8,6 +8,7 @@ use std::time::Duration;
 
 use crate::error::{BuildError, Error};
 use crate::event::Events;
+use crate::insight::Insights;
 use crate::job::Job;
 use crate::result::Collector;
 use crate::shared::Fds;
@@ -136,6 +137,17 @@ impl Backend {
             Backend::Local(local) => local.stats(),
             #[cfg(feature = "redis")]
             Backend::Remote(remote) => remote.stats(),
+        }
+    }
+
+    pub(crate) fn insights(&self) -> Insights {
+        match self {
+            Backend::Local(local) => local.insights(),
+            // The workers are the hosts'; a pool over Redis does not see them.
+            #[cfg(feature = "redis")]
+            Backend::Remote(_) => Insights {
+                workers: Vec::new(),
+            },
         }
     }
 

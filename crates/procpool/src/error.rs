@@ -372,7 +372,7 @@ impl Error {
     }
 
     /// The machine whose worker ran the task, for a pool over Redis
-    /// ([`Builder::redis`](crate::Builder::redis)): the host agent's name.
+    /// (`Builder::redis`, with the `redis` feature): the host agent's name.
     pub fn host(&self) -> Option<&str> {
         self.inner.host.as_deref()
     }
@@ -617,7 +617,7 @@ pub enum BuildErrorKind {
     /// A worker answered the handshake wrongly (a binary rebuilt while the pool started).
     Handshake,
     /// The pool could not reach its queue's server (Redis, with
-    /// [`Builder::redis`](crate::Builder::redis)); the message says why.
+    /// `Builder::redis`, with the `redis` feature); the message says why.
     Connect,
 }
 

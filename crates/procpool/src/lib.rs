@@ -162,9 +162,11 @@
 //!
 //! # Features
 //!
-//! - `tracing`: a span for each blocking call (its task, its outcome and, where known, the
-//!   worker that ran it) and events for workers started, ready, recycled and dead, for the
-//!   program's `tracing` subscriber. The library never prints.
+//! - `tracing`: a span for each call (its task, its outcome and, where known, the worker
+//!   that ran it) and events for workers started, ready, recycled and dead, for the
+//!   program's `tracing` subscriber. A blocking call's span is entered while it waits; an
+//!   `apply_async`, `map_async` or `imap` call's span runs from its submission until its last
+//!   result is in, never entered. The library never prints.
 //! - `indicatif`: [`Imap::progress`](crate::Imap), a progress bar on an `imap`, its length
 //!   known whenever the input's is.
 //! - `test-hooks`: hooks for procpool's own tests; not a public API.
@@ -186,7 +188,9 @@ mod error;
 mod event;
 #[cfg(feature = "redis")]
 mod host;
+mod insight;
 mod job;
+mod options;
 mod pool;
 mod registry;
 #[cfg(feature = "redis")]
@@ -206,6 +210,7 @@ pub use error::{BuildError, BuildErrorKind, Error, ErrorKind, WorkerExit, Worker
 pub use event::{Event, Events};
 #[cfg(feature = "redis")]
 pub use host::{Host, HostHandle};
+pub use insight::{Insights, WorkerInsight};
 pub use pool::{ApplyOptions, Builder, MapOptions, Pool};
 pub use procpool_macros::task;
 pub use registry::Task;

@@ -9,6 +9,8 @@ use serde::Serialize;
 use serde::de::DeserializeOwned;
 
 use crate::codec::{self, CodecError};
+pub use crate::options::{ApplyOptions, MapOptions};
+use crate::options::{checked_chunksize, checked_timeout};
 
 use crate::backend::Backend;
 use crate::error::{BuildError, Error, ErrorKind};
@@ -20,85 +22,12 @@ use crate::start::StartMethod;
 use crate::stats::Stats;
 use crate::supervisor::{Config, DEPTH};
 use crate::sys;
-use crate::trace::CallSpan;
+use crate::trace::{AsyncSpan, CallSpan};
 use crate::wire::{MAX_FDS, MAX_FRAME, Oversized, RunFrame};
 use crate::worker;
 
-/// The most calls a chunk may hold: a frame of calls takes at least 4 bytes a call (its
-/// length), and a frame at most [`MAX_FRAME`].
-const MAX_CHUNKSIZE: usize = MAX_FRAME / 4;
-
 /// The most worker processes a pool may have.
 pub(crate) const MAX_PROCESSES: usize = 1 << 14;
-
-/// Options for one call of the map family.
-#[derive(Clone, Copy, Debug, Default)]
-pub struct MapOptions {
-    chunksize: Option<usize>,
-    timeout: Option<Duration>,
-}
-
-impl MapOptions {
-    /// Options with every default: an automatic chunk size.
-    pub fn new() -> MapOptions {
-        MapOptions::default()
-    }
-
-    /// Sends the calls to workers in chunks of `chunksize` (the last may be smaller).
-    ///
-    /// Larger chunks cost fewer round trips; smaller ones balance uneven work better. A chunk
-    /// size of 0 is refused when the options are used. Without one, `imap` sends one call at
-    /// a time, and `map` and `starmap` cut the input into two to eight chunks per worker (two
-    /// for a short input) whose items interleave: each chunk takes every `s`-th item from
-    /// some start below `s` (with two chunks per worker, chunk `j` of `c` takes items `j`,
-    /// `j + c`, `j + 2c`…). So every chunk samples the whole input, and work that grows or
-    /// shrinks along the input (the last items the heaviest, say) is spread evenly, without
-    /// the round trips of small chunks. From 768 items per worker the last chunks to go out
-    /// are smaller (a half of the others, and from 1,024 items per worker a half, then a
-    /// quarter), so that a worker that runs slower than the rest ends on a small one. Give a
-    /// chunk size where the cost of items varies at random and a few are far heavier than
-    /// the rest.
-    ///
-    /// A chunk size of zero, or over 268,435,456 (as many calls as a frame can hold), is
-    /// refused by the call with [`ErrorKind::InvalidInput`]; a chunk whose arguments grow
-    /// past the frame limit is refused as soon as they do, with [`ErrorKind::Codec`].
-    pub fn chunksize(mut self, chunksize: usize) -> MapOptions {
-        self.chunksize = Some(chunksize);
-        self
-    }
-
-    /// How long each call may run, instead of the pool's
-    /// [`task_timeout`](Builder::task_timeout). A call that runs longer has its worker killed
-    /// and ends with [`ErrorKind::TimedOut`]; see `task_timeout` for the details. A zero
-    /// timeout is refused when the options are used.
-    pub fn timeout(mut self, timeout: Duration) -> MapOptions {
-        self.timeout = Some(timeout);
-        self
-    }
-}
-
-/// Options for one [`apply_async_with`](Pool::apply_async_with) or
-/// [`apply_with`](Pool::apply_with).
-#[derive(Clone, Copy, Debug, Default)]
-pub struct ApplyOptions {
-    timeout: Option<Duration>,
-}
-
-impl ApplyOptions {
-    /// Options with every default.
-    pub fn new() -> ApplyOptions {
-        ApplyOptions::default()
-    }
-
-    /// How long the task may run, instead of the pool's
-    /// [`task_timeout`](Builder::task_timeout). If it runs longer, its worker is killed and
-    /// it ends with [`ErrorKind::TimedOut`]. A zero timeout is refused when the options are
-    /// used.
-    pub fn timeout(mut self, timeout: Duration) -> ApplyOptions {
-        self.timeout = Some(timeout);
-        self
-    }
-}
 
 /// Configures and starts a [`Pool`].
 ///
@@ -473,6 +402,40 @@ impl Pool {
         self.backend.subscribe()
     }
 
+    /// What each worker slot did so far, as mpire's insights show it: calls run, time busy
+    /// and idle, start-up time and peak memory, summed over every worker that ran in the
+    /// slot (a replaced worker still counts). Its `Display` is a table with totals and
+    /// means. See [`Insights`](crate::Insights) and [`WorkerInsight`](crate::WorkerInsight)
+    /// for what each figure measures.
+    ///
+    /// Recording costs a few atomic adds a job, on the thread that already handles it; this
+    /// call reads `/proc/<pid>/status` once per worker running now, for its peak memory.
+    /// In a forked child, the insights are empty.
+    ///
+    /// # Examples
+    ///
+    /// ```no_run
+    /// #[procpool::task]
+    /// fn square(x: u64) -> u64 {
+    ///     x * x
+    /// }
+    ///
+    /// let pool = procpool::Pool::builder().processes(2).build()?;
+    /// pool.map(square, 1..=1000)?;
+    /// let insights = pool.insights();
+    /// assert_eq!(insights.calls(), 1000);
+    /// println!("{insights}");
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn insights(&self) -> crate::Insights {
+        if self.in_other_process() {
+            return crate::Insights {
+                workers: Vec::new(),
+            };
+        }
+        self.backend.insights()
+    }
+
     /// The process ids of the workers running now, by slot. A slot whose worker is being
     /// replaced is left out.
     pub fn worker_pids(&self) -> Vec<u32> {
@@ -606,6 +569,7 @@ impl Pool {
         let (job, collector, name) = self.apply_job::<F, Args>(args, options)?;
         self.backend.submit([job])?;
         self.backend.link(&collector);
+        collector.trace(AsyncSpan::open("apply_async", name, Some(1)), Some(1));
         Ok(AsyncResult::new(collector, name))
     }
 
@@ -724,7 +688,7 @@ impl Pool {
         I: IntoIterator<Item = A>,
     {
         let _ = f;
-        self.submit_all::<F, (A,), A>(items, options, |item, buf| {
+        self.submit_all::<F, (A,), A>("map_async", items, options, |item, buf| {
             codec::encode_into(buf, &(item,))
         })
     }
@@ -811,7 +775,9 @@ impl Pool {
         I: IntoIterator<Item = Args>,
     {
         let _ = f;
-        self.submit_all::<F, Args, Args>(items, options, |args, buf| codec::encode_into(buf, args))
+        self.submit_all::<F, Args, Args>("starmap_async", items, options, |args, buf| {
+            codec::encode_into(buf, args)
+        })
     }
 
     /// A lazy iterator of `f`'s results on every item, in input order.
@@ -913,6 +879,7 @@ impl Pool {
 
     fn submit_all<F, Args, T>(
         &self,
+        method: &'static str,
         items: impl IntoIterator<Item = T>,
         options: MapOptions,
         encode: impl Fn(&T, &mut Vec<u8>) -> Result<(), CodecError>,
@@ -923,6 +890,8 @@ impl Pool {
         let jobs = self.map_jobs::<F, Args, T>(items, options, encode)?;
         self.backend.submit(jobs.jobs)?;
         self.backend.link(&jobs.collector);
+        let span = AsyncSpan::open(method, jobs.task, Some(jobs.len));
+        jobs.collector.trace(span, Some(jobs.len));
         Ok(MapResult::new(jobs.collector, jobs.len, jobs.task))
     }
 
@@ -1044,7 +1013,9 @@ impl Pool {
             timeout,
             encode,
         };
-        let imap = Imap::new(Box::new(feed), ordered, window, entry.name);
+        let method = if ordered { "imap" } else { "imap_unordered" };
+        let span = AsyncSpan::open(method, entry.name, None);
+        let imap = Imap::new(Box::new(feed), ordered, window, entry.name, span);
         self.backend.link(imap.collector());
         Ok(imap)
     }
@@ -1106,32 +1077,6 @@ impl Pool {
 impl Drop for Pool {
     fn drop(&mut self) {
         self.terminate();
-    }
-}
-
-fn checked_chunksize(options: MapOptions) -> Result<Option<usize>, Error> {
-    match options.chunksize {
-        Some(0) => Err(Error::new(
-            ErrorKind::InvalidInput,
-            "chunksize must be at least 1, got 0",
-        )),
-        Some(size) if size > MAX_CHUNKSIZE => Err(Error::new(
-            ErrorKind::InvalidInput,
-            format!(
-                "chunksize must be at most {MAX_CHUNKSIZE} (as many calls as a frame can hold), got {size}"
-            ),
-        )),
-        other => Ok(other),
-    }
-}
-
-fn checked_timeout(timeout: Option<Duration>) -> Result<Option<Duration>, Error> {
-    match timeout {
-        Some(Duration::ZERO) => Err(Error::new(
-            ErrorKind::InvalidInput,
-            "timeout must be more than zero, got 0s",
-        )),
-        other => Ok(other),
     }
 }
 

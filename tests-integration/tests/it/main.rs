@@ -12,6 +12,7 @@ mod docs;
 mod events;
 mod failures;
 mod futures;
+mod insights;
 mod isolation;
 mod leaks;
 mod retries;

@@ -187,6 +187,26 @@ impl Batch {
         }
     }
 
+    /// The error of the first call that failed, if one did.
+    pub(super) fn first_error(&self) -> Option<Error> {
+        match &self.outcomes {
+            Outcomes::Results {
+                body, task, worker, ..
+            } => ResultItems::new(body)
+                .find_map(Result::err)
+                .map(|failure| Error::from_failure(failure, task, *worker)),
+            Outcomes::Failed(error) => (self.count > 0).then(|| error.clone()),
+        }
+    }
+
+    /// The worker that sent the results, if one did.
+    pub(super) fn worker(&self) -> Option<WorkerInfo> {
+        match &self.outcomes {
+            Outcomes::Results { worker, .. } => Some(*worker),
+            Outcomes::Failed(_) => None,
+        }
+    }
+
     /// Takes the next call not yet taken: its index, and its result decoded by `decode`.
     pub(super) fn take_next<T>(
         &mut self,

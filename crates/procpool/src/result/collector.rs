@@ -8,6 +8,7 @@ use std::task::{Context, Poll, Waker};
 use std::time::Instant;
 
 use crate::error::Error;
+use crate::trace::AsyncSpan;
 
 use super::*;
 
@@ -81,7 +82,6 @@ pub(crate) struct Collector {
     generation: u64,
 }
 
-#[derive(Default)]
 pub(super) struct Batches {
     /// In the order they arrived; an [`Imap`] drops each once it has taken all of its calls.
     pub(super) batches: VecDeque<Batch>,
@@ -94,6 +94,24 @@ pub(super) struct Batches {
     pub(super) wakers: Vec<Waker>,
     /// A callback to run once this many calls are in.
     pub(super) callback: Option<(usize, Callback)>,
+    /// With the `tracing` feature: the span of an asynchronous call, closed once `span_ends`
+    /// calls are in (`usize::MAX` until that is known).
+    pub(super) span: Option<AsyncSpan>,
+    pub(super) span_ends: usize,
+}
+
+impl Default for Batches {
+    fn default() -> Batches {
+        Batches {
+            batches: VecDeque::new(),
+            filled: 0,
+            waiters: 0,
+            wakers: Vec::new(),
+            callback: None,
+            span: None,
+            span_ends: usize::MAX,
+        }
+    }
 }
 
 impl std::fmt::Debug for Collector {
@@ -182,9 +200,65 @@ impl Collector {
         self.state.lock().unwrap_or_else(|e| e.into_inner())
     }
 
+    /// Follows this submission's calls with `span` (if there is one), which closes once
+    /// `calls` are in; `None` until [`Collector::span_ends_at`] says how many.
+    pub(crate) fn trace(&self, span: Option<AsyncSpan>, calls: Option<usize>) {
+        let Some(mut span) = span else {
+            return;
+        };
+        let mut state = self.lock();
+        // Results may be in already.
+        for batch in &state.batches {
+            observe(&mut span, batch, calls);
+        }
+        state.span = Some(span);
+        state.span_ends = calls.unwrap_or(usize::MAX);
+        let closed = close_span(&mut state);
+        drop(state);
+        if let Some(span) = closed {
+            span.close();
+        }
+    }
+
+    /// Closes the span (if any) once `calls` calls are in: an [`Imap`] knows how many
+    /// calls it made once its input ends, it is cancelled or it is dropped.
+    pub(crate) fn span_ends_at(&self, calls: usize) {
+        if !self.ours() {
+            return;
+        }
+        let mut state = self.lock();
+        if state.span.is_none() {
+            return;
+        }
+        state.span_ends = calls;
+        let closed = close_span(&mut state);
+        drop(state);
+        if let Some(span) = closed {
+            span.close();
+        }
+    }
+
     /// Records the outcomes of one job's calls.
     pub(crate) fn deliver(&self, batch: Batch) {
         let mut state = self.lock();
+        if state.span.is_some() {
+            let single = (state.span_ends == 1).then_some(1);
+            if let Some(span) = &mut state.span {
+                observe(span, &batch, single);
+            }
+            if state.filled + batch.count >= state.span_ends {
+                // The last results: the span closes before they are counted, so that whoever
+                // sees the call ended finds its span closed. The subscriber's code runs
+                // outside the lock; no delivery can end the call meanwhile, as this one's
+                // calls are not counted yet.
+                let span = state.span.take();
+                drop(state);
+                if let Some(span) = span {
+                    span.close();
+                }
+                state = self.lock();
+            }
+        }
         state.filled += batch.count;
         state.batches.push_back(batch);
         let waiters = state.waiters;
@@ -333,6 +407,30 @@ impl Collector {
             state.wakers.push(cx.waker().clone());
         }
         Poll::Pending
+    }
+}
+
+/// Records in `span` what `batch` says: its first failure, and for a call of one (`calls`
+/// is `Some(1)`), the worker that ran it.
+fn observe(span: &mut AsyncSpan, batch: &Batch, calls: Option<usize>) {
+    if !span.has_failed()
+        && let Some(error) = batch.first_error()
+    {
+        span.failed(&error);
+    }
+    if calls == Some(1)
+        && let Some(worker) = batch.worker()
+    {
+        span.worker(worker);
+    }
+}
+
+/// Takes the span out of `state` if every call it follows is in.
+fn close_span(state: &mut Batches) -> Option<AsyncSpan> {
+    if state.filled >= state.span_ends {
+        state.span.take()
+    } else {
+        None
     }
 }
 

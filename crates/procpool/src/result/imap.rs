@@ -10,6 +10,7 @@ use std::task::{Context, Poll};
 use serde::de::DeserializeOwned;
 
 use crate::error::Error;
+use crate::trace::AsyncSpan;
 
 use super::*;
 
@@ -63,15 +64,21 @@ impl<R> fmt::Debug for Imap<'_, R> {
 }
 
 impl<'a, R: DeserializeOwned> Imap<'a, R> {
+    /// The iterator over what `feed` submits; `span`, with the `tracing` feature, follows
+    /// its calls until the last result is in.
     pub(crate) fn new(
         feed: Box<dyn Feed + 'a>,
         ordered: bool,
         window: usize,
         task: &'static str,
+        span: Option<AsyncSpan>,
     ) -> Imap<'a, R> {
+        let collector = Collector::new();
+        // Before the first call is submitted, so that the span sees every result.
+        collector.trace(span, None);
         let mut imap = Imap {
             feed,
-            collector: Collector::new(),
+            collector,
             ordered,
             submitted: 0,
             yielded: 0,
@@ -118,6 +125,7 @@ impl<'a, R: DeserializeOwned> Imap<'a, R> {
         }
         self.exhausted = true;
         self.collector.cancel();
+        self.collector.span_ends_at(self.submitted);
     }
 
     /// What comes before taking the next result: `None` at the end, an error in a forked
@@ -145,6 +153,7 @@ impl<'a, R: DeserializeOwned> Imap<'a, R> {
                 Fed::Exhausted(n) => {
                     self.submitted += n;
                     self.exhausted = true;
+                    self.collector.span_ends_at(self.submitted);
                 }
             }
         }
@@ -181,6 +190,14 @@ impl<R: DeserializeOwned> Iterator for Imap<'_, R> {
             in_flight.saturating_add(low),
             high.and_then(|high| high.checked_add(in_flight)),
         )
+    }
+}
+
+/// Dropping the iterator cancels nothing: the calls in flight run on, and the call's span
+/// (with the `tracing` feature) ends with the last of them.
+impl<R> Drop for Imap<'_, R> {
+    fn drop(&mut self) {
+        self.collector.span_ends_at(self.submitted);
     }
 }
 

@@ -258,7 +258,7 @@ impl Borrowed<'_> {
             return;
         };
         if self.shared.closing.load(Ordering::Relaxed) && worker.stopped_too_long(now) {
-            worker.process.kill();
+            worker.kill();
             return self.give_back(Some(Cause::Stopped(EXIT_GRACE)));
         }
         let Some((deadline, timeout)) = worker.deadline(self.shared.task_timeout) else {
@@ -266,7 +266,7 @@ impl Borrowed<'_> {
         };
         if deadline <= now {
             // Through its pidfd: never another process.
-            worker.process.kill();
+            worker.kill();
             self.give_back(Some(Cause::TimedOut(timeout)));
         }
     }
@@ -289,7 +289,7 @@ impl Drop for Borrowed<'_> {
             self.give_back(None);
         } else {
             // Through its pidfd: never another process.
-            worker.process.kill();
+            worker.kill();
             self.give_back(Some(Cause::Abandoned));
         }
     }

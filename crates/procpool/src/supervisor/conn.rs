@@ -6,10 +6,12 @@ use std::collections::VecDeque;
 use std::io::{self, IoSlice};
 use std::os::fd::OwnedFd;
 use std::os::unix::net::UnixStream;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{DEPTH, EXIT_GRACE, LONG_JOB, STOPPED_CHECK};
 use crate::error::{WorkerExit, WorkerInfo};
+use crate::insight::Recorder;
 use crate::job::Job;
 use crate::result::Batch;
 use crate::shared::Attached;
@@ -81,6 +83,10 @@ pub(crate) struct Worker {
     pub(super) stopped_since: Option<Instant>,
     /// For a worker told to shut down: when it is killed if it has not exited by then.
     pub(super) exit_by: Option<Instant>,
+    /// When the worker was spawned, for its start-up time.
+    pub(super) spawned: Instant,
+    /// The pool's insights, which this worker's slot adds to.
+    pub(super) recorder: Arc<Recorder>,
 }
 
 impl Worker {
@@ -141,6 +147,7 @@ impl Worker {
     pub(crate) fn assign(&mut self, job: Job, now: Instant) {
         if self.in_flight.is_empty() {
             self.front_since = Some(now);
+            self.recorder.busy_from(self.info.index, now);
             job.started(self.info);
         }
         self.in_flight.push_back(job);
@@ -334,6 +341,12 @@ impl Worker {
         let now = Instant::now();
         self.last_took = self.front_since.map(|since| now - since);
         self.front_since = (!self.in_flight.is_empty()).then_some(now);
+        self.recorder.completed(
+            self.info.index,
+            done.count,
+            self.last_took.unwrap_or_default(),
+            self.front_since,
+        );
         if let Some(next) = self.in_flight.front() {
             next.started(self.info);
         }
@@ -343,10 +356,33 @@ impl Worker {
     }
 
     /// Ends the worker for good: lets it exit by itself within `grace`, kills it if it still
-    /// runs, waits for it, and returns how it ended and the jobs it held.
+    /// runs, waits for it, and returns how it ended and the jobs it held. It leaves its slot
+    /// (see [`Worker::leave_slot`]).
     pub(super) fn in_flight_and_reap(mut self, grace: Duration) -> (Reaped, VecDeque<Job>) {
+        self.leave_slot();
         let jobs = std::mem::take(&mut self.in_flight);
         (self.process.reap_within(grace), jobs)
+    }
+
+    /// Kills the worker (SIGKILL) through its handle, after its peak memory is read for the
+    /// pool's insights: once it is killed, there is none left to read.
+    pub(crate) fn kill(&mut self) {
+        self.read_peak();
+        self.process.kill();
+    }
+
+    /// Reads the worker's peak resident memory into its slot's insights, if it still runs.
+    pub(super) fn read_peak(&self) {
+        if let Some(bytes) = sys::peak_resident(self.info.pid) {
+            self.recorder.peak(self.info.index, bytes);
+        }
+    }
+
+    /// The worker leaves its slot for good (it died, is retired, or the pool shuts down):
+    /// its peak memory, ready time and unfinished call's time go to the slot's insights.
+    pub(super) fn leave_slot(&self) {
+        self.read_peak();
+        self.recorder.left(self.info.index, Instant::now());
     }
 }
 

@@ -507,6 +507,7 @@ impl Supervisor {
                     )));
                 }
                 worker.ready = true;
+                worker.recorder.ready(index, worker.spawned, Instant::now());
                 crate::trace::debug!(worker = index, pid, "worker ready");
                 let ready = worker.info;
                 self.shared

@@ -10,6 +10,7 @@ use std::time::Duration;
 
 use super::conn::{Cause, Worker};
 use crate::error::Error;
+use crate::insight::Recorder;
 use crate::job::Job;
 use crate::stats::Counters;
 use crate::sys;
@@ -33,6 +34,8 @@ pub(crate) struct Hub {
     pub(super) wake_pending: AtomicBool,
     pub(super) next_job: AtomicU64,
     pub(crate) counters: Arc<Counters>,
+    /// What each worker slot did, for `Pool::insights`.
+    pub(crate) recorder: Arc<Recorder>,
     /// Set once the supervisor has finished: `join` with a timeout waits for it.
     pub(crate) finished: Mutex<bool>,
     pub(crate) finished_changed: Condvar,

@@ -27,11 +27,13 @@ use std::time::Duration;
 
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::event::Events;
+use crate::insight::{Insights, Recorder};
 use crate::job::Job;
 use crate::registry;
 use crate::result::{Callbacks, Link};
 use crate::start::StartMethod;
 use crate::stats::Stats;
+use crate::sys;
 
 use drive::Supervisor;
 use hub::State;
@@ -114,6 +116,7 @@ pub(crate) fn launch(
         wake_pending: AtomicBool::new(false),
         next_job: AtomicU64::new(0),
         counters: Arc::default(),
+        recorder: Arc::new(Recorder::new(config.processes)),
         closing: AtomicBool::new(false),
         closed_rx,
         closed_tx,
@@ -234,6 +237,20 @@ impl Local {
 
     pub(crate) fn subscribe(&self) -> Events {
         self.hub.counters.events.subscribe()
+    }
+
+    /// What each worker slot did so far, with the peak memory of the workers running now
+    /// read first.
+    pub(crate) fn insights(&self) -> Insights {
+        let pids = self.hub.lock().pids.clone();
+        // A pid read here may belong to a worker that has just exited; its status then has
+        // no memory left to read, and nothing is recorded.
+        for (slot, pid) in pids.iter().enumerate() {
+            if let Some(bytes) = pid.and_then(sys::peak_resident) {
+                self.hub.recorder.peak(slot, bytes);
+            }
+        }
+        self.hub.recorder.snapshot(&pids)
     }
 
     pub(crate) fn worker_pids(&self) -> Vec<u32> {

@@ -3,6 +3,7 @@
 
 use std::collections::VecDeque;
 use std::io;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::conn::{Cause, Worker, reap};
@@ -39,7 +40,7 @@ impl Supervisor {
                 continue;
             };
             if worker.stopped_too_long(now) {
-                worker.process.kill();
+                worker.kill();
                 self.on_death(index, Cause::Stopped(EXIT_GRACE));
             }
         }
@@ -56,7 +57,7 @@ impl Supervisor {
             };
             if deadline <= now {
                 // Through its handle: never a recycled pid.
-                worker.process.kill();
+                worker.kill();
                 self.on_death(index, Cause::TimedOut(timeout));
             }
         }
@@ -77,6 +78,7 @@ impl Supervisor {
                     .counters
                     .events
                     .emit(|| Event::WorkerRecycled(info));
+                worker.leave_slot();
                 worker.control.push_back(wire::shutdown_frame());
                 worker.exit_by = Some(Instant::now() + EXIT_GRACE);
                 let _ = worker.flush();
@@ -104,6 +106,7 @@ impl Supervisor {
             .events
             .emit(|| Event::WorkerRecycled(worker.info));
         self.pids_changed = true;
+        worker.leave_slot();
         worker.control.push_back(wire::shutdown_frame());
         worker.exit_by = Some(Instant::now() + EXIT_GRACE);
         let _ = worker.flush();
@@ -335,8 +338,10 @@ impl Supervisor {
     }
 
     pub(super) fn start(&mut self, index: usize) -> io::Result<()> {
+        let spawned = Instant::now();
         let start::Started { process, socket } = start::start(self.config.method)?;
         self.shared.counters.worker_started();
+        self.shared.recorder.started(index);
         trace::debug!(worker = index, pid = process.pid(), "worker started");
         let started = WorkerInfo {
             index,
@@ -384,6 +389,8 @@ impl Supervisor {
             stop_checked: None,
             socket_ended: false,
             write_failed: None,
+            spawned,
+            recorder: Arc::clone(&self.shared.recorder),
         };
         let _ = worker.flush();
         self.slots[index] = Some(worker);
@@ -408,6 +415,9 @@ impl Supervisor {
         for job in dropped {
             let error = Error::terminated(job.task);
             job.fail(&error);
+        }
+        for worker in self.slots.iter().flatten() {
+            worker.leave_slot();
         }
         let mut workers: Vec<Worker> = self
             .slots

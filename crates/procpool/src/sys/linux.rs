@@ -273,3 +273,15 @@ pub(crate) fn is_stopped(pid: u32) -> bool {
         .and_then(|(_, rest)| rest.split_whitespace().next())
         .is_some_and(|state| state == "T")
 }
+
+/// The most memory process `pid` has held resident, in bytes: its `VmHWM` in
+/// `/proc/<pid>/status`. `None` once it has exited (a zombie has no memory left to report),
+/// or where it cannot be read.
+pub(crate) fn peak_resident(pid: u32) -> Option<u64> {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).ok()?;
+    let line = status
+        .lines()
+        .find_map(|line| line.strip_prefix("VmHWM:"))?;
+    let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
+    Some(kib * 1024)
+}
