@@ -861,8 +861,10 @@ impl Pool {
         F: Task<Args>,
     {
         let jobs = self.map_jobs::<F, Args, T>(items, options, encode)?;
-        self.backend.submit(jobs.jobs)?;
+        // Linked before its jobs can run: a failure of one then finds the pool to cancel
+        // the others.
         self.backend.link(&jobs.collector);
+        self.backend.submit(jobs.jobs)?;
         Ok(MapResult::new(jobs.collector, jobs.len, jobs.task))
     }
 
