@@ -23,7 +23,7 @@ use cmd::{Command, Interrupted, UsageError};
 /// The tutorial's process-pool experiments, on procpool.
 #[derive(Debug, Parser)]
 #[command(name = "procpool", version, about, long_about = None)]
-#[command(after_long_help = cmd::JSON_HELP)]
+#[command(after_help = cmd::EXIT_HELP, after_long_help = cmd::JSON_HELP)]
 struct Cli {
     #[command(subcommand)]
     command: Command,

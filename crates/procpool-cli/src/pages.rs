@@ -11,8 +11,8 @@
 //! How soon a fatal error is seen depends on the method, as it does in Python's Pool: serial,
 //! `apply`, `apply_async` and `imap_unordered` see each page as it completes; `imap` sees
 //! pages in order, so a failure waits for the pages before it; `map` and `map_async` hand back
-//! all their pages at once, so a failure is seen when every page asked for with it is done
-//! (each bounded by the request timeout).
+//! all their pages at once, but a page that fails fails the map at once, which cancels the
+//! other requests (see [`get_repost_page`]): no page of that map is written then.
 
 use std::collections::{BTreeMap, HashSet};
 use std::io;
@@ -25,7 +25,7 @@ use procpool::{MapOptions, Pool};
 use procpool_cli::crawl::{self, CrawlError, MAX_PAGES, Page, PageRequest, Repost};
 
 use crate::method::Method;
-use crate::tasks::get_repost_timeline;
+use crate::tasks::{self, get_repost_page, get_repost_timeline};
 
 /// Which pages a crawl asks for, and when.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
@@ -202,7 +202,12 @@ fn order(
             // Everything the fetching thread sent has been handled, and the loop's first
             // check found pages still missing.
             Event::Finished => {
-                outcome.stop = Some(Stop::Lost(next));
+                // A page that failed before the total was known stopped a map: it is why
+                // the pages asked for with it never came.
+                outcome.stop = Some(match doubtful.pop_first() {
+                    Some((_, error)) => Stop::Page(error),
+                    None => Stop::Lost(next),
+                });
                 return;
             }
             Event::Signal(signal) => {
@@ -367,20 +372,25 @@ fn batch(pool: Option<&Pool>, method: Method, requests: Vec<PageRequest>, events
         }
         Method::Map | Method::MapAsync => {
             let all = if method == Method::Map {
-                pool.map_with(get_repost_timeline, requests, one_a_chunk)
+                pool.map_with(get_repost_page, requests, one_a_chunk)
             } else {
-                pool.map_async_with(get_repost_timeline, requests, one_a_chunk)
+                pool.map_async_with(get_repost_page, requests, one_a_chunk)
                     .and_then(|pending| pending.get())
             };
             match all {
-                Ok(results) => {
-                    for result in results {
-                        if !page(result) {
+                Ok(pages) => {
+                    for result in pages {
+                        if !page(Ok(result)) {
                             return;
                         }
                     }
                 }
-                Err(error) => failed(error),
+                Err(error) => match tasks::page_error(&error) {
+                    Some(error) => {
+                        page(Err(error));
+                    }
+                    None => failed(error),
+                },
             }
         }
         Method::Imap | Method::ImapUnordered => {

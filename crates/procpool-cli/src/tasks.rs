@@ -60,6 +60,28 @@ pub fn get_repost_timeline(request: PageRequest) -> Result<Page, CrawlError> {
     page
 }
 
+/// The same page for `map` and `map_async`, whose result is every page or one failure: a
+/// page that cannot be fetched fails the call, as an exception raised in Python's `fetch`
+/// fails its map, so that the map ends at once and cancels the requests still in flight
+/// (a task's own `Err` would be a result like any other, and the map would wait for every
+/// page). The error crosses to the caller as the panic's message, in JSON, which
+/// [`page_error`] reads back.
+#[procpool::task]
+pub fn get_repost_page(request: PageRequest) -> Page {
+    match get_repost_timeline(request) {
+        Ok(page) => page,
+        Err(error) => {
+            let json = serde_json::to_string(&error).expect("a CrawlError encodes as JSON");
+            std::panic::panic_any(json)
+        }
+    }
+}
+
+/// The page error that made a [`get_repost_page`] call fail, if that is why `error` is.
+pub fn page_error(error: &procpool::Error) -> Option<CrawlError> {
+    serde_json::from_str(error.panic_message()?).ok()
+}
+
 /// Prints a line from a task. A reader that went away (`procpool seed --show-pids | head`)
 /// must not fail the task, so write errors are ignored.
 fn say(line: std::fmt::Arguments<'_>) {

@@ -235,6 +235,20 @@ fn bad_flags_are_usage_errors() {
     let (code, stdout, _) = run(&["--help"]);
     assert_eq!(code, 0);
     assert!(stdout.contains("seed"));
+    // The exit status is in the short help and the long one alike.
+    for help in [
+        &["-h"][..],
+        &["--help"],
+        &["reposts", "--help"],
+        &["serve-api", "-h"],
+    ] {
+        let (code, stdout, _) = run(help);
+        assert_eq!(code, 0, "{help:?}");
+        assert!(
+            stdout.contains("Exit status: 0 success; 1 runtime error; 2 usage error"),
+            "{help:?}: {stdout}"
+        );
+    }
 }
 
 #[test]

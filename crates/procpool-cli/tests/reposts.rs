@@ -162,6 +162,9 @@ enum Act {
     /// Reads the request and never answers (the connection is held until the fake is
     /// dropped).
     Silent,
+    /// By the page asked for: page 1 as `Proxy`, page `html` as `Html`, any other as
+    /// `Silent`.
+    Paged { upstream: SocketAddr, html: u32 },
 }
 
 /// A small HTTP server on 127.0.0.1 that treats its n-th connection (from 0) as `plan(n)`
@@ -247,9 +250,28 @@ fn read_head(stream: &mut TcpStream) -> std::io::Result<Vec<u8>> {
     Ok(head)
 }
 
+/// The `page` parameter of a request head.
+fn page_asked(head: &[u8]) -> Option<u32> {
+    let head = std::str::from_utf8(head).ok()?;
+    let query = head.split_whitespace().nth(1)?.split_once('?')?.1;
+    query
+        .split('&')
+        .find_map(|pair| pair.strip_prefix("page="))?
+        .parse()
+        .ok()
+}
+
 fn serve(mut stream: TcpStream, act: Act, held: &Mutex<Vec<TcpStream>>) -> std::io::Result<()> {
     stream.set_read_timeout(Some(Duration::from_secs(60)))?;
     let head = read_head(&mut stream)?;
+    let act = match act {
+        Act::Paged { upstream, html } => match page_asked(&head) {
+            Some(1) => Act::Proxy(upstream),
+            Some(page) if page == html => Act::Html,
+            _ => Act::Silent,
+        },
+        act => act,
+    };
     let respond = |stream: &mut TcpStream, status: u16, kind: &str, body: &str| {
         write!(
             stream,
@@ -276,6 +298,7 @@ fn serve(mut stream: TcpStream, act: Act, held: &Mutex<Vec<TcpStream>>) -> std::
             held.lock().unwrap().push(stream);
             Ok(())
         }
+        Act::Paged { .. } => unreachable!("resolved by the page above"),
     }
 }
 
@@ -310,6 +333,52 @@ mod fail_fast {
             assert!(!text.contains("expired"), "the token stays secret: {text}");
             served += 1;
             assert_eq!(server.requests_served(), served, "{method}: one request");
+        }
+    }
+
+    /// Page 1 comes; then page 2 is not JSON while every other page is asked for and never
+    /// answered, with no timeout: a map that waited for every page would never end. It ends
+    /// at page 2's failure, the requests in flight cancelled, and page 1 stays written.
+    #[test]
+    fn a_map_stops_at_a_fatal_page_while_other_pages_stall() {
+        adopt_orphans();
+        let server = server();
+        let upstream = server.addr();
+        for method in ["map", "map_async"] {
+            let fake = Fake::start(move |_| Act::Paged { upstream, html: 2 });
+            let dir = TempDir::new(&format!("stall-{method}"));
+            let out = dir.file("out.jsonl");
+            let output = run(&[
+                "reposts",
+                "--api-base",
+                &fake.base_url(),
+                "--method",
+                method,
+                "--processes",
+                "2",
+                "--timeout",
+                "0",
+                "--out",
+                &out,
+            ]);
+            assert_eq!(code(&output), 1, "{method}: {}", stderr(&output));
+            let text = stderr(&output);
+            assert!(
+                text.contains("unexpected response for page 2 of post 3664072912104801")
+                    && text.trim_end().ends_with("not JSON: got text/html"),
+                "{method}: {text}"
+            );
+            assert!(
+                text.contains("(wrote 200 reposts, pages 1-1 of 10, to"),
+                "{method}: {text}"
+            );
+            let ids = ids_in(&out);
+            assert_eq!(ids.len(), 200, "{method}: page 1 is kept");
+            assert_in_order(&ids);
+            assert!(
+                fake.connections() >= 3,
+                "{method}: other pages were asked for"
+            );
         }
     }
 

@@ -126,6 +126,9 @@ impl Job {
         self.release();
         self.counters.ended(Some(error.kind()), self.count);
         self.finished(self.count, Some(error.kind()), error.worker_info(), None);
+        if error.kind() != ErrorKind::Cancelled {
+            self.sink.call_failed();
+        }
         self.sink
             .deliver(Batch::failed(self.calls(), error.clone()));
     }
@@ -158,6 +161,9 @@ impl Job {
         // The other failures a worker reports (codec, unregistered) all count as `other`.
         counters.ended(Some(ErrorKind::Codec), failed);
         self.finished(panicked + failed, None, Some(worker), in_worker);
+        if panicked + failed > 0 {
+            self.sink.call_failed();
+        }
         self.sink.deliver(batch);
     }
 

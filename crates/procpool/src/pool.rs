@@ -605,10 +605,22 @@ impl Pool {
     /// The input is collected first, then cut into chunks automatically (see
     /// [`MapOptions::chunksize`]). An empty input gives an empty result.
     ///
+    /// The map ends at its first failed call, as Python's does: every call of the map not
+    /// finished yet is cancelled (queued ones are removed, running ones have their workers
+    /// killed and replaced, as [`MapResult::cancel`] does), and the map returns that
+    /// failure once they have ended, without waiting for them to run. A task's own `Err`
+    /// is a result, not a failure. To get every call's outcome, failures included, use
+    /// [`imap`](Pool::imap) or [`apply_async`](Pool::apply_async).
+    ///
     /// # Errors
     ///
-    /// Those of [`map_async`](Pool::map_async), and the failure of the first call, in input
-    /// order, that failed.
+    /// Those of [`map_async`](Pool::map_async), and the failure of a call: of the first in
+    /// input order among those that had failed when the map ended. With one failing call,
+    /// that one; with several, which of them had failed before the first failure cancelled
+    /// the others depends on timing, so the error may be that of a later call than the
+    /// first that would fail. The calls cancelled because of it are counted in
+    /// [`Stats::cancelled`](crate::Stats::cancelled). (A result that does not decode is
+    /// found only when the results are put in order, after every call ended.)
     ///
     /// # Examples
     ///
@@ -657,6 +669,9 @@ impl Pool {
 
     /// Submits `f` on every item and returns a handle to the results at once.
     ///
+    /// The map ends at its first failed call, cancelling the others, as
+    /// [`map`](Pool::map) does: [`MapResult::get`] then returns that failure.
+    ///
     /// # Errors
     ///
     /// At submission, as for [`apply_async`](Pool::apply_async); an item whose arguments do
@@ -693,7 +708,8 @@ impl Pool {
         })
     }
 
-    /// Runs `f` on every tuple of arguments in workers: `f(a, b)` for each `(a, b)`.
+    /// Runs `f` on every tuple of arguments in workers: `f(a, b)` for each `(a, b)`. Like
+    /// [`map`](Pool::map), it ends at its first failed call and cancels the others.
     ///
     /// # Errors
     ///
@@ -888,10 +904,12 @@ impl Pool {
         F: Task<Args>,
     {
         let jobs = self.map_jobs::<F, Args, T>(items, options, encode)?;
-        self.backend.submit(jobs.jobs)?;
+        // Linked before its jobs can run: a failure of one then finds the pool to cancel
+        // the others.
         self.backend.link(&jobs.collector);
         let span = AsyncSpan::open(method, jobs.task, Some(jobs.len));
         jobs.collector.trace(span, Some(jobs.len));
+        self.backend.submit(jobs.jobs)?;
         Ok(MapResult::new(jobs.collector, jobs.len, jobs.task))
     }
 
@@ -907,6 +925,8 @@ impl Pool {
             task,
         } = jobs;
         let span = CallSpan::enter("map", task);
+        // Linked, so that the map's first failure reaches the pool to cancel the rest.
+        self.backend.link(&collector);
         let jobs = VecDeque::from(jobs);
         let mut assembly = Assembly::new(len, task);
         // Takes in one batch of results that is in, if there is one.
@@ -955,7 +975,7 @@ impl Pool {
                 .collect(),
             None => auto_chunks(len, self.processes),
         };
-        let collector = Collector::new();
+        let collector = Collector::for_map();
         let mut jobs = Vec::with_capacity(chunks.len());
         for (start, stride, count) in chunks {
             let encode_chunk = |id| {

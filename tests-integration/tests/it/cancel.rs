@@ -1,10 +1,27 @@
 //! Cancelling calls: a queued one is removed, a running one's worker is killed and replaced,
-//! a map cancels every call not yet finished, and a dropped future cancels its calls.
+//! a map cancels every call not yet finished, a map's first failure cancels the others, and
+//! a dropped future cancels its calls.
 
-use procpool::ErrorKind;
-use tests_integration::{Rendezvous, finish, pool, serial};
+use procpool::{Error, ErrorKind, MapOptions, Pool};
+use tests_integration::{Rendezvous, finish, meet, pool, serial};
 
 use crate::tasks::{hold, square, wait_for};
+
+/// The byte that makes [`hold_or_fail`] panic.
+const FAIL: u8 = 1;
+/// The byte that makes [`hold_or_fail`] abort its worker.
+const CRASH: u8 = 2;
+
+/// Waits at the rendezvous at `path` until the test releases it: with [`FAIL`] it panics,
+/// with [`CRASH`] it aborts its worker, with any other byte it returns that byte.
+#[procpool::task]
+fn hold_or_fail(path: String) -> u64 {
+    match meet(&path) {
+        Some(FAIL) => panic!("told to fail"),
+        Some(CRASH) => std::process::abort(),
+        byte => u64::from(byte.unwrap_or(0)),
+    }
+}
 
 #[test]
 fn a_queued_call_is_removed_and_a_running_one_has_its_worker_replaced() {
@@ -127,4 +144,108 @@ fn a_future_dropped_by_select_cancels_its_call() {
     drop(arrival);
     assert_eq!(pool.apply(square, (6,)).unwrap(), 36);
     finish(pool);
+}
+
+/// A map of six calls, one a chunk, on two workers, each call held at a rendezvous that
+/// only the test releases: the first to arrive is released with `byte` and fails; the
+/// others are never released, so they cannot end unless the pool ends them. `run` runs
+/// the map on another thread. The map must end with the failure (of `kind`) and every other
+/// call cancelled, the worker that held one replaced; then the pool runs a map as usual.
+fn a_failure_ends_the_map(
+    byte: u8,
+    kind: ErrorKind,
+    run: impl FnOnce(&Pool, Vec<String>) -> Result<Vec<u64>, Error> + Send,
+) {
+    let _serial = serial();
+    let pool = pool(2);
+    // Both workers idle, so that a blocking map borrows them.
+    wait_for("both workers are idle", || {
+        procpool::test_hooks::idle_workers(&pool) == 2
+    });
+    let rendezvous = Rendezvous::new();
+    let paths: Vec<String> = (0..6).map(|_| rendezvous.path()).collect();
+    let (outcome, held) = std::thread::scope(|scope| {
+        let map = scope.spawn(|| run(&pool, paths));
+        let first = rendezvous.arrive();
+        let second = rendezvous.arrive();
+        assert_ne!(first.pid, second.pid, "one call on each worker");
+        first.release(byte);
+        // `second` stays unreleased, and its connection open, until the map has ended.
+        let outcome = map.join().unwrap();
+        (outcome, second)
+    });
+    let error = outcome.unwrap_err();
+    assert_eq!(error.kind(), kind, "{error}");
+    if kind == ErrorKind::Panicked {
+        assert_eq!(error.panic_message(), Some("told to fail"));
+    }
+    let stats = pool.stats();
+    assert_eq!(stats.cancelled, 5, "{stats:?}");
+    assert_eq!(stats.ok, 0, "{stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    let deaths = u64::from(kind == ErrorKind::WorkerDied);
+    assert_eq!(
+        stats.worker_deaths, deaths,
+        "a cancel is not a death: {stats:?}"
+    );
+    wait_for("the worker that held a call is replaced", || {
+        let pids = pool.worker_pids();
+        pids.len() == 2 && !pids.contains(&held.pid)
+    });
+    drop(held);
+    assert_eq!(
+        pool.map(square, 1..=3).unwrap(),
+        [1, 4, 9],
+        "the pool carries on"
+    );
+    finish(pool);
+}
+
+fn one_a_chunk() -> MapOptions {
+    MapOptions::new().chunksize(1)
+}
+
+#[test]
+fn a_blocking_map_ends_at_its_first_failure_and_cancels_the_rest() {
+    a_failure_ends_the_map(FAIL, ErrorKind::Panicked, |pool, paths| {
+        pool.map_with(hold_or_fail, paths, one_a_chunk())
+    });
+}
+
+/// The crash is settled by the supervisor while the map's thread holds the other worker.
+#[test]
+fn a_blocking_map_ends_at_a_worker_death_and_cancels_the_rest() {
+    a_failure_ends_the_map(CRASH, ErrorKind::WorkerDied, |pool, paths| {
+        pool.map_with(hold_or_fail, paths, one_a_chunk())
+    });
+}
+
+#[test]
+fn map_async_ends_at_its_first_failure_and_cancels_the_rest() {
+    a_failure_ends_the_map(FAIL, ErrorKind::Panicked, |pool, paths| {
+        pool.map_async_with(hold_or_fail, paths, one_a_chunk())?
+            .get()
+    });
+}
+
+#[test]
+fn an_awaited_map_ends_at_its_first_failure_and_cancels_the_rest() {
+    a_failure_ends_the_map(FAIL, ErrorKind::Panicked, |pool, paths| {
+        let runtime = tokio::runtime::Builder::new_current_thread()
+            .build()
+            .expect("a runtime");
+        runtime.block_on(async {
+            pool.map_async_with(hold_or_fail, paths, one_a_chunk())?
+                .await
+        })
+    });
+}
+
+#[test]
+fn starmap_async_ends_at_a_worker_death_and_cancels_the_rest() {
+    a_failure_ends_the_map(CRASH, ErrorKind::WorkerDied, |pool, paths| {
+        let args: Vec<(String,)> = paths.into_iter().map(|path| (path,)).collect();
+        pool.starmap_async_with(hold_or_fail, args, one_a_chunk())?
+            .get()
+    });
 }

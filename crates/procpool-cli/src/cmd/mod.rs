@@ -106,6 +106,10 @@ impl std::fmt::Display for Interrupted {
 
 impl std::error::Error for Interrupted {}
 
+/// The exit status in a line, for `-h` (`--help` gives it with the `--json` schema).
+pub const EXIT_HELP: &str =
+    "Exit status: 0 success; 1 runtime error; 2 usage error; 130 or 143 after SIGINT or SIGTERM.";
+
 /// The `--json` schema, for `procpool --help`.
 pub const JSON_HELP: &str = "\
 With --json, each command prints one JSON object on standard output (for `reposts --out -`,

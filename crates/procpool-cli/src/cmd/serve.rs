@@ -9,6 +9,7 @@ use procpool_cli::api::{DEFAULT_TOKEN, Server, ServerConfig, dataset};
 
 /// Options of `procpool serve-api`.
 #[derive(Debug, clap::Args)]
+#[command(after_help = super::EXIT_HELP)]
 pub struct Args {
     /// The port on 127.0.0.1; 0 picks a free one and prints it.
     #[arg(long, default_value_t = 0)]

@@ -28,7 +28,8 @@ pub(crate) struct Assembly<R> {
     /// [`KEEP_MAX`].
     pub(super) kept: Vec<Batch>,
     pub(super) kept_bytes: usize,
-    /// The failed call with the lowest index so far, and its error.
+    /// The failed call with the lowest index so far, and its error; a call cancelled only
+    /// if no call failed otherwise (see [`reported_before`]).
     pub(super) first_error: Option<(usize, Error)>,
 }
 
@@ -83,7 +84,10 @@ impl<R: DeserializeOwned> Assembly<R> {
         batch.visit(|index, item| match decode(item, task) {
             Ok(value) => values.push(value),
             Err(error) => {
-                if first_error.as_ref().is_none_or(|(at, _)| index < *at) {
+                if first_error
+                    .as_ref()
+                    .is_none_or(|(at, first)| reported_before((index, &error), (*at, first)))
+                {
                     *first_error = Some((index, error));
                 }
             }
@@ -293,6 +297,14 @@ pub(super) fn owners(
         .iter()
         .all(|&chunk| chunk != usize::MAX)
         .then_some(owner)
+}
+
+/// Whether the failure of call `a` is the map's error rather than that of call `b`: a call
+/// that failed by itself comes before one that was cancelled (a map cancels its other calls
+/// at its first failure, which is then the error that matters), and then the lower index.
+fn reported_before((a, a_error): (usize, &Error), (b, b_error): (usize, &Error)) -> bool {
+    let cancelled = |error: &Error| error.kind() == ErrorKind::Cancelled;
+    (cancelled(a_error), a) < (cancelled(b_error), b)
 }
 
 /// Decodes one call's result.

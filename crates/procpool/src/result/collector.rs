@@ -75,6 +75,9 @@ pub(crate) struct Collector {
     pub(super) changed: Condvar,
     /// Set by a cancel: deliveries from then on end their calls as cancelled.
     cancelled: AtomicBool,
+    /// A map's collector: the first call that fails cancels the others (see
+    /// [`Collector::call_failed`]).
+    ends_at_first_failure: bool,
     /// The pool's side of this collector: how a cancel reaches it, and where callbacks run.
     link: OnceLock<Link>,
     /// The process's fork generation when the collector was made: in a child forked since,
@@ -124,11 +127,23 @@ impl std::fmt::Debug for Collector {
 
 impl Collector {
     pub(crate) fn new() -> Arc<Collector> {
+        Collector::with(false)
+    }
+
+    /// The collector of a map, whose result is all of its calls' or one error: once a call
+    /// has failed, the others' results are wanted by nobody, so the first failure cancels
+    /// them, as Python's `map_async` ends at its first failed chunk.
+    pub(crate) fn for_map() -> Arc<Collector> {
+        Collector::with(true)
+    }
+
+    fn with(ends_at_first_failure: bool) -> Arc<Collector> {
         Arc::new(Collector {
             state: Mutex::new(Batches::default()),
             changed: Condvar::new(),
             generation: crate::sys::fork_generation(),
             cancelled: AtomicBool::new(false),
+            ends_at_first_failure,
             link: OnceLock::new(),
         })
     }
@@ -172,6 +187,14 @@ impl Collector {
             && let Some(link) = self.link.get()
         {
             (link.cancel)();
+        }
+    }
+
+    /// Told by a job, before it delivers, that one of its calls failed: a map's collector
+    /// then cancels every call of the map not yet finished.
+    pub(crate) fn call_failed(&self) {
+        if self.ends_at_first_failure {
+            self.cancel();
         }
     }
 

@@ -122,6 +122,10 @@ impl<R: DeserializeOwned + 'static> AsyncResult<R> {
 /// The pending results of [`Pool::map_async`](crate::Pool::map_async) and
 /// [`Pool::starmap_async`](crate::Pool::starmap_async), in input order.
 ///
+/// The first call that fails ends the map: every call not finished yet is cancelled, as
+/// [`cancel`](MapResult::cancel) does, and once they have ended the map is ready with that
+/// failure (see [`Pool::map`](crate::Pool::map) for which failure, when several calls fail).
+///
 /// Waiting with a timeout only stops waiting; dropping the handle cancels nothing.
 pub struct MapResult<R> {
     pub(super) collector: Arc<Collector>,
@@ -149,11 +153,14 @@ impl<R: DeserializeOwned> MapResult<R> {
         }
     }
 
-    /// Waits for every call and returns the results in input order.
+    /// Waits for every call and returns the results in input order; after a failure, only
+    /// until the calls it cancelled have ended.
     ///
     /// # Errors
     ///
-    /// The failure of the first call, in input order, that failed.
+    /// The failure of the first call, in input order, among those that had failed when the
+    /// map ended (cancelled calls come after any other failure: see
+    /// [`Pool::map`](crate::Pool::map)).
     pub fn get(&self) -> Result<Vec<R>, Error> {
         self.collector.check_process("result")?;
         self.wait();
@@ -195,7 +202,8 @@ impl<R: DeserializeOwned> MapResult<R> {
     /// Cancels every call whose result is not in yet: queued ones are removed, running ones
     /// have their workers killed and replaced, and they end as
     /// [`ErrorKind::Cancelled`](crate::ErrorKind::Cancelled); `get` then fails with the
-    /// first failure in input order. In a forked child it does nothing.
+    /// first failure in input order, a call that failed by itself before a cancelled one.
+    /// In a forked child it does nothing.
     pub fn cancel(&self) {
         self.collector.cancel();
     }

@@ -244,6 +244,29 @@ mod tests {
     }
 
     #[test]
+    fn a_failure_comes_before_the_cancels_it_caused() {
+        let batches = || {
+            vec![
+                Batch::failed((0, 1, 2), Error::new(ErrorKind::Cancelled, "cancelled")),
+                Batch::failed((4, 1, 1), Error::new(ErrorKind::Panicked, "the cause")),
+                Batch::failed((5, 1, 1), Error::new(ErrorKind::Panicked, "later")),
+                batch(2, 1, &[2u64, 3]),
+            ]
+        };
+        let error = assemble(6, batches).unwrap_err();
+        assert!(error.to_string().contains("the cause"), "{error}");
+        // Cancelled calls alone: the first of them.
+        let cancelled = || {
+            vec![
+                Batch::failed((1, 1, 1), Error::new(ErrorKind::Cancelled, "second")),
+                Batch::failed((0, 1, 1), Error::new(ErrorKind::Cancelled, "first")),
+            ]
+        };
+        let error = assemble(2, cancelled).unwrap_err();
+        assert!(error.to_string().contains("first"), "{error}");
+    }
+
+    #[test]
     fn packed_batches_are_decoded_straight_into_input_order() {
         let interleaved = || vec![batch(1, 2, &[1u64, 3]), batch(0, 2, &[0u64, 2, 4])];
         assert_eq!(

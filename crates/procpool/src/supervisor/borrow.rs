@@ -30,10 +30,11 @@ use crate::wire::FromWorker;
 /// to go through the queue.
 ///
 /// Returns once every job has been delivered or handed to the supervisor: a worker that
-/// fails goes back with what it held, and jobs no borrowed worker is left to run go to the
-/// queue. Before it would block, the thread calls `while_waiting`, which does some useful
-/// work (decoding the results already in) and says whether it did; a `terminate` meanwhile
-/// waits for that step to end.
+/// fails goes back with what it held, and then so does every other worker and the jobs left
+/// go to the queue (see [`hand_over`]); so they do once the calls are cancelled, as a map
+/// cancels its own at its first failure. Before it would block, the thread calls
+/// `while_waiting`, which does some useful work (decoding the results already in) and says
+/// whether it did; a `terminate` meanwhile waits for that step to end.
 pub(crate) fn run(
     shared: &Hub,
     jobs: &mut VecDeque<Job>,
@@ -66,10 +67,15 @@ pub(crate) fn run(
         .map(|worker| Borrowed {
             shared,
             worker: Some(worker),
+            failed: false,
         })
         .collect();
     let mut fds = Vec::with_capacity(2 * held.len());
     loop {
+        if held.iter().any(|b| b.failed) || cancelled(jobs, &held) {
+            hand_over(shared, jobs, &mut held);
+            return true;
+        }
         // One job to each worker first, then a second to each that may hold one, as the
         // supervisor does.
         let workers = held.len();
@@ -83,8 +89,8 @@ pub(crate) fn run(
         }
         held.retain(|borrowed| borrowed.worker.is_some());
         if held.is_empty() {
-            // Every borrowed worker went back: done, or, if some failed, the jobs left go
-            // through the queue.
+            // Every borrowed worker went back done: with no jobs left, or having run all it
+            // may (`max_tasks_per_child`), and then the jobs left go through the queue.
             if !jobs.is_empty() {
                 shared.requeue(jobs.drain(..));
             }
@@ -145,6 +151,33 @@ pub(crate) fn run(
     }
 }
 
+/// Whether the calls of this run were cancelled. Its jobs are one call's, or one map's, and
+/// share one collector: the first job held anywhere says it for all.
+fn cancelled(jobs: &VecDeque<Job>, held: &[Borrowed]) -> bool {
+    jobs.front()
+        .or_else(|| {
+            held.iter()
+                .filter_map(|b| b.worker.as_ref())
+                .find_map(|w| w.in_flight.front())
+        })
+        .is_some_and(Job::is_cancelled)
+}
+
+/// Gives every held worker back, with the jobs it holds, and queues the jobs left: from now
+/// on the supervisor runs them. Once a worker has failed, the supervisor settles its jobs,
+/// and a failure it delivers may cancel the others (a map's first failure does), which it
+/// could not end on workers that this thread holds while it waits on them; once the calls
+/// are cancelled, its cancel pass ends them (see `Supervisor::cancel_in`).
+fn hand_over(shared: &Hub, jobs: &mut VecDeque<Job>, held: &mut Vec<Borrowed>) {
+    for borrowed in held.iter_mut() {
+        borrowed.give_back(None);
+    }
+    held.clear();
+    if !jobs.is_empty() {
+        shared.requeue(jobs.drain(..));
+    }
+}
+
 /// Watches `fds` (see [`crate::watch`]) if `may_watch` and the pool's watches have been paying
 /// off; returns whether one became ready, with what the last poll found left in `fds`.
 fn watch(shared: &Hub, fds: &mut [PollFd], may_watch: bool) -> bool {
@@ -182,6 +215,8 @@ impl Drop for Borrowing<'_> {
 struct Borrowed<'a> {
     shared: &'a Hub,
     worker: Option<Worker>,
+    /// Whether it went back because it failed.
+    failed: bool,
 }
 
 impl Borrowed<'_> {
@@ -272,6 +307,7 @@ impl Borrowed<'_> {
     }
 
     fn give_back(&mut self, cause: Option<Cause>) {
+        self.failed |= cause.is_some();
         if let Some(worker) = self.worker.take() {
             self.shared.give_back(worker, cause);
         }

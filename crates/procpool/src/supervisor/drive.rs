@@ -337,6 +337,9 @@ impl Supervisor {
             match cause {
                 Some(Cause::Abandoned) => self.abandon(index),
                 Some(cause) => self.on_death(index, cause),
+                // Given back with jobs cancelled before this turn's cancel pass could see
+                // them: ended here. One cancelled later, the next pass finds in its slot.
+                None if self.cancel_in(index) => {}
                 None => self.retire_if_spent(index),
             }
         }

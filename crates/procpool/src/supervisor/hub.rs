@@ -115,13 +115,15 @@ impl Hub {
     }
 
     /// Gives a borrowed worker back: to the idle workers when it can serve another call at
-    /// once, else to the supervisor (which is woken), with `cause` if it failed.
+    /// once, else to the supervisor (which is woken), with `cause` if it failed. A sound
+    /// worker may come back with jobs in flight: the supervisor then reads their results.
     pub(crate) fn give_back(&self, worker: Worker, cause: Option<Cause>) {
         let mut state = self.lock();
         state.lent -= 1;
         let exited = state.exited.contains(&worker.info.pid);
         let cause = cause.or(exited.then_some(Cause::Gone));
         let idle = cause.is_none()
+            && worker.in_flight.is_empty()
             && !worker.spent(self.max_tasks_per_child)
             && state.queue.is_empty()
             && matches!(state.phase, Phase::Running);
@@ -135,14 +137,23 @@ impl Hub {
     }
 
     /// Queues jobs that were already accepted (and counted): they run even on a closed pool,
-    /// and end as the pool does if it was terminated or broke meanwhile.
+    /// and end as the pool does if it was terminated or broke meanwhile. Those cancelled end
+    /// as cancelled instead.
     pub(crate) fn requeue(&self, jobs: impl IntoIterator<Item = Job>) {
         let mut state = self.lock();
         let phase = state.phase.clone();
         if let Phase::Running | Phase::Closed = phase {
-            state.queue.extend(jobs);
+            // Under the lock the supervisor's cancel pass takes to drain the queue: a job
+            // cancelled before this is ended here, one cancelled after is found by the pass.
+            let (cancelled, kept): (Vec<Job>, Vec<Job>) =
+                jobs.into_iter().partition(Job::is_cancelled);
+            state.queue.extend(kept);
             drop(state);
             self.wake();
+            for job in cancelled {
+                let error = Error::cancelled(job.task);
+                job.fail(&error);
+            }
             return;
         }
         drop(state);

@@ -132,37 +132,42 @@ impl Supervisor {
     /// ends now; it still runs when its turn comes (it was written to the worker), and its
     /// results are dropped. Not counted as a death.
     pub(super) fn cancel_running(&mut self) {
-        for worker in self.slots.iter_mut().flatten() {
-            for job in worker.in_flight.iter_mut().skip(1) {
-                if job.is_cancelled() {
-                    job.end_cancelled();
-                }
-            }
-        }
         for index in 0..self.slots.len() {
-            let running_cancelled = self.slots[index]
-                .as_ref()
-                .and_then(|w| w.in_flight.front())
-                .is_some_and(Job::is_cancelled);
-            if !running_cancelled {
-                continue;
-            }
-            let worker = self.slots[index].take().expect("a worker is in the slot");
-            self.pids_changed = true;
-            let info = worker.info;
-            let (reaped, mut held) = worker.in_flight_and_reap(Duration::ZERO);
-            self.shared.counters.events.emit(|| Event::WorkerExited {
-                worker: info,
-                exit: reaped.exit,
-                killed_by_pool: true,
-            });
-            if let Some(front) = held.pop_front() {
-                let error = Error::cancelled(front.task);
-                front.fail(&error);
-            }
-            self.requeue_front(held);
-            self.replace(index);
+            self.cancel_in(index);
         }
+    }
+
+    /// Ends the cancelled jobs the worker in slot `index` holds, as
+    /// [`cancel_running`](Supervisor::cancel_running) does; returns whether that ended the
+    /// worker (its running job was cancelled).
+    pub(super) fn cancel_in(&mut self, index: usize) -> bool {
+        let Some(worker) = &mut self.slots[index] else {
+            return false;
+        };
+        for job in worker.in_flight.iter_mut().skip(1) {
+            if job.is_cancelled() {
+                job.end_cancelled();
+            }
+        }
+        if !worker.in_flight.front().is_some_and(Job::is_cancelled) {
+            return false;
+        }
+        let worker = self.slots[index].take().expect("a worker is in the slot");
+        self.pids_changed = true;
+        let info = worker.info;
+        let (reaped, mut held) = worker.in_flight_and_reap(Duration::ZERO);
+        self.shared.counters.events.emit(|| Event::WorkerExited {
+            worker: info,
+            exit: reaped.exit,
+            killed_by_pool: true,
+        });
+        if let Some(front) = held.pop_front() {
+            let error = Error::cancelled(front.task);
+            front.fail(&error);
+        }
+        self.requeue_front(held);
+        self.replace(index);
+        true
     }
 
     /// Puts jobs a worker held back at the front of the queue, in their order; those
