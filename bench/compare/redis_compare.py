@@ -28,6 +28,7 @@ import argparse
 import json
 import os
 import platform
+import shutil
 import signal
 import socket
 import statistics
@@ -442,6 +443,7 @@ def run(args):
         other = max(0.0, busy_seconds() - busy_before - ours) / (time.monotonic() - clock)
     finally:
         started.stop()
+        shutil.rmtree(tmp, ignore_errors=True)
     command = args.command or " ".join(sys.argv)
     write(args.out, report(samples, args.reps, command, versions, args.map_items, other))
     with open(args.raw, "w") as f:
