@@ -142,6 +142,7 @@ impl Host {
             lease: self.lease,
             backend,
             running: HashMap::new(),
+            callers: HashMap::new(),
             busy,
             stop: Arc::clone(&stop),
             tx,
@@ -327,6 +328,8 @@ struct Agent {
     backend: Backend,
     /// The jobs on the local pool, by their local id.
     running: HashMap<u64, Running>,
+    /// Whether each caller seen lately was running, and when that was read.
+    callers: HashMap<String, (bool, Instant)>,
     busy: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     tx: Sender<Message>,
@@ -384,7 +387,9 @@ type Outcome = Result<(Vec<u8>, WorkerInfo), Error>;
 impl Agent {
     fn run(mut self, rx: Receiver<Message>) -> Result<(), Error> {
         let renew_every = self.lease / 3;
-        let reap_every = self.lease / 2;
+        // A host killed just after it renewed is idle for a whole lease: looking this often
+        // gives its calls to this host within the lease and 100 ms of its death.
+        let reap_every = (self.lease / 2).min(Duration::from_millis(100));
         let mut renew_at = Instant::now() + renew_every;
         let mut reap_at = Instant::now();
         let outcome = loop {
@@ -470,7 +475,17 @@ impl Agent {
                 }
             }
         }
-        let mut pools: Vec<&str> = jobs.iter().map(|job| job.pool.as_str()).collect();
+        // The callers' states, read at most once every third of a lease: a caller that
+        // died is known within its lease and a third, and a call costs no extra round trip.
+        let now = Instant::now();
+        let fresh = self.lease / 3;
+        self.callers
+            .retain(|_, (_, read)| now.duration_since(*read) < fresh);
+        let mut pools: Vec<&str> = jobs
+            .iter()
+            .map(|job| job.pool.as_str())
+            .filter(|pool| !self.callers.contains_key(*pool))
+            .collect();
         pools.sort_unstable();
         pools.dedup();
         let keys: Vec<String> = pools.iter().map(|pool| self.keys.pool(pool)).collect();
@@ -481,11 +496,15 @@ impl Agent {
                 redis::cmd("MGET").arg(&keys).query(conn)
             })?
         };
-        let live: Vec<String> = pools
+        for (pool, state) in pools.iter().zip(&states) {
+            let running = state.as_deref() == Some("running");
+            self.callers.insert((*pool).to_owned(), (running, now));
+        }
+        let live: Vec<String> = self
+            .callers
             .iter()
-            .zip(&states)
-            .filter(|(_, state)| state.as_deref() == Some("running"))
-            .map(|(pool, _)| (*pool).to_owned())
+            .filter(|(_, (running, _))| *running)
+            .map(|(pool, _)| pool.clone())
             .collect();
         for job in jobs {
             if live.contains(&job.pool) {

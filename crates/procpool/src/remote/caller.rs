@@ -435,17 +435,21 @@ impl Shared {
                 .arg(&last)
                 .query::<Value>(&mut conn);
             let outcome = read.and_then(|reply| {
-                let entries = entries(Reply::Read(reply));
-                if let Some(entry) = entries.last() {
-                    last = entry.id.clone();
-                    let ids: Vec<&str> = entries.iter().map(|e| e.id.as_str()).collect();
+                let mut entries = entries(Reply::Read(reply));
+                let ids: Vec<String> = entries
+                    .iter_mut()
+                    .map(|e| std::mem::take(&mut e.id))
+                    .collect();
+                // Results first, then the round trip that deletes them.
+                for entry in entries {
+                    self.deliver(entry);
+                }
+                if let Some(id) = ids.last() {
+                    last = id.clone();
                     redis::cmd("XDEL")
                         .arg(&self.results)
                         .arg(&ids)
                         .query::<()>(&mut conn)?;
-                }
-                for entry in entries {
-                    self.deliver(entry);
                 }
                 if beaten.elapsed() >= beat {
                     if !self.beat(&mut conn)? {
