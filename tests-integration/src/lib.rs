@@ -2,6 +2,7 @@
 //! tests of one process from counting each other's workers, and a rendezvous that lets a
 //! test hold a task inside its worker without sleeping.
 
+pub mod redis_server;
 pub mod remote_tasks;
 
 use std::io::{ErrorKind, Read, Write};

@@ -154,6 +154,9 @@ pub struct Page {
     pub total_number: u64,
     /// The reposts on this page, newest first.
     pub reposts: Vec<Repost>,
+    /// The host agent that fetched it, for a crawl through `--redis`.
+    #[serde(default)]
+    pub fetched_by: Option<String>,
 }
 
 /// A status as the crawl keeps it: a repost, or the original post inside one.
@@ -602,6 +605,7 @@ fn fetch_once(request: &PageRequest) -> Result<Page, Kind> {
         page: request.page,
         total_number,
         reposts,
+        fetched_by: None,
     })
 }
 
@@ -743,6 +747,7 @@ mod tests {
             page,
             total_number: 99,
             reposts: ids.iter().map(|&id| repost(id)).collect(),
+            fetched_by: None,
         }
     }
 

@@ -97,6 +97,8 @@ pub struct Outcome {
     pub pages_written: u32,
     /// Reposts handed to the writer.
     pub reposts_written: u64,
+    /// The pages written that host agents fetched (a crawl through `--redis`), by host.
+    pub hosts: BTreeMap<String, Vec<u32>>,
     /// Why the crawl stopped early, if it did.
     pub stop: Option<Stop>,
 }
@@ -257,6 +259,13 @@ fn order(
             }
         }
         while let Some(page) = waiting.remove(&next) {
+            if let Some(host) = &page.fetched_by {
+                outcome
+                    .hosts
+                    .entry(host.clone())
+                    .or_default()
+                    .push(page.page);
+            }
             let fresh: Vec<Repost> = page
                 .reposts
                 .into_iter()

@@ -49,7 +49,10 @@ pub fn get_repost_timeline(request: PageRequest) -> Result<Page, CrawlError> {
             request.page
         ));
     }
-    let page = crawl::fetch_page(&request);
+    let page = crawl::fetch_page(&request).map(|page| Page {
+        fetched_by: procpool::current_host(),
+        ..page
+    });
     if show {
         say(format_args!(
             "pid {} finished! (page {})",

@@ -119,10 +119,11 @@ field named \"seconds\" or ending in \"_seconds\"; a value that does not apply i
   factorial: {command, n, method, processes, cold, runs, median_seconds, digits_of_last}
   reposts:   {command, mid, api_base, embedded_server, method, plan, processes,
               total_number, last_page, first_page, pages_written, reposts_written,
-              resumed_reposts, complete, stopped_by, error, seconds, out}
+              resumed_reposts, complete, stopped_by, error, seconds, out,
+              hosts (with --redis: the pages each host fetched, {host: [page, …]})}
   seed:      {command, machine, runs, latency_seconds,
               factorial: [{method, processes, cold_seconds, warm_seconds, tutorial_seconds}],
-              reposts:   [{method, processes, plan, seconds, tutorial_seconds}]}
+              reposts:   [{method, processes, plan, seconds, tutorial_seconds, hosts}]}
 
 Exit status: 0 success; 1 runtime error; 2 usage error; 130 (SIGINT) or 143 (SIGTERM) when
 a signal stopped a crawl. A closed output pipe ends the program quietly with 0.";

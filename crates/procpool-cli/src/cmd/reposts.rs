@@ -384,6 +384,7 @@ impl Report<'_> {
                 "error": self.error_text(),
                 "seconds": self.elapsed.as_secs_f64(),
                 "out": self.args.out,
+                "hosts": (!outcome.hosts.is_empty()).then_some(&outcome.hosts),
             });
             writeln!(out, "{value}")?;
             return Ok(());
@@ -425,6 +426,9 @@ impl Report<'_> {
                 self.api_base, self.args.latency_ms
             )?;
         }
+        for (host, pages) in &outcome.hosts {
+            writeln!(out, "host {host} fetched {}", pages_text(pages))?;
+        }
         Ok(())
     }
 
@@ -459,6 +463,15 @@ impl Report<'_> {
             "crawl of post {} from {} stopped{kept}",
             self.args.mid, self.api_base
         )
+    }
+}
+
+/// "page 3" or "pages 1, 4, 7".
+pub(super) fn pages_text(pages: &[u32]) -> String {
+    let list: Vec<String> = pages.iter().map(u32::to_string).collect();
+    match list.len() {
+        1 => format!("page {}", list[0]),
+        _ => format!("pages {}", list.join(", ")),
     }
 }
 

@@ -327,7 +327,9 @@ fn repost_table(
         Ok(())
     })?;
     bar.inc(1);
-    let mut table = Table::new(&[
+    // Through --redis, which host fetched which page, in the last run of each row.
+    let by_host = super::remote().is_some();
+    let mut headers = vec![
         "method",
         "pool",
         "asks for",
@@ -335,8 +337,12 @@ fn repost_table(
         "in pages",
         "tutorial (Python)",
         "in pages",
-    ]);
-    table.row(vec![
+    ];
+    if by_host {
+        headers.push("pages by host (last run)");
+    }
+    let mut table = Table::new(&headers);
+    let mut first = vec![
         "one page".into(),
         "-".into(),
         "page 1".into(),
@@ -344,11 +350,16 @@ fn repost_table(
         in_pages(one_page),
         "828 ms".into(),
         "1.00".into(),
-    ]);
+    ];
+    if by_host {
+        first.push("(this process)".into());
+    }
+    table.row(first);
     let mut rows = vec![json!({ "method": "one_page", "processes": 0, "plan": null,
             "seconds": one_page.as_secs_f64(), "tutorial_seconds": TUTORIAL_PAGE.as_secs_f64() })];
     let mut reposts = 0;
     for &(method, size, plan, tutorial) in REPOST_ROWS {
+        let mut hosts = std::collections::BTreeMap::new();
         let time = time_median(args.runs, || {
             // As in the tutorial, the pool is started inside the timed call.
             let pool = match method {
@@ -363,12 +374,13 @@ fn repost_table(
                 crawl.pages_written
             );
             reposts = crawl.reposts_written;
+            hosts = crawl.hosts;
             if let Some(pool) = pool {
                 super::finish(&pool)?;
             }
             Ok(())
         })?;
-        table.row(vec![
+        let mut row = vec![
             method.to_string(),
             pool_label(method, size),
             plan_label(plan).into(),
@@ -376,9 +388,25 @@ fn repost_table(
             in_pages(time),
             tutorial.map_or("-".into(), |s| human(Duration::from_secs_f64(s))),
             tutorial.map_or("-".into(), tutorial_pages),
-        ]);
+        ];
+        if by_host {
+            let text: Vec<String> = hosts
+                .iter()
+                .map(|(host, pages)| {
+                    let pages: Vec<String> = pages.iter().map(u32::to_string).collect();
+                    format!("{host}: {}", pages.join(" "))
+                })
+                .collect();
+            row.push(if text.is_empty() {
+                "(this process)".into()
+            } else {
+                text.join("; ")
+            });
+        }
+        table.row(row);
         rows.push(json!({ "method": method, "processes": size.unwrap_or(if method == Method::Serial { 0 } else { procpool::cpu_count() }),
-            "plan": plan, "seconds": time.as_secs_f64(), "tutorial_seconds": tutorial }));
+            "plan": plan, "seconds": time.as_secs_f64(), "tutorial_seconds": tutorial,
+            "hosts": (!hosts.is_empty()).then_some(&hosts) }));
         bar.inc(1);
     }
     bar.finish_and_clear();
