@@ -57,7 +57,7 @@ pub struct Builder {
     backtraces: Option<bool>,
     /// The Redis server and queue of a pool whose tasks run on host agents.
     #[cfg(feature = "redis")]
-    redis: Option<String>,
+    redis: Option<crate::remote::Url>,
     #[cfg(feature = "redis")]
     queue: Option<String>,
     #[cfg(feature = "redis")]
@@ -172,7 +172,7 @@ impl Builder {
     /// `docs/distributed.md` for what is guaranteed.
     #[cfg(feature = "redis")]
     pub fn redis(mut self, url: impl Into<String>) -> Builder {
-        self.redis = Some(url.into());
+        self.redis = Some(crate::remote::Url(url.into()));
         self
     }
 
@@ -244,7 +244,7 @@ impl Builder {
                 )));
             }
             let backend = Backend::start_remote(crate::remote::RemoteConfig {
-                url,
+                url: url.0,
                 queue: self.queue.unwrap_or_else(|| "default".into()),
                 lease,
                 retries: self.retries,

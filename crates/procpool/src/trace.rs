@@ -22,6 +22,19 @@ macro_rules! info {
     };
 }
 
+/// An event at warn level.
+#[cfg(feature = "redis")]
+macro_rules! warning {
+    ($($arg:tt)*) => {
+        #[cfg(feature = "tracing")]
+        {
+            tracing::warn!(target: "procpool", $($arg)*);
+        }
+    };
+}
+
+#[cfg(feature = "redis")]
+pub(crate) use warning;
 pub(crate) use {debug, info};
 
 /// A span around one call, entered while the caller waits for it: the task's name, then

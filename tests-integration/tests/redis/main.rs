@@ -2,6 +2,7 @@
 //! separate process groups that they kill, stop and resume. Every test ends by checking
 //! that no child process is left, and that the host agents' workers are gone.
 
+mod faults;
 mod fixture;
 
 use std::time::{Duration, Instant};

@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use redis::Value;
 
 use super::*;
+
 use crate::codec;
 use crate::error::{ErrorRecord, WorkerInfo};
 use crate::event::Events;
@@ -29,8 +30,8 @@ pub(crate) struct RemoteConfig {
     pub(crate) task_timeout: Option<Duration>,
 }
 
-/// How long the pool tries to reach Redis again after it lost its connection, before it
-/// fails every call in flight.
+/// How long the pool tries to reach Redis again, once it cannot reach it or gets no answer,
+/// before it fails every call in flight.
 const RECONNECT: Duration = Duration::from_secs(10);
 
 /// A pool's handle on its queue. Clones share it.
@@ -41,7 +42,7 @@ pub(crate) struct Remote {
 
 struct Shared {
     keys: Keys,
-    url: String,
+    url: Url,
     /// The pool's id in the queue's keys.
     id: String,
     results: String,
@@ -96,38 +97,14 @@ impl Remote {
         let results = keys.results(&id);
         let pool_key = keys.pool(&id);
         let ttl = millis(config.lease);
-        // The result stream exists, empty, from the start: a host writes a result only while
-        // it does, so that a caller that died leaves nothing once its keys expire.
-        create_group(&mut conn, &keys.tasks)?;
-        redis::pipe()
-            .cmd("XADD")
-            .arg(&results)
-            .arg("0-1")
-            .arg("hello")
-            .arg(1)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&results)
-            .arg("0-1")
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&results)
-            .arg(ttl)
-            .ignore()
-            .cmd("SET")
-            .arg(&pool_key)
-            .arg("running")
-            .arg("PX")
-            .arg(ttl)
-            .ignore()
-            .query::<()>(&mut conn)
+        ensure_keys(&mut conn, &keys.tasks, &results, &pool_key, ttl)
             .map_err(|e| redis_error("cannot set up the queue", &e))?;
         let counters = Arc::new(Counters::default());
         let shared = Arc::new_cyclic(|weak: &Weak<Shared>| {
             let weak = weak.clone();
             Shared {
                 keys,
-                url: config.url.clone(),
+                url: Url(config.url.clone()),
                 id,
                 results,
                 pool_key,
@@ -229,17 +206,26 @@ impl Remote {
                 table.pending.insert(job.id, (job, None));
             }
         }
-        let written = {
-            let mut conn = shared.conn.lock().unwrap_or_else(|e| e.into_inner());
-            pipe.query::<Vec<String>>(&mut conn)
-        };
+        let written = shared.with_conn(|conn| pipe.query::<Vec<String>>(conn));
         let mut table = shared.lock();
         match written {
             Ok(entries) => {
+                // A call cancelled while its entry was written has ended: its entry goes.
+                let mut ended = Vec::new();
                 for (id, entry) in ids.iter().zip(entries) {
-                    if let Some((_, slot)) = table.pending.get_mut(id) {
-                        *slot = Some(entry);
+                    match table.pending.get_mut(id) {
+                        Some((_, slot)) => *slot = Some(entry),
+                        None => ended.push(entry),
                     }
+                }
+                drop(table);
+                if !ended.is_empty() {
+                    let _ = shared.with_conn(|conn| {
+                        redis::cmd("XDEL")
+                            .arg(&shared.keys.tasks)
+                            .arg(&ended)
+                            .query::<()>(conn)
+                    });
                 }
                 Ok(())
             }
@@ -329,7 +315,6 @@ impl Remote {
         };
         let entries: Vec<&String> = pending.values().filter_map(|(_, e)| e.as_ref()).collect();
         {
-            let mut conn = shared.conn.lock().unwrap_or_else(|e| e.into_inner());
             let mut pipe = redis::pipe();
             pipe.cmd("SET")
                 .arg(&shared.pool_key)
@@ -344,7 +329,7 @@ impl Remote {
                     .ignore();
             }
             // Redis may be gone: the calls end here either way.
-            let _ = pipe.query::<()>(&mut conn);
+            let _ = shared.with_conn(|conn| pipe.query::<()>(conn));
         }
         for (job, _) in pending.into_values() {
             let error = Error::terminated(job.task);
@@ -358,6 +343,25 @@ impl Remote {
 impl Shared {
     fn lock(&self) -> MutexGuard<'_, Table> {
         self.table.lock().unwrap_or_else(|e| e.into_inner())
+    }
+
+    /// Runs `run` on the connection for submissions, connecting again once if it broke
+    /// (a command that may have run already is then run again: a job may be queued twice,
+    /// and its first result is kept).
+    fn with_conn<T>(
+        &self,
+        run: impl Fn(&mut redis::Connection) -> redis::RedisResult<T>,
+    ) -> redis::RedisResult<T> {
+        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
+        match run(&mut conn) {
+            Err(e) if is_transient(&e) => {
+                if let Ok(again) = connect(&self.url.0, "cannot connect again") {
+                    *conn = again;
+                }
+                run(&mut conn)
+            }
+            done => done,
+        }
     }
 
     fn check_open(&self, table: &Table) -> Result<(), Error> {
@@ -388,11 +392,12 @@ impl Shared {
         }
         let entries: Vec<&String> = cancelled.iter().filter_map(|(_, e)| e.as_ref()).collect();
         if !entries.is_empty() {
-            let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-            let _ = redis::cmd("XDEL")
-                .arg(&self.keys.tasks)
-                .arg(&entries)
-                .query::<()>(&mut conn);
+            let _ = self.with_conn(|conn| {
+                redis::cmd("XDEL")
+                    .arg(&self.keys.tasks)
+                    .arg(&entries)
+                    .query::<()>(conn)
+            });
         }
         for (job, _) in cancelled {
             let error = Error::cancelled(job.task);
@@ -408,12 +413,17 @@ impl Shared {
         if let Some(reader) = reader {
             let _ = reader.join();
         }
-        let mut conn = self.conn.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = redis::cmd("DEL").arg(&self.results).query::<()>(&mut conn);
-        let _ = redis::cmd("PEXPIRE")
-            .arg(&self.pool_key)
-            .arg(millis(self.lease))
-            .query::<()>(&mut conn);
+        let _ = self.with_conn(|conn| {
+            redis::pipe()
+                .cmd("DEL")
+                .arg(&self.results)
+                .ignore()
+                .cmd("PEXPIRE")
+                .arg(&self.pool_key)
+                .arg(millis(self.lease))
+                .ignore()
+                .query::<()>(conn)
+        });
     }
 
     /// The reader thread: results in, the pool's keys kept alive, Redis reached again after
@@ -454,27 +464,48 @@ impl Shared {
                 if beaten.elapsed() >= beat {
                     if !self.beat(&mut conn)? {
                         last = "0-0".to_owned();
-                        self.requeue(&mut conn);
+                        self.requeue(&mut conn, false);
                     }
                     beaten = Instant::now();
                 }
                 Ok(())
             });
-            if outcome.is_err() {
-                match self.reconnect() {
-                    Ok(mut again) => {
-                        if !self.beat(&mut again).unwrap_or(false) {
-                            last = "0-0".to_owned();
-                            self.requeue(&mut again);
-                        }
-                        conn = again;
-                    }
-                    Err(error) => {
-                        self.broken(error);
-                        return;
-                    }
+            let Err(failure) = outcome else {
+                continue;
+            };
+            // Redis cannot be reached, or does not answer: the connection is not used again,
+            // and after RECONNECT of trying, every call in flight fails rather than waits for
+            // ever.
+            let since = Instant::now();
+            conn = loop {
+                if since.elapsed() >= RECONNECT || self.stop.load(Ordering::SeqCst) {
+                    let error = redis_error(
+                        &format!("no answer for {RECONNECT:?}; the calls in flight failed"),
+                        &failure,
+                    );
+                    self.broken(error);
+                    return;
                 }
-            }
+                let Ok(mut again) = connect(&self.url.0, "cannot connect again") else {
+                    std::thread::sleep(Duration::from_millis(100));
+                    continue;
+                };
+                // What came while the connection was down first; then the calls whose
+                // entries the server lost (a restart from an older snapshot, a failover that
+                // lost writes) go out again, or all of them if it lost the pool's keys.
+                let beat = self
+                    .drain(&mut again, &mut last)
+                    .and_then(|()| self.beat(&mut again));
+                match beat {
+                    Ok(true) => self.requeue(&mut again, true),
+                    Ok(false) => {
+                        last = "0-0".to_owned();
+                        self.requeue(&mut again, false);
+                    }
+                    Err(_) => continue,
+                }
+                break again;
+            };
         }
     }
 
@@ -496,53 +527,78 @@ impl Shared {
         Ok(kept.is_some())
     }
 
-    /// Connects again within [`RECONNECT`].
-    fn reconnect(&self) -> Result<redis::Connection, Error> {
-        let deadline = Instant::now() + RECONNECT;
-        let mut pause = Duration::from_millis(20);
+    /// Reads and hands over the results that are in, without waiting.
+    fn drain(&self, conn: &mut redis::Connection, last: &mut String) -> redis::RedisResult<()> {
         loop {
-            match connect(&self.url, "lost the connection and could not connect again") {
-                Ok(conn) => return Ok(conn),
-                Err(error) if Instant::now() >= deadline || self.stop.load(Ordering::SeqCst) => {
-                    return Err(error);
-                }
-                Err(_) => {
-                    std::thread::sleep(pause);
-                    pause = (pause * 2).min(Duration::from_millis(500));
-                }
+            let reply: Value = redis::cmd("XREAD")
+                .arg("COUNT")
+                .arg(1000)
+                .arg("STREAMS")
+                .arg(&self.results)
+                .arg(&*last)
+                .query(conn)?;
+            let mut entries = entries(Reply::Read(reply));
+            let Some(entry) = entries.last() else {
+                return Ok(());
+            };
+            *last = entry.id.clone();
+            let ids: Vec<String> = entries
+                .iter_mut()
+                .map(|e| std::mem::take(&mut e.id))
+                .collect();
+            for entry in entries {
+                self.deliver(entry);
             }
+            redis::cmd("XDEL")
+                .arg(&self.results)
+                .arg(&ids)
+                .query::<()>(conn)?;
         }
     }
 
-    /// Queues every call in flight again, with the pool's keys, on a server that lost them
-    /// (a call that a host still runs may then run twice; its first result is kept).
-    fn requeue(&self, conn: &mut redis::Connection) {
+    /// Queues calls in flight again, with the pool's keys, on a server that lost them: all
+    /// of them, or with `only_lost` those whose entries are gone (a completed call's entry
+    /// goes in the same script that writes its result, which [`Shared::drain`] took in
+    /// first). A call that a host still runs may then run twice; its first result is kept.
+    fn requeue(&self, conn: &mut redis::Connection, only_lost: bool) {
         let ttl = millis(self.lease);
-        let _ = create_group(conn, &self.keys.tasks);
+        if ensure_keys(conn, &self.keys.tasks, &self.results, &self.pool_key, ttl).is_err() {
+            return;
+        }
         let mut table = self.lock();
+        let mut lost: Vec<u64> = table.pending.keys().copied().collect();
+        if only_lost {
+            let known: Vec<(u64, String)> = table
+                .pending
+                .iter()
+                .filter_map(|(&id, (_, entry))| Some((id, entry.clone()?)))
+                .collect();
+            let mut check = redis::pipe();
+            for (_, entry) in &known {
+                check
+                    .cmd("XRANGE")
+                    .arg(&self.keys.tasks)
+                    .arg(entry)
+                    .arg(entry);
+            }
+            let Ok(found) = check.query::<Vec<Vec<Value>>>(conn) else {
+                return;
+            };
+            lost = known
+                .iter()
+                .zip(found)
+                .filter(|(_, rows)| rows.is_empty())
+                .map(|((id, _), _)| *id)
+                .collect();
+        }
+        if lost.is_empty() {
+            return;
+        }
         let mut pipe = redis::pipe();
-        pipe.cmd("XADD")
-            .arg(&self.results)
-            .arg("0-1")
-            .arg("hello")
-            .arg(1)
-            .ignore()
-            .cmd("XDEL")
-            .arg(&self.results)
-            .arg("0-1")
-            .ignore()
-            .cmd("PEXPIRE")
-            .arg(&self.results)
-            .arg(ttl)
-            .ignore()
-            .cmd("SET")
-            .arg(&self.pool_key)
-            .arg("running")
-            .arg("PX")
-            .arg(ttl)
-            .ignore();
-        let mut ids = Vec::new();
-        for (&id, (job, _)) in &table.pending {
+        for id in &lost {
+            let Some((job, _)) = table.pending.get(id) else {
+                continue;
+            };
             let timeout = job.timeout.or(self.task_timeout);
             pipe.cmd("XADD")
                 .arg(&self.keys.tasks)
@@ -559,10 +615,9 @@ impl Shared {
                 .arg(timeout.map_or(0, millis))
                 .arg("f")
                 .arg(&job.frame[..]);
-            ids.push(id);
         }
         if let Ok(entries) = pipe.query::<Vec<String>>(conn) {
-            for (id, entry) in ids.iter().zip(entries) {
+            for (id, entry) in lost.iter().zip(entries) {
                 if let Some((_, slot)) = table.pending.get_mut(id) {
                     *slot = Some(entry);
                 }
@@ -648,4 +703,42 @@ fn pool_id() -> u64 {
     x ^= x >> 27;
     x = x.wrapping_mul(0x94d0_49bb_1331_11eb);
     x ^ (x >> 31)
+}
+
+/// Sets up the queue's group, the pool's result stream (empty, expiring with the pool: a
+/// host writes a result only into a stream that exists, so a caller that died leaves nothing
+/// once its keys expire) and its liveness key.
+fn ensure_keys(
+    conn: &mut redis::Connection,
+    tasks: &str,
+    results: &str,
+    pool_key: &str,
+    ttl: u64,
+) -> redis::RedisResult<()> {
+    for stream in [tasks, results] {
+        let group = if stream == tasks { GROUP } else { "caller" };
+        let created = redis::cmd("XGROUP")
+            .arg("CREATE")
+            .arg(stream)
+            .arg(group)
+            .arg("0")
+            .arg("MKSTREAM")
+            .query::<()>(conn);
+        match created {
+            Err(e) if e.code() != Some("BUSYGROUP") => return Err(e),
+            _ => {}
+        }
+    }
+    redis::pipe()
+        .cmd("PEXPIRE")
+        .arg(results)
+        .arg(ttl)
+        .ignore()
+        .cmd("SET")
+        .arg(pool_key)
+        .arg("running")
+        .arg("PX")
+        .arg(ttl)
+        .ignore()
+        .query(conn)
 }

@@ -48,6 +48,9 @@ pub(crate) struct Keys {
     prefix: String,
     pub(crate) tasks: String,
     pub(crate) dead: String,
+    /// How many times each entry was handed back by a host that stopped, which the delivery
+    /// count must not hold against it.
+    pub(crate) given: String,
 }
 
 impl Keys {
@@ -59,11 +62,12 @@ impl Keys {
                 format!("a queue name has 1 to 200 characters and no braces, got {name:?}"),
             ));
         }
-        let fingerprint = crate::registry::registry_fingerprint() as u32;
-        let prefix = format!("rp:{{{name}@{fingerprint:08x}}}:");
+        let fingerprint = crate::registry::registry_fingerprint();
+        let prefix = format!("rp:{{{name}@{fingerprint:016x}}}:");
         Ok(Keys {
             tasks: format!("{prefix}tasks"),
             dead: format!("{prefix}dead"),
+            given: format!("{prefix}given"),
             prefix,
         })
     }
@@ -116,15 +120,76 @@ end
 return kept
 ";
 
+/// Hands back the entries a stopping host still owns: each goes to the consumer `returned`,
+/// idle past any lease, so the next reaper takes it at once, and the hand-back is counted
+/// in the `given` hash so that it is not held against the entry's delivery limit; then the
+/// host leaves the group. KEYS: the task stream, the `given` hash. ARGV: the group, the
+/// host, the idle time to set (ms), the entry ids.
+pub(crate) const GIVE_BACK: &str = r"
+for i = 4, #ARGV do
+  local p = redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[i], ARGV[i], 1)
+  if #p == 1 and p[1][2] == ARGV[2] then
+    redis.call('XCLAIM', KEYS[1], ARGV[1], 'returned', 0, ARGV[i], 'IDLE', ARGV[3], 'JUSTID')
+    redis.call('HINCRBY', KEYS[2], ARGV[i], 1)
+  end
+end
+redis.call('PEXPIRE', KEYS[2], 86400000)
+local left = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #left == 0 then
+  redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return 1
+";
+
 /// Opens a connection, with `what` in the error.
 pub(crate) fn connect(url: &str, what: &str) -> Result<redis::Connection, Error> {
     // rustls needs a process-wide crypto provider; one the program installed stays.
     #[cfg(feature = "redis-tls")]
     let _ = rustls::crypto::ring::default_provider().install_default();
     let client = redis::Client::open(url).map_err(|e| redis_error(what, &e))?;
-    client
+    let conn = client
         .get_connection_with_timeout(Duration::from_secs(5))
-        .map_err(|e| redis_error(what, &e))
+        .map_err(|e| redis_error(what, &e))?;
+    // A server that stops answering (a partition that drops packets, a stopped process)
+    // must end in an error, not in a read that waits forever.
+    conn.set_read_timeout(Some(IO_TIMEOUT))
+        .and_then(|()| conn.set_write_timeout(Some(IO_TIMEOUT)))
+        .map_err(|e| redis_error(what, &e))?;
+    Ok(conn)
+}
+
+/// How long one command may wait for the server's answer; every blocking read asks for
+/// far less.
+pub(crate) const IO_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Whether `error` means the connection is gone or the server cannot answer now (loading a
+/// snapshot, a replica being promoted, a busy script, out of memory): worth trying again.
+pub(crate) fn is_transient(error: &redis::RedisError) -> bool {
+    error.is_io_error()
+        || error.is_connection_dropped()
+        || error.is_timeout()
+        || matches!(
+            error.code(),
+            Some(
+                "LOADING" | "READONLY" | "MASTERDOWN" | "BUSY" | "OOM" | "TRYAGAIN" | "CLUSTERDOWN"
+            )
+        )
+}
+
+/// A Redis URL whose `Debug` leaves its password out.
+#[derive(Clone)]
+pub(crate) struct Url(pub(crate) String);
+
+impl std::fmt::Debug for Url {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let text = &self.0;
+        match (text.find("://"), text.rfind('@')) {
+            (Some(scheme), Some(at)) if at > scheme => {
+                write!(f, "\"{}<credentials>{}\"", &text[..scheme + 3], &text[at..])
+            }
+            _ => write!(f, "{text:?}"),
+        }
+    }
 }
 
 /// A Redis failure, as the caller's error. The URL is never in it: it may hold a password.

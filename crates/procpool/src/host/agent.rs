@@ -1,11 +1,10 @@
-//! A host agent: serves a pool's queue over Redis with a local pool of this machine's
-//! worker processes. See [`Host`].
+//! The host agent's own thread: starts the jobs it reads on the local pool, completes them,
+//! renews their leases, and takes over the jobs of hosts that were lost.
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender, channel};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
+use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -17,311 +16,21 @@ use crate::registry;
 use crate::remote::{self, Entry, GROUP, Keys, Reply, connect, millis, redis_error};
 use crate::result::Collector;
 use crate::shared::Fds;
-use crate::start::StartMethod;
-use crate::supervisor::Config;
 use crate::wire;
 
-/// A host agent: runs the calls of pools built with [`Builder::redis`](crate::Builder::redis)
-/// on this machine, in a local pool of worker processes of this same program.
-///
-/// Start one on each machine that should take work, in the program whose tasks the pools
-/// call (the registry must be the same: a host of another build never sees the calls). A
-/// call that crashes its worker ends as [`ErrorKind::WorkerDied`] with the host named
-/// ([`Error::host`]); the host goes on. A host that dies or stops answering loses its calls
-/// to other hosts once its lease has passed without a renewal.
-///
-/// ```no_run
-/// # fn main() -> Result<(), procpool::Error> {
-/// let host = procpool::Host::new("redis://127.0.0.1:6379/", "crawl")
-///     .processes(8)
-///     .start()?;
-/// // … until the program should stop taking work:
-/// host.stop()?;
-/// # Ok(())
-/// # }
-/// ```
-#[derive(Clone, Debug)]
-pub struct Host {
-    url: String,
-    queue: String,
-    processes: Option<usize>,
-    lease: Duration,
-    name: Option<String>,
-}
-
-impl Host {
-    /// A host for queue `queue` on the Redis server at `url` (`redis://[user:password@]host:port/db`,
-    /// or `rediss://` for TLS with the `redis-tls` feature).
-    pub fn new(url: impl Into<String>, queue: impl Into<String>) -> Host {
-        Host {
-            url: url.into(),
-            queue: queue.into(),
-            processes: None,
-            lease: remote::DEFAULT_LEASE,
-            name: None,
-        }
-    }
-
-    /// How many worker processes run calls at once; [`cpu_count()`](crate::cpu_count) by
-    /// default.
-    pub fn processes(mut self, processes: usize) -> Host {
-        self.processes = Some(processes);
-        self
-    }
-
-    /// How long the host may be silent before other hosts take its calls (30 s by default).
-    /// It renews its calls every third of it. Use the same lease on every host of a queue.
-    pub fn lease(mut self, lease: Duration) -> Host {
-        self.lease = lease;
-        self
-    }
-
-    /// The host's name in errors and results; the machine's host name and the agent's pid by
-    /// default.
-    pub fn name(mut self, name: impl Into<String>) -> Host {
-        self.name = Some(name.into());
-        self
-    }
-
-    /// Starts the local pool and the agent's threads, and returns once it takes work.
-    ///
-    /// # Errors
-    ///
-    /// [`ErrorKind::InvalidInput`] for a bad queue name or lease, [`ErrorKind::PoolBroken`]
-    /// when Redis cannot be reached or the local pool cannot start.
-    pub fn start(self) -> Result<HostHandle, Error> {
-        if self.lease < Duration::from_millis(30) {
-            return Err(Error::new(
-                ErrorKind::InvalidInput,
-                format!("a lease is at least 30ms, got {:?}", self.lease),
-            ));
-        }
-        let keys = Keys::new(&self.queue)?;
-        let name = self.name.clone().unwrap_or_else(default_name);
-        let processes = self.processes.unwrap_or_else(crate::cpu_count);
-        let mut conn = connect(&self.url, "cannot connect")?;
-        remote::create_group(&mut conn, &keys.tasks)?;
-        // The workers' `current_host`; a second host in one program keeps the first's.
-        let _ = crate::worker::HOST_NAME.set(name.clone());
-        let backend = Backend::start(Config {
-            processes,
-            method: StartMethod::Spawn,
-            initializer: None,
-            max_tasks_per_child: None,
-            task_timeout: None,
-            retries: 0,
-            backtraces: crate::pool::backtraces_asked_for(),
-        })
-        .map_err(|e| {
-            Error::new(
-                ErrorKind::PoolBroken,
-                format!("cannot start the local pool: {e}"),
-            )
-        })?;
-        let stop = Arc::new(AtomicBool::new(false));
-        let (tx, rx) = channel();
-        let busy = Arc::new(AtomicUsize::new(0));
-        let reader = {
-            let reader = Reader {
-                conn: connect(&self.url, "cannot connect")?,
-                url: self.url.clone(),
-                keys: keys.clone(),
-                name: name.clone(),
-                room: 2 * processes,
-                busy: Arc::clone(&busy),
-                stop: Arc::clone(&stop),
-                tx: tx.clone(),
-            };
-            spawn("procpool-host-read", move || reader.run())?
-        };
-        let agent = Agent {
-            conn,
-            url: self.url,
-            keys,
-            name,
-            lease: self.lease,
-            backend,
-            running: HashMap::new(),
-            callers: HashMap::new(),
-            busy,
-            stop: Arc::clone(&stop),
-            tx,
-            complete: redis::Script::new(remote::COMPLETE),
-            renew: redis::Script::new(remote::RENEW),
-        };
-        let thread = spawn("procpool-host", move || agent.run(rx))?;
-        Ok(HostHandle {
-            stop,
-            threads: Mutex::new(vec![reader]),
-            agent: Mutex::new(Some(thread)),
-        })
-    }
-
-    /// [`start`](Host::start)s the host and serves until an error stops it.
-    ///
-    /// # Errors
-    ///
-    /// As for `start`, and a Redis failure that lasts.
-    pub fn run(self) -> Result<(), Error> {
-        self.start()?.wait()
-    }
-}
-
-/// A running [`Host`]. Dropping it stops the host.
-#[derive(Debug)]
-pub struct HostHandle {
-    stop: Arc<AtomicBool>,
-    threads: Mutex<Vec<JoinHandle<Result<(), Error>>>>,
-    agent: Mutex<Option<JoinHandle<Result<(), Error>>>>,
-}
-
-impl HostHandle {
-    /// Stops taking work, hands the calls it runs back to the queue (other hosts take them
-    /// at once), ends its local workers and returns.
-    ///
-    /// # Errors
-    ///
-    /// The error that had stopped the host before, if one did.
-    pub fn stop(self) -> Result<(), Error> {
-        self.stop.store(true, Ordering::SeqCst);
-        self.wait()
-    }
-
-    /// Waits until the host stops: after [`stop`](HostHandle::stop) from another thread
-    /// (through a clone of nothing: call `stop`), or a Redis failure that lasts.
-    ///
-    /// # Errors
-    ///
-    /// The failure that stopped it.
-    pub fn wait(&self) -> Result<(), Error> {
-        let agent = self.agent.lock().unwrap_or_else(|e| e.into_inner()).take();
-        let outcome = match agent {
-            Some(agent) => agent.join().unwrap_or_else(|_| {
-                Err(Error::new(ErrorKind::PoolBroken, "the host agent panicked"))
-            }),
-            None => Ok(()),
-        };
-        self.stop.store(true, Ordering::SeqCst);
-        for thread in self
-            .threads
-            .lock()
-            .unwrap_or_else(|e| e.into_inner())
-            .drain(..)
-        {
-            let _ = thread.join();
-        }
-        outcome
-    }
-}
-
-impl Drop for HostHandle {
-    fn drop(&mut self) {
-        self.stop.store(true, Ordering::SeqCst);
-        let _ = self.wait();
-    }
-}
-
-fn spawn(
-    name: &str,
-    run: impl FnOnce() -> Result<(), Error> + Send + 'static,
-) -> Result<JoinHandle<Result<(), Error>>, Error> {
-    std::thread::Builder::new()
-        .name(name.into())
-        .spawn(run)
-        .map_err(|e| Error::new(ErrorKind::PoolBroken, format!("cannot start a thread: {e}")))
-}
-
-fn default_name() -> String {
-    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .map(|s| s.trim().to_owned())
-        .unwrap_or_else(|_| "host".into());
-    format!("{host}:{}", std::process::id())
-}
-
+/// The agent: starts the jobs it reads on the local pool, completes them, renews its leases
+/// and takes over the jobs of hosts that were lost.
 /// What the agent hears from its reader and from its local pool.
-enum Message {
+pub(super) enum Message {
     /// New jobs from the queue.
     Read(Vec<Entry>),
     /// The local job with this id ended.
     Done(u64),
-    /// The reader could not read.
-    Failed(Error),
 }
 
-/// Reads new jobs for the host while it has room for them.
-struct Reader {
+pub(super) struct Agent {
     conn: redis::Connection,
-    url: String,
-    keys: Keys,
-    name: String,
-    /// How many jobs the host holds at most: its workers', and one more each in the queue.
-    room: usize,
-    busy: Arc<AtomicUsize>,
-    stop: Arc<AtomicBool>,
-    tx: Sender<Message>,
-}
-
-impl Reader {
-    fn run(mut self) -> Result<(), Error> {
-        let mut failures = 0;
-        while !self.stop.load(Ordering::SeqCst) {
-            let free = self.room.saturating_sub(self.busy.load(Ordering::SeqCst));
-            if free == 0 {
-                std::thread::park_timeout(Duration::from_millis(5));
-                continue;
-            }
-            let read = redis::cmd("XREADGROUP")
-                .arg("GROUP")
-                .arg(GROUP)
-                .arg(&self.name)
-                .arg("COUNT")
-                .arg(free)
-                .arg("BLOCK")
-                .arg(100)
-                .arg("STREAMS")
-                .arg(&self.keys.tasks)
-                .arg(">")
-                .query::<Value>(&mut self.conn);
-            match read {
-                Ok(reply) => {
-                    failures = 0;
-                    let entries = remote::entries(Reply::Read(reply));
-                    if !entries.is_empty() {
-                        self.busy.fetch_add(entries.len(), Ordering::SeqCst);
-                        if self.tx.send(Message::Read(entries)).is_err() {
-                            return Ok(());
-                        }
-                    }
-                }
-                Err(e) if e.code() == Some("NOGROUP") => {
-                    // The server lost the queue (restarted without persistence): set it up
-                    // again and go on.
-                    let _ = remote::create_group(&mut self.conn, &self.keys.tasks);
-                }
-                Err(e) => {
-                    failures += 1;
-                    std::thread::sleep(Duration::from_millis(50 * failures.min(10)));
-                    match connect(&self.url, "lost the connection") {
-                        Ok(conn) => self.conn = conn,
-                        Err(_) if failures < 200 => {}
-                        Err(_) => {
-                            let error = redis_error("lost the connection", &e);
-                            let _ = self.tx.send(Message::Failed(error.clone()));
-                            return Err(error);
-                        }
-                    }
-                }
-            }
-        }
-        Ok(())
-    }
-}
-
-/// The agent: starts the jobs it reads on the local pool, completes them, renews its leases
-/// and takes over the jobs of hosts that were lost.
-struct Agent {
-    conn: redis::Connection,
-    url: String,
+    url: remote::Url,
     keys: Keys,
     name: String,
     lease: Duration,
@@ -330,6 +39,8 @@ struct Agent {
     running: HashMap<u64, Running>,
     /// Whether each caller seen lately was running, and when that was read.
     callers: HashMap<String, (bool, Instant)>,
+    /// How many times the host has looked for lost calls.
+    reaps: u64,
     busy: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
     tx: Sender<Message>,
@@ -385,14 +96,45 @@ impl Job {
 type Outcome = Result<(Vec<u8>, WorkerInfo), Error>;
 
 impl Agent {
-    fn run(mut self, rx: Receiver<Message>) -> Result<(), Error> {
+    /// An agent on `conn`, for the queue `keys` as host `name` with leases of `lease`,
+    /// running jobs on `backend`; `busy` counts the jobs it holds, `tx` is where its local
+    /// jobs say they ended.
+    pub(super) fn new(
+        conn: redis::Connection,
+        url: remote::Url,
+        (keys, name, lease): (Keys, String, Duration),
+        backend: Backend,
+        busy: Arc<AtomicUsize>,
+        stop: Arc<AtomicBool>,
+        tx: Sender<Message>,
+    ) -> Agent {
+        Agent {
+            conn,
+            url,
+            keys,
+            name,
+            lease,
+            backend,
+            running: HashMap::new(),
+            callers: HashMap::new(),
+            reaps: 0,
+            busy,
+            stop,
+            tx,
+            complete: redis::Script::new(remote::COMPLETE),
+            renew: redis::Script::new(remote::RENEW),
+        }
+    }
+
+    pub(super) fn run(mut self, rx: Receiver<Message>) -> Result<(), Error> {
         let renew_every = self.lease / 3;
         // A host killed just after it renewed is idle for a whole lease: looking this often
         // gives its calls to this host within the lease and 100 ms of its death.
         let reap_every = (self.lease / 2).min(Duration::from_millis(100));
         let mut renew_at = Instant::now() + renew_every;
         let mut reap_at = Instant::now();
-        let outcome = loop {
+        let mut pause = Duration::ZERO;
+        let outcome: Result<(), Error> = loop {
             if self.stop.load(Ordering::SeqCst) {
                 break Ok(());
             }
@@ -402,9 +144,11 @@ impl Agent {
                 .saturating_duration_since(now)
                 .min(Duration::from_millis(50));
             let step = match rx.recv_timeout(wait) {
-                Ok(Message::Read(entries)) => self.take(entries),
+                Ok(Message::Read(entries)) => {
+                    self.take(entries);
+                    Ok(())
+                }
                 Ok(Message::Done(id)) => self.done(id),
-                Ok(Message::Failed(error)) => Err(error),
                 Err(RecvTimeoutError::Timeout) => Ok(()),
                 Err(RecvTimeoutError::Disconnected) => break Ok(()),
             };
@@ -420,8 +164,17 @@ impl Agent {
                 }
                 Ok(())
             });
-            if let Err(error) = step {
-                break Err(error);
+            match step {
+                Ok(()) => pause = Duration::ZERO,
+                Err(error) => {
+                    // The server is gone or cannot answer now (loading, failing over): the
+                    // host goes on and tries again; a job whose result could not be written
+                    // stays pending, and is run again once its lease has passed.
+                    pause = (pause * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
+                    crate::trace::warning!(host = %self.name, %error, "the host will try again");
+                    let _ = &error;
+                    std::thread::sleep(pause);
+                }
             }
         };
         self.stop.store(true, Ordering::SeqCst);
@@ -438,10 +191,10 @@ impl Agent {
     ) -> Result<T, Error> {
         match run(&mut self.conn) {
             Ok(value) => Ok(value),
-            Err(e) if e.is_io_error() || e.is_connection_dropped() => {
+            Err(e) if e.is_io_error() || e.is_connection_dropped() || e.is_timeout() => {
                 let deadline = Instant::now() + Duration::from_secs(10);
                 loop {
-                    match connect(&self.url, what) {
+                    match connect(&self.url.0, what) {
                         Ok(conn) => {
                             self.conn = conn;
                             return run(&mut self.conn).map_err(|e| redis_error(what, &e));
@@ -462,8 +215,9 @@ impl Agent {
     }
 
     /// Starts jobs read from the queue (counted in `busy` already), but those whose caller
-    /// is gone, which end without a result.
-    fn take(&mut self, entries: Vec<Entry>) -> Result<(), Error> {
+    /// is gone, which end without a result. A job that cannot be started or ended for a
+    /// Redis failure stays pending, and is taken again once its lease has passed.
+    fn take(&mut self, entries: Vec<Entry>) {
         let mut jobs = Vec::with_capacity(entries.len());
         for entry in entries {
             let id = entry.id.clone();
@@ -471,7 +225,7 @@ impl Agent {
                 Ok(job) => jobs.push(job),
                 Err(_) => {
                     // Not a job of procpool's: dropped from the queue.
-                    self.complete(&id, None, None)?;
+                    let _ = self.complete(&id, None, None);
                 }
             }
         }
@@ -492,28 +246,29 @@ impl Agent {
         let states: Vec<Option<String>> = if keys.is_empty() {
             Vec::new()
         } else {
+            // Unknown states count as running: a call of a caller that died runs for
+            // nothing, but none of a live caller's is dropped.
             self.query("cannot read the callers' state", |conn| {
                 redis::cmd("MGET").arg(&keys).query(conn)
-            })?
+            })
+            .unwrap_or_else(|_| vec![Some("running".to_owned()); keys.len()])
         };
         for (pool, state) in pools.iter().zip(&states) {
-            let running = state.as_deref() == Some("running");
-            self.callers.insert((*pool).to_owned(), (running, now));
-        }
-        let live: Vec<String> = self
-            .callers
-            .iter()
-            .filter(|(_, (running, _))| *running)
-            .map(|(pool, _)| pool.clone())
-            .collect();
-        for job in jobs {
-            if live.contains(&job.pool) {
-                self.start_local(job)?;
-            } else {
-                self.complete(&job.entry, None, None)?;
+            if state.as_deref() == Some("running") {
+                // Only a running caller is remembered: one whose key is missing is asked
+                // again next time, so that a caller whose keys were lost and set again
+                // (it queues its calls again then) is not taken for dead meanwhile.
+                self.callers.insert((*pool).to_owned(), (true, now));
             }
         }
-        Ok(())
+        let live: Vec<String> = self.callers.keys().cloned().collect();
+        for job in jobs {
+            let _ = if live.contains(&job.pool) {
+                self.start_local(job)
+            } else {
+                self.complete(&job.entry, None, None)
+            };
+        }
     }
 
     /// Starts `job` on the local pool; a frame that is not a valid job of a task this
@@ -805,7 +560,7 @@ impl Agent {
             for entry in claimed {
                 self.busy.fetch_add(1, Ordering::SeqCst);
                 let id = entry.id.clone();
-                let deliveries = self.deliveries(&id)?;
+                let deliveries = self.deliveries(&id)?.saturating_sub(self.given_back(&id)?);
                 let limit: u32 = entry.number("m").unwrap_or(remote::DELIVERIES);
                 if deliveries > limit {
                     self.bury(entry, deliveries)?;
@@ -813,12 +568,73 @@ impl Agent {
                     fresh.push(entry);
                 }
             }
-            self.take(fresh)?;
+            self.take(fresh);
             if cursor == "0-0" {
                 break;
             }
         }
+        self.reaps += 1;
+        if self.reaps.is_multiple_of(100) {
+            self.forget_dead_hosts()?;
+        }
         Ok(())
+    }
+
+    /// Removes from the group the hosts that hold nothing and have not been heard of for
+    /// ten leases: hosts that died (their calls were taken over long ago), whose names
+    /// would otherwise pile up in the group.
+    fn forget_dead_hosts(&mut self) -> Result<(), Error> {
+        let tasks = self.keys.tasks.clone();
+        let consumers: Vec<Vec<Value>> = self.query("cannot list the hosts", |conn| {
+            redis::cmd("XINFO")
+                .arg("CONSUMERS")
+                .arg(&tasks)
+                .arg(GROUP)
+                .query(conn)
+        })?;
+        let quiet = millis(self.lease) * 10;
+        for fields in consumers {
+            let field = |name: &str| {
+                fields
+                    .chunks(2)
+                    .find(|pair| remote::as_text(pair[0].clone()).as_deref() == Some(name))
+                    .map(|pair| pair[1].clone())
+            };
+            let name = field("name").and_then(remote::as_text);
+            let pending = field("pending").and_then(remote::as_text);
+            let idle = field("idle").and_then(remote::as_text);
+            let (Some(name), Some(pending), Some(idle)) = (name, pending, idle) else {
+                continue;
+            };
+            let idle: u64 = idle.parse().unwrap_or(0);
+            if name != self.name && pending == "0" && idle > quiet {
+                // A host that came back meanwhile joins again at its next read.
+                // In one script with a look at what it holds: one that took a call since
+                // stays.
+                let forget = redis::Script::new(
+                    r"
+local held = redis.call('XPENDING', KEYS[1], ARGV[1], '-', '+', 1, ARGV[2])
+if #held == 0 then
+  return redis.call('XGROUP', 'DELCONSUMER', KEYS[1], ARGV[1], ARGV[2])
+end
+return -1
+",
+                );
+                let _ = self.query::<i64>("cannot remove a host", |conn| {
+                    forget.key(&tasks).arg(GROUP).arg(&name).invoke(conn)
+                });
+            }
+        }
+        Ok(())
+    }
+
+    /// How many times stopping hosts handed entry `id` back.
+    fn given_back(&mut self, id: &str) -> Result<u32, Error> {
+        let given = self.keys.given.clone();
+        let count: Option<u32> = self.query("cannot read a job's hand-backs", |conn| {
+            redis::cmd("HGET").arg(&given).arg(id).query(conn)
+        })?;
+        Ok(count.unwrap_or(0))
     }
 
     /// How many times entry `id` has been delivered.
@@ -885,10 +701,14 @@ impl Agent {
         self.complete_with(&entry.id, &pool, job, Err(error))
     }
 
-    /// Hands the jobs the host holds back to the queue, for other hosts to take at once.
+    /// Hands the jobs the host holds back to the queue, for other hosts to take at once
+    /// without counting a delivery, and leaves the group.
     fn give_back(&mut self) {
-        let tasks = self.keys.tasks.clone();
-        let name = self.name.clone();
+        let (tasks, given, name) = (
+            self.keys.tasks.clone(),
+            self.keys.given.clone(),
+            self.name.clone(),
+        );
         let idle = millis(self.lease) * 10;
         let ids: Vec<String> = self
             .running
@@ -896,20 +716,17 @@ impl Agent {
             .filter(|r| !r.lost)
             .map(|r| r.entry.clone())
             .collect();
-        if !ids.is_empty() {
-            let _ = self.query::<Value>("cannot give jobs back", |conn| {
-                redis::cmd("XCLAIM")
-                    .arg(&tasks)
-                    .arg(GROUP)
-                    .arg(&name)
-                    .arg(0)
-                    .arg(&ids)
-                    .arg("IDLE")
-                    .arg(idle)
-                    .arg("JUSTID")
-                    .query(conn)
-            });
-        }
+        let script = redis::Script::new(remote::GIVE_BACK);
+        let _ = self.query::<i64>("cannot give jobs back", |conn| {
+            script
+                .key(&tasks)
+                .key(&given)
+                .arg(GROUP)
+                .arg(&name)
+                .arg(idle)
+                .arg(&ids)
+                .invoke(conn)
+        });
         for running in self.running.values_mut() {
             running.lost = true;
             running.collector.cancel();

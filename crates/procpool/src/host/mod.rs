@@ -1,0 +1,304 @@
+//! A host agent: serves a pool's queue over Redis with a local pool of this machine's
+//! worker processes. See [`Host`]. Here the public side and the reader of new jobs; the
+//! agent that runs them, renews their leases and takes over lost ones is in `agent.rs`.
+
+mod agent;
+
+use agent::{Agent, Message};
+
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::mpsc::{Sender, channel};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::Duration;
+
+use redis::Value;
+
+use crate::backend::Backend;
+use crate::error::{Error, ErrorKind};
+use crate::remote::{self, GROUP, Keys, Reply, connect};
+use crate::start::StartMethod;
+use crate::supervisor::Config;
+
+/// A host agent: runs the calls of pools built with [`Builder::redis`](crate::Builder::redis)
+/// on this machine, in a local pool of worker processes of this same program.
+///
+/// Start one on each machine that should take work, in the program whose tasks the pools
+/// call (the registry must be the same: a host of another build never sees the calls). A
+/// call that crashes its worker ends as [`ErrorKind::WorkerDied`] with the host named
+/// ([`Error::host`]); the host goes on. A host that dies or stops answering loses its calls
+/// to other hosts once its lease has passed without a renewal.
+///
+/// ```no_run
+/// # fn main() -> Result<(), procpool::Error> {
+/// let host = procpool::Host::new("redis://127.0.0.1:6379/", "crawl")
+///     .processes(8)
+///     .start()?;
+/// // … until the program should stop taking work:
+/// host.stop()?;
+/// # Ok(())
+/// # }
+/// ```
+#[derive(Clone, Debug)]
+pub struct Host {
+    url: remote::Url,
+    queue: String,
+    processes: Option<usize>,
+    lease: Duration,
+    name: Option<String>,
+}
+
+impl Host {
+    /// A host for queue `queue` on the Redis server at `url` (`redis://[user:password@]host:port/db`,
+    /// or `rediss://` for TLS with the `redis-tls` feature).
+    pub fn new(url: impl Into<String>, queue: impl Into<String>) -> Host {
+        Host {
+            url: remote::Url(url.into()),
+            queue: queue.into(),
+            processes: None,
+            lease: remote::DEFAULT_LEASE,
+            name: None,
+        }
+    }
+
+    /// How many worker processes run calls at once; [`cpu_count()`](crate::cpu_count) by
+    /// default.
+    pub fn processes(mut self, processes: usize) -> Host {
+        self.processes = Some(processes);
+        self
+    }
+
+    /// How long the host may be silent before other hosts take its calls (30 s by default).
+    /// It renews its calls every third of it. Use the same lease on every host of a queue.
+    pub fn lease(mut self, lease: Duration) -> Host {
+        self.lease = lease;
+        self
+    }
+
+    /// The host's name in errors and results; the machine's host name and the agent's pid by
+    /// default.
+    pub fn name(mut self, name: impl Into<String>) -> Host {
+        self.name = Some(name.into());
+        self
+    }
+
+    /// Starts the local pool and the agent's threads, and returns once it takes work.
+    ///
+    /// # Errors
+    ///
+    /// [`ErrorKind::InvalidInput`] for a bad queue name or lease, [`ErrorKind::PoolBroken`]
+    /// when Redis cannot be reached or the local pool cannot start.
+    pub fn start(self) -> Result<HostHandle, Error> {
+        if self.lease < Duration::from_millis(30) {
+            return Err(Error::new(
+                ErrorKind::InvalidInput,
+                format!("a lease is at least 30ms, got {:?}", self.lease),
+            ));
+        }
+        let keys = Keys::new(&self.queue)?;
+        let name = self.name.clone().unwrap_or_else(default_name);
+        let processes = self.processes.unwrap_or_else(crate::cpu_count);
+        let mut conn = connect(&self.url.0, "cannot connect")?;
+        remote::create_group(&mut conn, &keys.tasks)?;
+        // The workers' `current_host`; a second host in one program keeps the first's.
+        let _ = crate::worker::HOST_NAME.set(name.clone());
+        let backend = Backend::start(Config {
+            processes,
+            method: StartMethod::Spawn,
+            initializer: None,
+            max_tasks_per_child: None,
+            task_timeout: None,
+            retries: 0,
+            backtraces: crate::pool::backtraces_asked_for(),
+        })
+        .map_err(|e| {
+            Error::new(
+                ErrorKind::PoolBroken,
+                format!("cannot start the local pool: {e}"),
+            )
+        })?;
+        let stop = Arc::new(AtomicBool::new(false));
+        let (tx, rx) = channel();
+        let busy = Arc::new(AtomicUsize::new(0));
+        let reader = {
+            let reader = Reader {
+                conn: connect(&self.url.0, "cannot connect")?,
+                url: self.url.clone(),
+                keys: keys.clone(),
+                name: name.clone(),
+                room: 2 * processes,
+                busy: Arc::clone(&busy),
+                stop: Arc::clone(&stop),
+                tx: tx.clone(),
+            };
+            spawn("procpool-host-read", move || reader.run())?
+        };
+        let agent = Agent::new(
+            conn,
+            self.url,
+            (keys, name, self.lease),
+            backend,
+            busy,
+            Arc::clone(&stop),
+            tx,
+        );
+        let thread = spawn("procpool-host", move || agent.run(rx))?;
+        Ok(HostHandle {
+            stop,
+            threads: Mutex::new(vec![reader]),
+            agent: Mutex::new(Some(thread)),
+        })
+    }
+
+    /// [`start`](Host::start)s the host and serves for as long as the program runs: a
+    /// server that is gone or cannot answer is waited for, and tried again at most every
+    /// second.
+    ///
+    /// # Errors
+    ///
+    /// As for `start`.
+    pub fn run(self) -> Result<(), Error> {
+        self.start()?.wait()
+    }
+}
+
+/// A running [`Host`]. Dropping it stops the host.
+#[derive(Debug)]
+pub struct HostHandle {
+    stop: Arc<AtomicBool>,
+    threads: Mutex<Vec<JoinHandle<Result<(), Error>>>>,
+    agent: Mutex<Option<JoinHandle<Result<(), Error>>>>,
+}
+
+impl HostHandle {
+    /// Stops taking work, hands the calls it runs back to the queue (other hosts take them
+    /// at once, and the hand-back does not count as a delivery), leaves the queue's group,
+    /// ends its local workers and returns.
+    ///
+    /// # Errors
+    ///
+    /// A failure of the agent's own (it panicked).
+    pub fn stop(self) -> Result<(), Error> {
+        self.stop.store(true, Ordering::SeqCst);
+        self.wait()
+    }
+
+    /// Waits until the host has stopped, after [`stop`](HostHandle::stop). A host does not
+    /// stop by itself: it waits out a server that is gone or cannot answer.
+    ///
+    /// # Errors
+    ///
+    /// A failure of the agent's own (it panicked).
+    pub fn wait(&self) -> Result<(), Error> {
+        let agent = self.agent.lock().unwrap_or_else(|e| e.into_inner()).take();
+        let outcome = match agent {
+            Some(agent) => agent.join().unwrap_or_else(|_| {
+                Err(Error::new(ErrorKind::PoolBroken, "the host agent panicked"))
+            }),
+            None => Ok(()),
+        };
+        self.stop.store(true, Ordering::SeqCst);
+        for thread in self
+            .threads
+            .lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .drain(..)
+        {
+            let _ = thread.join();
+        }
+        outcome
+    }
+}
+
+impl Drop for HostHandle {
+    fn drop(&mut self) {
+        self.stop.store(true, Ordering::SeqCst);
+        let _ = self.wait();
+    }
+}
+
+fn spawn(
+    name: &str,
+    run: impl FnOnce() -> Result<(), Error> + Send + 'static,
+) -> Result<JoinHandle<Result<(), Error>>, Error> {
+    std::thread::Builder::new()
+        .name(name.into())
+        .spawn(run)
+        .map_err(|e| Error::new(ErrorKind::PoolBroken, format!("cannot start a thread: {e}")))
+}
+
+fn default_name() -> String {
+    let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .map(|s| s.trim().to_owned())
+        .unwrap_or_else(|_| "host".into());
+    format!("{host}:{}", std::process::id())
+}
+
+/// Reads new jobs for the host while it has room for them.
+struct Reader {
+    conn: redis::Connection,
+    url: remote::Url,
+    keys: Keys,
+    name: String,
+    /// How many jobs the host holds at most: its workers', and one more each in the queue.
+    room: usize,
+    busy: Arc<AtomicUsize>,
+    stop: Arc<AtomicBool>,
+    tx: Sender<Message>,
+}
+
+impl Reader {
+    fn run(mut self) -> Result<(), Error> {
+        let mut failures = 0;
+        while !self.stop.load(Ordering::SeqCst) {
+            let free = self.room.saturating_sub(self.busy.load(Ordering::SeqCst));
+            if free == 0 {
+                std::thread::park_timeout(Duration::from_millis(5));
+                continue;
+            }
+            let read = redis::cmd("XREADGROUP")
+                .arg("GROUP")
+                .arg(GROUP)
+                .arg(&self.name)
+                .arg("COUNT")
+                .arg(free)
+                .arg("BLOCK")
+                .arg(100)
+                .arg("STREAMS")
+                .arg(&self.keys.tasks)
+                .arg(">")
+                .query::<Value>(&mut self.conn);
+            match read {
+                Ok(reply) => {
+                    failures = 0;
+                    let entries = remote::entries(Reply::Read(reply));
+                    if !entries.is_empty() {
+                        self.busy.fetch_add(entries.len(), Ordering::SeqCst);
+                        if self.tx.send(Message::Read(entries)).is_err() {
+                            return Ok(());
+                        }
+                    }
+                }
+                Err(e) if e.code() == Some("NOGROUP") => {
+                    // The server lost the queue (restarted without persistence): set it up
+                    // again and go on.
+                    let _ = remote::create_group(&mut self.conn, &self.keys.tasks);
+                }
+                Err(e) => {
+                    // The server is gone or cannot answer now: a host waits for it for as
+                    // long as it runs, trying again at most every second.
+                    failures += 1;
+                    std::thread::sleep(Duration::from_millis(50 * failures.min(20)));
+                    // A connection that broke or timed out in the middle of a reply is not
+                    // used again.
+                    if (e.is_io_error() || e.is_connection_dropped() || e.is_timeout())
+                        && let Ok(conn) = connect(&self.url.0, "lost the connection")
+                    {
+                        self.conn = conn;
+                    }
+                }
+            }
+        }
+        Ok(())
+    }
+}
