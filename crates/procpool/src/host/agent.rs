@@ -2,9 +2,10 @@
 //! renews their leases, and takes over the jobs of hosts that were lost.
 
 use std::collections::HashMap;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::{Receiver, RecvTimeoutError, Sender};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Wake, Waker};
 use std::time::{Duration, Instant};
 
 use redis::Value;
@@ -46,6 +47,19 @@ pub(super) struct Agent {
     tx: Sender<Message>,
     complete: redis::Script,
     renew: redis::Script,
+}
+
+/// Tells the agent that local job `local` ended.
+struct Ended {
+    tx: Mutex<Sender<Message>>,
+    local: u64,
+}
+
+impl Wake for Ended {
+    fn wake(self: Arc<Self>) {
+        let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
+        let _ = tx.send(Message::Done(self.local));
+    }
 }
 
 /// A job from the queue on the local pool.
@@ -363,13 +377,18 @@ impl Agent {
             }
         };
         self.backend.link(&collector);
-        let tx = self.tx.clone();
-        collector.when_filled(
-            count,
-            Box::new(move || {
-                let _ = tx.send(Message::Done(local));
-            }),
-        );
+        // Told by the thread that delivers the job's one batch (the local supervisor's, or
+        // a cancel's), with no other thread between.
+        let ended = Waker::from(Arc::new(Ended {
+            tx: Mutex::new(self.tx.clone()),
+            local,
+        }));
+        if collector
+            .poll_filled(count, &mut Context::from_waker(&ended))
+            .is_ready()
+        {
+            ended.wake();
+        }
         self.running.insert(local, running);
         Ok(())
     }
