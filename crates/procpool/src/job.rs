@@ -189,6 +189,12 @@ impl Job {
         self.sink.deliver(Batch::failed(self.calls(), error));
     }
 
+    /// Whether the job has ended. One cancelled while it waited behind another on its
+    /// worker ends then ([`Job::end_cancelled`]), and its worker still holds it and runs it.
+    pub(crate) fn has_ended(&self) -> bool {
+        self.ended
+    }
+
     /// Whether the calls of this job were cancelled.
     pub(crate) fn is_cancelled(&self) -> bool {
         self.sink.is_cancelled()
@@ -202,8 +208,12 @@ impl Job {
     /// Splits a job of several calls into one job per call, ids from `next_id`, which take
     /// its place: it then ends without an outcome of its own. Each sends again only the
     /// descriptors of the chunk that its own argument names ([`Fds::item`]). `None`, and the
-    /// job unchanged, if it cannot be split.
+    /// job unchanged, if it cannot be split. A job that has ended already splits into none:
+    /// its calls have their outcomes, and jobs run in their place would end them again.
     pub(crate) fn split(&mut self, next_id: impl Fn() -> u64) -> Option<Vec<Job>> {
+        if self.ended {
+            return Some(Vec::new());
+        }
         let mut singles = self.singles(next_id)?;
         for single in &mut singles {
             single.accepted = self.accepted;

@@ -249,3 +249,62 @@ fn starmap_async_ends_at_a_worker_death_and_cancels_the_rest() {
             .get()
     });
 }
+
+/// A chunk cancelled while it waits behind another call on its worker ends then, though the
+/// worker still runs it when its turn comes. A worker that dies running it ends nothing
+/// more: the chunk is not split into single calls to run again, and its calls are counted
+/// once, as cancelled.
+#[test]
+fn a_cancelled_chunk_that_kills_its_worker_ends_once() {
+    let _serial = serial();
+    let pool = pool(1);
+    // The only worker idle, so that a blocking call borrows it.
+    wait_for("the worker is idle", || {
+        procpool::test_hooks::idle_workers(&pool) == 1
+    });
+    let rendezvous = Rendezvous::new();
+    let pid = std::thread::scope(|scope| {
+        // While a blocking call holds the worker, the next two calls queue; given back, the
+        // worker takes both at once: the chunk of two waits behind the single call.
+        let borrowed = scope.spawn(|| pool.apply(hold_or_fail, (rendezvous.path(),)));
+        let holder = rendezvous.arrive();
+        let ahead = pool
+            .apply_async(hold_or_fail, (rendezvous.path(),))
+            .unwrap();
+        let paths = vec![rendezvous.path(), rendezvous.path()];
+        let chunk = pool
+            .map_async_with(hold_or_fail, paths, MapOptions::new().chunksize(2))
+            .unwrap();
+        holder.release(3);
+        assert_eq!(borrowed.join().unwrap().unwrap(), 3);
+        // The call ahead runs: the worker holds the chunk behind it.
+        let running = rendezvous.arrive();
+        chunk.cancel();
+        let error = chunk.get().unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::Cancelled, "{error}");
+        running.release(4);
+        assert_eq!(ahead.get().unwrap(), 4);
+        // The chunk runs all the same, and its first call kills the worker.
+        let crashing = rendezvous.arrive();
+        let pid = crashing.pid;
+        crashing.release(CRASH);
+        pid
+    });
+    wait_for("the worker is replaced", || {
+        let pids = pool.worker_pids();
+        pids.len() == 1 && pids[0] != pid
+    });
+    let stats = pool.stats();
+    assert_eq!(stats.submitted, 4, "{stats:?}");
+    assert_eq!(stats.ok, 2, "{stats:?}");
+    assert_eq!(stats.cancelled, 2, "counted once: {stats:?}");
+    assert_eq!(stats.worker_died, 0, "{stats:?}");
+    assert_eq!(stats.worker_deaths, 1, "{stats:?}");
+    assert_eq!(stats.in_flight, 0, "{stats:?}");
+    assert_eq!(
+        pool.map(square, 1..=3).unwrap(),
+        [1, 4, 9],
+        "the pool carries on"
+    );
+    finish(pool);
+}

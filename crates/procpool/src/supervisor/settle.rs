@@ -256,7 +256,10 @@ impl Supervisor {
                 cause,
                 Cause::Gone | Cause::Protocol(_) | Cause::WriteFailed(_)
             );
-            if first.count == 1 && died && first.retried < self.config.retries {
+            if first.has_ended() {
+                // Cancelled while it waited behind another job, and ended then as cancelled
+                // (`cancel_in`); the worker ran it all the same. Its calls are not run again.
+            } else if first.count == 1 && died && first.retried < self.config.retries {
                 first.retried += 1;
                 requeue.push_back(first);
             } else if first.count == 1 {
