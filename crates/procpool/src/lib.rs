@@ -190,6 +190,7 @@ mod event;
 mod host;
 mod insight;
 mod job;
+mod memory;
 mod options;
 mod pool;
 mod registry;
