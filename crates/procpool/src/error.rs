@@ -112,6 +112,10 @@ pub enum ErrorKind {
     /// The task ran past its timeout ([`Builder::task_timeout`](crate::Builder::task_timeout)
     /// or a per-call timeout), so its worker was killed and replaced; see [`Error::timeout`].
     TimedOut,
+    /// The task's worker went over its memory limit
+    /// ([`Builder::memory_limit`](crate::Builder::memory_limit)) and ended; a replacement
+    /// worker starts. The limit is in [`Error::memory_limit`].
+    OutOfMemory,
 }
 
 /// The error of a task or of a call on a [`Pool`](crate::Pool).
@@ -133,6 +137,8 @@ struct Inner {
     location: Option<String>,
     backtrace: Option<String>,
     timeout: Option<Duration>,
+    /// The memory limit the worker went over, in bytes.
+    memory_limit: Option<u64>,
     retried: u32,
     /// Why the pool killed the worker, when it did (not for a timeout, which says so).
     killed_by_pool: Option<String>,
@@ -163,6 +169,7 @@ impl Error {
                 location: None,
                 backtrace: None,
                 timeout: None,
+                memory_limit: None,
                 retried: 0,
                 killed_by_pool: None,
                 host: None,
@@ -180,6 +187,7 @@ impl Error {
             location: shared.location.clone(),
             backtrace: shared.backtrace.clone(),
             timeout: shared.timeout,
+            memory_limit: shared.memory_limit,
             retried: shared.retried,
             killed_by_pool: shared.killed_by_pool.clone(),
             host: shared.host.clone(),
@@ -232,6 +240,23 @@ impl Error {
             .task(task)
             .worker(worker)
             .with(|inner| inner.timeout = Some(timeout))
+    }
+
+    /// The worker running `task` went over its memory limit of `limit` bytes and ended
+    /// with `exit`.
+    pub(crate) fn out_of_memory(
+        task: &str,
+        worker: WorkerInfo,
+        exit: WorkerExit,
+        limit: u64,
+    ) -> Error {
+        Error::new(ErrorKind::OutOfMemory, "")
+            .task(task)
+            .worker(worker)
+            .with(|inner| {
+                inner.exit = Some(exit);
+                inner.memory_limit = Some(limit);
+            })
     }
 
     /// Records that the task was run this many times more before it failed.
@@ -399,6 +424,17 @@ impl Error {
         self.inner.timeout
     }
 
+    /// Whether the task's worker went over its memory limit ([`ErrorKind::OutOfMemory`]).
+    pub fn is_out_of_memory(&self) -> bool {
+        self.inner.kind == ErrorKind::OutOfMemory
+    }
+
+    /// The memory limit, in bytes, that the task's worker went over, if it did
+    /// ([`ErrorKind::OutOfMemory`]).
+    pub fn memory_limit(&self) -> Option<u64> {
+        self.inner.memory_limit
+    }
+
     /// How many times the task was run again (see
     /// [`Builder::retries`](crate::Builder::retries)) before it failed with this error.
     pub fn retried(&self) -> u32 {
@@ -416,6 +452,7 @@ impl fmt::Debug for Error {
             .field("message", &self.inner.message)
             .field("location", &self.inner.location)
             .field("timeout", &self.inner.timeout)
+            .field("memory_limit", &self.inner.memory_limit)
             .field("retried", &self.inner.retried)
             .finish()
     }
@@ -458,6 +495,15 @@ impl fmt::Display for Error {
                     Some(worker) => write!(f, ": {worker} was killed"),
                     None => Ok(()),
                 }
+            }
+            ErrorKind::OutOfMemory => {
+                write!(f, "task `{task}` ran out of memory")?;
+                let worker = inner.worker_text().unwrap_or_else(|| "its worker".into());
+                write!(f, ": {worker} went over its memory limit")?;
+                if let Some(limit) = inner.memory_limit {
+                    write!(f, " of {limit} bytes ({:.1} MiB)", limit as f64 / 1048576.0)?;
+                }
+                f.write_str(" and was replaced")
             }
             ErrorKind::Panicked => {
                 write!(f, "task `{task}` panicked")?;
@@ -533,7 +579,7 @@ impl Error {
     /// The error a host agent named `host` sent. A kind this build does not know (a host
     /// of a newer procpool) becomes [`ErrorKind::PoolBroken`] with its name in the message.
     pub(crate) fn from_record(record: ErrorRecord, host: &str) -> Error {
-        const KINDS: [ErrorKind; 14] = [
+        const KINDS: [ErrorKind; 15] = [
             ErrorKind::Panicked,
             ErrorKind::WorkerDied,
             ErrorKind::Codec,
@@ -548,6 +594,7 @@ impl Error {
             ErrorKind::Cancelled,
             ErrorKind::InputPanicked,
             ErrorKind::TimedOut,
+            ErrorKind::OutOfMemory,
         ];
         let known = KINDS.iter().find(|k| format!("{k:?}") == record.kind);
         let (kind, message) = match known {
@@ -571,6 +618,8 @@ impl Error {
                 location: record.location,
                 backtrace: record.backtrace,
                 timeout: record.timeout,
+                // Hosts set no memory limit, and the record does not carry one.
+                memory_limit: None,
                 retried: record.retried,
                 killed_by_pool: record.killed_by_pool,
                 host: Some(host.to_owned()),

@@ -53,7 +53,8 @@ pub enum Event {
     WorkerStarted(WorkerInfo),
     /// A worker finished its handshake (and initializer) and takes jobs.
     WorkerReady(WorkerInfo),
-    /// A worker was told to exit, after its `max_tasks_per_child` jobs or at `close`.
+    /// A worker was told to exit: after its `max_tasks_per_child` jobs, with its resident
+    /// memory over `max_memory_per_child` after a job, or at `close`.
     WorkerRecycled(WorkerInfo),
     /// A worker ended without being told to (or was killed by the pool: a timeout, a protocol
     /// error, a cancel), and was reaped.

@@ -34,7 +34,10 @@
 //! [`starmap_async`](Pool::starmap_async), [`close`](Pool::close), [`join`](Pool::join) and
 //! [`terminate`](Pool::terminate); the `*_with` variants take [`MapOptions`] (a chunk size,
 //! a timeout) or [`ApplyOptions`] (a timeout). [`Pool::builder`] sets the number of
-//! processes, an initializer, `max_tasks_per_child`, a task timeout and retries.
+//! processes, an initializer, `max_tasks_per_child`, a task timeout and retries, and each
+//! worker's memory: a limit past which a task fails with [`ErrorKind::OutOfMemory`]
+//! ([`Builder::memory_limit`]) and a resident size past which a worker is recycled
+//! ([`Builder::max_memory_per_child`]).
 //!
 //! # Registering tasks
 //!
@@ -190,6 +193,7 @@ mod event;
 mod host;
 mod insight;
 mod job;
+mod memory;
 mod options;
 mod pool;
 mod registry;

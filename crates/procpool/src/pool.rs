@@ -15,6 +15,7 @@ use crate::options::{checked_chunksize, checked_timeout};
 use crate::backend::Backend;
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::job::Job;
+use crate::memory::Memory;
 use crate::registry::{self, Task, TaskEntry};
 use crate::result::{Assembly, AsyncResult, Batch, Collector, Fed, Feed, Imap, MapResult};
 use crate::shared::Fds;
@@ -55,6 +56,8 @@ pub struct Builder {
     task_timeout: Option<Duration>,
     retries: u32,
     backtraces: Option<bool>,
+    memory_limit: Option<u64>,
+    max_memory_per_child: Option<u64>,
     /// The Redis server and queue of a pool whose tasks run on host agents.
     #[cfg(feature = "redis")]
     redis: Option<crate::remote::Url>,
@@ -105,6 +108,67 @@ impl Builder {
     /// replacement starts as the old worker finishes. Zero is refused by `build`.
     pub fn max_tasks_per_child(mut self, n: usize) -> Builder {
         self.max_tasks_per_child = Some(n);
+        self
+    }
+
+    /// Replaces each worker whose resident memory, read after a job, is over `bytes`, as
+    /// `max_tasks_per_child` does after a number of jobs (Celery's
+    /// `worker_max_memory_per_child`): to bound what a leaky or fragmenting task can hoard.
+    /// The job itself succeeds; its worker takes no more jobs, exits once it holds none,
+    /// and a replacement starts. It counts in [`Stats::memory_recycles`](crate::Stats) and
+    /// as an [`Event::WorkerRecycled`](crate::Event::WorkerRecycled), not as a death.
+    ///
+    /// What is read: the resident set of the worker process (the second field of
+    /// `/proc/<pid>/statm`, shared pages such as the program's code included), once each
+    /// time a job's results arrive, by the thread that reads them; nothing is read when the
+    /// option is not set. A worker holding a second job may have started it by then, and its
+    /// memory counts too. Memory freed back to the allocator but kept by it counts; memory
+    /// returned to the system does not.
+    ///
+    /// Zero and more than 2^48 bytes are refused by `build`, as is this option on a pool
+    /// over Redis.
+    pub fn max_memory_per_child(mut self, bytes: u64) -> Builder {
+        self.max_memory_per_child = Some(bytes);
+        self
+    }
+
+    /// Limits the memory of each worker to `bytes`: a task whose allocation would take its
+    /// worker over the limit fails with [`ErrorKind::OutOfMemory`], whose
+    /// [`Error::memory_limit`](crate::Error::memory_limit) is `bytes`, instead of taking the
+    /// machine's memory; the worker ends and a replacement starts, and the pool goes on.
+    /// The call is not run again ([`retries`](Builder::retries) do not apply); in a chunk of
+    /// several calls, the others run again one by one, as after a death.
+    ///
+    /// # How it is enforced
+    ///
+    /// Each worker sets its own `RLIMIT_DATA` (soft and hard, so that tasks cannot raise
+    /// it) when it starts, before the initializer, which the limit covers too. It bounds
+    /// the worker's heap and private writable mappings as they are *allocated*, touched or
+    /// not (so with `vec![0; n]`, memory the kernel has not yet handed out counts); shared
+    /// mappings ([`SharedBytes`](crate::SharedBytes)), the program's code and the main
+    /// thread's stack are not counted, the stacks of threads a task starts are. The
+    /// standard library
+    /// aborts on a failed allocation; the worker catches that abort (`SIGABRT` while
+    /// `errno` is `ENOMEM`) and exits with code 86, which the pool reads as the limit.
+    ///
+    /// # Caveats
+    ///
+    /// - Only that resource limit exists; a cgroup v2 memory limit (`memory.max`, which
+    ///   counts resident pages and the page cache and ends the worker by SIGKILL) is not
+    ///   implemented: the machines this was built on did not delegate the memory
+    ///   controller.
+    /// - An allocation that a task handles itself (`Vec::try_reserve`, a C library that
+    ///   checks `malloc`) fails without ending the worker, and is the task's own outcome.
+    /// - Another abort (a `panic = "abort"` build, a C library's `abort`) while `errno`
+    ///   happens to hold `ENOMEM`, or a task that exits with code 86 itself, is taken for
+    ///   the limit too; any other abort is a [`ErrorKind::WorkerDied`] by `SIGABRT`.
+    /// - A worker that goes over the limit while starting (its initializer) fails `build`,
+    ///   or counts as a worker that died before it was ready.
+    ///
+    /// Less than 16 MiB (a worker needs a few for itself) and more than 2^48 bytes are
+    /// refused by `build`, as is this option on a pool over Redis.
+    pub fn memory_limit(mut self, bytes: u64) -> Builder {
+        self.memory_limit = Some(bytes);
         self
     }
 
@@ -227,14 +291,16 @@ impl Builder {
             ));
         }
         let initializer = self.initializer.transpose().map_err(BuildError::invalid)?;
+        let memory = Memory::checked(self.memory_limit, self.max_memory_per_child)?;
         #[cfg(feature = "redis")]
         if let Some(url) = self.redis {
             if initializer.is_some()
                 || max_tasks_per_child.is_some()
+                || memory != Memory::default()
                 || self.method != StartMethod::default()
             {
                 return Err(BuildError::invalid(
-                    "the initializer, max_tasks_per_child and the start method belong to the hosts of a pool over Redis".into(),
+                    "the initializer, max_tasks_per_child, the memory options and the start method belong to the hosts of a pool over Redis".into(),
                 ));
             }
             let lease = self.lease.unwrap_or(crate::remote::DEFAULT_LEASE);
@@ -265,6 +331,7 @@ impl Builder {
             task_timeout: self.task_timeout,
             retries: self.retries,
             backtraces: self.backtraces.unwrap_or_else(backtraces_asked_for),
+            memory,
         };
         let generation = sys::fork_generation();
         let backend = Backend::start(config)?;
@@ -368,6 +435,8 @@ impl Pool {
             task_timeout: None,
             retries: 0,
             backtraces: None,
+            memory_limit: None,
+            max_memory_per_child: None,
             #[cfg(feature = "redis")]
             redis: None,
             #[cfg(feature = "redis")]

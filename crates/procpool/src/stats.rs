@@ -10,7 +10,8 @@ use crate::event::Emitter;
 ///
 /// Counts are of calls: a `map` of 100 items counts 100. Every submitted call ends in exactly
 /// one final state, so once nothing is in flight, `submitted` is the sum of the final states
-/// (`ok + panicked + worker_died + timed_out + terminated + cancelled + other`). A call refused at
+/// (`ok + panicked + worker_died + timed_out + out_of_memory + terminated + cancelled + other`).
+/// A call refused at
 /// submission (its pool closed, its arguments did not encode) is not counted at all.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
 #[non_exhaustive]
@@ -25,6 +26,8 @@ pub struct Stats {
     pub worker_died: u64,
     /// Calls that ran past their timeout ([`ErrorKind::TimedOut`]).
     pub timed_out: u64,
+    /// Calls whose worker went over its memory limit ([`ErrorKind::OutOfMemory`]).
+    pub out_of_memory: u64,
     /// Calls ended by [`terminate`](crate::Pool::terminate) or a drop of the pool
     /// ([`ErrorKind::Terminated`]).
     pub terminated: u64,
@@ -41,9 +44,14 @@ pub struct Stats {
     /// panicked; the callbacks after them ran as usual.
     pub callback_panics: u64,
     /// Workers that ended without being told to: crashed, exited, killed from outside, killed
-    /// for a timeout or a protocol error, or died before they were ready. Workers that the
-    /// pool retires (`max_tasks_per_child`, `close`, `terminate`) are not counted.
+    /// for a timeout or a protocol error, went over their memory limit, or died before they
+    /// were ready. Workers that the pool retires (`max_tasks_per_child`,
+    /// `max_memory_per_child`, `close`, `terminate`) are not counted.
     pub worker_deaths: u64,
+    /// Workers retired because their resident memory after a job was over
+    /// [`Builder::max_memory_per_child`](crate::Builder::max_memory_per_child): recycled,
+    /// not dead.
+    pub memory_recycles: u64,
 }
 
 /// The live counters behind [`Stats`].
@@ -54,11 +62,13 @@ pub(crate) struct Counters {
     panicked: AtomicU64,
     worker_died: AtomicU64,
     timed_out: AtomicU64,
+    out_of_memory: AtomicU64,
     terminated: AtomicU64,
     cancelled: AtomicU64,
     other: AtomicU64,
     worker_starts: AtomicU64,
     worker_deaths: AtomicU64,
+    memory_recycles: AtomicU64,
     callback_panics: AtomicU64,
     /// The pool's events, which go where its counts are taken.
     pub(crate) events: Emitter,
@@ -80,6 +90,7 @@ impl Counters {
             Some(ErrorKind::Panicked) => &self.panicked,
             Some(ErrorKind::WorkerDied) => &self.worker_died,
             Some(ErrorKind::TimedOut) => &self.timed_out,
+            Some(ErrorKind::OutOfMemory) => &self.out_of_memory,
             Some(ErrorKind::Terminated) => &self.terminated,
             Some(ErrorKind::Cancelled) => &self.cancelled,
             Some(_) => &self.other,
@@ -99,6 +110,10 @@ impl Counters {
         self.worker_deaths.fetch_add(1, Ordering::SeqCst);
     }
 
+    pub(crate) fn memory_recycled(&self) {
+        self.memory_recycles.fetch_add(1, Ordering::SeqCst);
+    }
+
     pub(crate) fn snapshot(&self) -> Stats {
         let load = |counter: &AtomicU64| counter.load(Ordering::SeqCst);
         // Final states first: a call is submitted before it completes, so `submitted`, read
@@ -107,23 +122,33 @@ impl Counters {
         let panicked = load(&self.panicked);
         let worker_died = load(&self.worker_died);
         let timed_out = load(&self.timed_out);
+        let out_of_memory = load(&self.out_of_memory);
         let terminated = load(&self.terminated);
         let cancelled = load(&self.cancelled);
         let other = load(&self.other);
         let submitted = load(&self.submitted);
-        let done = ok + panicked + worker_died + timed_out + terminated + cancelled + other;
+        let done = ok
+            + panicked
+            + worker_died
+            + timed_out
+            + out_of_memory
+            + terminated
+            + cancelled
+            + other;
         Stats {
             submitted,
             ok,
             panicked,
             worker_died,
             timed_out,
+            out_of_memory,
             terminated,
             cancelled,
             other,
             in_flight: submitted.saturating_sub(done),
             worker_starts: load(&self.worker_starts),
             worker_deaths: load(&self.worker_deaths),
+            memory_recycles: load(&self.memory_recycles),
             callback_panics: load(&self.callback_panics),
         }
     }

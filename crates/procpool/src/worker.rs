@@ -13,6 +13,7 @@ use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
 
 use crate::error::{TaskFailure, WorkerInfo};
+use crate::memory;
 use crate::registry::{self, Calls};
 use crate::shared;
 use crate::sys::{self, PollFd};
@@ -214,6 +215,7 @@ fn serve(parent: u32) -> io::Result<()> {
         index,
         spin: may_spin,
         backtraces,
+        memory_limit,
         initializer,
     } = ToWorker::decode(&body)?
     else {
@@ -223,6 +225,10 @@ fn serve(parent: u32) -> io::Result<()> {
         ));
     };
     registry::capture_backtraces(backtraces);
+    // Before the initializer: the limit bounds the whole worker, not only its tasks.
+    if let Some(limit) = memory_limit {
+        sys::limit_data(limit, memory::EXIT_OUT_OF_MEMORY)?;
+    }
     let pid = std::process::id();
     let _ = CURRENT.set(WorkerInfo {
         index: index as usize,

@@ -15,6 +15,7 @@ mod futures;
 mod insights;
 mod isolation;
 mod leaks;
+mod memory;
 mod retries;
 mod shared;
 mod shutdown;

@@ -110,6 +110,7 @@ impl Host {
             task_timeout: None,
             retries: 0,
             backtraces: crate::pool::backtraces_asked_for(),
+            memory: crate::memory::Memory::default(),
         })
         .map_err(|e| {
             Error::new(

@@ -72,6 +72,12 @@ pub(crate) struct Worker {
     pub(super) ready: bool,
     /// Jobs given to this worker so far, against `max_tasks_per_child`.
     pub(crate) assigned: u64,
+    /// `max_memory_per_child`: the resident memory, in bytes, over which the worker is
+    /// retired; its resident memory is read after each job only when this is set.
+    pub(super) max_resident: Option<u64>,
+    /// Its resident memory after a job was over `max_resident`: it takes no more jobs and
+    /// is retired once it holds none.
+    pub(super) over_memory: bool,
     /// Why a write to the worker failed for good, once one has: the pool then shut the
     /// socket down itself, and the end of stream that follows is not the worker's doing.
     pub(super) write_failed: Option<WriteFailure>,
@@ -154,9 +160,22 @@ impl Worker {
         self.assigned += 1;
     }
 
-    /// Whether the worker has been given all the jobs `max_tasks_per_child` allows.
+    /// Whether the worker has been given all the jobs `max_tasks_per_child` allows, or its
+    /// memory went over `max_memory_per_child`.
     pub(crate) fn spent(&self, max_tasks_per_child: Option<u64>) -> bool {
-        max_tasks_per_child.is_some_and(|max| self.assigned >= max)
+        self.over_memory || max_tasks_per_child.is_some_and(|max| self.assigned >= max)
+    }
+
+    /// With `max_memory_per_child` set: reads the worker's resident memory after a job
+    /// (one read of `/proc/<pid>/statm`) and marks it for retirement if it is over. The
+    /// worker may have started its next job already, whose memory then counts too.
+    fn check_memory(&mut self) {
+        if let Some(max) = self.max_resident
+            && !self.over_memory
+            && sys::resident(self.info.pid).is_some_and(|bytes| bytes > max)
+        {
+            self.over_memory = true;
+        }
     }
 
     /// When the job this worker runs now must be done by, and the timeout of one of its
@@ -352,6 +371,9 @@ impl Worker {
         }
         let batch = Batch::results(done.calls(), frame, fds, done.task, self.info);
         done.finish(panicked, failed, batch, self.info, self.last_took);
+        if self.max_resident.is_some() {
+            self.check_memory();
+        }
         Ok(())
     }
 

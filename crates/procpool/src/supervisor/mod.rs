@@ -29,6 +29,7 @@ use crate::error::{BuildError, Error, ErrorKind};
 use crate::event::Events;
 use crate::insight::{Insights, Recorder};
 use crate::job::Job;
+use crate::memory::Memory;
 use crate::registry;
 use crate::result::{Callbacks, Link};
 use crate::start::StartMethod;
@@ -89,6 +90,8 @@ pub(crate) struct Config {
     pub(crate) retries: u32,
     /// Whether workers capture a backtrace of each panic.
     pub(crate) backtraces: bool,
+    /// The workers' memory limit and the resident memory over which they are recycled.
+    pub(crate) memory: Memory,
 }
 
 /// Starts the supervisor thread; `ready` hears once whether every first worker started.

@@ -10,9 +10,10 @@ use super::conn::{Cause, Worker, reap};
 use super::drive::Supervisor;
 use super::hub::Phase;
 use super::{EXIT_GRACE, EXIT_WAIT, GRACE, MAX_START_FAILURES};
-use crate::error::{BuildError, Error, ErrorKind, WorkerInfo};
+use crate::error::{BuildError, Error, ErrorKind, WorkerExit, WorkerInfo};
 use crate::event::Event;
 use crate::job::Job;
+use crate::memory::EXIT_OUT_OF_MEMORY;
 use crate::start;
 use crate::sys::{self, PollFd};
 use crate::trace;
@@ -100,7 +101,15 @@ impl Supervisor {
     /// Sends the worker in slot `index` its SHUTDOWN and starts its replacement.
     pub(super) fn retire(&mut self, index: usize) {
         let mut worker = self.slots[index].take().expect("a worker is in the slot");
-        trace::debug!(worker = index, pid = worker.info.pid, "worker recycled");
+        trace::debug!(
+            worker = index,
+            pid = worker.info.pid,
+            over_memory = worker.over_memory,
+            "worker recycled"
+        );
+        if worker.over_memory {
+            self.shared.counters.memory_recycled();
+        }
         self.shared
             .counters
             .events
@@ -251,6 +260,13 @@ impl Supervisor {
             killed_by_pool: reaped.killed,
         });
         let mut requeue = VecDeque::new();
+        // A worker of a pool with a memory limit that exited by itself with the code its
+        // allocation failure gives (see `crate::memory`) went over the limit.
+        let over_limit = self.config.memory.limit.filter(|_| {
+            !reaped.killed
+                && exit == WorkerExit::Code(EXIT_OUT_OF_MEMORY)
+                && matches!(cause, Cause::Gone | Cause::WriteFailed(_))
+        });
         if let Some(mut first) = held.pop_front() {
             let died = matches!(
                 cause,
@@ -259,6 +275,11 @@ impl Supervisor {
             if first.has_ended() {
                 // Cancelled while it waited behind another job, and ended then as cancelled
                 // (`cancel_in`); the worker ran it all the same. Its calls are not run again.
+            } else if let (1, Some(limit)) = (first.count, over_limit) {
+                // Not run again: a call that needs more than the limit would fail again.
+                let error =
+                    Error::out_of_memory(first.task, info, exit, limit).with_retries(first.retried);
+                first.fail(&error);
             } else if first.count == 1 && died && first.retried < self.config.retries {
                 first.retried += 1;
                 requeue.push_back(first);
@@ -381,6 +402,7 @@ impl Supervisor {
                 index as u32,
                 spin,
                 self.config.backtraces,
+                self.config.memory.limit,
                 initializer,
             )]),
             control_written: 0,
@@ -392,6 +414,8 @@ impl Supervisor {
             fds_sent: 0,
             ready: false,
             assigned: 0,
+            max_resident: self.config.memory.max_per_child,
+            over_memory: false,
             exit_by: None,
             stopped_since: None,
             stop_checked: None,

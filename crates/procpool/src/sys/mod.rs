@@ -12,6 +12,11 @@ pub(crate) use linux::*;
 compile_error!("procpool supports Linux only for now");
 
 #[cfg(target_os = "linux")]
+mod memory;
+#[cfg(target_os = "linux")]
+pub(crate) use memory::*;
+
+#[cfg(target_os = "linux")]
 mod shm;
 #[cfg(target_os = "linux")]
 pub(crate) use shm::*;

@@ -4,17 +4,19 @@ use super::*;
 use crate::error::TaskFailure;
 
 /// The SETUP frame: the worker's index, whether it may watch while it waits for work (see
-/// `watch`) and whether it captures backtraces of panics (flags 1 and 2), and the
-/// initializer to run, if any.
+/// `watch`) and whether it captures backtraces of panics (flags 1 and 2), the memory limit
+/// it sets for itself (0 for none), and the initializer to run, if any.
 pub(crate) fn setup_frame(
     index: u32,
     spin: bool,
     backtraces: bool,
+    memory_limit: Option<u64>,
     initializer: Option<(&str, &[u8])>,
 ) -> Vec<u8> {
     let mut frame = FrameWriter::new(TAG_SETUP);
     let flags = u8::from(spin) | u8::from(backtraces) << 1;
     frame.u32(MAGIC).u16(VERSION).u32(index).u8(flags);
+    frame.u64(memory_limit.unwrap_or(0));
     match initializer {
         Some((name, args)) => frame.u8(1).str(name).bytes(args),
         None => frame.u8(0),
@@ -180,6 +182,8 @@ pub(crate) enum ToWorker<'a> {
         index: u32,
         spin: bool,
         backtraces: bool,
+        /// The `RLIMIT_DATA` the worker sets for itself, in bytes.
+        memory_limit: Option<u64>,
         initializer: Option<(&'a str, &'a [u8])>,
     },
     Run {
@@ -202,6 +206,7 @@ impl<'a> ToWorker<'a> {
                 cursor.handshake()?;
                 let index = cursor.u32()?;
                 let flags = cursor.u8()?;
+                let memory_limit = Some(cursor.u64()?).filter(|&limit| limit > 0);
                 let initializer = match cursor.u8()? {
                     0 => None,
                     _ => Some((cursor.str()?, cursor.bytes()?)),
@@ -210,6 +215,7 @@ impl<'a> ToWorker<'a> {
                     index,
                     spin: flags & 1 != 0,
                     backtraces: flags & 2 != 0,
+                    memory_limit,
                     initializer,
                 }
             }
