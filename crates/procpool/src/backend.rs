@@ -45,38 +45,24 @@ impl Backend {
         calls: (usize, usize, usize),
         timeout: Option<Duration>,
     ) -> Result<Job, E> {
-        match self {
+        let (id, counters) = match self {
             Backend::Local(local) => {
                 let hub = local.hub();
-                let id = hub.next_job_id();
-                let sealed = encode(id)?;
-                let counters = Arc::clone(&hub.counters);
-                Ok(Job::new(
-                    id,
-                    task,
-                    sealed,
-                    Arc::clone(sink),
-                    calls,
-                    timeout,
-                    counters,
-                ))
+                (hub.next_job_id(), Arc::clone(&hub.counters))
             }
             #[cfg(feature = "redis")]
-            Backend::Remote(remote) => {
-                let id = remote.next_job_id();
-                let sealed = encode(id)?;
-                let counters = Arc::clone(remote.counters());
-                Ok(Job::new(
-                    id,
-                    task,
-                    sealed,
-                    Arc::clone(sink),
-                    calls,
-                    timeout,
-                    counters,
-                ))
-            }
-        }
+            Backend::Remote(remote) => (remote.next_job_id(), Arc::clone(remote.counters())),
+        };
+        let sealed = encode(id)?;
+        Ok(Job::new(
+            id,
+            task,
+            sealed,
+            Arc::clone(sink),
+            calls,
+            timeout,
+            counters,
+        ))
     }
 
     /// Links `sink` to this backend: its cancels reach it, and its callbacks run there.

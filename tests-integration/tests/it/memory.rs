@@ -171,8 +171,10 @@ fn a_worker_over_max_memory_per_child_in_a_queued_map_is_recycled() {
         .unwrap();
     let distinct: std::collections::HashSet<u32> = pids.iter().copied().collect();
     assert!(distinct.len() >= 2, "{pids:?}");
+    // A later worker's recycle may still be under way when the results are in; the first
+    // one's is done, as another pid ran calls after it.
     let stats = pool.stats();
-    assert!(stats.memory_recycles >= 2, "{stats:?}");
+    assert!(stats.memory_recycles >= 1, "{stats:?}");
     assert_eq!(stats.worker_deaths, 0, "{stats:?}");
     finish(pool);
 }

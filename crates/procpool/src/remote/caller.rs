@@ -182,22 +182,7 @@ impl Remote {
             let mut table = shared.lock();
             shared.check_open(&table)?;
             for job in &mut jobs {
-                let timeout = job.timeout.or(shared.task_timeout);
-                pipe.cmd("XADD")
-                    .arg(&shared.keys.tasks)
-                    .arg("*")
-                    .arg("p")
-                    .arg(&shared.id)
-                    .arg("j")
-                    .arg(job.id)
-                    .arg("m")
-                    .arg(DELIVERIES + shared.retries)
-                    .arg("r")
-                    .arg(shared.retries)
-                    .arg("d")
-                    .arg(timeout.map_or(0, millis))
-                    .arg("f")
-                    .arg(&job.frame[..]);
+                shared.add_entry(&mut pipe, job);
                 ids.push(job.id);
                 job.accept();
             }
@@ -362,6 +347,26 @@ impl Shared {
             }
             done => done,
         }
+    }
+
+    /// Adds to `pipe` the entry that queues `job`: the fields the module docs list.
+    fn add_entry(&self, pipe: &mut redis::Pipeline, job: &Job) {
+        let timeout = job.timeout.or(self.task_timeout);
+        pipe.cmd("XADD")
+            .arg(&self.keys.tasks)
+            .arg("*")
+            .arg("p")
+            .arg(&self.id)
+            .arg("j")
+            .arg(job.id)
+            .arg("m")
+            .arg(DELIVERIES + self.retries)
+            .arg("r")
+            .arg(self.retries)
+            .arg("d")
+            .arg(timeout.map_or(0, millis))
+            .arg("f")
+            .arg(&job.frame[..]);
     }
 
     fn check_open(&self, table: &Table) -> Result<(), Error> {
@@ -599,22 +604,7 @@ impl Shared {
             let Some((job, _)) = table.pending.get(id) else {
                 continue;
             };
-            let timeout = job.timeout.or(self.task_timeout);
-            pipe.cmd("XADD")
-                .arg(&self.keys.tasks)
-                .arg("*")
-                .arg("p")
-                .arg(&self.id)
-                .arg("j")
-                .arg(id)
-                .arg("m")
-                .arg(DELIVERIES + self.retries)
-                .arg("r")
-                .arg(self.retries)
-                .arg("d")
-                .arg(timeout.map_or(0, millis))
-                .arg("f")
-                .arg(&job.frame[..]);
+            self.add_entry(&mut pipe, job);
         }
         if let Ok(entries) = pipe.query::<Vec<String>>(conn) {
             for (id, entry) in lost.iter().zip(entries) {
