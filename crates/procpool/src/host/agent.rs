@@ -23,8 +23,6 @@ use crate::wire;
 /// and takes over the jobs of hosts that were lost.
 /// What the agent hears from its reader and from its local pool.
 pub(super) enum Message {
-    /// New jobs from the queue.
-    Read(Vec<Entry>),
     /// The local job with this id ended.
     Done(u64),
 }
@@ -140,17 +138,22 @@ impl Agent {
         }
     }
 
-    pub(super) fn run(mut self, rx: Receiver<Message>) -> Result<(), Error> {
-        let renew_every = self.lease / 3;
+    pub(super) fn run(agent: &Mutex<Agent>, rx: Receiver<Message>) -> Result<(), Error> {
+        let lock = || agent.lock().unwrap_or_else(|e| e.into_inner());
+        let (lease, stop, name) = {
+            let agent = lock();
+            (agent.lease, Arc::clone(&agent.stop), agent.name.clone())
+        };
+        let renew_every = lease / 3;
         // A host killed just after it renewed is idle for a whole lease: looking this often
         // gives its calls to this host within the lease and 100 ms of its death.
-        let reap_every = (self.lease / 2).min(Duration::from_millis(100));
+        let reap_every = (lease / 2).min(Duration::from_millis(100));
         let mut renew_at = Instant::now() + renew_every;
         let mut reap_at = Instant::now();
         let mut pause = Duration::ZERO;
-        let outcome: Result<(), Error> = loop {
-            if self.stop.load(Ordering::SeqCst) {
-                break Ok(());
+        loop {
+            if stop.load(Ordering::SeqCst) {
+                break;
             }
             let now = Instant::now();
             let wait = renew_at
@@ -158,22 +161,18 @@ impl Agent {
                 .saturating_duration_since(now)
                 .min(Duration::from_millis(50));
             let step = match rx.recv_timeout(wait) {
-                Ok(Message::Read(entries)) => {
-                    self.take(entries);
-                    Ok(())
-                }
-                Ok(Message::Done(id)) => self.done(id),
+                Ok(Message::Done(id)) => lock().done(id),
                 Err(RecvTimeoutError::Timeout) => Ok(()),
-                Err(RecvTimeoutError::Disconnected) => break Ok(()),
+                Err(RecvTimeoutError::Disconnected) => break,
             };
             let step = step.and_then(|()| {
                 let now = Instant::now();
                 if now >= renew_at {
-                    self.renew_leases()?;
+                    lock().renew_leases()?;
                     renew_at = now + renew_every;
                 }
                 if now >= reap_at {
-                    self.reap()?;
+                    lock().reap()?;
                     reap_at = now + reap_every;
                 }
                 Ok(())
@@ -185,16 +184,17 @@ impl Agent {
                     // host goes on and tries again; a job whose result could not be written
                     // stays pending, and is run again once its lease has passed.
                     pause = (pause * 2).clamp(Duration::from_millis(50), Duration::from_secs(1));
-                    crate::trace::warning!(host = %self.name, %error, "the host will try again");
-                    let _ = &error;
+                    crate::trace::warning!(host = %name, %error, "the host will try again");
+                    let _ = (&error, &name);
                     std::thread::sleep(pause);
                 }
             }
-        };
-        self.stop.store(true, Ordering::SeqCst);
-        self.give_back();
-        self.backend.terminate();
-        outcome
+        }
+        stop.store(true, Ordering::SeqCst);
+        let mut agent = lock();
+        agent.give_back();
+        agent.backend.terminate();
+        Ok(())
     }
 
     /// Runs a Redis command, connecting again once if the connection broke.
@@ -231,7 +231,7 @@ impl Agent {
     /// Starts jobs read from the queue (counted in `busy` already), but those whose caller
     /// is gone, which end without a result. A job that cannot be started or ended for a
     /// Redis failure stays pending, and is taken again once its lease has passed.
-    fn take(&mut self, entries: Vec<Entry>) {
+    pub(super) fn take(&mut self, entries: Vec<Entry>) {
         let mut jobs = Vec::with_capacity(entries.len());
         for entry in entries {
             let id = entry.id.clone();
@@ -723,18 +723,29 @@ return -1
     /// Hands the jobs the host holds back to the queue, for other hosts to take at once
     /// without counting a delivery, and leaves the group.
     fn give_back(&mut self) {
-        let (tasks, given, name) = (
-            self.keys.tasks.clone(),
-            self.keys.given.clone(),
-            self.name.clone(),
-        );
-        let idle = millis(self.lease) * 10;
         let ids: Vec<String> = self
             .running
             .values()
             .filter(|r| !r.lost)
             .map(|r| r.entry.clone())
             .collect();
+        self.hand_back(ids);
+        for running in self.running.values_mut() {
+            running.lost = true;
+            running.collector.cancel();
+        }
+    }
+
+    /// Hands entries `ids` back to the queue, those the host still owns, and leaves the
+    /// group if it then holds none: for the jobs it runs when it stops, and for those its
+    /// reader read as it stopped.
+    pub(super) fn hand_back(&mut self, ids: Vec<String>) {
+        let (tasks, given, name) = (
+            self.keys.tasks.clone(),
+            self.keys.given.clone(),
+            self.name.clone(),
+        );
+        let idle = millis(self.lease) * 10;
         let script = redis::Script::new(remote::GIVE_BACK);
         let _ = self.query::<i64>("cannot give jobs back", |conn| {
             script
@@ -746,9 +757,5 @@ return -1
                 .arg(&ids)
                 .invoke(conn)
         });
-        for running in self.running.values_mut() {
-            running.lost = true;
-            running.collector.cancel();
-        }
     }
 }

@@ -4,10 +4,10 @@
 
 mod agent;
 
-use agent::{Agent, Message};
+use agent::Agent;
 
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::mpsc::{Sender, channel};
+use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::Duration;
@@ -121,29 +121,29 @@ impl Host {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = channel();
         let busy = Arc::new(AtomicUsize::new(0));
+        let agent = Arc::new(Mutex::new(Agent::new(
+            conn,
+            self.url.clone(),
+            (keys.clone(), name.clone(), self.lease),
+            backend,
+            Arc::clone(&busy),
+            Arc::clone(&stop),
+            tx,
+        )));
         let reader = {
             let reader = Reader {
                 conn: connect(&self.url.0, "cannot connect")?,
                 url: self.url.clone(),
-                keys: keys.clone(),
-                name: name.clone(),
+                keys,
+                name,
                 room: 2 * processes,
-                busy: Arc::clone(&busy),
+                busy,
                 stop: Arc::clone(&stop),
-                tx: tx.clone(),
+                agent: Arc::clone(&agent),
             };
             spawn("procpool-host-read", move || reader.run())?
         };
-        let agent = Agent::new(
-            conn,
-            self.url,
-            (keys, name, self.lease),
-            backend,
-            busy,
-            Arc::clone(&stop),
-            tx,
-        );
-        let thread = spawn("procpool-host", move || agent.run(rx))?;
+        let thread = spawn("procpool-host", move || Agent::run(&agent, rx))?;
         Ok(HostHandle {
             stop,
             threads: Mutex::new(vec![reader]),
@@ -245,7 +245,9 @@ struct Reader {
     room: usize,
     busy: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-    tx: Sender<Message>,
+    /// Jobs are started from this thread, as soon as they are read: one wake-up fewer
+    /// than handing them to the agent's thread.
+    agent: Arc<Mutex<Agent>>,
 }
 
 impl Reader {
@@ -275,9 +277,13 @@ impl Reader {
                     let entries = remote::entries(Reply::Read(reply));
                     if !entries.is_empty() {
                         self.busy.fetch_add(entries.len(), Ordering::SeqCst);
-                        if self.tx.send(Message::Read(entries)).is_err() {
+                        let mut agent = self.agent.lock().unwrap_or_else(|e| e.into_inner());
+                        if self.stop.load(Ordering::SeqCst) {
+                            // Read as the host stops: back to the queue with the rest.
+                            agent.hand_back(entries.into_iter().map(|e| e.id).collect());
                             return Ok(());
                         }
+                        agent.take(entries);
                     }
                 }
                 Err(e) if e.code() == Some("NOGROUP") => {
