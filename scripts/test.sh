@@ -1,18 +1,24 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need where it is missing (cargo-nextest;
-# Debian's redis-server, which the Redis tests start on sockets of their own), then runs every
+# Debian's redis-server and openssl, which the Redis tests use), then runs every
 # test and the doc tests. Arguments go to `cargo nextest run` (CI passes `--profile ci`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
-if ! command -v redis-server >/dev/null 2>&1; then
-  echo "redis-server is missing: installing Debian's package for the Redis tests"
+# The Redis tests start their own redis-server; the TLS one makes its certificates with
+# openssl.
+missing=()
+command -v redis-server >/dev/null 2>&1 || missing+=(redis-server)
+command -v openssl >/dev/null 2>&1 || missing+=(openssl)
+if [ "${#missing[@]}" -gt 0 ]; then
+  echo "missing: ${missing[*]}: installing Debian's packages for the Redis tests"
   sudo=""
   if [ "$(id -u)" != 0 ]; then sudo="sudo"; fi
   $sudo apt-get update -qq
-  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends redis-server
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
 redis-server --version
+openssl version
 
 if ! cargo nextest --version >/dev/null 2>&1; then
   cargo install cargo-nextest --locked
