@@ -145,3 +145,16 @@ pub fn square_in_a_caller(
         Err(String::from_utf8_lossy(&out.stderr).into_owned())
     }
 }
+
+/// Ends a test: closes `pool` and waits for its calls, stops `hosts` as a user does (each
+/// hands back what it holds and exits 0), stops the server, and checks that no child
+/// process is left.
+pub fn finish<const N: usize>(pool: procpool::Pool, hosts: [Agent; N], server: Server) {
+    pool.close();
+    pool.join().expect("join after close");
+    for host in hosts {
+        host.stop();
+    }
+    drop(server);
+    tests_integration::assert_no_children();
+}

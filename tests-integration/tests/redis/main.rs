@@ -7,7 +7,7 @@ mod fixture;
 
 use std::time::{Duration, Instant};
 
-use fixture::{Agent, BOUND, Server, square_in_a_caller, start_caller, wait_until};
+use fixture::{Agent, BOUND, Server, finish, square_in_a_caller, start_caller, wait_until};
 use procpool::{ErrorKind, Pool};
 use tests_integration::remote_tasks::{
     Ran, abort_worker, add, echo_bytes, fail_on, hold, shared_len, square, whereami, work_logged,
@@ -117,12 +117,7 @@ fn the_pool_vocabulary_runs_on_two_hosts() {
     let stats = pool.stats();
     assert_eq!(stats.submitted, stats.ok);
     assert_eq!(stats.in_flight, 0);
-    pool.close();
-    pool.join().unwrap();
-    a.stop();
-    b.stop();
-    drop(server);
-    assert_no_children();
+    finish(pool, [a, b], server);
 }
 
 #[test]
@@ -159,11 +154,7 @@ fn a_panic_and_a_crash_on_a_host_are_typed_errors_and_the_host_goes_on() {
     assert_eq!(pool.apply(add, (1, 1)).unwrap(), 2);
     let stats = pool.stats();
     assert_eq!((stats.worker_died, stats.panicked), (1, 2));
-    pool.close();
-    pool.join().unwrap();
-    a.stop();
-    drop(server);
-    assert_no_children();
+    finish(pool, [a], server);
 }
 
 #[test]
@@ -182,11 +173,7 @@ fn retries_run_a_call_again_after_its_worker_died() {
     let died = pool.apply(abort_worker, ()).unwrap_err();
     assert_eq!(died.kind(), ErrorKind::WorkerDied);
     assert_eq!(died.retried(), 2, "{died}");
-    pool.close();
-    pool.join().unwrap();
-    drop(a);
-    drop(server);
-    assert_no_children();
+    finish(pool, [a], server);
 }
 
 #[test]
@@ -217,11 +204,7 @@ fn a_host_killed_mid_call_loses_it_to_another_host_after_its_lease() {
     assert_eq!(pool.stats().ok, 1);
     wait_until("the entry to go", || stream_len(&server, &tasks) == 0);
     assert!(pending(&server, &tasks).is_empty());
-    pool.close();
-    pool.join().unwrap();
-    b.stop();
-    drop(server);
-    assert_no_children();
+    finish(pool, [b], server);
 }
 
 #[test]
@@ -256,11 +239,7 @@ fn a_host_stopped_past_its_lease_loses_its_call_and_its_late_result_is_dropped()
     assert_eq!(pool.apply(whereami, ()).unwrap().host, "a");
     let stats = pool.stats();
     assert_eq!((stats.submitted, stats.ok), (2, 2));
-    pool.close();
-    pool.join().unwrap();
-    a.stop();
-    drop(server);
-    assert_no_children();
+    finish(pool, [a], server);
 }
 
 #[test]
@@ -279,12 +258,7 @@ fn a_call_longer_than_the_lease_runs_once() {
     let runs = std::fs::read_to_string(&log).unwrap().lines().count();
     assert_eq!(runs, 1, "the call ran {runs} times");
     let _ = std::fs::remove_file(&log);
-    pool.close();
-    pool.join().unwrap();
-    a.stop();
-    b.stop();
-    drop(server);
-    assert_no_children();
+    finish(pool, [a, b], server);
 }
 
 #[test]
@@ -339,11 +313,7 @@ fn calls_lost_with_a_restarted_server_are_queued_again_and_end_once() {
     );
     let stats = pool.stats();
     assert_eq!((stats.submitted, stats.ok), (101, 101));
-    pool.close();
-    pool.join().unwrap();
-    a.stop();
-    drop(server);
-    assert_no_children();
+    finish(pool, [a], server);
 }
 
 #[test]
@@ -370,11 +340,7 @@ fn a_call_whose_hosts_keep_dying_goes_to_the_dead_letters() {
         .find(|key| key.ends_with(":dead"))
         .expect("the dead-letter stream");
     assert_eq!(stream_len(&server, &dead), 1);
-    pool.close();
-    pool.join().unwrap();
-    d.stop();
-    drop(server);
-    assert_no_children();
+    finish(pool, [d], server);
 }
 
 #[test]
@@ -468,11 +434,7 @@ fn a_call_past_its_timeout_ends_timed_out_with_its_host_named() {
     assert_eq!(error.timeout(), Some(Duration::from_millis(200)));
     drop(arrival);
     assert_eq!(pool.apply(add, (1, 2)).unwrap(), 3);
-    pool.close();
-    pool.join().unwrap();
-    a.stop();
-    drop(server);
-    assert_no_children();
+    finish(pool, [a], server);
 }
 
 #[test]

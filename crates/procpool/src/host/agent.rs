@@ -21,12 +21,6 @@ use crate::wire;
 
 /// The agent: starts the jobs it reads on the local pool, completes them, renews its leases
 /// and takes over the jobs of hosts that were lost.
-/// What the agent hears from its reader and from its local pool.
-pub(super) enum Message {
-    /// The local job with this id ended.
-    Done(u64),
-}
-
 pub(super) struct Agent {
     conn: redis::Connection,
     url: remote::Url,
@@ -36,27 +30,27 @@ pub(super) struct Agent {
     backend: Backend,
     /// The jobs on the local pool, by their local id.
     running: HashMap<u64, Running>,
-    /// Whether each caller seen lately was running, and when that was read.
-    callers: HashMap<String, (bool, Instant)>,
+    /// The callers seen running lately, and when that was read.
+    callers: HashMap<String, Instant>,
     /// How many times the host has looked for lost calls.
     reaps: u64,
     busy: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-    tx: Sender<Message>,
+    tx: Sender<u64>,
     complete: redis::Script,
     renew: redis::Script,
 }
 
 /// Tells the agent that local job `local` ended.
 struct Ended {
-    tx: Mutex<Sender<Message>>,
+    tx: Mutex<Sender<u64>>,
     local: u64,
 }
 
 impl Wake for Ended {
     fn wake(self: Arc<Self>) {
         let tx = self.tx.lock().unwrap_or_else(|e| e.into_inner());
-        let _ = tx.send(Message::Done(self.local));
+        let _ = tx.send(self.local);
     }
 }
 
@@ -69,6 +63,7 @@ struct Running {
     job: u64,
     collector: Arc<Collector>,
     task: &'static str,
+    count: usize,
     /// Another host has the job now (or its caller deleted it): its outcome is dropped.
     lost: bool,
     /// For a run again after a worker's death: the frame, and how many runs are left.
@@ -110,7 +105,7 @@ type Outcome = Result<(Vec<u8>, WorkerInfo), Error>;
 impl Agent {
     /// An agent on `conn`, for the queue `keys` as host `name` with leases of `lease`,
     /// running jobs on `backend`; `busy` counts the jobs it holds, `tx` is where its local
-    /// jobs say they ended.
+    /// jobs say they ended, by their local ids.
     pub(super) fn new(
         conn: redis::Connection,
         url: remote::Url,
@@ -118,7 +113,7 @@ impl Agent {
         backend: Backend,
         busy: Arc<AtomicUsize>,
         stop: Arc<AtomicBool>,
-        tx: Sender<Message>,
+        tx: Sender<u64>,
     ) -> Agent {
         Agent {
             conn,
@@ -138,7 +133,7 @@ impl Agent {
         }
     }
 
-    pub(super) fn run(agent: &Mutex<Agent>, rx: Receiver<Message>) -> Result<(), Error> {
+    pub(super) fn run(agent: &Mutex<Agent>, rx: Receiver<u64>) -> Result<(), Error> {
         let lock = || agent.lock().unwrap_or_else(|e| e.into_inner());
         let (lease, stop, name) = {
             let agent = lock();
@@ -161,7 +156,7 @@ impl Agent {
                 .saturating_duration_since(now)
                 .min(Duration::from_millis(50));
             let step = match rx.recv_timeout(wait) {
-                Ok(Message::Done(id)) => lock().done(id),
+                Ok(local) => lock().done(local),
                 Err(RecvTimeoutError::Timeout) => Ok(()),
                 Err(RecvTimeoutError::Disconnected) => break,
             };
@@ -248,7 +243,7 @@ impl Agent {
         let now = Instant::now();
         let fresh = self.lease / 3;
         self.callers
-            .retain(|_, (_, read)| now.duration_since(*read) < fresh);
+            .retain(|_, read| now.duration_since(*read) < fresh);
         let mut pools: Vec<&str> = jobs
             .iter()
             .map(|job| job.pool.as_str())
@@ -272,12 +267,11 @@ impl Agent {
                 // Only a running caller is remembered: one whose key is missing is asked
                 // again next time, so that a caller whose keys were lost and set again
                 // (it queues its calls again then) is not taken for dead meanwhile.
-                self.callers.insert((*pool).to_owned(), (true, now));
+                self.callers.insert((*pool).to_owned(), now);
             }
         }
-        let live: Vec<String> = self.callers.keys().cloned().collect();
         for job in jobs {
-            let _ = if live.contains(&job.pool) {
+            let _ = if self.callers.contains_key(&job.pool) {
                 self.start_local(job)
             } else {
                 self.complete(&job.entry, None, None)
@@ -328,24 +322,19 @@ impl Agent {
                 job,
                 collector: Collector::new(),
                 task,
+                count,
                 lost: false,
                 again,
                 timeout,
                 retried: 0,
             },
-            task,
             frame,
-            count,
         )
     }
 
-    fn run_local(
-        &mut self,
-        running: Running,
-        task: &'static str,
-        mut frame: Vec<u8>,
-        count: usize,
-    ) -> Result<(), Error> {
+    /// Runs `running`, whose RUN frame is `frame`, on the local pool.
+    fn run_local(&mut self, running: Running, mut frame: Vec<u8>) -> Result<(), Error> {
+        let (task, count) = (running.task, running.count);
         let collector = Arc::clone(&running.collector);
         let made = self.backend.job(
             task,
@@ -407,11 +396,7 @@ impl Agent {
             batches.push(batch);
         }
         let outcome: Outcome = match batches.len() {
-            1 => batches
-                .pop()
-                .expect("one batch")
-                .into_sent()
-                .map(|(body, worker, _)| (body, worker)),
+            1 => batches.pop().expect("one batch").into_sent(),
             n => Err(Error::new(
                 ErrorKind::PoolBroken,
                 format!("the host's job ended in {n} parts"),
@@ -423,15 +408,10 @@ impl Agent {
             && left > 0
         {
             // The worker died under the job: run it again, as a local pool would.
-            let adopted = wire::adopt(&mut frame.clone(), 0).ok();
-            if let Some(task) =
-                adopted.and_then(|a| registry::by_name(&a.name).map(|t| (t.name, a.count)))
-            {
-                running.again = Some((frame.clone(), left - 1));
-                running.retried += 1;
-                running.collector = Collector::new();
-                return self.run_local(running, task.0, frame, task.1);
-            }
+            running.again = (left > 1).then(|| (frame.clone(), left - 1));
+            running.retried += 1;
+            running.collector = Collector::new();
+            return self.run_local(running, frame);
         }
         let outcome = outcome
             .and_then(|(body, worker)| {

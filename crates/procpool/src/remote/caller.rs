@@ -450,22 +450,7 @@ impl Shared {
                 .arg(&last)
                 .query::<Value>(&mut conn);
             let outcome = read.and_then(|reply| {
-                let mut entries = entries(Reply::Read(reply));
-                let ids: Vec<String> = entries
-                    .iter_mut()
-                    .map(|e| std::mem::take(&mut e.id))
-                    .collect();
-                // Results first, then the round trip that deletes them.
-                for entry in entries {
-                    self.deliver(entry);
-                }
-                if let Some(id) = ids.last() {
-                    last = id.clone();
-                    redis::cmd("XDEL")
-                        .arg(&self.results)
-                        .arg(&ids)
-                        .query::<()>(&mut conn)?;
-                }
+                self.take_in(&mut conn, reply, &mut last)?;
                 if beaten.elapsed() >= beat {
                     if !self.beat(&mut conn)? {
                         last = "0-0".to_owned();
@@ -542,23 +527,38 @@ impl Shared {
                 .arg(&self.results)
                 .arg(&*last)
                 .query(conn)?;
-            let mut entries = entries(Reply::Read(reply));
-            let Some(entry) = entries.last() else {
+            if !self.take_in(conn, reply, last)? {
                 return Ok(());
-            };
-            *last = entry.id.clone();
-            let ids: Vec<String> = entries
-                .iter_mut()
-                .map(|e| std::mem::take(&mut e.id))
-                .collect();
-            for entry in entries {
-                self.deliver(entry);
             }
-            redis::cmd("XDEL")
-                .arg(&self.results)
-                .arg(&ids)
-                .query::<()>(conn)?;
         }
+    }
+
+    /// Hands over the results in `reply` (an `XREAD` of the result stream), then deletes
+    /// them; `last` becomes the id of the last. Whether any came.
+    fn take_in(
+        &self,
+        conn: &mut redis::Connection,
+        reply: Value,
+        last: &mut String,
+    ) -> redis::RedisResult<bool> {
+        let mut entries = entries(Reply::Read(reply));
+        let ids: Vec<String> = entries
+            .iter_mut()
+            .map(|e| std::mem::take(&mut e.id))
+            .collect();
+        let Some(id) = ids.last() else {
+            return Ok(false);
+        };
+        *last = id.clone();
+        // Results first, then the round trip that deletes them.
+        for entry in entries {
+            self.deliver(entry);
+        }
+        redis::cmd("XDEL")
+            .arg(&self.results)
+            .arg(&ids)
+            .query::<()>(conn)?;
+        Ok(true)
     }
 
     /// Queues calls in flight again, with the pool's keys, on a server that lost them: all

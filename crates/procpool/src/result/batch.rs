@@ -102,10 +102,10 @@ impl Batch {
         error
     }
 
-    /// The batch as it leaves a host agent: the RESULTS frame's body, the worker that sent
-    /// it, and how many calls it holds; or the error every call ended with.
+    /// The batch as it leaves a host agent: the RESULTS frame's body and the worker that
+    /// sent it, or the error every call ended with.
     #[cfg(feature = "redis")]
-    pub(crate) fn into_sent(self) -> Result<(Vec<u8>, WorkerInfo, usize), Error> {
+    pub(crate) fn into_sent(self) -> Result<(Vec<u8>, WorkerInfo), Error> {
         match self.outcomes {
             Outcomes::Results {
                 body,
@@ -114,7 +114,7 @@ impl Batch {
                 worker,
             } => {
                 if fds.is_empty() {
-                    Ok((body, worker, self.count))
+                    Ok((body, worker))
                 } else {
                     Err(crate::error::Error::new(
                         crate::ErrorKind::InvalidInput,
