@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # The README's test command: installs what the tests need where it is missing (cargo-nextest;
 # Debian's redis-server and openssl, which the Redis tests use), then runs every
-# test and the doc tests. Arguments go to `cargo nextest run` (CI passes `--profile ci`).
+# test, the integration tests again under the spawn start method, and the doc tests.
+# Arguments go to `cargo nextest run` (CI passes `--profile ci`).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -25,4 +26,7 @@ if ! cargo nextest --version >/dev/null 2>&1; then
 fi
 
 cargo nextest run --workspace "$@"
+# Every test of tests-integration (the crash matrix, the Redis hosts) again under the start
+# method that is not the default, so that both are tested.
+PROCPOOL_START_METHOD=spawn cargo nextest run -p tests-integration "$@"
 cargo test --doc --workspace

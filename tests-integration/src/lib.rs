@@ -11,13 +11,62 @@ use std::path::PathBuf;
 use std::sync::{Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
-/// The pids of this process's children, zombies included, read from `/proc`.
+/// The pids of this process's descendants (children, and their children: a forkserver's
+/// workers), zombies included, read from `/proc`.
 pub fn children() -> Vec<u32> {
-    children_of(std::process::id())
+    descendants_of(std::process::id())
 }
 
 /// The pids of `parent`'s children, zombies included, read from `/proc`.
 pub fn children_of(parent: u32) -> Vec<u32> {
+    processes()
+        .into_iter()
+        .filter(|p| p.ppid == parent)
+        .map(|p| p.pid)
+        .collect()
+}
+
+/// The pids of `parent`'s descendants, zombies included.
+pub fn descendants_of(parent: u32) -> Vec<u32> {
+    let all = processes();
+    let mut found = Vec::new();
+    let mut next = vec![parent];
+    while let Some(at) = next.pop() {
+        for p in all.iter().filter(|p| p.ppid == at) {
+            found.push(p.pid);
+            next.push(p.pid);
+        }
+    }
+    found
+}
+
+/// The worker processes of the pool in process `parent`: its children, or under the
+/// forkserver start method the children of its forkserver (which names itself
+/// [`FORKSERVER_NAME`]).
+pub fn workers_of(parent: u32) -> Vec<u32> {
+    let all = processes();
+    let mut found = Vec::new();
+    for child in all.iter().filter(|p| p.ppid == parent) {
+        if child.name == FORKSERVER_NAME {
+            found.extend(all.iter().filter(|p| p.ppid == child.pid).map(|p| p.pid));
+        } else {
+            found.push(child.pid);
+        }
+    }
+    found
+}
+
+/// The name (`/proc/PID/comm`) a forkserver gives itself.
+pub const FORKSERVER_NAME: &str = "pp-forkserver";
+
+struct Proc {
+    pid: u32,
+    ppid: u32,
+    name: String,
+}
+
+/// Every process in `/proc`, with its parent and name.
+fn processes() -> Vec<Proc> {
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc")
         .expect("/proc is readable")
@@ -34,15 +83,19 @@ pub fn children_of(parent: u32) -> Vec<u32> {
             continue;
         };
         // The command name is in parentheses and may hold spaces; fields after it are plain.
-        let Some(after) = stat.rfind(')').map(|at| &stat[at + 1..]) else {
+        let (Some(open), Some(close)) = (stat.find('('), stat.rfind(')')) else {
             continue;
         };
-        let ppid = after
+        let ppid = stat[close + 1..]
             .split_whitespace()
             .nth(1)
             .and_then(|s| s.parse::<u32>().ok());
-        if ppid == Some(parent) {
-            found.push(pid);
+        if let Some(ppid) = ppid {
+            found.push(Proc {
+                pid,
+                ppid,
+                name: stat[open + 1..close].to_owned(),
+            });
         }
     }
     found
@@ -63,7 +116,7 @@ pub fn finish(pool: procpool::Pool) {
     assert_no_children();
 }
 
-/// Panics if this process has any child left, running or unreaped.
+/// Panics if this process has any descendant left, running or unreaped.
 pub fn assert_no_children() {
     let left = children();
     assert!(left.is_empty(), "child processes left behind: {left:?}");

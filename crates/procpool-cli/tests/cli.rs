@@ -8,7 +8,7 @@ use std::process::{Command, Stdio};
 use assert_cmd::cargo::CommandCargoExt;
 use procpool_cli::api::dataset::{POST_201_REPOSTS, TUTORIAL_POST};
 use procpool_cli::crawl::{self, PageRequest};
-use tests_integration::{assert_no_children, children_of};
+use tests_integration::{assert_no_children, workers_of};
 
 fn procpool() -> Command {
     Command::cargo_bin("procpool").expect("the procpool binary is built")
@@ -130,6 +130,31 @@ fn factorial_runs_under_every_method() {
         "2",
     ]);
     assert_eq!(code, 0, "{stderr}");
+}
+
+#[test]
+fn the_start_method_the_environment_names_is_used_and_a_bad_name_refused() {
+    let factorial = ["factorial", "--n", "20", "--processes", "2", "--runs", "1"];
+    for method in ["spawn", "forkserver"] {
+        let output = procpool()
+            .env("PROCPOOL_START_METHOD", method)
+            .args(factorial)
+            .output()
+            .unwrap();
+        assert!(output.status.success(), "{method}: {output:?}");
+    }
+    let output = procpool()
+        .env("PROCPOOL_START_METHOD", "fork")
+        .args(factorial)
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&output.stderr);
+    assert_eq!(output.status.code(), Some(1), "{stderr}");
+    assert!(
+        stderr.contains("PROCPOOL_START_METHOD=\"fork\" names no start method"),
+        "{stderr}"
+    );
+    assert_no_children();
 }
 
 #[test]
@@ -315,7 +340,7 @@ fn ctrl_c_during_a_map_exits_promptly_and_leaves_no_worker() {
     let mut workers = Vec::new();
     assert!(
         within(std::time::Duration::from_secs(60), || {
-            workers = children_of(parent);
+            workers = workers_of(parent);
             workers.len() == 2
         }),
         "the pool's two workers start"

@@ -5,7 +5,7 @@ use std::process::{Child, Command, Stdio};
 
 use assert_cmd::cargo::CommandCargoExt;
 use tests_integration::redis_server::{Server, wait_gone};
-use tests_integration::{assert_no_children, children_of};
+use tests_integration::{assert_no_children, descendants_of};
 
 fn procpool() -> Command {
     Command::cargo_bin("procpool").expect("the procpool binary is built")
@@ -23,7 +23,7 @@ fn worker(server: &Server, queue: &str, name: &str) -> Child {
 
 /// Stops a worker with SIGTERM: it hands back its calls and exits 0, and its workers end.
 fn stop(mut worker: Child) {
-    let workers = children_of(worker.id());
+    let workers = descendants_of(worker.id());
     // SAFETY: kill(2) of our own child's pid; no memory is involved.
     assert_eq!(unsafe { libc::kill(worker.id() as i32, libc::SIGTERM) }, 0);
     let status = worker.wait().expect("wait for the worker");

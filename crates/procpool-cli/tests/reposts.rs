@@ -20,7 +20,7 @@ use procpool_cli::api::dataset::{
 };
 use procpool_cli::api::{Server, ServerConfig};
 use serde_json::Value;
-use tests_integration::{assert_no_children, children_of};
+use tests_integration::{assert_no_children, workers_of};
 
 /// A generous bound on any one `procpool` run in these tests.
 const RUN_BOUND: Duration = Duration::from_secs(120);
@@ -746,7 +746,7 @@ mod signals {
             assert!(child.try_wait().unwrap().is_none(), "procpool still runs");
             thread::sleep(Duration::from_millis(10));
         }
-        let workers = children_of(child.id());
+        let workers = workers_of(child.id());
         assert_eq!(workers.len(), 2, "the pool's workers");
         // SAFETY: kill touches no memory; the child is ours and not yet reaped.
         assert_eq!(unsafe { libc::kill(child.id() as i32, signal) }, 0);

@@ -50,7 +50,7 @@ pub(crate) const MAX_PROCESSES: usize = 1 << 14;
 #[derive(Debug)]
 pub struct Builder {
     processes: Option<usize>,
-    method: StartMethod,
+    method: Option<StartMethod>,
     initializer: Option<Result<(&'static str, Vec<u8>), String>>,
     max_tasks_per_child: Option<usize>,
     task_timeout: Option<Duration>,
@@ -75,9 +75,10 @@ impl Builder {
         self
     }
 
-    /// How to start workers; the default is [`StartMethod::Spawn`].
+    /// How to start workers; the default is [`StartMethod::from_env`]: the method that the
+    /// variable `PROCPOOL_START_METHOD` names, else [`StartMethod::Forkserver`].
     pub fn start_method(mut self, method: StartMethod) -> Builder {
-        self.method = method;
+        self.method = Some(method);
         self
     }
 
@@ -297,7 +298,7 @@ impl Builder {
             if initializer.is_some()
                 || max_tasks_per_child.is_some()
                 || memory != Memory::default()
-                || self.method != StartMethod::default()
+                || self.method.is_some()
             {
                 return Err(BuildError::invalid(
                     "the initializer, max_tasks_per_child, the memory options and the start method belong to the hosts of a pool over Redis".into(),
@@ -323,9 +324,13 @@ impl Builder {
             });
         }
         worker::keep_entry();
+        let method = match self.method {
+            Some(method) => method,
+            None => StartMethod::from_env().map_err(BuildError::invalid)?,
+        };
         let config = Config {
             processes,
-            method: self.method,
+            method,
             initializer,
             max_tasks_per_child,
             task_timeout: self.task_timeout,
@@ -429,7 +434,7 @@ impl Pool {
     pub fn builder() -> Builder {
         Builder {
             processes: None,
-            method: StartMethod::default(),
+            method: None,
             initializer: None,
             max_tasks_per_child: None,
             task_timeout: None,

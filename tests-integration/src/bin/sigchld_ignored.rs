@@ -1,7 +1,8 @@
 //! A program for the SIGCHLD test: it ignores SIGCHLD, so the kernel reaps its children at
 //! once and their exit status is lost; a task that exits with code 3 must then be reported
-//! as a death whose status could not be read, never as an invented code, and the pool must
-//! carry on. Prints what it saw, one fact a line.
+//! as a death whose status could not be read (or, under the forkserver, whose children the
+//! program's SIGCHLD does not touch, with its real code), never as an invented code, and the
+//! pool must carry on. Prints what it saw, one fact a line.
 
 #[procpool::task]
 fn exit_with(code: i32) -> u32 {

@@ -11,6 +11,7 @@ mod deadlines;
 mod docs;
 mod events;
 mod failures;
+mod forkserver;
 mod futures;
 mod insights;
 mod isolation;

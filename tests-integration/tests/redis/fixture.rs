@@ -59,7 +59,7 @@ impl Agent {
 
     /// The agent's local workers.
     pub fn workers(&self) -> Vec<u32> {
-        tests_integration::children_of(self.pid())
+        tests_integration::workers_of(self.pid())
     }
 
     /// Sends `signal` to the agent's whole process group.
@@ -72,7 +72,7 @@ impl Agent {
     /// Kills the agent (SIGKILL to the group), reaps it, and waits until its workers are
     /// gone too.
     pub fn kill(mut self) {
-        let workers = self.workers();
+        let workers = tests_integration::descendants_of(self.pid());
         self.signal(libc::SIGKILL);
         if let Some(mut child) = self.child.take() {
             let _ = child.wait();
@@ -84,7 +84,7 @@ impl Agent {
     /// ends its workers and exits 0.
     pub fn stop(mut self) {
         let mut child = self.child.take().expect("running");
-        let workers = tests_integration::children_of(child.id());
+        let workers = tests_integration::descendants_of(child.id());
         drop(child.stdin.take());
         let status = child.wait().expect("wait for pp_host");
         assert!(status.success(), "host {} exited with {status}", self.name);
@@ -95,7 +95,7 @@ impl Agent {
 impl Drop for Agent {
     fn drop(&mut self) {
         if let Some(mut child) = self.child.take() {
-            let workers = tests_integration::children_of(child.id());
+            let workers = tests_integration::descendants_of(child.id());
             // SAFETY: as in `signal`.
             unsafe { libc::kill(-(child.id() as i32), libc::SIGKILL) };
             let _ = child.wait();

@@ -95,6 +95,8 @@ impl Host {
                 format!("a lease is at least 30ms, got {:?}", self.lease),
             ));
         }
+        let method = StartMethod::from_env()
+            .map_err(|message| Error::new(ErrorKind::InvalidInput, message))?;
         let keys = Keys::new(&self.queue)?;
         let name = self.name.clone().unwrap_or_else(default_name);
         let processes = self.processes.unwrap_or_else(crate::cpu_count);
@@ -104,7 +106,7 @@ impl Host {
         let _ = crate::worker::HOST_NAME.set(name.clone());
         let backend = Backend::start(Config {
             processes,
-            method: StartMethod::Spawn,
+            method,
             initializer: None,
             max_tasks_per_child: None,
             task_timeout: None,

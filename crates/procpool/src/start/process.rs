@@ -12,6 +12,9 @@ use std::os::unix::process::ExitStatusExt;
 use std::process::{Child, ExitStatus};
 use std::time::{Duration, Instant};
 
+use std::sync::Arc;
+
+use super::forkserver::Server;
 use crate::error::WorkerExit;
 use crate::sys;
 
@@ -25,13 +28,21 @@ pub(crate) struct Reaped {
 /// A worker process the pool started, until it is reaped.
 #[derive(Debug)]
 pub(crate) struct Process {
-    /// Workers are the pool's own children today; one made by another process (a server
-    /// that forks them) would have only its pidfd and an exit status reported to the pool.
-    child: Child,
-    /// Readable once the process has exited; `None` on kernels without pidfds.
+    parent: Parent,
+    /// Readable once the process has exited; `None` on kernels without pidfds (then the
+    /// process is always the pool's own child).
     pidfd: Option<OwnedFd>,
     /// How it ended, once known.
     exit: Option<WorkerExit>,
+}
+
+/// Who waits for the process.
+#[derive(Debug)]
+enum Parent {
+    /// This process: the worker was spawned.
+    Pool(Child),
+    /// A forkserver, which reaps it when asked and says how it ended.
+    Server { pid: u32, server: Arc<Server> },
 }
 
 impl Process {
@@ -49,11 +60,28 @@ impl Process {
             .is_none()
             .then(|| sys::pidfd_open(child.id()))
             .flatten();
-        Process { child, pidfd, exit }
+        Process {
+            parent: Parent::Pool(child),
+            pidfd,
+            exit,
+        }
+    }
+
+    /// The handle of a worker that `server` forked, with the pidfd it opened: the server
+    /// reaps the worker only when asked, so the pidfd names it for good.
+    pub(crate) fn forked(pid: u32, pidfd: OwnedFd, server: Arc<Server>) -> Process {
+        Process {
+            parent: Parent::Server { pid, server },
+            pidfd: Some(pidfd),
+            exit: None,
+        }
     }
 
     pub(crate) fn pid(&self) -> u32 {
-        self.child.id()
+        match &self.parent {
+            Parent::Pool(child) => child.id(),
+            Parent::Server { pid, .. } => *pid,
+        }
     }
 
     /// A descriptor that becomes readable when the process exits, where the kernel has
@@ -68,9 +96,10 @@ impl Process {
         if self.exit.is_some() {
             return false;
         }
-        match &self.pidfd {
-            Some(pidfd) => sys::pidfd_signal(pidfd.as_fd(), signal).is_ok(),
-            None => sys::signal_child(&mut self.child, signal),
+        match (&self.pidfd, &mut self.parent) {
+            (Some(pidfd), _) => sys::pidfd_signal(pidfd.as_fd(), signal).is_ok(),
+            (None, Parent::Pool(child)) => sys::signal_child(child, signal),
+            (None, Parent::Server { .. }) => false,
         }
     }
 
@@ -79,15 +108,25 @@ impl Process {
         self.signal(sys::SIGKILL);
     }
 
-    /// How the process ended, if it has; never waits.
+    /// How the process ended, if it has; never waits (a forkserver asked about a worker that
+    /// has exited answers at once).
     pub(crate) fn try_exit(&mut self) -> Option<WorkerExit> {
         if self.exit.is_none() {
-            self.exit = match self.child.try_wait() {
-                Ok(None) => None,
-                Ok(Some(status)) => Some(exit_of(status)),
-                // Reaped by someone else: the kernel, for a program that ignores SIGCHLD,
-                // or the program's own wait for any child.
-                Err(_) => Some(WorkerExit::Unknown),
+            self.exit = match &mut self.parent {
+                Parent::Pool(child) => match child.try_wait() {
+                    Ok(None) => None,
+                    Ok(Some(status)) => Some(exit_of(status)),
+                    // Reaped by someone else: the kernel, for a program that ignores
+                    // SIGCHLD, or the program's own wait for any child.
+                    Err(_) => Some(WorkerExit::Unknown),
+                },
+                Parent::Server { pid, server } => {
+                    let exited = self.pidfd.as_ref().is_some_and(|pidfd| {
+                        let mut fds = [sys::PollFd::new(pidfd.as_raw_fd(), false)];
+                        sys::poll(&mut fds, Some(Duration::ZERO)).is_ok_and(|n| n > 0)
+                    });
+                    exited.then(|| server.wait(*pid))
+                }
             };
         }
         self.exit
@@ -117,9 +156,12 @@ impl Process {
             }
         }
         self.kill();
-        let exit = match self.child.wait() {
-            Ok(status) => exit_of(status),
-            Err(_) => WorkerExit::Unknown,
+        let exit = match &mut self.parent {
+            Parent::Pool(child) => match child.wait() {
+                Ok(status) => exit_of(status),
+                Err(_) => WorkerExit::Unknown,
+            },
+            Parent::Server { pid, server } => server.wait(*pid),
         };
         Reaped { exit, killed: true }
     }

@@ -16,11 +16,13 @@ use super::hub::{Hub, Phase, Returned, State};
 use super::{Config, DEPTH, GRACE};
 use crate::error::{BuildError, Error, ErrorKind};
 use crate::job::Job;
+use crate::start::Starter;
 use crate::sys::{self, PollFd};
 use crate::wire::FromWorker;
 
 pub(super) struct Supervisor {
     pub(super) config: Config,
+    pub(super) starter: Starter,
     pub(super) shared: Arc<Hub>,
     pub(super) wake_rx: UnixStream,
     pub(super) slots: Vec<Option<Worker>>,

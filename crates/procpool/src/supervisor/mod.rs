@@ -32,7 +32,7 @@ use crate::job::Job;
 use crate::memory::Memory;
 use crate::registry;
 use crate::result::{Callbacks, Link};
-use crate::start::StartMethod;
+use crate::start::{StartMethod, Starter};
 use crate::stats::Stats;
 use crate::sys;
 
@@ -135,6 +135,7 @@ pub(crate) fn launch(
         slots: (0..config.processes).map(|_| None).collect(),
         away: vec![None; config.processes],
         retiring: Vec::new(),
+        starter: Starter::new(config.method),
         config,
         shared: Arc::clone(&shared),
         wake_rx,

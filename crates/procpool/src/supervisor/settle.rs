@@ -368,7 +368,7 @@ impl Supervisor {
 
     pub(super) fn start(&mut self, index: usize) -> io::Result<()> {
         let spawned = Instant::now();
-        let start::Started { process, socket } = start::start(self.config.method)?;
+        let start::Started { process, socket } = self.starter.start()?;
         self.shared.counters.worker_started();
         self.shared.recorder.started(index);
         trace::debug!(worker = index, pid = process.pid(), "worker started");

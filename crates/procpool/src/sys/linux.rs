@@ -128,7 +128,7 @@ pub(crate) fn pidfd_signal_raw(pidfd: RawFd, signal: libc::c_int) -> io::Result<
     pidfd_signal(unsafe { BorrowedFd::borrow_raw(pidfd) }, signal)
 }
 
-pub(crate) use libc::{SIGKILL, SIGTERM};
+pub(crate) use libc::{ENOSYS, SIGKILL, SIGTERM};
 
 /// Whether standard input is a socket, as a worker's is.
 pub(crate) fn stdin_is_socket() -> bool {
@@ -284,4 +284,100 @@ pub(crate) fn peak_resident(pid: u32) -> Option<u64> {
         .find_map(|line| line.strip_prefix("VmHWM:"))?;
     let kib: u64 = line.trim().strip_suffix("kB")?.trim().parse().ok()?;
     Some(kib * 1024)
+}
+
+/// Which side of a [`fork`] this is.
+pub(crate) enum Forked {
+    /// The new process.
+    Child,
+    /// The process that forked, with the child's pid.
+    Parent(u32),
+}
+
+/// Forks this process.
+///
+/// Only the forkserver calls it, and the forkserver has one thread (it is entered before
+/// `main` and starts none), so the child inherits no lock held by another thread, and may
+/// allocate and run any code.
+pub(crate) fn fork() -> io::Result<Forked> {
+    // SAFETY: fork has no memory preconditions; in a process with one thread the child's
+    // copy of its state is consistent (see above).
+    match unsafe { libc::fork() } {
+        -1 => Err(io::Error::last_os_error()),
+        0 => Ok(Forked::Child),
+        pid => Ok(Forked::Parent(pid as u32)),
+    }
+}
+
+/// How a child ended, as `wait` reports it.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum WaitStatus {
+    Code(i32),
+    Signal(i32),
+}
+
+/// Waits for the child `pid` to exit and reaps it.
+pub(crate) fn wait_child(pid: u32) -> io::Result<WaitStatus> {
+    let pid = libc::pid_t::try_from(pid).map_err(|_| io::Error::other("no such pid"))?;
+    let mut status = 0;
+    loop {
+        // SAFETY: waitpid writes only into `status`, which lives for the call.
+        let r = unsafe { libc::waitpid(pid, &mut status, 0) };
+        if r == pid {
+            break;
+        }
+        let error = io::Error::last_os_error();
+        if r < 0 && error.kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        return Err(error);
+    }
+    if libc::WIFSIGNALED(status) {
+        Ok(WaitStatus::Signal(libc::WTERMSIG(status)))
+    } else {
+        Ok(WaitStatus::Code(libc::WEXITSTATUS(status)))
+    }
+}
+
+/// Gives `SIGCHLD` its default disposition: a program that ignores it passes that on through
+/// exec, and then the kernel reaps children at once and their exit statuses are lost.
+pub(crate) fn default_sigchld() {
+    // SAFETY: setting a signal's disposition to the default installs no handler code.
+    unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
+}
+
+/// Makes `fd` this process's standard input (descriptor 0), where a worker started by spawn
+/// finds its socket, and closes `fd`.
+pub(crate) fn install_as_stdin(fd: OwnedFd) -> io::Result<()> {
+    // SAFETY: dup2 onto descriptor 0, which in the forkserver's child holds `/dev/null` and
+    // is owned by nothing in the process; `fd` stays owned by the `OwnedFd`, closed below.
+    if unsafe { libc::dup2(fd.as_raw_fd(), 0) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    drop(fd);
+    Ok(())
+}
+
+/// Kills `pid`, a child of this process that it has not reaped.
+pub(crate) fn kill_child(pid: u32) {
+    if let Ok(pid) = libc::pid_t::try_from(pid) {
+        // SAFETY: kill has no memory effects; an unreaped child's pid names that child.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+    }
+}
+
+/// This thread's name (`/proc/self/comm` for a process with one thread): at most 15 bytes.
+pub(crate) fn thread_name() -> [u8; 16] {
+    let mut name = [0u8; 16];
+    // SAFETY: PR_GET_NAME writes at most 16 bytes, NUL included, into the buffer.
+    unsafe { libc::prctl(libc::PR_GET_NAME, name.as_mut_ptr()) };
+    name
+}
+
+/// Names this thread (and, for a process with one thread, the process as `ps` shows it);
+/// `name` is NUL-terminated, as [`thread_name`] gives it; the kernel keeps 15 bytes.
+pub(crate) fn set_thread_name(name: &[u8; 16]) {
+    // SAFETY: PR_SET_NAME reads a NUL-terminated string of at most 16 bytes; the last byte
+    // of a name from `thread_name` is NUL, and the kernel stops at 16 bytes in any case.
+    unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }

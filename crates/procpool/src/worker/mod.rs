@@ -20,6 +20,8 @@ use crate::sys::{self, PollFd};
 use crate::watch::{self, Watcher};
 use crate::wire::{self, ResultsFrame, ToWorker};
 
+pub(crate) mod forkserver;
+
 /// The environment variable that marks a process as a worker.
 pub(crate) const ENV: &str = "PROCPOOL_WORKER";
 
@@ -106,28 +108,45 @@ pub(crate) fn keep_entry() {
     std::hint::black_box(&WORKER_ENTRY);
 }
 
-/// Runs the worker and exits if this process was started as one; returns otherwise.
+/// Runs the worker (or the forkserver) and exits if this process was started as one;
+/// returns otherwise.
 pub(crate) fn enter_if_worker() {
-    let Some(marker) = std::env::var_os(ENV) else {
-        return;
-    };
+    if let Some(parent) = started_as(forkserver::ENV) {
+        let code = match forkserver::serve(parent) {
+            Ok(()) => 0,
+            Err(_) => EXIT_PROTOCOL,
+        };
+        std::process::exit(code);
+    }
+    if let Some(parent) = started_as(ENV) {
+        run(parent);
+    }
+}
+
+/// The parent's pid, if this process was started as a worker or a forkserver (`marker`),
+/// which is then made ready to serve: the marker leaves the environment and the signals a
+/// background process must not die or stop of are ignored.
+fn started_as(marker: &str) -> Option<u32> {
     // A worker is started with its parent's pid as the marker and its socket as stdin. A
     // program that has the variable for another reason (empty, or inherited by a process
     // that is no worker) runs its `main` as usual.
-    let Some(parent) = marker.to_str().and_then(|pid| pid.parse::<u32>().ok()) else {
-        return;
-    };
+    let parent = std::env::var_os(marker)?.to_str()?.parse::<u32>().ok()?;
     if !sys::stdin_is_socket() {
-        return;
+        return None;
     }
     // Processes that tasks start must not take themselves for workers.
-    sys::remove_env_before_main(ENV);
+    sys::remove_env_before_main(marker);
     sys::ignore_sigpipe();
     // Workers run in a process group of their own, in the background of the terminal: a
     // task that writes to it (under `stty tostop`) or sets its modes would be stopped by
     // SIGTTOU, one that reads it by SIGTTIN. Ignored, the write goes through and the read
     // fails (EIO) instead of stopping the worker for good.
     sys::ignore_terminal_stops();
+    Some(parent)
+}
+
+/// Serves as a worker whose socket is its stdin, and exits.
+fn run(parent: u32) -> ! {
     // A worker that cannot talk to its parent exits with a code of its own, which its
     // parent, if still there, reports.
     let code = match serve(parent) {

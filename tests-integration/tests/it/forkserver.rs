@@ -1,0 +1,127 @@
+//! What only the forkserver start method has: the server process itself. (Every other test
+//! runs under both start methods: `scripts/test.sh` runs this package again under the one
+//! that is not the default.)
+
+use std::time::Duration;
+
+use procpool::{ErrorKind, Pool, StartMethod};
+use tests_integration::{FORKSERVER_NAME, Rendezvous, children_of, finish, serial};
+
+use crate::tasks::{hold, pid, square};
+
+/// The pid of the worker that ran it.
+#[procpool::task]
+fn pid_of(_call: u64) -> u32 {
+    std::process::id()
+}
+
+fn forkserver_pool(processes: usize) -> Pool {
+    Pool::builder()
+        .processes(processes)
+        .start_method(StartMethod::Forkserver)
+        .build()
+        .expect("the pool starts")
+}
+
+/// This process's forkservers, by the name they give themselves.
+fn servers() -> Vec<u32> {
+    children_of(std::process::id())
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim_end() == FORKSERVER_NAME)
+        })
+        .collect()
+}
+
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the worker runs");
+    let after = &stat[stat.rfind(')').expect("a command name") + 1..];
+    after
+        .split_whitespace()
+        .nth(1)
+        .and_then(|ppid| ppid.parse().ok())
+        .expect("a parent pid")
+}
+
+#[test]
+fn workers_are_children_of_one_server_and_keep_the_programs_name() {
+    let _serial = serial();
+    let pool = forkserver_pool(3);
+    let server = servers();
+    assert_eq!(server.len(), 1, "one server for the pool: {server:?}");
+    let mut pids = pool.worker_pids();
+    pids.sort_unstable();
+    let mut forked = children_of(server[0]);
+    forked.sort_unstable();
+    assert_eq!(pids, forked, "the pool's workers are the server's children");
+    for &worker in &pids {
+        assert_eq!(parent_of(worker), server[0]);
+        let name = std::fs::read_to_string(format!("/proc/{worker}/comm")).unwrap();
+        assert_ne!(
+            name.trim_end(),
+            FORKSERVER_NAME,
+            "a worker has the program's name"
+        );
+    }
+    // And they run tasks as spawned workers do.
+    let ran = pool.map(square, 1..=10u64).unwrap();
+    assert_eq!(ran, (1..=10u64).map(|x| x * x).collect::<Vec<_>>());
+    assert!(pids.contains(&pool.apply(pid, ()).unwrap()));
+    finish(pool);
+    assert!(servers().is_empty(), "the server is reaped with the pool");
+}
+
+#[test]
+fn a_killed_server_takes_its_workers_and_the_pool_starts_another() {
+    let _serial = serial();
+    let pool = forkserver_pool(2);
+    let rendezvous = Rendezvous::new();
+    let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let arrival = rendezvous.arrive();
+    let first = servers();
+    assert_eq!(first.len(), 1);
+    // SAFETY: kill has no memory effects; the server is this process's unreaped child.
+    assert_eq!(unsafe { libc::kill(first[0] as i32, libc::SIGKILL) }, 0);
+    // Its workers die with it (PR_SET_PDEATHSIG): the call that was running fails as a
+    // death, and is never delivered twice.
+    let error = held.get_timeout(Duration::from_secs(30)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+    drop(arrival);
+    // The next calls run on workers of a new server.
+    assert_eq!(
+        pool.map(square, 1..=20u64).unwrap(),
+        (1..=20u64).map(|x| x * x).collect::<Vec<_>>()
+    );
+    let second = servers();
+    assert_eq!(second.len(), 1, "{second:?}");
+    assert_ne!(second, first, "a new server");
+    for worker in pool.worker_pids() {
+        assert_eq!(parent_of(worker), second[0]);
+    }
+    finish(pool);
+}
+
+#[test]
+fn replacements_after_deaths_and_recycles_are_forked_from_the_same_server() {
+    let _serial = serial();
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Forkserver)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let server = servers();
+    assert_eq!(server.len(), 1);
+    let pids: Vec<u32> = pool
+        .map_with(pid_of, 0..40u64, procpool::MapOptions::new().chunksize(1))
+        .unwrap();
+    let mut distinct = pids.clone();
+    distinct.sort_unstable();
+    distinct.dedup();
+    assert_eq!(distinct.len(), 40, "every call had a fresh worker");
+    assert_eq!(servers(), server, "one server all along");
+    let stats = pool.stats();
+    assert!(stats.worker_starts >= 40, "{stats:?}");
+    finish(pool);
+}
