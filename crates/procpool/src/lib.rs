@@ -77,15 +77,28 @@
 //!
 //! # Start methods
 //!
-//! Workers are started with [`StartMethod::Spawn`]: the pool re-executes the current binary
-//! (`/proc/self/exe`) with the worker's socket inherited and a marker in the child's
-//! environment. The worker is entered before `main`, by a hook in the binary's
-//! initialisation section, so none of the program's own code runs in a worker, except
-//! its tasks and other before-`main` hooks. Pools therefore work from `main`, from
+//! Two [`StartMethod`]s, both starting from the program's own binary, never from a copy of
+//! the running pool's process:
+//!
+//! - [`StartMethod::Forkserver`], the default: the pool first starts one server process by
+//!   spawn (below), a process with one thread that has run nothing but the program's
+//!   start-up, and has it fork each worker. A fork of that small process takes a fraction of
+//!   an exec, so a pool of 100, a replacement after a death and `max_tasks_per_child(1)` are
+//!   cheap. The server hands over a pidfd of each worker (so Linux 5.3 or later; without
+//!   pidfds the pool spawns instead), reaps the workers when the pool asks how they ended,
+//!   and is replaced if it dies; it names itself `pp-forkserver` in `ps`.
+//! - [`StartMethod::Spawn`]: the pool re-executes the current binary (`/proc/self/exe`) for
+//!   each worker, with the worker's socket inherited and a marker in its environment.
+//!   Every worker is then a fresh exec, with an address-space layout of its own.
+//!
+//! Either way the worker (or the server) is entered before `main`, by a hook in the
+//! binary's initialisation section, so none of the program's own code runs in a worker,
+//! except its tasks and other before-`main` hooks. Pools therefore work from `main`, from
 //! `examples/` and from `cargo test` and `cargo nextest` test binaries, with no set-up.
-//! Workers are started one after another without waiting for each other, so their
-//! start-ups and handshakes overlap; each is killed when the pool's supervisor thread ends,
-//! and ends by itself when the parent dies (`PR_SET_PDEATHSIG` and end of stream).
+//! Workers' start-ups and handshakes overlap; each worker (and the server) is killed when
+//! the pool's supervisor thread ends, and ends by itself when its parent dies
+//! (`PR_SET_PDEATHSIG` and end of stream). `PROCPOOL_START_METHOD=spawn` (or `forkserver`)
+//! sets the default for a program that does not choose ([`StartMethod::from_env`]).
 //!
 //! # Failures, panics and restarts
 //!

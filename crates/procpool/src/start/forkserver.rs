@@ -25,6 +25,10 @@ use crate::worker::forkserver::{self as protocol, EXITED, FORK, KILLED, WAIT};
 /// replaced.
 const REPLY_WAIT: Duration = Duration::from_secs(10);
 
+/// The most FORK requests in flight: each carries a descriptor, and descriptors in flight
+/// count against the sender's limit on open files.
+const AHEAD: usize = 16;
+
 /// A pool's forkserver.
 #[derive(Debug)]
 pub(crate) struct Server {
@@ -41,6 +45,22 @@ struct Conn {
     /// Set once a request failed on the socket: the server is gone, or stuck, and a reply
     /// may still come late, so nothing more is asked of it.
     broken: bool,
+    /// Our ends of the sockets of workers asked for and not answered yet, in order: a pool
+    /// asks for all its first workers at once, and the server forks the next while the
+    /// pool sets up the last.
+    asked: VecDeque<UnixStream>,
+    /// Answers to those requests not taken yet, in order.
+    answered: VecDeque<io::Result<Forked>>,
+    /// Workers the pool said it is about to start, not asked for yet.
+    wanted: usize,
+}
+
+/// A worker the server forked: its pid, a pidfd, and our end of its socket.
+#[derive(Debug)]
+struct Forked {
+    pid: u32,
+    pidfd: OwnedFd,
+    socket: UnixStream,
 }
 
 impl Server {
@@ -56,6 +76,9 @@ impl Server {
                 process,
                 fds: VecDeque::new(),
                 broken: false,
+                asked: VecDeque::new(),
+                answered: VecDeque::new(),
+                wanted: 0,
             }),
         }))
     }
@@ -65,31 +88,40 @@ impl Server {
         self.lock().broken
     }
 
-    /// Forks a worker.
+    /// Asks for `count` workers ahead ([`AHEAD`] at a time), taken by the next calls of
+    /// [`fork`](Server::fork).
+    pub(super) fn ask_ahead(&self, count: usize) -> io::Result<()> {
+        let mut conn = self.lock();
+        conn.wanted += count;
+        conn.top_up()
+    }
+
+    /// Forks a worker, or takes one asked for ahead.
     pub(super) fn fork(self: &Arc<Server>) -> io::Result<Started> {
-        let (ours, theirs) = UnixStream::pair()?;
-        let (pid, errno, pidfd) = {
+        let forked = {
             let mut conn = self.lock();
-            let (pid, errno) = conn.call(FORK, 0, &[OwnedFd::from(theirs)])?;
-            let pidfd = if pid != 0 { conn.fds.pop_front() } else { None };
-            (pid, errno, pidfd)
+            if conn.answered.is_empty() {
+                if conn.asked.is_empty() {
+                    conn.wanted += 1;
+                    conn.top_up()?;
+                }
+                conn.take_answer()?;
+                conn.top_up()?;
+            }
+            conn.answered
+                .pop_front()
+                .expect("an answer was just read")?
         };
-        let Some(pidfd) = pidfd else {
-            return Err(match errno {
-                0 => io::Error::other("the forkserver sent no pidfd"),
-                errno => io::Error::from_raw_os_error(errno as i32),
-            });
-        };
-        ours.set_nonblocking(true)?;
+        forked.socket.set_nonblocking(true)?;
         Ok(Started {
-            process: Process::forked(pid, pidfd, Arc::clone(self)),
-            socket: ours,
+            process: Process::forked(forked.pid, forked.pidfd, Arc::clone(self)),
+            socket: forked.socket,
         })
     }
 
     /// Reaps the worker `pid`, which has exited or been killed, and says how it ended.
     pub(super) fn wait(&self, pid: u32) -> WorkerExit {
-        match self.lock().call(WAIT, pid, &[]) {
+        match self.lock().call(WAIT, pid) {
             Ok((EXITED, code)) => WorkerExit::Code(code as i32),
             Ok((KILLED, signal)) => WorkerExit::Signal(signal as i32),
             _ => WorkerExit::Unknown,
@@ -102,19 +134,59 @@ impl Server {
 }
 
 impl Conn {
-    /// Sends one request and reads its reply.
-    fn call(&mut self, op: u32, pid: u32, fds: &[OwnedFd]) -> io::Result<(u32, u32)> {
+    /// Sends FORK requests for the workers wanted, while fewer than [`AHEAD`] are in flight.
+    fn top_up(&mut self) -> io::Result<()> {
+        while self.wanted > 0 && self.asked.len() < AHEAD {
+            self.check()?;
+            let (ours, theirs) = UnixStream::pair()?;
+            let sent = protocol::write_message(&self.socket, FORK, 0, &[OwnedFd::from(theirs)]);
+            self.broken |= sent.is_err();
+            sent?;
+            self.asked.push_back(ours);
+            self.wanted -= 1;
+        }
+        Ok(())
+    }
+
+    /// Reads the answer to the oldest FORK request not answered yet.
+    fn take_answer(&mut self) -> io::Result<()> {
+        let socket = self.asked.pop_front().expect("a request was sent");
+        let (pid, errno) = self.read()?;
+        let forked = match (pid, self.fds.pop_front()) {
+            (0, _) => Err(io::Error::from_raw_os_error(errno as i32)),
+            (pid, Some(pidfd)) => Ok(Forked { pid, pidfd, socket }),
+            (_, None) => Err(io::Error::other("the forkserver sent no pidfd")),
+        };
+        self.answered.push_back(forked);
+        Ok(())
+    }
+
+    /// Sends one request that is not a FORK and reads its reply, after the answers to the
+    /// FORKs before it.
+    fn call(&mut self, op: u32, pid: u32) -> io::Result<(u32, u32)> {
+        while !self.asked.is_empty() {
+            self.take_answer()?;
+        }
+        self.check()?;
+        let sent = protocol::write_message(&self.socket, op, pid, &[]);
+        self.broken |= sent.is_err();
+        sent?;
+        self.read()
+    }
+
+    fn read(&mut self) -> io::Result<(u32, u32)> {
+        self.check()?;
+        let reply = protocol::read_message(&self.socket, &mut self.fds)
+            .and_then(|reply| reply.ok_or_else(|| io::Error::other("the forkserver exited")));
+        self.broken |= reply.is_err();
+        reply
+    }
+
+    fn check(&self) -> io::Result<()> {
         if self.broken {
             return Err(io::Error::other("the forkserver stopped answering"));
         }
-        let reply = protocol::write_message(&self.socket, op, pid, fds).and_then(|()| {
-            protocol::read_message(&self.socket, &mut self.fds)?
-                .ok_or_else(|| io::Error::other("the forkserver exited"))
-        });
-        if reply.is_err() {
-            self.broken = true;
-        }
-        reply
+        Ok(())
     }
 }
 

@@ -84,6 +84,17 @@ impl Starter {
         }
     }
 
+    /// Says that `count` workers are about to be started one after another, so that a
+    /// forkserver can fork the next while the pool sets up the last.
+    pub(crate) fn expect(&mut self, count: usize) {
+        if self.method == StartMethod::Forkserver
+            && let Ok(server) = self.server()
+        {
+            // A failure shows again, and is reported, at the start it concerns.
+            let _ = server.ask_ahead(count);
+        }
+    }
+
     /// Starts a worker.
     pub(crate) fn start(&mut self) -> io::Result<Started> {
         match self.method {

@@ -66,6 +66,7 @@ impl Supervisor {
         // One after another, on this thread: a worker's PR_SET_PDEATHSIG fires when the
         // thread that started it ends, not its process, so workers cannot be started side
         // by side from threads that end sooner than the pool.
+        self.starter.expect(self.config.processes);
         for index in 0..self.config.processes {
             if let Err(error) = self.start(index) {
                 self.fail_startup(BuildError::spawn(error));
