@@ -18,6 +18,7 @@ use std::time::Duration;
 
 use super::{Process, Started, spawn};
 use crate::error::WorkerExit;
+use crate::sys;
 use crate::worker::forkserver::{self as protocol, EXITED, FORK, KILLED, WAIT};
 
 /// The longest the pool waits for one reply: a fork, or the reaping of a worker that has
@@ -96,21 +97,39 @@ impl Server {
         conn.top_up()
     }
 
-    /// Forks a worker, or takes one asked for ahead.
-    pub(super) fn fork(self: &Arc<Server>) -> io::Result<Started> {
+    /// Forks a worker, or takes one asked for ahead. With `spare`, asks for the next worker
+    /// at once if none is on its way: a pool that replaces workers (after deaths, recycles
+    /// or cancels) then takes a worker already forked, and the server forks the next while
+    /// the pool goes on.
+    pub(super) fn fork(self: &Arc<Server>, spare: bool) -> io::Result<Started> {
         let forked = {
             let mut conn = self.lock();
-            if conn.answered.is_empty() {
-                if conn.asked.is_empty() {
-                    conn.wanted += 1;
+            let forked = loop {
+                if conn.answered.is_empty() {
+                    if conn.asked.is_empty() {
+                        conn.wanted += 1;
+                        conn.top_up()?;
+                    }
+                    conn.take_answer()?;
                     conn.top_up()?;
                 }
-                conn.take_answer()?;
-                conn.top_up()?;
+                let forked = conn
+                    .answered
+                    .pop_front()
+                    .expect("an answer was just read")?;
+                if !sys::has_exited(&forked.pidfd) {
+                    break forked;
+                }
+                // A worker forked ahead that died waiting (killed with its process group,
+                // or with a server that died: then this WAIT finds the server gone).
+                conn.call(WAIT, forked.pid)?;
+            };
+            if spare && conn.asked.is_empty() && conn.answered.is_empty() {
+                conn.wanted += 1;
+                // A failure shows at the next fork.
+                let _ = conn.top_up();
             }
-            conn.answered
-                .pop_front()
-                .expect("an answer was just read")?
+            forked
         };
         forked.socket.set_nonblocking(true)?;
         Ok(Started {

@@ -74,6 +74,10 @@ pub(crate) struct Started {
 pub(crate) struct Starter {
     method: StartMethod,
     server: Option<Arc<forkserver::Server>>,
+    /// The pool's first workers, and how many workers were started so far: a start after
+    /// the first ones is a replacement, and replacements keep a spare forked.
+    first: usize,
+    started: usize,
 }
 
 impl Starter {
@@ -81,12 +85,15 @@ impl Starter {
         Starter {
             method,
             server: None,
+            first: 0,
+            started: 0,
         }
     }
 
     /// Says that `count` workers are about to be started one after another, so that a
     /// forkserver can fork the next while the pool sets up the last.
     pub(crate) fn expect(&mut self, count: usize) {
+        self.first = count;
         if self.method == StartMethod::Forkserver
             && let Ok(server) = self.server()
         {
@@ -100,12 +107,14 @@ impl Starter {
         match self.method {
             StartMethod::Spawn => spawn::spawn(),
             StartMethod::Forkserver => {
+                let spare = self.started >= self.first;
+                self.started += 1;
                 let server = self.server()?;
-                match server.fork() {
+                match server.fork(spare) {
                     // A server that died (killed by someone) or got stuck is replaced once.
                     Err(_) if server.is_broken() => {
                         self.server = None;
-                        self.server()?.fork()
+                        self.server()?.fork(spare)
                     }
                     // A kernel without pidfds (before Linux 5.3): workers are spawned.
                     Err(error) if error.raw_os_error() == Some(crate::sys::ENOSYS) => {

@@ -121,10 +121,7 @@ impl Process {
                     Err(_) => Some(WorkerExit::Unknown),
                 },
                 Parent::Server { pid, server } => {
-                    let exited = self.pidfd.as_ref().is_some_and(|pidfd| {
-                        let mut fds = [sys::PollFd::new(pidfd.as_raw_fd(), false)];
-                        sys::poll(&mut fds, Some(Duration::ZERO)).is_ok_and(|n| n > 0)
-                    });
+                    let exited = self.pidfd.as_ref().is_some_and(sys::has_exited);
                     exited.then(|| server.wait(*pid))
                 }
             };

@@ -381,3 +381,9 @@ pub(crate) fn set_thread_name(name: &[u8; 16]) {
     // of a name from `thread_name` is NUL, and the kernel stops at 16 bytes in any case.
     unsafe { libc::prctl(libc::PR_SET_NAME, name.as_ptr()) };
 }
+
+/// Whether the process a pidfd refers to has exited (the pidfd is readable); never waits.
+pub(crate) fn has_exited(pidfd: &OwnedFd) -> bool {
+    let mut fds = [PollFd::new(pidfd.as_raw_fd(), false)];
+    poll(&mut fds, Some(Duration::ZERO)).is_ok_and(|n| n > 0)
+}
