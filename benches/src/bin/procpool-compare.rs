@@ -36,7 +36,7 @@ use std::os::unix::net::UnixStream;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use procpool::MapOptions;
+use procpool::{MapOptions, StartMethod};
 use procpool_benches::{
     checksum, echo, echo_shared, factorial, factorials_serial, noop, payload, pool, read_shared,
     shared_payload,
@@ -147,7 +147,9 @@ fn sample(implementation: &str, workload: &str, workers: usize) -> Duration {
     match (implementation, workload) {
         ("procpool", "startup") => {
             let started = Instant::now();
-            let pool = procpool_benches::start_and_first_result(workers);
+            let method =
+                StartMethod::from_env().expect("PROCPOOL_START_METHOD names a start method");
+            let pool = procpool_benches::start_and_first_result(workers, method);
             let elapsed = started.elapsed();
             drop(pool);
             elapsed
