@@ -21,9 +21,12 @@
 //! socket both ways), `procpool-read` (the 64 MiB as a `SharedBytes` that the task reads
 //! whole and the caller reads whole again when it comes back: what touching mapped pages
 //! costs), `rayon` (a thread pool of 2: the in-process floor), `pipe` (the IPC floor: two
-//! processes exchanging one byte over a pair of pipes, or streaming the 64 MiB payload
-//! through a socket pair and back, with buffers reused), `serial` (the loop in this
-//! process), `memcpy` (a copy of the payload
+//! processes exchanging one byte over a pair of pipes, each end asleep in a blocking read
+//! until the byte comes, or streaming the 64 MiB payload through a socket pair and back,
+//! with buffers reused), `pipe-watch` (the IPC floor that waits as the pool does: the same
+//! one-byte exchange over a socket pair, as the pool reaches its workers, each end looking
+//! without blocking, yielding the CPU between looks, for the pool's watch window before it
+//! sleeps in a read), `serial` (the loop in this process), `memcpy` (a copy of the payload
 //! into a buffer already touched, in this process).
 //!
 //! Workloads: `startup` (a pool of 2 ready and its first result back), `pool100` (a pool of
@@ -33,12 +36,14 @@
 //! call runs in a worker started for it; the time per call), `fact100`, `fact3000`,
 //! `bytes64m`. Not every pair makes sense; `procpool-compare list` prints those that do.
 //!
-//! `procpool-compare pipe-echo` is the other end of both IPC floors: it echoes what it reads
-//! on standard input to standard output until end of file.
+//! `procpool-compare pipe-echo` is the other end of both blocking IPC floors: it echoes what
+//! it reads on standard input to standard output until end of file. `pipe-echo --watch` is
+//! the other end of `pipe-watch`: it echoes what comes on the socket it is given as both,
+//! waiting as the pool does.
 
 use std::fs::File;
 use std::hint::black_box;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
@@ -70,6 +75,9 @@ const OWN_POOL_SIZE: &[&str] = &["pool100", "respawn"];
 const LARGE_POOL: usize = 100;
 /// The calls of one `maxtasks1` map, each in a worker of its own.
 const ONE_JOB_CALLS: u64 = 1_000;
+/// How long the pool watches a socket before it sleeps on it (`watch::WINDOW` in the
+/// library), and so how long each end of `pipe-watch` does.
+const WATCH_WINDOW: Duration = Duration::from_micros(200);
 /// The deaths `respawn` averages over, after two untimed ones.
 const RESPAWN_DEATHS: u32 = 20;
 /// The code a worker ends with in `respawn`.
@@ -88,6 +96,7 @@ const PAIRS: &[(&str, &str)] = &[
     ("procpool", "apply"),
     ("rayon", "apply"),
     ("pipe", "apply"),
+    ("pipe-watch", "apply"),
     ("procpool", "maxtasks1"),
     ("procpool-spawn", "maxtasks1"),
     ("procpool", "map100k"),
@@ -118,6 +127,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["pipe-echo"] => pipe_echo(),
+        ["pipe-echo", "--watch"] => watched_echo(),
         ["sample", implementation, workload] => run_sample(implementation, workload, None),
         ["sample", implementation, workload, "--workers", count] => match count.parse::<usize>() {
             Ok(workers) if workers > 0 => run_sample(implementation, workload, Some(workers)),
@@ -128,7 +138,8 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: procpool-compare list | sample IMPL WORKLOAD [--workers N] | pipe-echo\n\
+                "usage: procpool-compare list | sample IMPL WORKLOAD [--workers N] \
+                 | pipe-echo [--watch]\n\
                  (run bench/compare/run.sh for the whole comparison, \
                  bench/compare/scaling.sh for the scaling run)"
             );
@@ -215,6 +226,7 @@ fn sample(implementation: &str, workload: &str, workers: usize) -> Duration {
             })
         }
         ("pipe", "apply") => pipe_ping_pong(1_000, 10_000),
+        ("pipe-watch", "apply") => watched_ping_pong(1_000, 10_000),
         ("procpool" | "procpool-spawn", "maxtasks1") => {
             let pool = one_job_per_worker(workers, start_method(implementation));
             let starts = pool.stats().worker_starts;
@@ -418,6 +430,60 @@ fn pipe_ping_pong(warm: u32, reps: u32) -> Duration {
     elapsed
 }
 
+/// The IPC floor that waits as the pool does: this process sends one byte to a child (this
+/// binary again, as `pipe-echo --watch`) over a socket pair and waits for it to come back
+/// with [`watch_read`], as the child waits for it, `reps` times after `warm` untimed ones.
+fn watched_ping_pong(warm: u32, reps: u32) -> Duration {
+    let (ours, theirs) = UnixStream::pair().expect("a socket pair");
+    let exe = std::env::current_exe().expect("the binary's path is known");
+    let theirs = OwnedFd::from(theirs);
+    let mut child = Command::new(exe)
+        .args(["pipe-echo", "--watch"])
+        .stdin(Stdio::from(
+            theirs.try_clone().expect("the socket is duplicated"),
+        ))
+        .stdout(Stdio::from(theirs))
+        .spawn()
+        .expect("the echo child starts");
+    ours.set_nonblocking(true)
+        .expect("the socket is made non-blocking");
+    let mut byte = [0u8; 1];
+    let elapsed = per_op(warm, reps, || {
+        // One byte fits in any socket buffer: the write does not find it full.
+        (&ours).write_all(&[7]).expect("the child reads");
+        let n = watch_read(&ours, &mut byte).expect("the child answers");
+        assert_eq!(n, 1);
+    });
+    ours.shutdown(Shutdown::Both)
+        .expect("the socket shuts down");
+    child.wait().expect("the echo child ends");
+    elapsed
+}
+
+/// Reads from `stream`, which is non-blocking, as the pool waits on a socket (the
+/// library's `watch`): it looks without blocking, yielding the CPU between looks
+/// (`sched_yield`), until something comes or [`WATCH_WINDOW`] has passed, then sleeps in a
+/// blocking read. The pool looks with `poll` rather than `read`, and after a watch that
+/// found nothing it sleeps at once for the next few waits; in a ping-pong whose ends have a
+/// CPU each, every watch finds the byte, so neither changes what is measured.
+fn watch_read(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+    let started = Instant::now();
+    loop {
+        match (&*stream).read(buf) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            read => return read,
+        }
+        if started.elapsed() > WATCH_WINDOW {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    stream.set_nonblocking(false)?;
+    let read = (&*stream).read(buf);
+    stream.set_nonblocking(true)?;
+    read
+}
+
 /// The bulk IPC floor: the 64 MiB payload streamed to a child (this binary again, as
 /// `pipe-echo`) over a socket pair, as procpool's workers are reached, and read back as it
 /// echoes, into a buffer reused from one round trip to the next. A thread writes while this
@@ -468,6 +534,28 @@ fn pipe_echo() -> ExitCode {
             Ok(n) => n,
         };
         if output.write_all(&buf[..n]).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+}
+
+/// The other end of `pipe-watch`: echoes what comes on the socket it is given as standard
+/// input (and output), each wait a [`watch_read`], until end of stream.
+fn watched_echo() -> ExitCode {
+    let Ok(socket) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return ExitCode::FAILURE;
+    };
+    let socket = UnixStream::from(socket);
+    if socket.set_nonblocking(true).is_err() {
+        return ExitCode::FAILURE;
+    }
+    let mut buf = [0u8; 64];
+    loop {
+        let n = match watch_read(&socket, &mut buf) {
+            Ok(0) | Err(_) => return ExitCode::SUCCESS,
+            Ok(n) => n,
+        };
+        if (&socket).write_all(&buf[..n]).is_err() {
             return ExitCode::FAILURE;
         }
     }
