@@ -21,7 +21,8 @@ Two roles, standard library only:
   ``BENCHMARKS.md`` between the ``scaling:begin`` and ``scaling:end`` markers.
 
 Every sample reports the time of one operation: one pool started and its first result
-back, one ``apply`` round trip, one whole ``map``, one round trip of 64 MiB.
+back, one ``apply`` round trip, one whole ``map``, one round trip of 64 MiB; ``maxtasks1``
+reports the time per task of a map, each task in a worker of its own.
 """
 
 import argparse
@@ -40,11 +41,21 @@ import time
 # Processes in every pool unless ``sample --workers`` says otherwise, as the targets ask.
 WORKERS = 2
 BIG = 64 << 20
+# The processes of the ``pool100`` pool, and the no-ops of its first map.
+LARGE_POOL = 100
+# The tasks of one ``maxtasks1`` map, each in a fresh worker: fewer than procpool's 1,000,
+# at a few milliseconds each; the sample is the time per task.
+ONE_JOB_TASKS = 200
 
 WORKLOADS = {
     "startup": "start-up: pool of 2 ready and first result back",
+    "pool100": "pool of 100 ready and a first `map` of 100 no-ops back",
+    "respawn": "pool of 1: from a failed `apply` (its worker exited) to the replacement's first"
+    " result back",
     "apply": "no-op `apply` round trip, warm pool",
     "map100k": "`map` of 100,000 no-op tasks, default chunk size",
+    "maxtasks1": "`map` of no-ops with `max_tasks_per_child=1` (`maxtasksperchild=1`), chunk"
+    " size 1, so that each task runs in a worker started for it: time per task",
     "fact100": "factorials of 1..=100, warm pool (`map`)",
     "fact3000": "factorials of 1..=3000, 2 workers (`map`)",
     "bytes64m": "64 MiB argument and result round trip (`apply`)",
@@ -52,8 +63,17 @@ WORKLOADS = {
 
 # Python's implementations and the workloads each runs.
 PYTHON = {
-    "mp-fork": ["startup", "apply", "map100k", "fact100", "fact3000", "bytes64m"],
-    "mp-forkserver": ["startup", "apply", "map100k", "fact100"],
+    "mp-fork": [
+        "startup",
+        "pool100",
+        "apply",
+        "map100k",
+        "maxtasks1",
+        "fact100",
+        "fact3000",
+        "bytes64m",
+    ],
+    "mp-forkserver": ["startup", "pool100", "apply", "map100k", "fact100"],
     "mp-spawn": ["startup", "apply", "map100k", "fact100"],
     "cf-executor": ["startup", "apply", "map100k", "fact100", "fact3000", "bytes64m"],
     "py-serial": ["fact100", "fact3000"],
@@ -61,11 +81,13 @@ PYTHON = {
 }
 
 LABELS = {
-    "procpool": "procpool, pool of 2 (64 MiB as `SharedBytes`)",
+    "procpool": "procpool, forkserver (the default; 64 MiB as `SharedBytes`)",
+    "procpool-spawn": "procpool, spawn (`StartMethod::Spawn`)",
     "procpool-copied": "procpool, 64 MiB as `ByteBuf`, copied through the socket",
     "procpool-read": "procpool, 64 MiB `SharedBytes` read whole by the task and again by the caller",
     "rayon": "rayon, 2 threads (in-process floor)",
-    "pipe": "pipe ping-pong, 2 processes (IPC floor)",
+    "pipe": "pipe ping-pong, 2 processes, blocking reads (IPC floor)",
+    "pipe-watch": "socket-pair ping-pong, 2 processes, watching as the pool does (IPC floor)",
     "serial": "Rust serial loop",
     "memcpy": "Rust `memcpy` of 64 MiB",
     "mp-fork": "multiprocessing.Pool, fork",
@@ -75,6 +97,11 @@ LABELS = {
     "py-serial": "Python serial loop",
     "py-copy": "Python copy of 64 MiB (`bytearray`)",
 }
+
+# What procpool-compare measures (its constants of the same names), for the report: the
+# tasks of one ``maxtasks1`` map, and the deaths ``respawn`` averages over.
+ONE_JOB_CALLS = 1_000
+RESPAWN_DEATHS = 20
 
 # ProcessPoolExecutor.map sends one task a message by default: its 100,000-task map is
 # measured on fewer tasks and reported as the time 100,000 would take at that rate.
@@ -122,11 +149,11 @@ class Executor:
         self.inner.shutdown(wait=True, cancel_futures=True)
 
 
-def make_pool(impl, workers):
+def make_pool(impl, workers, maxtasksperchild=None):
     if impl == "cf-executor":
         return Executor(workers)
     method = impl.removeprefix("mp-")
-    return multiprocessing.get_context(method).Pool(workers)
+    return multiprocessing.get_context(method).Pool(workers, maxtasksperchild=maxtasksperchild)
 
 
 def sample(impl, workload, workers=WORKERS):
@@ -147,6 +174,20 @@ def sample(impl, workload, workers=WORKERS):
         elapsed = time.perf_counter() - started
         pool.terminate()
         return elapsed
+    if workload == "pool100":
+        started = time.perf_counter()
+        pool = make_pool(impl, LARGE_POOL)
+        assert pool.map(noop, range(LARGE_POOL)) == list(range(LARGE_POOL))
+        elapsed = time.perf_counter() - started
+        pool.terminate()
+        return elapsed
+    if workload == "maxtasks1":
+        pool = make_pool(impl, workers, maxtasksperchild=1)
+        try:
+            one_map = per_op(0, 1, lambda: pool.map(noop, range(ONE_JOB_TASKS), chunksize=1))
+            return one_map / ONE_JOB_TASKS
+        finally:
+            pool.terminate()
 
     pool = make_pool(impl, workers)
     try:
@@ -307,8 +348,17 @@ def report(times, reps, command, other_load):
     lines.append("")
     lines.append("Workloads: " + "; ".join(f"`{k}`: {v}" for k, v in WORKLOADS.items()) + ".")
     lines.append(
-        f"`ProcessPoolExecutor.map` (chunk size 1 by default) ran {EXECUTOR_MAP_ITEMS:,} tasks,"
+        "Every pool has 2 processes but in `pool100` (100) and `respawn` (1)."
+        f" `ProcessPoolExecutor.map` (chunk size 1 by default) ran {EXECUTOR_MAP_ITEMS:,} tasks,"
         " scaled to 100,000."
+    )
+    lines.append(
+        f"`maxtasks1` is one map of {ONE_JOB_CALLS:,} tasks for procpool and of"
+        f" {ONE_JOB_TASKS:,} for Python, divided by the count. `respawn` is the mean over"
+        f" {RESPAWN_DEATHS} deaths of the time from the failed `apply` returning `WorkerDied` to an `apply`"
+        " of the no-op, issued at once, coming back: the replacement's start, its handshake"
+        " and one round trip; Python's pools have no such row (a worker that exits under"
+        " `Pool.apply` leaves the call waiting forever)."
     )
     lines.append(
         "rayon's start-up is a thread pool of 2 built and one `install` back; its `apply` is"
@@ -342,20 +392,48 @@ def report(times, reps, command, other_load):
             ratio >= 50,
             f"{ratio:.1f}× ({fmt(py_starts[impl])})",
         )
-    ratio = paired("procpool", "pipe", "apply")
+    took = m("procpool", "pool100")
+    beside = "; ".join(
+        f"{LABELS[i]} {fmt(m(i, 'pool100'))}, {paired(i, 'procpool', 'pool100'):.0f}× as long"
+        for i in ("mp-fork", "mp-forkserver")
+    )
     row(
-        "`apply` no-op ≤ 2× the pipe ping-pong",
+        "a pool of 100 ready and a first `map` of 100 back ≤ 30 ms",
+        took,
+        took <= 30e-3,
+        f"{fmt(took)} ({beside})",
+    )
+    took = m("procpool", "respawn")
+    row(
+        "a replacement worker ready ≤ 1 ms after a death is noticed",
+        took,
+        took <= 1e-3,
+        f"{fmt(took)}, one no-op round trip included"
+        f" (spawn: {fmt(m('procpool-spawn', 'respawn'))})",
+    )
+    ratio = paired("procpool", "pipe-watch", "apply")
+    row(
+        "`apply` no-op ≤ 1.5× the ping-pong that watches as the pool does",
         ratio,
-        ratio <= 2,
-        f"{ratio:.2f}× ({fmt(m('procpool', 'apply'))} vs {fmt(m('pipe', 'apply'))})",
+        ratio <= 1.5,
+        f"{ratio:.2f}× ({fmt(m('procpool', 'apply'))} vs {fmt(m('pipe-watch', 'apply'))})",
     )
     ratio = paired("mp-fork", "procpool", "map100k")
     row(
-        "`map` 100k no-ops ≥ 10× the throughput of `multiprocessing.Pool.map`",
+        "`map` 100k no-ops ≥ 20× the throughput of `multiprocessing.Pool.map`",
         ratio,
-        ratio >= 10,
+        ratio >= 20,
         f"{ratio:.1f}× ({100_000 / m('procpool', 'map100k') / 1e6:.2f} M tasks/s vs"
         f" {100_000 / m('mp-fork', 'map100k') / 1e6:.2f} M tasks/s, fork)",
+    )
+    rate = 1 / m("procpool", "maxtasks1")
+    row(
+        "`max_tasks_per_child=1`, chunk size 1: ≥ 5,000 tasks/s",
+        rate,
+        rate >= 5_000,
+        f"{rate:,.0f} tasks/s ({paired('mp-fork', 'procpool', 'maxtasks1'):.1f}× the"
+        f" {1 / m('mp-fork', 'maxtasks1'):,.0f} tasks/s of {LABELS['mp-fork']},"
+        " `maxtasksperchild=1`)",
     )
     ratio = paired("procpool", "serial", "fact100")
     row(
@@ -365,12 +443,13 @@ def report(times, reps, command, other_load):
         f"{ratio:.1f}× ({fmt(m('procpool', 'fact100'))} vs {fmt(m('serial', 'fact100'))})",
     )
     ratio = paired("serial", "procpool", "fact3000")
+    rayon = paired("serial", "rayon", "fact3000")
     row(
-        "factorials 1..=3000, 2 workers ≥ 1.8× faster than serial",
+        "factorials 1..=3000, 2 workers: a speed-up over serial ≥ rayon's",
         ratio,
-        ratio >= 1.8,
-        f"{ratio:.2f}× ({fmt(m('procpool', 'fact3000'))} vs {fmt(m('serial', 'fact3000'))};"
-        f" rayon {paired('serial', 'rayon', 'fact3000'):.2f}×)",
+        ratio >= rayon,
+        f"{ratio:.2f}× vs rayon's {rayon:.2f}× ({fmt(m('procpool', 'fact3000'))},"
+        f" {fmt(m('rayon', 'fact3000'))}, serial {fmt(m('serial', 'fact3000'))})",
     )
     ratio = paired("memcpy", "procpool", "bytes64m")
     bw = BIG / m("procpool", "bytes64m") / 1e9
@@ -389,6 +468,19 @@ def report(times, reps, command, other_load):
     lines.append("")
     lines.append("Bandwidths count the 64 MiB once per round trip. Context, same run:")
     lines.append("")
+    lines.append(
+        f"- start methods: a pool of 2 started by spawn takes {fmt(m('procpool-spawn', 'startup'))}"
+        f" ({paired('procpool-spawn', 'procpool', 'startup'):.1f}× the forkserver's), a pool of"
+        f" 100 {fmt(m('procpool-spawn', 'pool100'))}"
+        f" ({paired('procpool-spawn', 'procpool', 'pool100'):.1f}×), and"
+        f" `max_tasks_per_child=1` runs {1 / m('procpool-spawn', 'maxtasks1'):,.0f} tasks/s"
+        f" ({paired('procpool-spawn', 'procpool', 'maxtasks1'):.1f}× the time per task);"
+    )
+    lines.append(
+        f"- `apply` is {paired('procpool', 'pipe', 'apply'):.2f}× the ping-pong over pipes whose"
+        f" ends sleep in blocking reads ({fmt(m('pipe', 'apply'))}), which pays a wake-up each"
+        " way;"
+    )
     read = paired("memcpy", "procpool-read", "bytes64m")
     copied = paired("memcpy", "procpool-copied", "bytes64m")
     lines.append(
@@ -411,7 +503,8 @@ def report(times, reps, command, other_load):
         + (": no design that copies through a socket reaches 1/3 here;" if floor < 1 / 3 else ";")
     )
     lines.append(
-        f"- rayon's threads: `apply` {paired('rayon', 'pipe', 'apply'):.1f}× the pipe ping-pong,"
+        f"- rayon's threads: `apply` {paired('rayon', 'pipe-watch', 'apply'):.1f}× the watching"
+        " ping-pong,"
         f" factorials 1..=100 {paired('rayon', 'serial', 'fact100'):.1f}× serial;"
     )
     lines.append(
@@ -749,6 +842,8 @@ def main():
             raise SystemExit(f"pools.py: no such measurement: {args.impl} {args.workload}")
         if args.workers is not None and args.impl in ("py-serial", "py-copy"):
             raise SystemExit(f"pools.py: {args.impl} has no workers to count: drop --workers")
+        if args.workers is not None and args.workload == "pool100":
+            raise SystemExit("pools.py: pool100 sets its own pool size: drop --workers")
         line = {"impl": args.impl, "workload": args.workload}
         if args.workers is not None:
             line["workers"] = args.workers

@@ -9,37 +9,52 @@
 //!
 //! `--workers N` sets the workers of the pool, or the threads of rayon's pool, to `N`
 //! instead of 2 (the line of JSON then names it; without it, it names no worker count);
-//! the implementations with neither refuse it. `bench/compare/scaling.sh` uses it.
+//! the implementations with neither refuse it, and so do the workloads that set their own
+//! pool size (`pool100`, `respawn`). `bench/compare/scaling.sh` uses it.
 //!
-//! Implementations: `procpool` (a pool of 2; its 64 MiB round trip is of a `SharedBytes`,
-//! mapped on each side, never copied), `procpool-2chunks` (the same pool, the map cut into
-//! one chunk per worker: what the per-chunk costs leave), `procpool-copied` (the 64 MiB as
-//! a `ByteBuf`, copied through the socket both ways), `procpool-read` (the 64 MiB as a
-//! `SharedBytes` that the task reads whole and the caller reads whole again when it comes
-//! back: what touching mapped pages costs), `rayon` (a thread pool of 2:
-//! the in-process floor), `pipe` (the IPC floor: two processes exchanging one byte over a
-//! pair of pipes, or streaming the 64 MiB payload through a socket pair and back, with
-//! buffers reused), `serial` (the loop in this process), `memcpy` (a copy of the payload
+//! Implementations: `procpool` (a pool of 2 started by the default method, the
+//! forkserver, unless `PROCPOOL_START_METHOD` says otherwise; its 64 MiB round trip is of a
+//! `SharedBytes`, mapped on each side, never copied), `procpool-spawn` (the same pool
+//! started by `StartMethod::Spawn`, each worker a fresh exec of this binary),
+//! `procpool-2chunks` (the same pool, the map cut into one chunk per worker: what the
+//! per-chunk costs leave), `procpool-copied` (the 64 MiB as a `ByteBuf`, copied through the
+//! socket both ways), `procpool-read` (the 64 MiB as a `SharedBytes` that the task reads
+//! whole and the caller reads whole again when it comes back: what touching mapped pages
+//! costs), `rayon` (a thread pool of 2: the in-process floor), `pipe` (the IPC floor: two
+//! processes exchanging one byte over a pair of pipes, each end asleep in a blocking read
+//! until the byte comes, or streaming the 64 MiB payload through a socket pair and back,
+//! with buffers reused), `pipe-watch` (the IPC floor that waits as the pool does: the same
+//! one-byte exchange over a socket pair, as the pool reaches its workers, each end looking
+//! without blocking, yielding the CPU between looks, for the pool's watch window before it
+//! sleeps in a read), `serial` (the loop in this process), `memcpy` (a copy of the payload
 //! into a buffer already touched, in this process).
-//! Workloads: `startup`, `apply`, `map100k`, `fact100`, `fact3000`, `bytes64m`. Not every
-//! pair makes sense; `procpool-compare list` prints those that do.
 //!
-//! `procpool-compare pipe-echo` is the other end of both IPC floors: it echoes what it reads
-//! on standard input to standard output until end of file.
+//! Workloads: `startup` (a pool of 2 ready and its first result back), `pool100` (a pool of
+//! 100 ready and a first `map` of 100 no-ops back), `respawn` (a worker's death to its
+//! replacement's first result back, pool of 1; see [`respawn`]), `apply`, `map100k`,
+//! `maxtasks1` (a map of no-ops in chunks of one with `max_tasks_per_child(1)`, so that each
+//! call runs in a worker started for it; the time per call), `fact100`, `fact3000`,
+//! `bytes64m`. Not every pair makes sense; `procpool-compare list` prints those that do.
+//!
+//! `procpool-compare pipe-echo` is the other end of both blocking IPC floors: it echoes what
+//! it reads on standard input to standard output until end of file. `pipe-echo --watch` is
+//! the other end of `pipe-watch`: it echoes what comes on the socket it is given as both,
+//! waiting as the pool does.
 
 use std::fs::File;
 use std::hint::black_box;
-use std::io::{Read, Write};
+use std::io::{self, Read, Write};
 use std::net::Shutdown;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::{Command, ExitCode, Stdio};
 use std::time::{Duration, Instant};
 
-use procpool::MapOptions;
+use procpool::{MapOptions, StartMethod};
 use procpool_benches::{
-    checksum, echo, echo_shared, factorial, factorials_serial, noop, payload, pool, read_shared,
-    shared_payload,
+    checksum, echo, echo_shared, exit_worker, factorial, factorials_serial, map_one_by_one, noop,
+    one_job_per_worker, payload, pool, pool_started_by, read_shared, shared_payload,
+    start_and_first_map, start_and_first_result,
 };
 use rayon::prelude::*;
 
@@ -48,20 +63,42 @@ const DEFAULT_WORKERS: usize = 2;
 /// The implementations that have workers or threads to count, and so take `--workers`.
 const WITH_WORKERS: &[&str] = &[
     "procpool",
+    "procpool-spawn",
     "procpool-2chunks",
     "procpool-copied",
     "procpool-read",
     "rayon",
 ];
+/// The workloads whose pool size is part of what they measure, and so refuse `--workers`.
+const OWN_POOL_SIZE: &[&str] = &["pool100", "respawn"];
+/// The workers of `pool100`, and the no-ops its first map sends them.
+const LARGE_POOL: usize = 100;
+/// The calls of one `maxtasks1` map, each in a worker of its own.
+const ONE_JOB_CALLS: u64 = 1_000;
+/// How long the pool watches a socket before it sleeps on it (`watch::WINDOW` in the
+/// library), and so how long each end of `pipe-watch` does.
+const WATCH_WINDOW: Duration = Duration::from_micros(200);
+/// The deaths `respawn` averages over, after two untimed ones.
+const RESPAWN_DEATHS: u32 = 20;
+/// The code a worker ends with in `respawn`.
+const EXIT_CODE: i32 = 3;
 /// The 64 MiB payload.
 const BIG: usize = 64 << 20;
 /// The pairs of implementation and workload that are measured.
 const PAIRS: &[(&str, &str)] = &[
     ("procpool", "startup"),
+    ("procpool-spawn", "startup"),
     ("rayon", "startup"),
+    ("procpool", "pool100"),
+    ("procpool-spawn", "pool100"),
+    ("procpool", "respawn"),
+    ("procpool-spawn", "respawn"),
     ("procpool", "apply"),
     ("rayon", "apply"),
     ("pipe", "apply"),
+    ("pipe-watch", "apply"),
+    ("procpool", "maxtasks1"),
+    ("procpool-spawn", "maxtasks1"),
     ("procpool", "map100k"),
     ("procpool-2chunks", "map100k"),
     ("rayon", "map100k"),
@@ -90,6 +127,7 @@ fn main() -> ExitCode {
             ExitCode::SUCCESS
         }
         ["pipe-echo"] => pipe_echo(),
+        ["pipe-echo", "--watch"] => watched_echo(),
         ["sample", implementation, workload] => run_sample(implementation, workload, None),
         ["sample", implementation, workload, "--workers", count] => match count.parse::<usize>() {
             Ok(workers) if workers > 0 => run_sample(implementation, workload, Some(workers)),
@@ -100,7 +138,8 @@ fn main() -> ExitCode {
         },
         _ => {
             eprintln!(
-                "usage: procpool-compare list | sample IMPL WORKLOAD [--workers N] | pipe-echo\n\
+                "usage: procpool-compare list | sample IMPL WORKLOAD [--workers N] \
+                 | pipe-echo [--watch]\n\
                  (run bench/compare/run.sh for the whole comparison, \
                  bench/compare/scaling.sh for the scaling run)"
             );
@@ -118,6 +157,10 @@ fn run_sample(implementation: &str, workload: &str, workers: Option<usize>) -> E
     }
     if workers.is_some() && !WITH_WORKERS.contains(&implementation) {
         eprintln!("procpool-compare: {implementation} has no workers to count: drop --workers");
+        return ExitCode::from(2);
+    }
+    if workers.is_some() && OWN_POOL_SIZE.contains(&workload) {
+        eprintln!("procpool-compare: {workload} sets its own pool size: drop --workers");
         return ExitCode::from(2);
     }
     let seconds = sample(implementation, workload, workers.unwrap_or(DEFAULT_WORKERS));
@@ -145,12 +188,24 @@ fn per_op(warm: u32, reps: u32, mut op: impl FnMut()) -> Duration {
 /// has any.
 fn sample(implementation: &str, workload: &str, workers: usize) -> Duration {
     match (implementation, workload) {
-        ("procpool", "startup") => {
+        ("procpool" | "procpool-spawn", "startup") => {
+            let method = start_method(implementation);
             let started = Instant::now();
-            let pool = procpool_benches::start_and_first_result(workers);
+            let pool = start_and_first_result(workers, method);
             let elapsed = started.elapsed();
             drop(pool);
             elapsed
+        }
+        ("procpool" | "procpool-spawn", "pool100") => {
+            let method = start_method(implementation);
+            let started = Instant::now();
+            let pool = start_and_first_map(LARGE_POOL, method);
+            let elapsed = started.elapsed();
+            drop(pool);
+            elapsed
+        }
+        ("procpool" | "procpool-spawn", "respawn") => {
+            respawn(start_method(implementation), 2, RESPAWN_DEATHS)
         }
         ("rayon", "startup") => {
             let started = Instant::now();
@@ -171,6 +226,18 @@ fn sample(implementation: &str, workload: &str, workers: usize) -> Duration {
             })
         }
         ("pipe", "apply") => pipe_ping_pong(1_000, 10_000),
+        ("pipe-watch", "apply") => watched_ping_pong(1_000, 10_000),
+        ("procpool" | "procpool-spawn", "maxtasks1") => {
+            let pool = one_job_per_worker(workers, start_method(implementation));
+            let starts = pool.stats().worker_starts;
+            let one_map = per_op(0, 1, || map_one_by_one(&pool, ONE_JOB_CALLS));
+            let replaced = pool.stats().worker_starts - starts;
+            assert!(
+                replaced + workers as u64 >= ONE_JOB_CALLS,
+                "{replaced} workers started for {ONE_JOB_CALLS} calls: each call had a worker of its own"
+            );
+            one_map / ONE_JOB_CALLS as u32
+        }
         ("procpool", "map100k") => {
             let pool = pool(workers);
             per_op(1, 5, || {
@@ -285,6 +352,51 @@ fn sample(implementation: &str, workload: &str, workers: usize) -> Duration {
     }
 }
 
+/// The start method of a procpool implementation: spawn for `procpool-spawn`, else the
+/// default a pool is built with.
+fn start_method(implementation: &str) -> StartMethod {
+    match implementation {
+        "procpool-spawn" => StartMethod::Spawn,
+        _ => StartMethod::from_env().expect("PROCPOOL_START_METHOD names a start method"),
+    }
+}
+
+/// How soon a worker that died is replaced: the mean over `reps` deaths, after `warm`
+/// untimed ones, in a pool of 1 started by `method`.
+///
+/// Each death is a task that calls `exit` ([`exit_worker`]). The supervisor reads the end of
+/// the worker's socket, reaps it, fails the call with `WorkerDied` (which wakes the caller)
+/// and then starts the replacement. The clock starts when that failed `apply` returns and
+/// stops when an `apply` of the no-op, issued at once, comes back: the pool's only worker is
+/// the replacement, so the time holds its start (a fork from the server, or an exec), its
+/// handshake and one round trip. Left out: the time from the exit to the supervisor failing
+/// the call (the kernel closing the socket, the read, the reap), which comes before the
+/// death is noticed, and the caller's wake-up, during which the replacement is already being
+/// made. So it measures the replacement ready after the death was noticed, plus one round
+/// trip of a no-op, less a wake-up.
+fn respawn(method: StartMethod, warm: u32, reps: u32) -> Duration {
+    let pool = pool_started_by(1, method);
+    let mut timed = Duration::ZERO;
+    for rep in 0..warm + reps {
+        let error = pool
+            .apply(exit_worker, (EXIT_CODE,))
+            .expect_err("the worker exits");
+        assert!(error.is_worker_died(), "the worker died: {error}");
+        let noticed = Instant::now();
+        let x = pool
+            .apply(noop, (black_box(1),))
+            .expect("the replacement runs the no-op");
+        let took = noticed.elapsed();
+        assert_eq!(x, 1);
+        if rep >= warm {
+            timed += took;
+        }
+    }
+    let deaths = pool.stats().worker_deaths;
+    assert_eq!(deaths, u64::from(warm + reps), "every exit was a death");
+    timed / reps
+}
+
 fn rayon_pool(threads: usize) -> rayon::ThreadPool {
     rayon::ThreadPoolBuilder::new()
         .num_threads(threads)
@@ -316,6 +428,60 @@ fn pipe_ping_pong(warm: u32, reps: u32) -> Duration {
     drop(to_child);
     child.wait().expect("the echo child ends");
     elapsed
+}
+
+/// The IPC floor that waits as the pool does: this process sends one byte to a child (this
+/// binary again, as `pipe-echo --watch`) over a socket pair and waits for it to come back
+/// with [`watch_read`], as the child waits for it, `reps` times after `warm` untimed ones.
+fn watched_ping_pong(warm: u32, reps: u32) -> Duration {
+    let (ours, theirs) = UnixStream::pair().expect("a socket pair");
+    let exe = std::env::current_exe().expect("the binary's path is known");
+    let theirs = OwnedFd::from(theirs);
+    let mut child = Command::new(exe)
+        .args(["pipe-echo", "--watch"])
+        .stdin(Stdio::from(
+            theirs.try_clone().expect("the socket is duplicated"),
+        ))
+        .stdout(Stdio::from(theirs))
+        .spawn()
+        .expect("the echo child starts");
+    ours.set_nonblocking(true)
+        .expect("the socket is made non-blocking");
+    let mut byte = [0u8; 1];
+    let elapsed = per_op(warm, reps, || {
+        // One byte fits in any socket buffer: the write does not find it full.
+        (&ours).write_all(&[7]).expect("the child reads");
+        let n = watch_read(&ours, &mut byte).expect("the child answers");
+        assert_eq!(n, 1);
+    });
+    ours.shutdown(Shutdown::Both)
+        .expect("the socket shuts down");
+    child.wait().expect("the echo child ends");
+    elapsed
+}
+
+/// Reads from `stream`, which is non-blocking, as the pool waits on a socket (the
+/// library's `watch`): it looks without blocking, yielding the CPU between looks
+/// (`sched_yield`), until something comes or [`WATCH_WINDOW`] has passed, then sleeps in a
+/// blocking read. The pool looks with `poll` rather than `read`, and after a watch that
+/// found nothing it sleeps at once for the next few waits; in a ping-pong whose ends have a
+/// CPU each, every watch finds the byte, so neither changes what is measured.
+fn watch_read(stream: &UnixStream, buf: &mut [u8]) -> io::Result<usize> {
+    let started = Instant::now();
+    loop {
+        match (&*stream).read(buf) {
+            Err(error) if error.kind() == io::ErrorKind::WouldBlock => {}
+            read => return read,
+        }
+        if started.elapsed() > WATCH_WINDOW {
+            break;
+        }
+        std::thread::yield_now();
+    }
+    stream.set_nonblocking(false)?;
+    let read = (&*stream).read(buf);
+    stream.set_nonblocking(true)?;
+    read
 }
 
 /// The bulk IPC floor: the 64 MiB payload streamed to a child (this binary again, as
@@ -368,6 +534,28 @@ fn pipe_echo() -> ExitCode {
             Ok(n) => n,
         };
         if output.write_all(&buf[..n]).is_err() {
+            return ExitCode::FAILURE;
+        }
+    }
+}
+
+/// The other end of `pipe-watch`: echoes what comes on the socket it is given as standard
+/// input (and output), each wait a [`watch_read`], until end of stream.
+fn watched_echo() -> ExitCode {
+    let Ok(socket) = std::io::stdin().as_fd().try_clone_to_owned() else {
+        return ExitCode::FAILURE;
+    };
+    let socket = UnixStream::from(socket);
+    if socket.set_nonblocking(true).is_err() {
+        return ExitCode::FAILURE;
+    }
+    let mut buf = [0u8; 64];
+    loop {
+        let n = match watch_read(&socket, &mut buf) {
+            Ok(0) | Err(_) => return ExitCode::SUCCESS,
+            Ok(n) => n,
+        };
+        if (&socket).write_all(&buf[..n]).is_err() {
             return ExitCode::FAILURE;
         }
     }
