@@ -102,9 +102,22 @@ fn a_killed_server_takes_its_workers_and_the_pool_starts_another() {
     finish(pool);
 }
 
+/// Makes this process the reaper of its orphaned descendants: a worker whose server died
+/// before it then shows among this process's children instead of init's.
+fn adopt_orphans() {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+}
+
 #[test]
 fn replacements_after_deaths_and_recycles_are_forked_from_the_same_server() {
     let _serial = serial();
+    // The pool keeps a spare worker forked once it replaces workers: it must be ended and
+    // reaped with the pool, not left to die with its server.
+    adopt_orphans();
     let pool = Pool::builder()
         .processes(2)
         .start_method(StartMethod::Forkserver)

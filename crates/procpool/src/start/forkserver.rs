@@ -10,7 +10,7 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::OwnedFd;
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::process::Child;
 use std::sync::{Arc, Mutex, PoisonError};
@@ -210,10 +210,17 @@ impl Conn {
 }
 
 impl Drop for Server {
-    /// Kills the server, whose workers die with it (`PR_SET_PDEATHSIG`), and reaps it. The
-    /// pool's workers each hold the server, so this runs after the last is reaped.
+    /// Ends the workers asked for ahead and never taken, reaps them, then kills the server
+    /// and reaps it. The pool's workers each hold the server, so this runs after the last
+    /// is reaped: no worker outlives the pool, not even for the moment it would take one
+    /// whose server died to die too (`PR_SET_PDEATHSIG`) and be reaped by someone else.
     fn drop(&mut self) {
         let conn = self.conn.get_mut().unwrap_or_else(PoisonError::into_inner);
+        while !conn.asked.is_empty() && conn.take_answer().is_ok() {}
+        for forked in std::mem::take(&mut conn.answered).into_iter().flatten() {
+            let _ = sys::pidfd_signal(forked.pidfd.as_fd(), sys::SIGKILL);
+            let _ = conn.call(WAIT, forked.pid);
+        }
         let _ = conn.process.kill();
         let _ = conn.process.wait();
     }
