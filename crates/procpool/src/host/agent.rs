@@ -27,7 +27,7 @@ pub(super) struct Agent {
     keys: Keys,
     name: String,
     lease: Duration,
-    backend: Backend,
+    backend: Arc<Backend>,
     /// The jobs on the local pool, by their local id.
     running: HashMap<u64, Running>,
     /// The callers seen running lately, and when that was read.
@@ -39,7 +39,13 @@ pub(super) struct Agent {
     tx: Sender<u64>,
     complete: redis::Script,
     renew: redis::Script,
+    /// While a runner takes jobs to run them itself (see [`Agent::take_to_run`]): the local
+    /// jobs made for it, not submitted.
+    handing: Option<Vec<LocalJob>>,
 }
+
+/// A local job made for a runner, and its id.
+pub(super) type LocalJob = (u64, crate::job::Job);
 
 /// Tells the agent that local job `local` ended.
 struct Ended {
@@ -110,7 +116,7 @@ impl Agent {
         conn: redis::Connection,
         url: remote::Url,
         (keys, name, lease): (Keys, String, Duration),
-        backend: Backend,
+        backend: Arc<Backend>,
         busy: Arc<AtomicUsize>,
         stop: Arc<AtomicBool>,
         tx: Sender<u64>,
@@ -130,6 +136,7 @@ impl Agent {
             tx,
             complete: redis::Script::new(remote::COMPLETE),
             renew: redis::Script::new(remote::RENEW),
+            handing: None,
         }
     }
 
@@ -221,6 +228,29 @@ impl Agent {
             }
             Err(e) => Err(redis_error(what, &e)),
         }
+    }
+
+    /// As [`take`](Agent::take), for a runner that runs the jobs on borrowed workers from
+    /// its own thread (the local supervisor's thread then stands between neither the job and
+    /// its worker nor the result and this host, a wake-up each): the jobs to run, which the
+    /// runner then hands to [`finish_run`](Agent::finish_run).
+    pub(super) fn take_to_run(&mut self, entries: Vec<Entry>) -> Vec<LocalJob> {
+        self.handing = Some(Vec::new());
+        self.take(entries);
+        self.handing.take().unwrap_or_default()
+    }
+
+    /// A runner ran local job `local`: its result goes to its caller now, if it is in
+    /// (the job went through the local queue if no worker was idle: then it is completed
+    /// when it ends, as submitted jobs are).
+    pub(super) fn finish_run(&mut self, local: u64, ran: Result<(), Error>) -> Result<(), Error> {
+        if let Err(error) = ran {
+            return self.fail_local(local, error);
+        }
+        if self.watch_local(local) {
+            self.done(local)?;
+        }
+        Ok(())
     }
 
     /// Starts jobs read from the queue (counted in `busy` already), but those whose caller
@@ -332,7 +362,8 @@ impl Agent {
         )
     }
 
-    /// Runs `running`, whose RUN frame is `frame`, on the local pool.
+    /// Runs `running`, whose RUN frame is `frame`, on the local pool: submits it, or hands
+    /// it to the runner that takes it.
     fn run_local(&mut self, running: Running, mut frame: Vec<u8>) -> Result<(), Error> {
         let (task, count) = (running.task, running.count);
         let collector = Arc::clone(&running.collector);
@@ -343,20 +374,8 @@ impl Agent {
             (0, 1, count),
             running.timeout,
         );
-        let local = match made {
-            Ok(job) => {
-                let id = job.id;
-                if let Err(error) = self.backend.submit([job]) {
-                    let error = error.on_host(&self.name);
-                    return self.complete_with(
-                        &running.entry,
-                        &running.pool,
-                        running.job,
-                        Err(error),
-                    );
-                }
-                id
-            }
+        let job = match made {
+            Ok(job) => job,
             Err(e) => {
                 let error = Error::new(
                     ErrorKind::Codec,
@@ -365,21 +384,46 @@ impl Agent {
                 return self.complete_with(&running.entry, &running.pool, running.job, Err(error));
             }
         };
+        let local = job.id;
         self.backend.link(&collector);
-        // Told by the thread that delivers the job's one batch (the local supervisor's, or
-        // a cancel's), with no other thread between.
+        self.running.insert(local, running);
+        if let Some(handing) = &mut self.handing {
+            handing.push((local, job));
+            return Ok(());
+        }
+        if let Err(error) = self.backend.submit([job]) {
+            return self.fail_local(local, error);
+        }
+        if self.watch_local(local) {
+            self.tx.send(local).ok();
+        }
+        Ok(())
+    }
+
+    /// Has the agent told when local job `local` ends, by the thread that delivers its one
+    /// batch (the local supervisor's, or a cancel's), with no other thread between; true if
+    /// it has ended already, and then nobody will tell.
+    fn watch_local(&mut self, local: u64) -> bool {
+        let Some(running) = self.running.get(&local) else {
+            return false;
+        };
         let ended = Waker::from(Arc::new(Ended {
             tx: Mutex::new(self.tx.clone()),
             local,
         }));
-        if collector
-            .poll_filled(count, &mut Context::from_waker(&ended))
+        running
+            .collector
+            .poll_filled(running.count, &mut Context::from_waker(&ended))
             .is_ready()
-        {
-            ended.wake();
-        }
-        self.running.insert(local, running);
-        Ok(())
+    }
+
+    /// Local job `local` could not be started: its call ends with `error`.
+    fn fail_local(&mut self, local: u64, error: Error) -> Result<(), Error> {
+        let Some(running) = self.running.remove(&local) else {
+            return Ok(());
+        };
+        let error = error.on_host(&self.name);
+        self.complete_with(&running.entry, &running.pool, running.job, Err(error))
     }
 
     /// A local job ended: its result goes to its caller, if the host still owns the job.

@@ -6,6 +6,7 @@ mod agent;
 
 use agent::Agent;
 
+use std::collections::VecDeque;
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::mpsc::channel;
 use std::sync::{Arc, Mutex};
@@ -123,32 +124,37 @@ impl Host {
         let stop = Arc::new(AtomicBool::new(false));
         let (tx, rx) = channel();
         let busy = Arc::new(AtomicUsize::new(0));
+        let backend = Arc::new(backend);
         let agent = Arc::new(Mutex::new(Agent::new(
             conn,
             self.url.clone(),
             (keys.clone(), name.clone(), self.lease),
-            backend,
+            Arc::clone(&backend),
             Arc::clone(&busy),
             Arc::clone(&stop),
             tx,
         )));
-        let reader = {
-            let reader = Reader {
+        // One runner a worker: each reads a job and runs it on a worker it borrows, so a
+        // call wakes no thread of the host's but the runner's and the worker.
+        let mut runners = Vec::with_capacity(processes);
+        for _ in 0..processes {
+            let runner = Runner {
                 conn: connect(&self.url.0, "cannot connect")?,
                 url: self.url.clone(),
-                keys,
-                name,
+                keys: keys.clone(),
+                name: name.clone(),
                 room: 2 * processes,
-                busy,
+                busy: Arc::clone(&busy),
                 stop: Arc::clone(&stop),
                 agent: Arc::clone(&agent),
+                backend: Arc::clone(&backend),
             };
-            spawn("procpool-host-read", move || reader.run())?
-        };
+            runners.push(spawn("procpool-host-run", move || runner.run())?);
+        }
         let thread = spawn("procpool-host", move || Agent::run(&agent, rx))?;
         Ok(HostHandle {
             stop,
-            threads: Mutex::new(vec![reader]),
+            threads: Mutex::new(runners),
             agent: Mutex::new(Some(thread)),
         })
     }
@@ -237,8 +243,9 @@ fn default_name() -> String {
     format!("{host}:{}", std::process::id())
 }
 
-/// Reads new jobs for the host while it has room for them.
-struct Reader {
+/// Reads jobs for the host while it has room for them, one at a time, and runs each on a
+/// worker it borrows from the local pool (through the local queue when none is idle).
+struct Runner {
     conn: redis::Connection,
     url: remote::Url,
     keys: Keys,
@@ -247,12 +254,13 @@ struct Reader {
     room: usize,
     busy: Arc<AtomicUsize>,
     stop: Arc<AtomicBool>,
-    /// Jobs are started from this thread, as soon as they are read: one wake-up fewer
-    /// than handing them to the agent's thread.
+    /// Jobs are taken (and completed) under the lock the agent's thread shares, which
+    /// keeps renewals and reaping, and run outside it.
     agent: Arc<Mutex<Agent>>,
+    backend: Arc<Backend>,
 }
 
-impl Reader {
+impl Runner {
     fn run(mut self) -> Result<(), Error> {
         let mut failures = 0;
         while !self.stop.load(Ordering::SeqCst) {
@@ -266,7 +274,7 @@ impl Reader {
                 .arg(GROUP)
                 .arg(&self.name)
                 .arg("COUNT")
-                .arg(free)
+                .arg(1)
                 .arg("BLOCK")
                 .arg(100)
                 .arg("STREAMS")
@@ -277,15 +285,27 @@ impl Reader {
                 Ok(reply) => {
                     failures = 0;
                     let entries = remote::entries(Reply::Read(reply));
-                    if !entries.is_empty() {
-                        self.busy.fetch_add(entries.len(), Ordering::SeqCst);
+                    if entries.is_empty() {
+                        continue;
+                    }
+                    self.busy.fetch_add(entries.len(), Ordering::SeqCst);
+                    let jobs = {
                         let mut agent = self.agent.lock().unwrap_or_else(|e| e.into_inner());
                         if self.stop.load(Ordering::SeqCst) {
                             // Read as the host stops: back to the queue with the rest.
                             agent.hand_back(entries.into_iter().map(|e| e.id).collect());
                             return Ok(());
                         }
-                        agent.take(entries);
+                        agent.take_to_run(entries)
+                    };
+                    for (local, job) in jobs {
+                        let ran = self.backend.run_blocking(VecDeque::from([job]), 1, &mut || {
+                            false
+                        });
+                        let mut agent = self.agent.lock().unwrap_or_else(|e| e.into_inner());
+                        // A result that cannot be written now stays pending, and is taken
+                        // again once its lease has passed.
+                        let _ = agent.finish_run(local, ran);
                     }
                 }
                 Err(e) if e.code() == Some("NOGROUP") => {

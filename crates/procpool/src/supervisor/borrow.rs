@@ -22,6 +22,10 @@ use crate::sys::{self, PollFd};
 use crate::watch;
 use crate::wire::FromWorker;
 
+/// How often a thread that sleeps on borrowed workers looks whether its calls were
+/// cancelled.
+const CANCEL_LOOK: Duration = Duration::from_millis(50);
+
 /// Runs `jobs` from this thread on borrowed workers, as the supervisor would: up to
 /// [`DEPTH`] jobs at a time on each (one near the end of the jobs, after a long job: see
 /// [`Worker::depth`]), the next one written as soon as a worker has room.
@@ -97,7 +101,9 @@ pub(crate) fn run(
             return true;
         }
         fds.clear();
-        let mut deadline: Option<Instant> = None;
+        // Calls may be cancelled by another thread (a host agent cancels the calls it no
+        // longer owns), which does not wake this one: it looks again this often.
+        let mut deadline: Option<Instant> = Some(Instant::now() + CANCEL_LOOK);
         let closing = shared.closing.load(Ordering::SeqCst);
         for worker in held.iter().filter_map(|b| b.worker.as_ref()) {
             let exit_fd = worker
