@@ -337,6 +337,7 @@ impl Builder {
             retries: self.retries,
             backtraces: self.backtraces.unwrap_or_else(backtraces_asked_for),
             memory,
+            watch: crate::watch::WINDOW,
         };
         let generation = sys::fork_generation();
         let backend = Backend::start(config)?;

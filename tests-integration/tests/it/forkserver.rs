@@ -106,10 +106,8 @@ fn a_killed_server_takes_its_workers_and_the_pool_starts_another() {
 /// before it then shows among this process's children instead of init's.
 fn adopt_orphans() {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
+    let adopted = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(adopted, 0);
 }
 
 #[test]

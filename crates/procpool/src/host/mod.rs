@@ -114,6 +114,7 @@ impl Host {
             retries: 0,
             backtraces: crate::pool::backtraces_asked_for(),
             memory: crate::memory::Memory::default(),
+            watch: WORKER_WATCH,
         })
         .map_err(|e| {
             Error::new(
@@ -236,6 +237,13 @@ fn spawn(
         .map_err(|e| Error::new(ErrorKind::PoolBroken, format!("cannot start a thread: {e}")))
 }
 
+/// How long a host's idle worker watches for its next job before it sleeps: calls over
+/// Redis come a few Redis round trips apart, more than a local pool's 200 µs, and a worker
+/// woken from sleep costs a call about 100 µs on a VM whose idle CPUs halt (an `apply`
+/// round trip over loopback went from 321 to 205 µs, `docs/perf/journal.md` § 13). A watch
+/// that does not pay off makes the next waits sleep at once, as locally.
+const WORKER_WATCH: Duration = Duration::from_millis(1);
+
 fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
@@ -299,9 +307,9 @@ impl Runner {
                         agent.take_to_run(entries)
                     };
                     for (local, job) in jobs {
-                        let ran = self.backend.run_blocking(VecDeque::from([job]), 1, &mut || {
-                            false
-                        });
+                        let ran = self
+                            .backend
+                            .run_blocking(VecDeque::from([job]), 1, &mut || false);
                         let mut agent = self.agent.lock().unwrap_or_else(|e| e.into_inner());
                         // A result that cannot be written now stays pending, and is taken
                         // again once its lease has passed.

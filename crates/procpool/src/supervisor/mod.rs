@@ -92,6 +92,9 @@ pub(crate) struct Config {
     pub(crate) backtraces: bool,
     /// The workers' memory limit and the resident memory over which they are recycled.
     pub(crate) memory: Memory,
+    /// How long a worker waiting for work watches its socket before it sleeps, when it has
+    /// a CPU of its own ([`crate::watch::WINDOW`] for a local pool).
+    pub(crate) watch: Duration,
 }
 
 /// Starts the supervisor thread; `ready` hears once whether every first worker started.

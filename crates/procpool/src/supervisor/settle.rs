@@ -389,9 +389,13 @@ impl Supervisor {
             .initializer
             .as_ref()
             .map(|(name, args)| (*name, args.as_slice()));
-        // Waiting workers may spin while each has a CPU of its own: then a spin takes time
+        // Waiting workers may watch while each has a CPU of its own: then a watch takes time
         // from nobody else's work.
-        let spin = self.config.processes <= self.shared.cpus();
+        let watch = if self.config.processes <= self.shared.cpus() {
+            self.config.watch
+        } else {
+            Duration::ZERO
+        };
         let mut worker = Worker {
             info,
             process,
@@ -400,7 +404,7 @@ impl Supervisor {
             received: VecDeque::new(),
             control: VecDeque::from([wire::setup_frame(
                 index as u32,
-                spin,
+                watch,
                 self.config.backtraces,
                 self.config.memory.limit,
                 initializer,

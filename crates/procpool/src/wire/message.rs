@@ -1,21 +1,30 @@
 //! The control frames and the decoding of every frame into a message.
 
+use std::time::Duration;
+
 use super::*;
 use crate::error::TaskFailure;
 
-/// The SETUP frame: the worker's index, whether it may watch while it waits for work (see
-/// `watch`) and whether it captures backtraces of panics (flags 1 and 2), the memory limit
-/// it sets for itself (0 for none), and the initializer to run, if any.
+/// The SETUP frame: the worker's index, whether it captures backtraces of panics (flag 2),
+/// how long it watches its socket before it sleeps when it waits for work (see `watch`; in
+/// microseconds, 0 for not at all), the memory limit it sets for itself (0 for none), and the
+/// initializer to run, if any.
 pub(crate) fn setup_frame(
     index: u32,
-    spin: bool,
+    watch: Duration,
     backtraces: bool,
     memory_limit: Option<u64>,
     initializer: Option<(&str, &[u8])>,
 ) -> Vec<u8> {
     let mut frame = FrameWriter::new(TAG_SETUP);
-    let flags = u8::from(spin) | u8::from(backtraces) << 1;
-    frame.u32(MAGIC).u16(VERSION).u32(index).u8(flags);
+    let flags = u8::from(backtraces) << 1;
+    let watch = u32::try_from(watch.as_micros()).unwrap_or(u32::MAX);
+    frame
+        .u32(MAGIC)
+        .u16(VERSION)
+        .u32(index)
+        .u8(flags)
+        .u32(watch);
     frame.u64(memory_limit.unwrap_or(0));
     match initializer {
         Some((name, args)) => frame.u8(1).str(name).bytes(args),
@@ -180,7 +189,8 @@ impl<'a> Cursor<'a> {
 pub(crate) enum ToWorker<'a> {
     Setup {
         index: u32,
-        spin: bool,
+        /// How long the worker watches its socket before it sleeps; zero for not at all.
+        watch: Duration,
         backtraces: bool,
         /// The `RLIMIT_DATA` the worker sets for itself, in bytes.
         memory_limit: Option<u64>,
@@ -206,6 +216,7 @@ impl<'a> ToWorker<'a> {
                 cursor.handshake()?;
                 let index = cursor.u32()?;
                 let flags = cursor.u8()?;
+                let watch = Duration::from_micros(u64::from(cursor.u32()?));
                 let memory_limit = Some(cursor.u64()?).filter(|&limit| limit > 0);
                 let initializer = match cursor.u8()? {
                     0 => None,
@@ -213,7 +224,7 @@ impl<'a> ToWorker<'a> {
                 };
                 ToWorker::Setup {
                     index,
-                    spin: flags & 1 != 0,
+                    watch,
                     backtraces: flags & 2 != 0,
                     memory_limit,
                     initializer,

@@ -54,7 +54,7 @@ pub(crate) use run::adopt;
 /// "PPL" and a 1: the first four bytes of both sides' handshake frames.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PPL1");
 /// Bumped on every change of the frame layout.
-pub(crate) const VERSION: u16 = 5;
+pub(crate) const VERSION: u16 = 6;
 /// The bytes before a frame's body: its length, then a check of the length.
 pub(crate) const HEADER: usize = 8;
 
@@ -486,13 +486,14 @@ mod tests {
         let mut bad = frame.clone();
         bad[HEADER + 5] = 9; // the version's low byte
         let err = FromWorker::decode(body(&bad)).unwrap_err();
-        assert_eq!(err.to_string(), "expected protocol version 5, found 9");
-        let setup = setup_frame(1, true, true, Some(64 << 20), Some(("init", b"args")));
+        assert_eq!(err.to_string(), "expected protocol version 6, found 9");
+        let watch = std::time::Duration::from_micros(200);
+        let setup = setup_frame(1, watch, true, Some(64 << 20), Some(("init", b"args")));
         assert_eq!(
             ToWorker::decode(body(&setup)).unwrap(),
             ToWorker::Setup {
                 index: 1,
-                spin: true,
+                watch,
                 backtraces: true,
                 memory_limit: Some(64 << 20),
                 initializer: Some(("init", b"args".as_slice()))
@@ -706,12 +707,13 @@ mod tests {
                 FromWorker::Ready { pid, fingerprint }
             );
             let limit = (index % 5 != 0).then_some(u64::from(index) << 20);
-            let setup = setup_frame(index, index % 2 == 0, index % 3 == 0, limit, init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())));
+            let watch = std::time::Duration::from_micros(u64::from(index % 7) * 100);
+            let setup = setup_frame(index, watch, index % 3 == 0, limit, init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())));
             proptest::prop_assert_eq!(
                 ToWorker::decode(&setup[HEADER..]).unwrap(),
                 ToWorker::Setup {
                     index,
-                    spin: index % 2 == 0,
+                    watch,
                     backtraces: index % 3 == 0,
                     memory_limit: limit.filter(|&l| l > 0),
                     initializer: init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())),
@@ -740,7 +742,7 @@ mod tests {
             setup in proptest::prelude::any::<bool>(),
             edits in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 1..4),
         ) {
-            let frame = if setup { setup_frame(3, false, false, None, Some(("init", b"args"))) } else { ready_frame(42, 9) };
+            let frame = if setup { setup_frame(3, std::time::Duration::ZERO, false, None, Some(("init", b"args"))) } else { ready_frame(42, 9) };
             let mut body = frame[HEADER..].to_vec();
             for (at, byte) in edits {
                 let at = at % body.len();

@@ -232,7 +232,7 @@ fn serve(parent: u32) -> io::Result<()> {
     }
     let ToWorker::Setup {
         index,
-        spin: may_spin,
+        watch: window,
         backtraces,
         memory_limit,
         initializer,
@@ -269,9 +269,9 @@ fn serve(parent: u32) -> io::Result<()> {
     let mut watcher = Watcher::default();
     loop {
         trim(&mut body);
-        if may_spin && reader.buffer().is_empty() && watcher.should_watch() {
+        if !window.is_zero() && reader.buffer().is_empty() && watcher.should_watch() {
             let mut fds = [PollFd::new(socket.as_raw_fd(), false)];
-            watcher.record(watch::watch(&mut fds, watch::WINDOW).paid_off);
+            watcher.record(watch::watch(&mut fds, window).paid_off);
         }
         if read_frame(&mut reader, &mut body)?.is_none() {
             break;
