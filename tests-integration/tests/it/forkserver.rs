@@ -1,6 +1,6 @@
 //! What only the forkserver start method has: the server process itself. (Every other test
 //! runs under both start methods: `scripts/test.sh` runs this package again under the one
-//! that is not the default.)
+//! that is not the default.) A stopped server costs one reply wait (10 s) in one test.
 
 use std::time::Duration;
 
@@ -75,6 +75,8 @@ fn workers_are_children_of_one_server_and_keep_the_programs_name() {
 #[test]
 fn a_killed_server_takes_its_workers_and_the_pool_starts_another() {
     let _serial = serial();
+    // Its workers must die with it, and be reaped, not merely leave this process's tree.
+    adopt_orphans();
     let pool = forkserver_pool(2);
     let rendezvous = Rendezvous::new();
     let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
@@ -134,5 +136,46 @@ fn replacements_after_deaths_and_recycles_are_forked_from_the_same_server() {
     assert_eq!(servers(), server, "one server all along");
     let stats = pool.stats();
     assert!(stats.worker_starts >= 40, "{stats:?}");
+    finish(pool);
+}
+
+#[test]
+fn workers_of_a_killed_server_are_reaped_by_the_pool_when_it_adopted_them() {
+    let _serial = serial();
+    // As PID 1 in a container is: the orphans of a dead server come to this process.
+    adopt_orphans();
+    let pool = forkserver_pool(2);
+    let before = pool.worker_pids();
+    for server in servers() {
+        // SAFETY: kill has no memory effects; the server is this process's unreaped child.
+        unsafe { libc::kill(server as i32, libc::SIGKILL) };
+    }
+    crate::tasks::wait_for("the workers are replaced", || {
+        let now = pool.worker_pids();
+        now.len() == before.len() && now.iter().all(|pid| !before.contains(pid))
+    });
+    assert_eq!(pool.map(square, 1..=4u64).unwrap(), [1, 4, 9, 16]);
+    finish(pool);
+}
+
+#[test]
+fn a_stopped_server_holds_the_pool_for_one_reply_wait_and_nothing_hangs() {
+    let _serial = serial();
+    let pool = Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Forkserver)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let options = procpool::MapOptions::new().chunksize(1);
+    assert_eq!(pool.map_with(pid_of, 0..4u64, options).unwrap().len(), 4);
+    let stopped = servers();
+    // SAFETY: kill has no memory effects; the server is this process's unreaped child.
+    assert_eq!(unsafe { libc::kill(stopped[0] as i32, libc::SIGSTOP) }, 0);
+    // Replacements wait for the stopped server's answer, give up on it, and fork from a
+    // new one: every call still ends with its value.
+    let pids = pool.map_with(pid_of, 0..6u64, options).unwrap();
+    assert_eq!(pids.len(), 6);
+    assert_ne!(servers(), stopped, "a new server");
     finish(pool);
 }

@@ -424,3 +424,47 @@ fn a_stopped_worker_that_continues_within_the_grace_keeps_its_call() {
     assert_eq!(stopped.get().unwrap(), 0, "the call ran to its end");
     tests_integration::assert_no_children();
 }
+
+/// The worker's pid and its process group.
+#[procpool::task]
+fn pid_and_group() -> (u32, u32) {
+    // SAFETY: getpgrp has no preconditions.
+    (std::process::id(), unsafe { libc::getpgrp() } as u32)
+}
+
+/// Kills the process group the worker is in, as a task that cleans up its own subprocesses
+/// with `kill(0, …)` (or a shell's `trap 'kill 0' EXIT`) does.
+#[procpool::task]
+fn kill_own_group() -> u32 {
+    // SAFETY: kill has no memory effects.
+    unsafe { libc::kill(0, libc::SIGKILL) };
+    0
+}
+
+#[test]
+fn each_worker_leads_a_process_group_of_its_own() {
+    let _serial = serial();
+    let pool = pool(2);
+    for _ in 0..4 {
+        let (pid, group) = pool.apply(pid_and_group, ()).unwrap();
+        assert_eq!(pid, group);
+    }
+    finish(pool);
+}
+
+#[test]
+fn a_task_that_kills_its_process_group_takes_only_its_own_worker() {
+    let _serial = serial();
+    let pool = pool(2);
+    let rendezvous = tests_integration::Rendezvous::new();
+    let held = pool
+        .apply_async(crate::tasks::hold, (rendezvous.path(),))
+        .unwrap();
+    let arrival = rendezvous.arrive();
+    let error = pool.apply(kill_own_group, ()).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+    // The other call, on the other worker, is untouched.
+    arrival.release(7);
+    assert_eq!(held.get_timeout(Duration::from_secs(30)).unwrap(), 7);
+    finish(pool);
+}

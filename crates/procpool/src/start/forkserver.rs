@@ -12,7 +12,6 @@ use std::collections::VecDeque;
 use std::io;
 use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::process::Child;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
@@ -39,8 +38,9 @@ pub(crate) struct Server {
 #[derive(Debug)]
 struct Conn {
     socket: UnixStream,
-    /// The server process, this process's child.
-    process: Child,
+    /// The server process, this process's child: signalled through its pidfd, as workers
+    /// are. `None` once reaped.
+    process: Option<Process>,
     /// Descriptors that came with replies.
     fds: VecDeque<OwnedFd>,
     /// Set once a request failed on the socket: the server is gone, or stuck, and a reply
@@ -68,13 +68,13 @@ impl Server {
     /// Starts a server. It is ready when it answers its first request.
     pub(super) fn start() -> io::Result<Arc<Server>> {
         let (ours, theirs) = UnixStream::pair()?;
-        let process = spawn::command(protocol::ENV, theirs).spawn()?;
+        let process = Process::spawned(spawn::command(protocol::ENV, theirs).spawn()?);
         ours.set_read_timeout(Some(REPLY_WAIT))?;
         ours.set_write_timeout(Some(REPLY_WAIT))?;
         Ok(Arc::new(Server {
             conn: Mutex::new(Conn {
                 socket: ours,
-                process,
+                process: Some(process),
                 fds: VecDeque::new(),
                 broken: false,
                 asked: VecDeque::new(),
@@ -104,19 +104,30 @@ impl Server {
     pub(super) fn fork(self: &Arc<Server>, spare: bool) -> io::Result<Started> {
         let forked = {
             let mut conn = self.lock();
+            // Whether the answer taken next was asked for by this call.
+            let mut fresh = false;
             let forked = loop {
                 if conn.answered.is_empty() {
                     if conn.asked.is_empty() {
                         conn.wanted += 1;
                         conn.top_up()?;
+                        fresh = true;
                     }
                     conn.take_answer()?;
                     conn.top_up()?;
                 }
-                let forked = conn
-                    .answered
-                    .pop_front()
-                    .expect("an answer was just read")?;
+                let forked = match conn.answered.pop_front().expect("an answer was just read") {
+                    Ok(forked) => forked,
+                    // A fork asked for ahead failed then (no memory, too many processes):
+                    // the cause may have passed, so it is asked for again now.
+                    Err(_) if !fresh => {
+                        fresh = true;
+                        conn.wanted += 1;
+                        conn.top_up()?;
+                        continue;
+                    }
+                    Err(error) => return Err(error),
+                };
                 if !sys::has_exited(&forked.pidfd) {
                     break forked;
                 }
@@ -221,7 +232,8 @@ impl Drop for Server {
             let _ = sys::pidfd_signal(forked.pidfd.as_fd(), sys::SIGKILL);
             let _ = conn.call(WAIT, forked.pid);
         }
-        let _ = conn.process.kill();
-        let _ = conn.process.wait();
+        if let Some(process) = conn.process.take() {
+            process.reap();
+        }
     }
 }

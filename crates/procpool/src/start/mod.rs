@@ -28,8 +28,15 @@ pub enum StartMethod {
     ///
     /// Workers are forked from the server, never from the pool's own process, so they
     /// inherit none of its threads, locks or heap. They share the server's address-space
-    /// layout (one exec, not one per worker). It needs pidfds (Linux 5.3); where the kernel
-    /// has none, the pool spawns its workers instead.
+    /// layout (one exec, not one per worker), and the state the server started with: its
+    /// environment, working directory, umask, resource limits and standard output and error
+    /// are the pool's at the moment its first worker started, where a spawned replacement
+    /// takes the pool's as they are when it starts. Each worker leads a process group of its
+    /// own, as under spawn. It needs pidfds (Linux 5.3); where the kernel has none, the pool
+    /// spawns its workers instead.
+    ///
+    /// A server that stops answering (stopped by a signal, say) holds the pool's supervisor
+    /// for up to 10 seconds, then is replaced; its workers end with it.
     ///
     /// The default, because it is as safe as spawn (no worker is a copy of a process with
     /// other threads) and faster wherever workers are started: on a 2-core VM, a pool of 2

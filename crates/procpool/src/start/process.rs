@@ -121,8 +121,8 @@ impl Process {
                     Err(_) => Some(WorkerExit::Unknown),
                 },
                 Parent::Server { pid, server } => {
-                    let exited = self.pidfd.as_ref().is_some_and(sys::has_exited);
-                    exited.then(|| server.wait(*pid))
+                    let pidfd = self.pidfd.as_ref().expect("a forked worker has a pidfd");
+                    sys::has_exited(pidfd).then(|| server_exit(server, *pid, pidfd))
                 }
             };
         }
@@ -158,7 +158,13 @@ impl Process {
                 Ok(status) => exit_of(status),
                 Err(_) => WorkerExit::Unknown,
             },
-            Parent::Server { pid, server } => server.wait(*pid),
+            Parent::Server { pid, server } => {
+                let pidfd = self.pidfd.as_ref().expect("a forked worker has a pidfd");
+                // Killed just now: once its server is gone, it is not reaped at once.
+                let mut fds = [sys::PollFd::new(pidfd.as_raw_fd(), false)];
+                let _ = sys::poll(&mut fds, Some(ADOPTED_EXIT));
+                server_exit(server, *pid, pidfd)
+            }
         };
         Reaped { exit, killed: true }
     }
@@ -179,6 +185,23 @@ impl Process {
                 None => std::thread::sleep(left.min(Duration::from_millis(1))),
             }
         }
+    }
+}
+
+/// How long a forked worker killed after its server died may take to exit.
+const ADOPTED_EXIT: Duration = Duration::from_secs(1);
+
+/// How the exited worker `pid` of `server` ended: as its server says, or, if its server
+/// died first (it died with it) and this process adopted it (PID 1, or a child subreaper),
+/// as reaping it here says; otherwise it stays unknown, and whoever adopted it reaps it.
+fn server_exit(server: &Server, pid: u32, pidfd: &OwnedFd) -> WorkerExit {
+    match server.wait(pid) {
+        WorkerExit::Unknown => match sys::reap_adopted(pidfd) {
+            Some(sys::WaitStatus::Code(code)) => WorkerExit::Code(code),
+            Some(sys::WaitStatus::Signal(signal)) => WorkerExit::Signal(signal),
+            None => WorkerExit::Unknown,
+        },
+        known => known,
     }
 }
 

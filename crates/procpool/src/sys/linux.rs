@@ -387,3 +387,38 @@ pub(crate) fn has_exited(pidfd: &OwnedFd) -> bool {
     let mut fds = [PollFd::new(pidfd.as_raw_fd(), false)];
     poll(&mut fds, Some(Duration::ZERO)).is_ok_and(|n| n > 0)
 }
+
+/// Makes this process the leader of a process group of its own, as a spawned worker is:
+/// a task that signals its group (`kill(0, …)`, a shell's `trap 'kill 0' EXIT`) then
+/// reaches its own worker and what it started, no other worker.
+pub(crate) fn own_process_group() {
+    // SAFETY: setpgid of this process, with no memory effects.
+    unsafe { libc::setpgid(0, 0) };
+}
+
+/// Reaps the exited process `pidfd` refers to, if it has become a child of this process
+/// (an orphan this process adopted: it is PID 1, or a child subreaper); never waits.
+pub(crate) fn reap_adopted(pidfd: &OwnedFd) -> Option<WaitStatus> {
+    // SAFETY: `siginfo_t` is plain data for which all zeroes is a valid value.
+    let mut info: libc::siginfo_t = unsafe { std::mem::zeroed() };
+    // SAFETY: waitid writes only into `info`, which lives for the call; the pidfd is open.
+    let r = unsafe {
+        libc::waitid(
+            libc::P_PIDFD,
+            pidfd.as_raw_fd() as libc::id_t,
+            &mut info,
+            libc::WEXITED | libc::WNOHANG,
+        )
+    };
+    // SAFETY: waitid filled `info` (its pid is 0 when nothing was reaped).
+    if r != 0 || unsafe { info.si_pid() } == 0 {
+        return None;
+    }
+    // SAFETY: as above, for a child that was reaped.
+    let status = unsafe { info.si_status() };
+    Some(if info.si_code == libc::CLD_EXITED {
+        WaitStatus::Code(status)
+    } else {
+        WaitStatus::Signal(status)
+    })
+}

@@ -115,6 +115,7 @@ pub(super) fn serve(parent: u32) -> io::Result<()> {
                         drop(control);
                         drop(fds);
                         sys::set_thread_name(&program);
+                        sys::own_process_group();
                         if sys::install_as_stdin(socket).is_err() {
                             std::process::exit(super::EXIT_PROTOCOL);
                         }
@@ -126,9 +127,11 @@ pub(super) fn serve(parent: u32) -> io::Result<()> {
                             Some(pidfd) => write_message(&control, child, 0, &[pidfd])?,
                             None => {
                                 // The pool signals and watches its workers through pidfds.
+                                let errno = io::Error::last_os_error().raw_os_error();
                                 sys::kill_child(child);
                                 let _ = sys::wait_child(child);
-                                write_message(&control, 0, sys::ENOSYS as u32, &[])?;
+                                let errno = errno.unwrap_or(sys::ENOSYS) as u32;
+                                write_message(&control, 0, errno, &[])?;
                             }
                         }
                     }
