@@ -74,9 +74,17 @@ pub(crate) struct Watched {
 /// Polls `fds` without blocking, yielding between looks, until one is ready or `window` has
 /// passed. What the last poll found stays in `fds`.
 pub(crate) fn watch(fds: &mut [PollFd], window: Duration) -> Watched {
+    watch_by(window, || {
+        sys::poll(fds, Some(Duration::ZERO)).is_ok_and(|ready| ready > 0)
+    })
+}
+
+/// As [`watch`], with `look` saying whether what is watched is ready: a look that reads
+/// what came, where it can, costs one system call where a poll and a read cost two.
+pub(crate) fn watch_by(window: Duration, mut look: impl FnMut() -> bool) -> Watched {
     let started = Instant::now();
     loop {
-        let ready = sys::poll(fds, Some(Duration::ZERO)).is_ok_and(|ready| ready > 0);
+        let ready = look();
         let late = started.elapsed() > window;
         if ready || late {
             return Watched {

@@ -72,6 +72,8 @@ pub(crate) fn run(
             shared,
             worker: Some(worker),
             failed: false,
+            early: Vec::new(),
+            early_more: None,
         })
         .collect();
     let mut fds = Vec::with_capacity(2 * held.len());
@@ -127,8 +129,9 @@ pub(crate) fn run(
         let may_watch = held.len() < cpus || (held.len() == cpus && jobs.is_empty());
         let polled = if while_waiting() {
             sys::poll(&mut fds, Some(Duration::ZERO))
-        } else if watch(shared, &mut fds, may_watch) {
-            // The watch's last poll found a descriptor ready and left what it found in `fds`.
+        } else if watch(shared, &mut fds, &mut held, may_watch) {
+            // The watch read what came (see `Borrowed::early`), or its last poll found a
+            // descriptor ready and left what it found in `fds`.
             Ok(1)
         } else {
             // A sleep until `close` must end at `close` (which then has this thread look for
@@ -184,9 +187,12 @@ fn hand_over(shared: &Hub, jobs: &mut VecDeque<Job>, held: &mut Vec<Borrowed>) {
     }
 }
 
-/// Watches `fds` (see [`crate::watch`]) if `may_watch` and the pool's watches have been paying
-/// off; returns whether one became ready, with what the last poll found left in `fds`.
-fn watch(shared: &Hub, fds: &mut [PollFd], may_watch: bool) -> bool {
+/// Watches the held workers (see [`crate::watch`]) if `may_watch` and the pool's watches
+/// have been paying off; returns whether one has something to say. A worker that has
+/// nothing to write is looked at by reading its socket, which keeps what came in
+/// [`Borrowed::early`]: a poll and then a read would cost two system calls a look.
+/// Otherwise `fds` are polled, and what the last poll found is left in them.
+fn watch(shared: &Hub, fds: &mut [PollFd], held: &mut [Borrowed], may_watch: bool) -> bool {
     let watcher = || {
         shared
             .watcher
@@ -196,7 +202,20 @@ fn watch(shared: &Hub, fds: &mut [PollFd], may_watch: bool) -> bool {
     if !may_watch || !watcher().should_watch() {
         return false;
     }
-    let watched = watch::watch(fds, watch::WINDOW);
+    let reading = held
+        .iter()
+        .all(|b| b.worker.as_ref().is_some_and(|w| !w.wants_write()));
+    let watched = if reading {
+        watch::watch_by(watch::WINDOW, || {
+            let mut any = false;
+            for borrowed in held.iter_mut() {
+                any |= borrowed.look();
+            }
+            any
+        })
+    } else {
+        watch::watch(fds, watch::WINDOW)
+    };
     watcher().record(watched.paid_off);
     watched.ready
 }
@@ -223,6 +242,10 @@ struct Borrowed<'a> {
     worker: Option<Worker>,
     /// Whether it went back because it failed.
     failed: bool,
+    /// Frames a look of the watch read, and what the read said (see
+    /// [`Worker::read_frames`]), for [`service`](Borrowed::service).
+    early: Vec<Vec<u8>>,
+    early_more: Option<std::io::Result<bool>>,
 }
 
 impl Borrowed<'_> {
@@ -264,11 +287,16 @@ impl Borrowed<'_> {
             // An error means the worker is gone; its end of stream tells.
             let _ = worker.flush();
         }
-        if !(socket.readable() || exit.readable()) {
+        let early_more = self.early_more.take();
+        if !(socket.readable() || exit.readable() || early_more.is_some()) {
             return;
         }
-        let mut frames = Vec::new();
-        let more = worker.read_frames(|frame| frames.push(frame));
+        let mut frames = std::mem::take(&mut self.early);
+        let more = match early_more {
+            // What a look of the watch read, the socket not polled since.
+            Some(more) if !socket.readable() => more,
+            _ => worker.read_frames(|frame| frames.push(frame)),
+        };
         for frame in frames {
             let outcome = match FromWorker::decode(&frame) {
                 Ok(FromWorker::Results(results)) => worker.complete_front(results, frame),
@@ -291,6 +319,21 @@ impl Borrowed<'_> {
             Ok(false) | Err(_) => Some(Cause::Gone),
         };
         self.give_back(cause);
+    }
+
+    /// One look of a watch: reads what the worker's socket has now, without waiting; true if
+    /// that was a frame, the end of the stream or an error, kept for `service`.
+    fn look(&mut self) -> bool {
+        let Some(worker) = &mut self.worker else {
+            return false;
+        };
+        let early = &mut self.early;
+        let more = worker.read_frames(|frame| early.push(frame));
+        if early.is_empty() && matches!(more, Ok(true)) {
+            return false;
+        }
+        self.early_more = Some(more);
+        true
     }
 
     /// Kills the worker if its job ran past its deadline, and gives it back.

@@ -251,7 +251,17 @@ pub(crate) fn recv(
     fds: &mut VecDeque<OwnedFd>,
 ) -> io::Result<usize> {
     // SAFETY: `buf` is `buf.len()` writable bytes, borrowed for the call.
-    unsafe { recv_raw(socket, buf.as_mut_ptr(), buf.len(), fds) }
+    unsafe { recv_raw(socket, buf.as_mut_ptr(), buf.len(), fds, 0) }
+}
+
+/// [`recv`] that never waits, on a blocking socket too: `WouldBlock` when it has nothing.
+pub(crate) fn recv_now(
+    socket: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut VecDeque<OwnedFd>,
+) -> io::Result<usize> {
+    // SAFETY: `buf` is `buf.len()` writable bytes, borrowed for the call.
+    unsafe { recv_raw(socket, buf.as_mut_ptr(), buf.len(), fds, libc::MSG_DONTWAIT) }
 }
 
 /// [`recv`] into the spare capacity of `buf`, at most `max` bytes, which it appends: a large
@@ -266,7 +276,7 @@ pub(crate) fn recv_spare(
     let len = spare.len().min(max);
     // SAFETY: the spare capacity is `len` or more writable bytes, borrowed for the call;
     // the kernel writes only initialized bytes into it.
-    let n = unsafe { recv_raw(socket, spare.as_mut_ptr().cast(), len, fds)? };
+    let n = unsafe { recv_raw(socket, spare.as_mut_ptr().cast(), len, fds, 0)? };
     // SAFETY: recvmsg initialized the `n <= len` bytes after the vector's length.
     unsafe { buf.set_len(buf.len() + n) };
     Ok(n)
@@ -280,6 +290,7 @@ unsafe fn recv_raw(
     buf: *mut u8,
     len: usize,
     fds: &mut VecDeque<OwnedFd>,
+    flags: libc::c_int,
 ) -> io::Result<usize> {
     // Room for all the descriptors one message can bring (checked above `control_space`),
     // so that none is cut off. Not zeroed: the kernel writes the control messages it returns, and only those are read.
@@ -296,7 +307,7 @@ unsafe fn recv_raw(
     msg.msg_controllen = CONTROL_LEN as _;
     // SAFETY: `msg` points at `buf` (writable for `len` bytes, by the caller's contract)
     // and `control`, both live for the call.
-    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC) };
+    let n = unsafe { libc::recvmsg(socket.as_raw_fd(), &mut msg, libc::MSG_CMSG_CLOEXEC | flags) };
     if n < 0 {
         return Err(io::Error::last_os_error());
     }

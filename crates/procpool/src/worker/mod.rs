@@ -7,8 +7,8 @@
 //! or the end of the stream ends it) → exit.
 
 use std::collections::VecDeque;
-use std::io::{self, BufReader, IoSlice, Read, Write};
-use std::os::fd::{AsFd, AsRawFd, OwnedFd};
+use std::io::{self, BufRead, BufReader, IoSlice, Read, Write};
+use std::os::fd::{AsFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::OnceLock;
 
@@ -16,7 +16,7 @@ use crate::error::{TaskFailure, WorkerInfo};
 use crate::memory;
 use crate::registry::{self, Calls};
 use crate::shared;
-use crate::sys::{self, PollFd};
+use crate::sys;
 use crate::watch::{self, Watcher};
 use crate::wire::{self, ResultsFrame, ToWorker};
 
@@ -160,11 +160,17 @@ fn run(parent: u32) -> ! {
 struct Incoming<'a> {
     socket: &'a UnixStream,
     fds: VecDeque<OwnedFd>,
+    /// While the worker watches for its next job: reads do not wait.
+    now: bool,
 }
 
 impl Read for Incoming<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
-        sys::recv(self.socket, buf, &mut self.fds)
+        if self.now {
+            sys::recv_now(self.socket, buf, &mut self.fds)
+        } else {
+            sys::recv(self.socket, buf, &mut self.fds)
+        }
     }
 }
 
@@ -221,6 +227,7 @@ fn serve(parent: u32) -> io::Result<()> {
         Incoming {
             socket: &socket,
             fds: VecDeque::new(),
+            now: false,
         },
     );
     let mut writer = &socket;
@@ -270,8 +277,16 @@ fn serve(parent: u32) -> io::Result<()> {
     loop {
         trim(&mut body);
         if !window.is_zero() && reader.buffer().is_empty() && watcher.should_watch() {
-            let mut fds = [PollFd::new(socket.as_raw_fd(), false)];
-            watcher.record(watch::watch(&mut fds, window).paid_off);
+            // Each look is a read that does not wait, into the reader's buffer: what comes
+            // is read by the look that sees it. An end of stream or an error is for the
+            // read below to meet again.
+            reader.get_mut().now = true;
+            let watched = watch::watch_by(
+                window,
+                || !matches!(reader.fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
+            );
+            reader.get_mut().now = false;
+            watcher.record(watched.paid_off);
         }
         if read_frame(&mut reader, &mut body)?.is_none() {
             break;
