@@ -39,10 +39,12 @@ pub enum StartMethod {
     /// for up to 10 seconds, then is replaced; its workers end with it.
     ///
     /// The default, because it is as safe as spawn (no worker is a copy of a process with
-    /// other threads) and faster wherever workers are started: on a 2-core VM, a pool of 2
-    /// with its first result in 1.55 ms (spawn 1.75 ms), a pool of 100 and a first map in
-    /// 20 ms (65 ms), a replacement after a death in 0.24 ms (0.9 ms), and
-    /// `max_tasks_per_child(1)` at 2,257 tasks a second (1,053): `BENCHMARKS.md`.
+    /// other threads) and faster wherever many workers are started: on a 2-core VM, a pool
+    /// of 100 and a first map in 20–25 ms (spawn 65–80 ms), a replacement after a death in
+    /// 0.24–0.26 ms (0.9–1.2 ms), and `max_tasks_per_child(1)` at 2,130–2,257 tasks a
+    /// second (about 1,050), in two runs of `bench/compare`. A pool of 2 starts in about
+    /// the same time either way (1.55 and 2.13 ms, spawn 1.75 and 1.72 ms): the server's
+    /// exec takes the place of the workers'. `BENCHMARKS.md` has the latest run.
     #[default]
     Forkserver,
 }
