@@ -23,6 +23,16 @@ fn forkserver_pool(processes: usize) -> Pool {
         .expect("the pool starts")
 }
 
+/// A forkserver pool of 2 whose workers each run one job.
+fn recycling_pool() -> Pool {
+    Pool::builder()
+        .processes(2)
+        .start_method(StartMethod::Forkserver)
+        .max_tasks_per_child(1)
+        .build()
+        .expect("the pool starts")
+}
+
 /// This process's forkservers, by the name they give themselves.
 fn servers() -> Vec<u32> {
     children_of(std::process::id())
@@ -118,12 +128,7 @@ fn replacements_after_deaths_and_recycles_are_forked_from_the_same_server() {
     // The pool keeps a spare worker forked once it replaces workers: it must be ended and
     // reaped with the pool, not left to die with its server.
     adopt_orphans();
-    let pool = Pool::builder()
-        .processes(2)
-        .start_method(StartMethod::Forkserver)
-        .max_tasks_per_child(1)
-        .build()
-        .unwrap();
+    let pool = recycling_pool();
     let server = servers();
     assert_eq!(server.len(), 1);
     let pids: Vec<u32> = pool
@@ -161,12 +166,7 @@ fn workers_of_a_killed_server_are_reaped_by_the_pool_when_it_adopted_them() {
 #[test]
 fn a_stopped_server_holds_the_pool_for_one_reply_wait_and_nothing_hangs() {
     let _serial = serial();
-    let pool = Pool::builder()
-        .processes(2)
-        .start_method(StartMethod::Forkserver)
-        .max_tasks_per_child(1)
-        .build()
-        .unwrap();
+    let pool = recycling_pool();
     let options = procpool::MapOptions::new().chunksize(1);
     assert_eq!(pool.map_with(pid_of, 0..4u64, options).unwrap().len(), 4);
     let stopped = servers();
