@@ -338,6 +338,7 @@ impl Builder {
             backtraces: self.backtraces.unwrap_or_else(backtraces_asked_for),
             memory,
             watch: crate::watch::WINDOW,
+            cancel_look: None,
         };
         let generation = sys::fork_generation();
         let backend = Backend::start(config)?;

@@ -394,3 +394,53 @@ fn a_panic_carries_the_workers_backtrace_when_the_program_asks_for_one() {
     );
     assert_no_children();
 }
+
+/// Sleeps `ms`; `_pad` makes its RUN frame larger than a worker's 64 KiB read buffer, so the
+/// worker reads no byte past it.
+#[procpool::task]
+fn padded_sleep(_pad: Vec<u8>, ms: u64) -> u8 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    0
+}
+
+/// As `padded_sleep`, then leaves the worker no room for a new descriptor.
+#[procpool::task]
+fn padded_then_no_descriptors(_pad: Vec<u8>, ms: u64) -> u8 {
+    std::thread::sleep(std::time::Duration::from_millis(ms));
+    let limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: setrlimit reads the struct, which lives for the call; lowering a limit is
+    // always allowed.
+    unsafe { libc::setrlimit(libc::RLIMIT_NOFILE, &limit) };
+    0
+}
+
+#[procpool::task]
+fn first_byte(bytes: procpool::SharedBytes) -> u8 {
+    bytes[0]
+}
+
+/// A job whose descriptors a worker cannot take (it has no room left for one) arrives while
+/// the worker watches for it: the read that took its bytes failed, and the call must end
+/// with the worker's death, not wait for a frame whose bytes are gone.
+#[test]
+fn a_job_whose_descriptors_are_lost_while_its_worker_watches_ends_with_an_error() {
+    let _serial = serial();
+    let pool = pool(1);
+    let pad = vec![7u8; 256 * 1024];
+    let bytes = procpool::SharedBytes::copy_from_slice(&[42u8; 16]).unwrap();
+    let first = pool.apply_async(padded_sleep, (pad.clone(), 30)).unwrap();
+    let second = pool
+        .apply_async(padded_then_no_descriptors, (pad, 30))
+        .unwrap();
+    let third = pool.apply_async(first_byte, (bytes,)).unwrap();
+    assert_eq!(first.get().unwrap(), 0);
+    assert_eq!(second.get().unwrap(), 0);
+    let error = third
+        .get_timeout(std::time::Duration::from_secs(60))
+        .unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+    finish(pool);
+}

@@ -115,6 +115,7 @@ impl Host {
             backtraces: crate::pool::backtraces_asked_for(),
             memory: crate::memory::Memory::default(),
             watch: WORKER_WATCH,
+            cancel_look: Some(CANCEL_LOOK),
         })
         .map_err(|e| {
             Error::new(
@@ -244,6 +245,11 @@ fn spawn(
 /// that does not pay off makes the next waits sleep at once, as locally.
 const WORKER_WATCH: Duration = Duration::from_millis(1);
 
+/// How often a runner waiting on a borrowed worker looks whether the agent cancelled its
+/// call (the host no longer owns it): the agent learns that at a renewal, every third of a
+/// lease, so this adds little to it.
+const CANCEL_LOOK: Duration = Duration::from_millis(50);
+
 fn default_name() -> String {
     let host = std::fs::read_to_string("/proc/sys/kernel/hostname")
         .map(|s| s.trim().to_owned())
@@ -307,9 +313,18 @@ impl Runner {
                         agent.take_to_run(entries)
                     };
                     for (local, job) in jobs {
-                        let ran = self
-                            .backend
-                            .run_blocking(VecDeque::from([job]), 1, &mut || false);
+                        // A panic here would leave the job held, and renewed, for ever: it
+                        // ends the call instead.
+                        let ran = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+                            self.backend
+                                .run_blocking(VecDeque::from([job]), 1, &mut || false)
+                        }))
+                        .unwrap_or_else(|_| {
+                            Err(Error::new(
+                                ErrorKind::PoolBroken,
+                                "the host's runner panicked running the call",
+                            ))
+                        });
                         let mut agent = self.agent.lock().unwrap_or_else(|e| e.into_inner());
                         // A result that cannot be written now stays pending, and is taken
                         // again once its lease has passed.

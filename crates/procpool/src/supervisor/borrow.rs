@@ -22,10 +22,6 @@ use crate::sys::{self, PollFd};
 use crate::watch;
 use crate::wire::FromWorker;
 
-/// How often a thread that sleeps on borrowed workers looks whether its calls were
-/// cancelled.
-const CANCEL_LOOK: Duration = Duration::from_millis(50);
-
 /// Runs `jobs` from this thread on borrowed workers, as the supervisor would: up to
 /// [`DEPTH`] jobs at a time on each (one near the end of the jobs, after a long job: see
 /// [`Worker::depth`]), the next one written as soon as a worker has room.
@@ -77,6 +73,7 @@ pub(crate) fn run(
         })
         .collect();
     let mut fds = Vec::with_capacity(2 * held.len());
+    let mut slept_out = false;
     loop {
         if held.iter().any(|b| b.failed) || cancelled(jobs, &held) {
             hand_over(shared, jobs, &mut held);
@@ -103,9 +100,9 @@ pub(crate) fn run(
             return true;
         }
         fds.clear();
-        // Calls may be cancelled by another thread (a host agent cancels the calls it no
-        // longer owns), which does not wake this one: it looks again this often.
-        let mut deadline: Option<Instant> = Some(Instant::now() + CANCEL_LOOK);
+        // In a host's pool, calls may be cancelled by another thread (the agent cancels the
+        // calls it no longer owns), which does not wake this one: it looks again this often.
+        let mut deadline: Option<Instant> = shared.cancel_look.map(|look| Instant::now() + look);
         let closing = shared.closing.load(Ordering::SeqCst);
         for worker in held.iter().filter_map(|b| b.worker.as_ref()) {
             let exit_fd = worker
@@ -127,6 +124,10 @@ pub(crate) fn run(
         // then this thread sleeps, and only watches for the last results.
         let cpus = shared.cpus();
         let may_watch = held.len() < cpus || (held.len() == cpus && jobs.is_empty());
+        // A sleep that ended at a deadline with nothing to read is not followed by a
+        // watch, which would find nothing and make the pool's next watches sleep.
+        let may_watch = may_watch && !slept_out;
+        slept_out = false;
         let polled = if while_waiting() {
             sys::poll(&mut fds, Some(Duration::ZERO))
         } else if watch(shared, &mut fds, &mut held, may_watch) {
@@ -140,10 +141,12 @@ pub(crate) fn run(
             if !closing {
                 fds.push(PollFd::new(shared.closed_rx.as_raw_fd(), false));
             }
-            sys::poll(
+            let slept = sys::poll(
                 &mut fds,
                 deadline.map(|at| at.saturating_duration_since(Instant::now())),
-            )
+            );
+            slept_out = matches!(slept, Ok(0));
+            slept
         };
         if let Err(error) = polled {
             for borrowed in &mut held {

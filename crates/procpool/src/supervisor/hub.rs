@@ -49,6 +49,9 @@ pub(crate) struct Hub {
     pub(crate) closed_tx: UnixStream,
     /// The pool's `task_timeout` and `max_tasks_per_child`, which borrowers apply too.
     pub(crate) task_timeout: Option<Duration>,
+    /// How often a thread waiting on borrowed workers looks whether its calls were cancelled
+    /// by another thread (`Config::cancel_look`).
+    pub(crate) cancel_look: Option<Duration>,
     pub(crate) max_tasks_per_child: Option<u64>,
     /// The CPUs this process may run on, when the pool was built: see [`Hub::cpus`].
     pub(super) cpus: OnceLock<usize>,

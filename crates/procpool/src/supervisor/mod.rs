@@ -95,6 +95,10 @@ pub(crate) struct Config {
     /// How long a worker waiting for work watches its socket before it sleeps, when it has
     /// a CPU of its own ([`crate::watch::WINDOW`] for a local pool).
     pub(crate) watch: Duration,
+    /// For a pool whose calls other threads may cancel while a caller waits on borrowed
+    /// workers (a host's): how often such a caller looks. `None` elsewhere: a local
+    /// blocking call is cancelled only by its own thread.
+    pub(crate) cancel_look: Option<Duration>,
 }
 
 /// Starts the supervisor thread; `ready` hears once whether every first worker started.
@@ -130,6 +134,7 @@ pub(crate) fn launch(
         finished: Mutex::new(false),
         finished_changed: std::sync::Condvar::new(),
         task_timeout: config.task_timeout,
+        cancel_look: config.cancel_look,
         max_tasks_per_child: config.max_tasks_per_child,
         cpus: OnceLock::new(),
         watcher: Mutex::default(),

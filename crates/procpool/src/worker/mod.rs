@@ -278,15 +278,31 @@ fn serve(parent: u32) -> io::Result<()> {
         trim(&mut body);
         if !window.is_zero() && reader.buffer().is_empty() && watcher.should_watch() {
             // Each look is a read that does not wait, into the reader's buffer: what comes
-            // is read by the look that sees it. An end of stream or an error is for the
-            // read below to meet again.
+            // is read by the look that sees it, and so is an end of stream, which the read
+            // below meets again. An error is not met again (a read that lost a frame's
+            // descriptors has taken its bytes): it ends the worker here, as it would below.
             reader.get_mut().now = true;
-            let watched = watch::watch_by(
-                window,
-                || !matches!(reader.fill_buf(), Err(e) if e.kind() == io::ErrorKind::WouldBlock),
-            );
+            let mut failed = None;
+            let watched = watch::watch_by(window, || match reader.fill_buf() {
+                Ok(_) => true,
+                Err(e)
+                    if matches!(
+                        e.kind(),
+                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+                    ) =>
+                {
+                    false
+                }
+                Err(e) => {
+                    failed = Some(e);
+                    true
+                }
+            });
             reader.get_mut().now = false;
             watcher.record(watched.paid_off);
+            if let Some(error) = failed {
+                return Err(error);
+            }
         }
         if read_frame(&mut reader, &mut body)?.is_none() {
             break;
