@@ -39,12 +39,10 @@ pub(super) struct Agent {
     tx: Sender<u64>,
     complete: redis::Script,
     renew: redis::Script,
-    /// While a runner takes jobs to run them itself (see [`Agent::take_to_run`]): the local
-    /// jobs made for it, not submitted.
-    handing: Option<Vec<LocalJob>>,
 }
 
-/// A local job made for a runner, and its id.
+/// A local job made for a job read from the queue, and its id: run by a runner on a
+/// borrowed worker, or submitted to the local pool.
 pub(super) type LocalJob = (u64, crate::job::Job);
 
 /// Tells the agent that local job `local` ended.
@@ -136,7 +134,6 @@ impl Agent {
             tx,
             complete: redis::Script::new(remote::COMPLETE),
             renew: redis::Script::new(remote::RENEW),
-            handing: None,
         }
     }
 
@@ -230,16 +227,6 @@ impl Agent {
         }
     }
 
-    /// As [`take`](Agent::take), for a runner that runs the jobs on borrowed workers from
-    /// its own thread (the local supervisor's thread then stands between neither the job and
-    /// its worker nor the result and this host, a wake-up each): the jobs to run, which the
-    /// runner then hands to [`finish_run`](Agent::finish_run).
-    pub(super) fn take_to_run(&mut self, entries: Vec<Entry>) -> Vec<LocalJob> {
-        self.handing = Some(Vec::new());
-        self.take(entries);
-        self.handing.take().unwrap_or_default()
-    }
-
     /// A runner ran local job `local`: its result goes to its caller now, if it is in
     /// (the job went through the local queue if no worker was idle: then it is completed
     /// when it ends, as submitted jobs are).
@@ -253,10 +240,16 @@ impl Agent {
         Ok(())
     }
 
-    /// Starts jobs read from the queue (counted in `busy` already), but those whose caller
-    /// is gone, which end without a result. A job that cannot be started or ended for a
-    /// Redis failure stays pending, and is taken again once its lease has passed.
-    pub(super) fn take(&mut self, entries: Vec<Entry>) {
+    /// Takes jobs read from the queue (counted in `busy` already): the local jobs to run,
+    /// by a runner on a borrowed worker (the local supervisor's thread then stands between
+    /// neither the job and its worker nor the result and this host, a wake-up each; it then
+    /// hands each to [`finish_run`](Agent::finish_run)), or through [`submit_local`]. The
+    /// jobs of a caller that is gone end without a result. A job that cannot be started or
+    /// ended for a Redis failure stays pending, and is taken again once its lease has
+    /// passed.
+    ///
+    /// [`submit_local`]: Agent::submit_local
+    pub(super) fn take(&mut self, entries: Vec<Entry>) -> Vec<LocalJob> {
         let mut jobs = Vec::with_capacity(entries.len());
         for entry in entries {
             let id = entry.id.clone();
@@ -300,18 +293,22 @@ impl Agent {
                 self.callers.insert((*pool).to_owned(), now);
             }
         }
+        let mut local = Vec::with_capacity(jobs.len());
         for job in jobs {
-            let _ = if self.callers.contains_key(&job.pool) {
-                self.start_local(job)
+            if self.callers.contains_key(&job.pool) {
+                if let Ok(Some(made)) = self.start_local(job) {
+                    local.push(made);
+                }
             } else {
-                self.complete(&job.entry, None, None)
-            };
+                let _ = self.complete(&job.entry, None, None);
+            }
         }
+        local
     }
 
-    /// Starts `job` on the local pool; a frame that is not a valid job of a task this
-    /// program has ends with an error at once.
-    fn start_local(&mut self, job: Job) -> Result<(), Error> {
+    /// Makes the local job of `job`; a frame that is not a valid job of a task this program
+    /// has ends with an error at once.
+    fn start_local(&mut self, job: Job) -> Result<Option<LocalJob>, Error> {
         let Job {
             entry,
             pool,
@@ -341,7 +338,9 @@ impl Agent {
             Ok(checked) => checked,
             Err(error) => {
                 let error = error.on_host(&self.name);
-                return self.complete_with(&entry, &pool, job, Err(error));
+                return self
+                    .complete_with(&entry, &pool, job, Err(error))
+                    .map(|()| None);
             }
         };
         let again = (retries > 0).then(|| (frame.clone(), retries));
@@ -362,9 +361,13 @@ impl Agent {
         )
     }
 
-    /// Runs `running`, whose RUN frame is `frame`, on the local pool: submits it, or hands
-    /// it to the runner that takes it.
-    fn run_local(&mut self, running: Running, mut frame: Vec<u8>) -> Result<(), Error> {
+    /// Makes the local job of `running`, whose RUN frame is `frame`, and holds `running`
+    /// until it ends; `None` if the frame cannot be a job, which then ends with an error.
+    fn run_local(
+        &mut self,
+        running: Running,
+        mut frame: Vec<u8>,
+    ) -> Result<Option<LocalJob>, Error> {
         let (task, count) = (running.task, running.count);
         let collector = Arc::clone(&running.collector);
         let made = self.backend.job(
@@ -381,16 +384,19 @@ impl Agent {
                     ErrorKind::Codec,
                     format!("the host received a malformed job: {e}"),
                 );
-                return self.complete_with(&running.entry, &running.pool, running.job, Err(error));
+                return self
+                    .complete_with(&running.entry, &running.pool, running.job, Err(error))
+                    .map(|()| None);
             }
         };
         let local = job.id;
         self.backend.link(&collector);
         self.running.insert(local, running);
-        if let Some(handing) = &mut self.handing {
-            handing.push((local, job));
-            return Ok(());
-        }
+        Ok(Some((local, job)))
+    }
+
+    /// Submits a local job to the local pool, to be completed when it ends.
+    fn submit_local(&mut self, (local, job): LocalJob) -> Result<(), Error> {
         if let Err(error) = self.backend.submit([job]) {
             return self.fail_local(local, error);
         }
@@ -455,7 +461,10 @@ impl Agent {
             running.again = (left > 1).then(|| (frame.clone(), left - 1));
             running.retried += 1;
             running.collector = Collector::new();
-            return self.run_local(running, frame);
+            return match self.run_local(running, frame)? {
+                Some(made) => self.submit_local(made),
+                None => Ok(()),
+            };
         }
         let outcome = outcome
             .and_then(|(body, worker)| {
@@ -611,7 +620,9 @@ impl Agent {
                     fresh.push(entry);
                 }
             }
-            self.take(fresh);
+            for made in self.take(fresh) {
+                let _ = self.submit_local(made);
+            }
             if cursor == "0-0" {
                 break;
             }

@@ -310,7 +310,7 @@ impl Runner {
                             agent.hand_back(entries.into_iter().map(|e| e.id).collect());
                             return Ok(());
                         }
-                        agent.take_to_run(entries)
+                        agent.take(entries)
                     };
                     for (local, job) in jobs {
                         // A panic here would leave the job held, and renewed, for ever: it

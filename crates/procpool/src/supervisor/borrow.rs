@@ -191,10 +191,11 @@ fn hand_over(shared: &Hub, jobs: &mut VecDeque<Job>, held: &mut Vec<Borrowed>) {
 }
 
 /// Watches the held workers (see [`crate::watch`]) if `may_watch` and the pool's watches
-/// have been paying off; returns whether one has something to say. A worker that has
-/// nothing to write is looked at by reading its socket, which keeps what came in
+/// have been paying off; returns whether one has something to say. One worker with nothing
+/// to write (an `apply`'s) is looked at by reading its socket, which keeps what came in
 /// [`Borrowed::early`]: a poll and then a read would cost two system calls a look.
-/// Otherwise `fds` are polled, and what the last poll found is left in them.
+/// Otherwise `fds` are polled (one system call a look for every worker), and what the last
+/// poll found is left in them.
 fn watch(shared: &Hub, fds: &mut [PollFd], held: &mut [Borrowed], may_watch: bool) -> bool {
     let watcher = || {
         shared
@@ -205,19 +206,11 @@ fn watch(shared: &Hub, fds: &mut [PollFd], held: &mut [Borrowed], may_watch: boo
     if !may_watch || !watcher().should_watch() {
         return false;
     }
-    let reading = held
-        .iter()
-        .all(|b| b.worker.as_ref().is_some_and(|w| !w.wants_write()));
-    let watched = if reading {
-        watch::watch_by(watch::WINDOW, || {
-            let mut any = false;
-            for borrowed in held.iter_mut() {
-                any |= borrowed.look();
-            }
-            any
-        })
-    } else {
-        watch::watch(fds, watch::WINDOW)
+    let watched = match held {
+        [one] if one.worker.as_ref().is_some_and(|w| !w.wants_write()) => {
+            watch::watch_by(watch::WINDOW, || one.look())
+        }
+        _ => watch::watch(fds, watch::WINDOW),
     };
     watcher().record(watched.paid_off);
     watched.ready

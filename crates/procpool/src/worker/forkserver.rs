@@ -43,7 +43,7 @@ pub(crate) const KILLED: u32 = 1;
 pub(crate) const UNKNOWN: u32 = 2;
 
 /// One request or reply: two little-endian `u32`s.
-pub(crate) fn message(a: u32, b: u32) -> [u8; 8] {
+fn message(a: u32, b: u32) -> [u8; 8] {
     let mut out = [0; 8];
     out[..4].copy_from_slice(&a.to_le_bytes());
     out[4..].copy_from_slice(&b.to_le_bytes());
