@@ -407,6 +407,7 @@ impl Supervisor {
                 watch,
                 self.config.backtraces,
                 self.config.memory.limit,
+                self.config.max_tasks_per_child,
                 initializer,
             )]),
             control_written: 0,

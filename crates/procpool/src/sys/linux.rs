@@ -138,6 +138,32 @@ pub(crate) fn stdin_is_socket() -> bool {
     unsafe { libc::fstat(0, &mut stat) == 0 && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK }
 }
 
+/// `fd` moved to the lowest free descriptor from 3 up, close-on-exec: where a worker started
+/// by spawn finds its socket too ([`adopt_socket`]), whatever number it arrived as.
+pub(crate) fn renumber_low(fd: OwnedFd) -> io::Result<OwnedFd> {
+    // SAFETY: F_DUPFD_CLOEXEC duplicates `fd`, which the `OwnedFd` keeps open for the call.
+    let low = unsafe { libc::fcntl(fd.as_raw_fd(), libc::F_DUPFD_CLOEXEC, 3) };
+    if low < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: `low` is the fresh duplicate made above, owned by nothing else.
+    Ok(unsafe { OwnedFd::from_raw_fd(low) })
+}
+
+/// Makes this process die (SIGKILL) when the thread that started it ends, and checks that
+/// `parent` has not ended already.
+pub(crate) fn die_with_parent(parent: u32) -> io::Result<()> {
+    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
+    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } < 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // SAFETY: getppid has no preconditions.
+    if unsafe { libc::getppid() } as u32 != parent {
+        return Err(io::Error::other("the parent is gone"));
+    }
+    Ok(())
+}
+
 /// The socket a worker was handed as its standard input, moved to a descriptor of its own.
 ///
 /// The parent starts a worker with the socket as stdin, so that the standard library can
@@ -151,14 +177,7 @@ pub(crate) fn stdin_is_socket() -> bool {
 /// - every other descriptor it inherited is closed: ones the parent had without
 ///   close-on-exec (from a test runner or a shell) would otherwise live on in every worker.
 pub(crate) fn adopt_socket(parent: u32) -> io::Result<UnixStream> {
-    // SAFETY: prctl with PR_SET_PDEATHSIG takes a signal number and touches no memory.
-    if unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    // SAFETY: getppid has no preconditions.
-    if unsafe { libc::getppid() } as u32 != parent {
-        return Err(io::Error::other("the parent is gone"));
-    }
+    die_with_parent(parent)?;
     // SAFETY: `stat` is plain data for which all zeroes is a valid value.
     let mut stat: libc::stat = unsafe { std::mem::zeroed() };
     // SAFETY: fstat writes only into `stat`, which lives for the call.
@@ -344,18 +363,6 @@ pub(crate) fn wait_child(pid: u32) -> io::Result<WaitStatus> {
 pub(crate) fn default_sigchld() {
     // SAFETY: setting a signal's disposition to the default installs no handler code.
     unsafe { libc::signal(libc::SIGCHLD, libc::SIG_DFL) };
-}
-
-/// Makes `fd` this process's standard input (descriptor 0), where a worker started by spawn
-/// finds its socket, and closes `fd`.
-pub(crate) fn install_as_stdin(fd: OwnedFd) -> io::Result<()> {
-    // SAFETY: dup2 onto descriptor 0, which in the forkserver's child holds `/dev/null` and
-    // is owned by nothing in the process; `fd` stays owned by the `OwnedFd`, closed below.
-    if unsafe { libc::dup2(fd.as_raw_fd(), 0) } < 0 {
-        return Err(io::Error::last_os_error());
-    }
-    drop(fd);
-    Ok(())
 }
 
 /// Kills `pid`, a child of this process that it has not reaped.

@@ -14,6 +14,7 @@ pub(crate) fn setup_frame(
     watch: Duration,
     backtraces: bool,
     memory_limit: Option<u64>,
+    jobs: Option<u64>,
     initializer: Option<(&str, &[u8])>,
 ) -> Vec<u8> {
     let mut frame = FrameWriter::new(TAG_SETUP);
@@ -26,6 +27,7 @@ pub(crate) fn setup_frame(
         .u8(flags)
         .u32(watch);
     frame.u64(memory_limit.unwrap_or(0));
+    frame.u64(jobs.unwrap_or(0));
     match initializer {
         Some((name, args)) => frame.u8(1).str(name).bytes(args),
         None => frame.u8(0),
@@ -194,6 +196,9 @@ pub(crate) enum ToWorker<'a> {
         backtraces: bool,
         /// The `RLIMIT_DATA` the worker sets for itself, in bytes.
         memory_limit: Option<u64>,
+        /// The most RUN frames the worker is sent (`max_tasks_per_child`): after the last,
+        /// it does not watch for another.
+        jobs: Option<u64>,
         initializer: Option<(&'a str, &'a [u8])>,
     },
     Run {
@@ -218,6 +223,7 @@ impl<'a> ToWorker<'a> {
                 let flags = cursor.u8()?;
                 let watch = Duration::from_micros(u64::from(cursor.u32()?));
                 let memory_limit = Some(cursor.u64()?).filter(|&limit| limit > 0);
+                let jobs = Some(cursor.u64()?).filter(|&jobs| jobs > 0);
                 let initializer = match cursor.u8()? {
                     0 => None,
                     _ => Some((cursor.str()?, cursor.bytes()?)),
@@ -227,6 +233,7 @@ impl<'a> ToWorker<'a> {
                     watch,
                     backtraces: flags & 2 != 0,
                     memory_limit,
+                    jobs,
                     initializer,
                 }
             }

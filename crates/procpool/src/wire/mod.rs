@@ -54,7 +54,7 @@ pub(crate) use run::adopt;
 /// "PPL" and a 1: the first four bytes of both sides' handshake frames.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PPL1");
 /// Bumped on every change of the frame layout.
-pub(crate) const VERSION: u16 = 6;
+pub(crate) const VERSION: u16 = 7;
 /// The bytes before a frame's body: its length, then a check of the length.
 pub(crate) const HEADER: usize = 8;
 
@@ -486,9 +486,9 @@ mod tests {
         let mut bad = frame.clone();
         bad[HEADER + 5] = 9; // the version's low byte
         let err = FromWorker::decode(body(&bad)).unwrap_err();
-        assert_eq!(err.to_string(), "expected protocol version 6, found 9");
+        assert_eq!(err.to_string(), "expected protocol version 7, found 9");
         let watch = std::time::Duration::from_micros(200);
-        let setup = setup_frame(1, watch, true, Some(64 << 20), Some(("init", b"args")));
+        let setup = setup_frame(1, watch, true, Some(64 << 20), Some(3), Some(("init", b"args")));
         assert_eq!(
             ToWorker::decode(body(&setup)).unwrap(),
             ToWorker::Setup {
@@ -496,6 +496,7 @@ mod tests {
                 watch,
                 backtraces: true,
                 memory_limit: Some(64 << 20),
+                jobs: Some(3),
                 initializer: Some(("init", b"args".as_slice()))
             }
         );
@@ -520,6 +521,33 @@ mod tests {
         }
         assert_eq!(frames, vec![b"one".to_vec(), big, b"two".to_vec()]);
         assert!(!reader.read_from(|_| Ok(0), |_| unreachable!()).unwrap());
+    }
+
+    #[test]
+    fn frame_reader_grows_its_buffer_only_while_reads_fill_it() {
+        // Small frames, each read on its own: one page of buffer.
+        let mut reader = FrameReader::default();
+        let mut frames = Vec::new();
+        for payload in [&b"ready"[..], b"result"] {
+            let mut bytes = header(payload.len() as u32).to_vec();
+            bytes.extend_from_slice(payload);
+            reader.read_from(feed(&bytes), |f| frames.push(f)).unwrap();
+        }
+        assert_eq!(frames, vec![b"ready".to_vec(), b"result".to_vec()]);
+        assert_eq!(reader.buf.len(), reader::FIRST_BUF);
+        // A burst of medium frames, more than the buffer holds: it grows to its limit, and
+        // every frame comes out whole.
+        let medium = vec![9u8; LARGE - 10];
+        let mut stream = Vec::new();
+        for _ in 0..4 {
+            stream.extend_from_slice(&header(medium.len() as u32));
+            stream.extend_from_slice(&medium);
+        }
+        frames.clear();
+        reader.read_from(feed(&stream), |f| frames.push(f)).unwrap();
+        assert_eq!(frames.len(), 4);
+        assert!(frames.iter().all(|f| *f == medium));
+        assert_eq!(reader.buf.len(), reader::MAX_BUF);
     }
 
     #[test]
@@ -708,7 +736,8 @@ mod tests {
             );
             let limit = (index % 5 != 0).then_some(u64::from(index) << 20);
             let watch = std::time::Duration::from_micros(u64::from(index % 7) * 100);
-            let setup = setup_frame(index, watch, index % 3 == 0, limit, init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())));
+            let jobs = (index % 4 != 0).then_some(u64::from(index % 9));
+            let setup = setup_frame(index, watch, index % 3 == 0, limit, jobs, init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())));
             proptest::prop_assert_eq!(
                 ToWorker::decode(&setup[HEADER..]).unwrap(),
                 ToWorker::Setup {
@@ -716,6 +745,7 @@ mod tests {
                     watch,
                     backtraces: index % 3 == 0,
                     memory_limit: limit.filter(|&l| l > 0),
+                    jobs: jobs.filter(|&j| j > 0),
                     initializer: init.as_ref().map(|(n, a)| (n.as_str(), a.as_slice())),
                 }
             );
@@ -742,7 +772,7 @@ mod tests {
             setup in proptest::prelude::any::<bool>(),
             edits in proptest::collection::vec((0usize..64, proptest::prelude::any::<u8>()), 1..4),
         ) {
-            let frame = if setup { setup_frame(3, std::time::Duration::ZERO, false, None, Some(("init", b"args"))) } else { ready_frame(42, 9) };
+            let frame = if setup { setup_frame(3, std::time::Duration::ZERO, false, None, None, Some(("init", b"args"))) } else { ready_frame(42, 9) };
             let mut body = frame[HEADER..].to_vec();
             for (at, byte) in edits {
                 let at = at % body.len();

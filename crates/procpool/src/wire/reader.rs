@@ -69,7 +69,8 @@ pub(super) fn read_spare_copying(
 /// allocate up to the limit.
 #[derive(Debug, Default)]
 pub(crate) struct FrameReader {
-    /// Bytes `start..end` are read and not yet split off; allocated on first use.
+    /// Bytes `start..end` are read and not yet split off; allocated on first use, and grown
+    /// while reads fill it.
     pub(super) buf: Vec<u8>,
     pub(super) start: usize,
     pub(super) end: usize,
@@ -79,6 +80,15 @@ pub(crate) struct FrameReader {
 
 /// Above this, a frame body gets its own buffer.
 pub(crate) const LARGE: usize = 64 * 1024;
+
+/// The size of a [`FrameReader`]'s buffer at first. It doubles each time reads fill it, up to
+/// [`MAX_BUF`]: a worker that says little (a handshake and a few small results) costs its
+/// pool one page, not the 128 KiB a busy stream reads into, zeroed and faulted in for each
+/// of the hundreds of workers a recycling pool starts.
+pub(super) const FIRST_BUF: usize = 4096;
+
+/// The most a [`FrameReader`]'s buffer grows to: room for two frames of [`LARGE`].
+pub(super) const MAX_BUF: usize = 2 * LARGE;
 
 /// A large frame body being read: `body` has arrived, out of `len` bytes.
 #[derive(Debug)]
@@ -107,7 +117,7 @@ impl FrameReader {
         mut on_frame: impl FnMut(Vec<u8>),
     ) -> io::Result<bool> {
         if self.buf.is_empty() {
-            self.buf = vec![0; 2 * LARGE];
+            self.buf = vec![0; FIRST_BUF];
         }
         loop {
             if let Some(large) = &mut self.large {
@@ -135,9 +145,13 @@ impl FrameReader {
                 }
             }
             if self.end == self.buf.len() {
-                self.buf.copy_within(self.start..self.end, 0);
-                self.end -= self.start;
-                self.start = 0;
+                if self.buf.len() < MAX_BUF {
+                    self.buf.resize(self.buf.len() * 2, 0);
+                } else {
+                    self.buf.copy_within(self.start..self.end, 0);
+                    self.end -= self.start;
+                    self.start = 0;
+                }
             }
             let target = &mut self.buf[self.end..];
             let offered = target.len();

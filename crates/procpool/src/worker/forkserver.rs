@@ -116,10 +116,14 @@ pub(super) fn serve(parent: u32) -> io::Result<()> {
                         drop(fds);
                         sys::set_thread_name(&program);
                         sys::own_process_group();
-                        if sys::install_as_stdin(socket).is_err() {
-                            std::process::exit(super::EXIT_PROTOCOL);
-                        }
-                        super::run(server);
+                        // Its stdin is the server's, `/dev/null`, and it holds no descriptor
+                        // but those the server had open, all close-on-exec: unlike a worker
+                        // started by spawn, it has nothing to adopt or close. Its socket
+                        // takes the number a spawned worker's has (3, as a rule).
+                        let socket = sys::die_with_parent(server)
+                            .and_then(|()| sys::renumber_low(socket))
+                            .map(UnixStream::from);
+                        super::run(socket);
                     }
                     Ok(Forked::Parent(child)) => {
                         drop(socket);

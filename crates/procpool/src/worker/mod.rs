@@ -119,7 +119,7 @@ pub(crate) fn enter_if_worker() {
         std::process::exit(code);
     }
     if let Some(parent) = started_as(ENV) {
-        run(parent);
+        run(sys::adopt_socket(parent));
     }
 }
 
@@ -145,11 +145,11 @@ fn started_as(marker: &str) -> Option<u32> {
     Some(parent)
 }
 
-/// Serves as a worker whose socket is its stdin, and exits.
-fn run(parent: u32) -> ! {
+/// Serves as a worker on `socket`, and exits.
+fn run(socket: io::Result<UnixStream>) -> ! {
     // A worker that cannot talk to its parent exits with a code of its own, which its
     // parent, if still there, reports.
-    let code = match serve(parent) {
+    let code = match socket.and_then(serve) {
         Ok(()) => 0,
         Err(_) => EXIT_PROTOCOL,
     };
@@ -219,8 +219,7 @@ fn send_frame(socket: &UnixStream, frame: &[u8], fds: &[impl AsFd]) -> io::Resul
     Ok(())
 }
 
-fn serve(parent: u32) -> io::Result<()> {
-    let socket = sys::adopt_socket(parent)?;
+fn serve(socket: UnixStream) -> io::Result<()> {
     sys::raise_open_files_limit();
     let mut reader = BufReader::with_capacity(
         64 * 1024,
@@ -242,6 +241,7 @@ fn serve(parent: u32) -> io::Result<()> {
         watch: window,
         backtraces,
         memory_limit,
+        jobs,
         initializer,
     } = ToWorker::decode(&body)?
     else {
@@ -274,9 +274,16 @@ fn serve(parent: u32) -> io::Result<()> {
 
     let mut out = Vec::new();
     let mut watcher = Watcher::default();
+    // RUN frames still to come, if the pool recycles workers: after the last, the next frame
+    // is a SHUTDOWN, not worth a watch.
+    let mut runs_left = jobs;
     loop {
         trim(&mut body);
-        if !window.is_zero() && reader.buffer().is_empty() && watcher.should_watch() {
+        if !window.is_zero()
+            && runs_left != Some(0)
+            && reader.buffer().is_empty()
+            && watcher.should_watch()
+        {
             // Each look is a read that does not wait, into the reader's buffer: what comes
             // is read by the look that sees it, and so is an end of stream, which the read
             // below meets again. An error is not met again (a read that lost a frame's
@@ -316,6 +323,7 @@ fn serve(parent: u32) -> io::Result<()> {
                 items,
             } => {
                 let fds = reader.get_mut().take(fds)?;
+                runs_left = runs_left.map(|left| left.saturating_sub(1));
                 let buf = std::mem::take(&mut out);
                 let mut results = ResultsFrame::reusing(buf, job, items.len() as u32);
                 match registry::by_name(name) {
