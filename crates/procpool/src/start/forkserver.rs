@@ -18,7 +18,7 @@ use std::time::Duration;
 use super::{Process, Started, spawn};
 use crate::error::WorkerExit;
 use crate::sys;
-use crate::worker::forkserver::{self as protocol, EXITED, FORK, KILLED, WAIT};
+use crate::worker::forkserver::{self as protocol, EXITED, FORK, KILLED, REAP, WAIT};
 
 /// The longest the pool waits for one reply: a fork, or the reaping of a worker that has
 /// exited or been killed, takes microseconds, so a server this slow is stuck, and is
@@ -46,14 +46,22 @@ struct Conn {
     /// Set once a request failed on the socket: the server is gone, or stuck, and a reply
     /// may still come late, so nothing more is asked of it.
     broken: bool,
-    /// Our ends of the sockets of workers asked for and not answered yet, in order: a pool
-    /// asks for all its first workers at once, and the server forks the next while the
-    /// pool sets up the last.
-    asked: VecDeque<UnixStream>,
+    /// Our ends of the sockets of workers asked for and not answered yet, in order, with
+    /// the number of each request: a pool asks for all its first workers at once, and the
+    /// server forks the next while the pool sets up the last.
+    asked: VecDeque<(u64, UnixStream)>,
     /// Answers to those requests not taken yet, in order.
     answered: VecDeque<io::Result<Forked>>,
     /// Workers the pool said it is about to start, not asked for yet.
     wanted: usize,
+    /// Requests sent so far: the next one's number. The server answers in order, so a
+    /// reply to request `n` says that every request before `n` was carried out.
+    sent: u64,
+    /// Pidfds of the workers the server was asked to [`REAP`], with the numbers of those
+    /// requests, until a later reply says they were reaped; and (numbered `u64::MAX`) of
+    /// those it could not be asked about. Should the server be killed first, they are
+    /// orphans this process may have adopted, and it reaps them.
+    unconfirmed: VecDeque<(u64, OwnedFd)>,
 }
 
 /// A worker the server forked: its pid, a pidfd, and our end of its socket.
@@ -80,6 +88,8 @@ impl Server {
                 asked: VecDeque::new(),
                 answered: VecDeque::new(),
                 wanted: 0,
+                sent: 0,
+                unconfirmed: VecDeque::new(),
             }),
         }))
     }
@@ -158,6 +168,24 @@ impl Server {
         }
     }
 
+    /// Has the server reap the worker `pid`, which has exited, without waiting for it to.
+    /// If the server cannot be asked, the worker is reaped once the server is gone (see
+    /// [`Server::reap_when_gone`]).
+    pub(super) fn reap(&self, pid: u32, pidfd: OwnedFd) {
+        let mut conn = self.lock();
+        match conn.send(REAP, pid) {
+            Ok(request) => conn.unconfirmed.push_back((request, pidfd)),
+            Err(_) => conn.unconfirmed.push_back((u64::MAX, pidfd)),
+        }
+    }
+
+    /// Keeps the pidfd of an exited worker that this server did not reap (it stopped
+    /// answering), to reap the worker when the server has been ended: it is an orphan then,
+    /// which this process may have adopted (as PID 1, or a child subreaper).
+    pub(super) fn reap_when_gone(&self, pidfd: OwnedFd) {
+        self.lock().unconfirmed.push_back((u64::MAX, pidfd));
+    }
+
     fn lock(&self) -> std::sync::MutexGuard<'_, Conn> {
         self.conn.lock().unwrap_or_else(PoisonError::into_inner)
     }
@@ -172,7 +200,8 @@ impl Conn {
             let sent = protocol::write_message(&self.socket, FORK, 0, &[OwnedFd::from(theirs)]);
             self.broken |= sent.is_err();
             sent?;
-            self.asked.push_back(ours);
+            self.asked.push_back((self.sent, ours));
+            self.sent += 1;
             self.wanted -= 1;
         }
         Ok(())
@@ -180,8 +209,8 @@ impl Conn {
 
     /// Reads the answer to the oldest FORK request not answered yet.
     fn take_answer(&mut self) -> io::Result<()> {
-        let socket = self.asked.pop_front().expect("a request was sent");
-        let (pid, errno) = self.read()?;
+        let (request, socket) = self.asked.pop_front().expect("a request was sent");
+        let (pid, errno) = self.read(request)?;
         let forked = match (pid, self.fds.pop_front()) {
             (0, _) => Err(io::Error::from_raw_os_error(errno as i32)),
             (pid, Some(pidfd)) => Ok(Forked { pid, pidfd, socket }),
@@ -197,18 +226,35 @@ impl Conn {
         while !self.asked.is_empty() {
             self.take_answer()?;
         }
+        let request = self.send(op, pid)?;
+        self.read(request)
+    }
+
+    /// Sends one request that is not a FORK; returns its number.
+    fn send(&mut self, op: u32, pid: u32) -> io::Result<u64> {
         self.check()?;
         let sent = protocol::write_message(&self.socket, op, pid, &[]);
         self.broken |= sent.is_err();
         sent?;
-        self.read()
+        self.sent += 1;
+        Ok(self.sent - 1)
     }
 
-    fn read(&mut self) -> io::Result<(u32, u32)> {
+    /// Reads the reply to request number `request`.
+    fn read(&mut self, request: u64) -> io::Result<(u32, u32)> {
         self.check()?;
         let reply = protocol::read_message(&self.socket, &mut self.fds)
             .and_then(|reply| reply.ok_or_else(|| io::Error::other("the forkserver exited")));
         self.broken |= reply.is_err();
+        if reply.is_ok() {
+            while self
+                .unconfirmed
+                .front()
+                .is_some_and(|&(reaped, _)| reaped < request)
+            {
+                self.unconfirmed.pop_front();
+            }
+        }
         reply
     }
 
@@ -220,11 +266,16 @@ impl Conn {
     }
 }
 
+/// How long a server whose socket has ended may take to reap what it was asked to and exit.
+const SERVER_EXIT: Duration = Duration::from_secs(1);
+
 impl Drop for Server {
-    /// Ends the workers asked for ahead and never taken, reaps them, then kills the server
-    /// and reaps it. The pool's workers each hold the server, so this runs after the last
-    /// is reaped: no worker outlives the pool, not even for the moment it would take one
-    /// whose server died to die too (`PR_SET_PDEATHSIG`) and be reaped by someone else.
+    /// Ends the workers asked for ahead and never taken, reaps them, ends the server's
+    /// socket and waits for the server to exit (it reaps the workers it was asked to reap
+    /// first), killing it if it has not within [`SERVER_EXIT`]. The pool's workers each hold
+    /// the server, so this runs after the last has exited: no worker outlives the pool, not
+    /// even for the moment it would take one whose server died to die too
+    /// (`PR_SET_PDEATHSIG`) and be reaped by someone else.
     fn drop(&mut self) {
         let conn = self.conn.get_mut().unwrap_or_else(PoisonError::into_inner);
         while !conn.asked.is_empty() && conn.take_answer().is_ok() {}
@@ -232,8 +283,15 @@ impl Drop for Server {
             let _ = sys::pidfd_signal(forked.pidfd.as_fd(), sys::SIGKILL);
             let _ = conn.call(WAIT, forked.pid);
         }
+        let _ = conn.socket.shutdown(std::net::Shutdown::Write);
         if let Some(process) = conn.process.take() {
-            process.reap();
+            let grace = if conn.broken { Duration::ZERO } else { SERVER_EXIT };
+            process.reap_within(grace);
+        }
+        // Those the server did not reap before it ended are orphans now: this process's own
+        // if it adopts orphans (PID 1, or a child subreaper), and then it reaps them.
+        for (_, pidfd) in conn.unconfirmed.drain(..) {
+            let _ = sys::reap_adopted(&pidfd);
         }
     }
 }

@@ -168,6 +168,20 @@ impl Process {
         Reaped { exit, killed: true }
     }
 
+    /// Reaps the process, killing it first if it still runs, when how it ended is of no
+    /// interest: a forked worker that has exited is left to its server to reap, with no
+    /// round trip.
+    pub(crate) fn release(mut self) {
+        if let (Parent::Server { pid, server }, Some(pidfd), None) =
+            (&self.parent, &self.pidfd, self.exit)
+            && sys::has_exited(pidfd)
+        {
+            server.reap(*pid, self.pidfd.take().expect("checked above"));
+            return;
+        }
+        self.reap();
+    }
+
     /// Waits until the process has exited or `grace` has passed.
     fn wait_exit(&mut self, grace: Duration) {
         let deadline = Instant::now() + grace;
@@ -192,13 +206,20 @@ const ADOPTED_EXIT: Duration = Duration::from_secs(1);
 
 /// How the exited worker `pid` of `server` ended: as its server says, or, if its server
 /// died first (it died with it) and this process adopted it (PID 1, or a child subreaper),
-/// as reaping it here says; otherwise it stays unknown, and whoever adopted it reaps it.
+/// as reaping it here says; otherwise it stays unknown, and whoever adopts it reaps it
+/// (this process too, when it ends the server).
 fn server_exit(server: &Server, pid: u32, pidfd: &OwnedFd) -> WorkerExit {
     match server.wait(pid) {
         WorkerExit::Unknown => match sys::reap_adopted(pidfd) {
             Some(sys::WaitStatus::Code(code)) => WorkerExit::Code(code),
             Some(sys::WaitStatus::Signal(signal)) => WorkerExit::Signal(signal),
-            None => WorkerExit::Unknown,
+            None => {
+                // Its server is alive but stuck: the worker is reaped once it is ended.
+                if let Ok(pidfd) = pidfd.try_clone() {
+                    server.reap_when_gone(pidfd);
+                }
+                WorkerExit::Unknown
+            }
         },
         known => known,
     }

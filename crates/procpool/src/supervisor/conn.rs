@@ -10,7 +10,7 @@ use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use super::{DEPTH, EXIT_GRACE, LONG_JOB, STOPPED_CHECK};
-use crate::error::{WorkerExit, WorkerInfo};
+use crate::error::WorkerInfo;
 use crate::insight::Recorder;
 use crate::job::Job;
 use crate::result::Batch;
@@ -408,7 +408,7 @@ impl Worker {
     }
 }
 
-/// Kills (if needed) and waits for a worker.
-pub(super) fn reap(worker: Worker) -> WorkerExit {
-    worker.process.reap()
+/// Kills (if needed) and reaps a worker whose end says nothing the pool needs.
+pub(super) fn reap(worker: Worker) {
+    worker.process.release();
 }

@@ -12,9 +12,12 @@
 //!   child attached, or 0 and an `errno`.
 //! - [`WAIT`] a pid: the server waits for that child of its own and reaps it; the reply is
 //!   [`EXITED`] and the code, [`KILLED`] and the signal, or [`UNKNOWN`] and 0.
+//! - [`REAP`] a pid that has exited: the server reaps it, and there is no reply. The pool
+//!   asks so for a worker whose end says nothing it needs (one it retired), and goes on
+//!   without a round trip.
 //!
 //! The server dies with the thread that started it (`PR_SET_PDEATHSIG`), and its workers die
-//! with it; it exits when its socket ends. It names itself `pp-forkserver`.
+//! with it; it exits when its socket ends, after the requests before the end. It names itself `pp-forkserver`.
 
 use std::collections::VecDeque;
 use std::io;
@@ -34,6 +37,8 @@ const NAME: &[u8; 16] = b"pp-forkserver\0\0\0";
 pub(crate) const FORK: u32 = 1;
 /// Wait for a worker and say how it ended.
 pub(crate) const WAIT: u32 = 2;
+/// Reap a worker that has exited, without a reply.
+pub(crate) const REAP: u32 = 3;
 
 /// A [`WAIT`] reply: the worker exited with the code that follows.
 pub(crate) const EXITED: u32 = 0;
@@ -152,6 +157,9 @@ pub(super) fn serve(parent: u32) -> io::Result<()> {
                     Err(_) => (UNKNOWN, 0),
                 };
                 write_message(&control, kind, value, &[])?;
+            }
+            REAP => {
+                let _ = sys::wait_child(pid);
             }
             _ => {
                 return Err(io::Error::new(
