@@ -270,6 +270,12 @@ pub(crate) fn lookup<F: 'static>() -> Result<&'static TaskEntry, LookupError> {
     Ok(entry)
 }
 
+/// Builds the index of registered tasks now: a forkserver does, so that the workers it forks
+/// share it instead of each building its own.
+pub(crate) fn build_index() {
+    index();
+}
+
 /// The entry registered under `name`, unless two tasks share it; used by workers.
 pub(crate) fn by_name(name: &str) -> Option<&'static TaskEntry> {
     index().by_name.get(name).copied()

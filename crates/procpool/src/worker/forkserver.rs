@@ -106,6 +106,9 @@ pub(super) fn serve(parent: u32) -> io::Result<()> {
     let program = sys::thread_name();
     sys::set_thread_name(NAME);
     let server = std::process::id();
+    // Built once here, and shared by every worker forked after.
+    crate::registry::build_index();
+    crate::registry::record_panic_locations();
     let mut fds = VecDeque::new();
     while let Some((op, pid)) = read_message(&control, &mut fds)? {
         match op {
@@ -128,7 +131,9 @@ pub(super) fn serve(parent: u32) -> io::Result<()> {
                         let socket = sys::die_with_parent(server)
                             .and_then(|()| sys::renumber_low(socket))
                             .map(UnixStream::from);
-                        super::run(socket);
+                        // Exit handlers run, as in a spawned worker: a task may have
+                        // registered one.
+                        std::process::exit(super::serve_on(socket));
                     }
                     Ok(Forked::Parent(child)) => {
                         drop(socket);

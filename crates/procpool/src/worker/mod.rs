@@ -28,6 +28,13 @@ pub(crate) const ENV: &str = "PROCPOOL_WORKER";
 /// The exit code of a worker that could not talk to its parent.
 const EXIT_PROTOCOL: i32 = 70;
 
+/// The worker's read buffer: room for the small frames that come in a burst. A frame
+/// longer than what the buffer holds is read straight into its own vector. The buffer is
+/// zeroed the first time it fills (the standard library's `BufReader` does so for a reader
+/// that has no `read_buf`), which a worker that runs one job pays in page faults: so it is
+/// kept small.
+const READ_BUFFER: usize = 8 * 1024;
+
 /// Buffer room a worker always keeps between jobs, for the frames it reads and for those it
 /// writes; see [`trim`] for more.
 const KEEP: usize = 1 << 20;
@@ -147,13 +154,19 @@ fn started_as(marker: &str) -> Option<u32> {
 
 /// Serves as a worker on `socket`, and exits.
 fn run(socket: io::Result<UnixStream>) -> ! {
-    // A worker that cannot talk to its parent exits with a code of its own, which its
-    // parent, if still there, reports.
-    let code = match socket.and_then(serve) {
+    // A forked worker has the hook from its server.
+    registry::record_panic_locations();
+    std::process::exit(serve_on(socket));
+}
+
+/// The worker's exit code: 0 once it was told to stop or its parent went away, else (it
+/// could not talk to its parent) a code of its own, which its parent, if still there,
+/// reports.
+fn serve_on(socket: io::Result<UnixStream>) -> i32 {
+    match socket.and_then(serve) {
         Ok(()) => 0,
         Err(_) => EXIT_PROTOCOL,
-    };
-    std::process::exit(code);
+    }
 }
 
 /// The worker's socket as a reader that keeps the descriptors that come with the bytes.
@@ -222,7 +235,7 @@ fn send_frame(socket: &UnixStream, frame: &[u8], fds: &[impl AsFd]) -> io::Resul
 fn serve(socket: UnixStream) -> io::Result<()> {
     sys::raise_open_files_limit();
     let mut reader = BufReader::with_capacity(
-        64 * 1024,
+        READ_BUFFER,
         Incoming {
             socket: &socket,
             fds: VecDeque::new(),
@@ -230,7 +243,6 @@ fn serve(socket: UnixStream) -> io::Result<()> {
         },
     );
     let mut writer = &socket;
-    registry::record_panic_locations();
 
     let mut body = Vec::new();
     if read_frame(&mut reader, &mut body)?.is_none() {
