@@ -107,11 +107,11 @@ impl Server {
         conn.top_up()
     }
 
-    /// Forks a worker, or takes one asked for ahead. With `spare`, asks for the next worker
-    /// at once if none is on its way: a pool that replaces workers (after deaths, recycles
-    /// or cancels) then takes a worker already forked, and the server forks the next while
-    /// the pool goes on.
-    pub(super) fn fork(self: &Arc<Server>, spare: bool) -> io::Result<Started> {
+    /// Forks a worker, or takes one asked for ahead; then asks for more until `spares` are
+    /// on their way: a pool that replaces workers (after deaths, recycles or cancels) then
+    /// takes a worker already forked, and the server forks the next while the pool goes
+    /// on.
+    pub(super) fn fork(self: &Arc<Server>, spares: usize) -> io::Result<Started> {
         let forked = {
             let mut conn = self.lock();
             // Whether the answer taken next was asked for by this call.
@@ -145,8 +145,9 @@ impl Server {
                 // or with a server that died: then this WAIT finds the server gone).
                 conn.call(WAIT, forked.pid)?;
             };
-            if spare && conn.asked.is_empty() && conn.answered.is_empty() {
-                conn.wanted += 1;
+            let ready = conn.asked.len() + conn.answered.len() + conn.wanted;
+            if ready < spares {
+                conn.wanted += spares - ready;
                 // A failure shows at the next fork.
                 let _ = conn.top_up();
             }
@@ -285,7 +286,11 @@ impl Drop for Server {
         }
         let _ = conn.socket.shutdown(std::net::Shutdown::Write);
         if let Some(process) = conn.process.take() {
-            let grace = if conn.broken { Duration::ZERO } else { SERVER_EXIT };
+            let grace = if conn.broken {
+                Duration::ZERO
+            } else {
+                SERVER_EXIT
+            };
             process.reap_within(grace);
         }
         // Those the server did not reap before it ended are orphans now: this process's own

@@ -77,6 +77,10 @@ impl StartMethod {
     }
 }
 
+/// How many workers a pool that replaces workers keeps forked ahead: with one, a pool of 2
+/// that recycles each worker after one job waited for a fork in about one recycle of two.
+const SPARES: usize = 2;
+
 /// A freshly started worker process, not yet through its handshake.
 pub(crate) struct Started {
     pub(crate) process: Process,
@@ -90,7 +94,8 @@ pub(crate) struct Starter {
     method: StartMethod,
     server: Option<Arc<forkserver::Server>>,
     /// The pool's first workers, and how many workers were started so far: a start after
-    /// the first ones is a replacement, and replacements keep a spare forked.
+    /// the first ones is a replacement, and replacements keep [`SPARES`] forked (no more
+    /// than the pool has workers).
     first: usize,
     started: usize,
 }
@@ -122,14 +127,18 @@ impl Starter {
         match self.method {
             StartMethod::Spawn => spawn::spawn(),
             StartMethod::Forkserver => {
-                let spare = self.started >= self.first;
+                let spares = if self.started >= self.first {
+                    SPARES.min(self.first)
+                } else {
+                    0
+                };
                 self.started += 1;
                 let server = self.server()?;
-                match server.fork(spare) {
+                match server.fork(spares) {
                     // A server that died (killed by someone) or got stuck is replaced once.
                     Err(_) if server.is_broken() => {
                         self.server = None;
-                        self.server()?.fork(spare)
+                        self.server()?.fork(spares)
                     }
                     // A kernel without pidfds (before Linux 5.3): workers are spawned.
                     Err(error) if error.raw_os_error() == Some(crate::sys::ENOSYS) => {

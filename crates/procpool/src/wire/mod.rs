@@ -488,7 +488,14 @@ mod tests {
         let err = FromWorker::decode(body(&bad)).unwrap_err();
         assert_eq!(err.to_string(), "expected protocol version 7, found 9");
         let watch = std::time::Duration::from_micros(200);
-        let setup = setup_frame(1, watch, true, Some(64 << 20), Some(3), Some(("init", b"args")));
+        let setup = setup_frame(
+            1,
+            watch,
+            true,
+            Some(64 << 20),
+            Some(3),
+            Some(("init", b"args")),
+        );
         assert_eq!(
             ToWorker::decode(body(&setup)).unwrap(),
             ToWorker::Setup {
