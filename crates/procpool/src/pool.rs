@@ -58,6 +58,7 @@ pub struct Builder {
     backtraces: Option<bool>,
     memory_limit: Option<u64>,
     max_memory_per_child: Option<u64>,
+    wait_for_workers: Option<usize>,
     /// The Redis server and queue of a pool whose tasks run on host agents.
     #[cfg(feature = "redis")]
     redis: Option<crate::remote::Url>,
@@ -101,6 +102,29 @@ impl Builder {
                     .map_err(|e| format!("cannot encode the initializer's arguments: {e}"))
             },
         ));
+        self
+    }
+
+    /// How many workers [`build`](Builder::build) waits to be ready (started, through their
+    /// handshake and their initializer) before it returns; the others start while the pool
+    /// runs calls, and each takes calls from the moment it is ready. By default, every one:
+    /// then [`Pool::worker_pids`] lists them all as soon as `build` returns.
+    ///
+    /// With fewer, a large pool takes its first calls sooner, as Python's `Pool` does (its
+    /// constructor starts processes and does not wait for them). `build` still fails if the
+    /// initializer fails in one of the workers it waits for; if it fails in a worker started
+    /// later, the pool stops taking work and says why, as for a replacement. `build` refuses
+    /// zero and more than [`processes`](Builder::processes).
+    ///
+    /// ```
+    /// # #[procpool::task] fn double(x: u64) -> u64 { 2 * x }
+    /// let pool = procpool::Pool::builder().processes(8).wait_for_workers(1).build()?;
+    /// assert!(!pool.worker_pids().is_empty());
+    /// assert_eq!(pool.apply(double, (21,))?, 42);
+    /// # Ok::<(), Box<dyn std::error::Error>>(())
+    /// ```
+    pub fn wait_for_workers(mut self, n: usize) -> Builder {
+        self.wait_for_workers = Some(n);
         self
     }
 
@@ -277,6 +301,12 @@ impl Builder {
                 "a pool has at most {MAX_PROCESSES} processes, got {processes}"
             )));
         }
+        let wait_for_workers = self.wait_for_workers.unwrap_or(processes);
+        if wait_for_workers == 0 || wait_for_workers > processes {
+            return Err(BuildError::invalid(format!(
+                "wait_for_workers must be from 1 to the pool's {processes} processes, got {wait_for_workers}"
+            )));
+        }
         let max_tasks_per_child = match self.max_tasks_per_child {
             Some(0) => {
                 return Err(BuildError::invalid(
@@ -299,9 +329,10 @@ impl Builder {
                 || max_tasks_per_child.is_some()
                 || memory != Memory::default()
                 || self.method.is_some()
+                || self.wait_for_workers.is_some()
             {
                 return Err(BuildError::invalid(
-                    "the initializer, max_tasks_per_child, the memory options and the start method belong to the hosts of a pool over Redis".into(),
+                    "the initializer, max_tasks_per_child, the memory options, the start method and wait_for_workers belong to the hosts of a pool over Redis".into(),
                 ));
             }
             let lease = self.lease.unwrap_or(crate::remote::DEFAULT_LEASE);
@@ -330,6 +361,7 @@ impl Builder {
         };
         let config = Config {
             processes,
+            wait_for_workers,
             method,
             initializer,
             max_tasks_per_child,
@@ -444,6 +476,7 @@ impl Pool {
             backtraces: None,
             memory_limit: None,
             max_memory_per_child: None,
+            wait_for_workers: None,
             #[cfg(feature = "redis")]
             redis: None,
             #[cfg(feature = "redis")]

@@ -107,6 +107,30 @@ fn busy_time_covers_the_calls_that_sleep() {
 }
 
 #[test]
+fn a_recycled_workers_peak_memory_stays_in_its_slot() {
+    let _serial = serial();
+    let pool = procpool::Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    // The worker that wrote 64 MiB is recycled after its call, and says its peak as it goes.
+    assert_eq!(pool.apply(touch, (64,)).unwrap(), 64 * 256);
+    assert_eq!(pool.apply(square, (3,)).unwrap(), 9);
+    pool.close();
+    pool.join().unwrap();
+    let insights = pool.insights();
+    let slot = &insights.workers[0];
+    assert!(slot.workers >= 2, "{insights}");
+    assert!(
+        slot.peak_memory.is_some_and(|bytes| bytes >= 60 << 20),
+        "{insights}"
+    );
+    drop(pool);
+    assert_no_children();
+}
+
+#[test]
 fn peak_memory_grows_after_a_call_that_writes_64_mib() {
     let _serial = serial();
     let pool = pool(1);

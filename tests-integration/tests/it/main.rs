@@ -2,6 +2,7 @@
 //! that no child process is left.
 
 mod accounting;
+mod background;
 mod basic;
 mod borrowed;
 mod callbacks;

@@ -141,6 +141,12 @@ fn pool(processes: Option<usize>, show_pids: bool) -> Result<procpool::Pool> {
     };
     if let Some(n) = processes {
         builder = builder.processes(n);
+        if remote().is_none() {
+            // As Python's `Pool` does, a pool larger than the machine takes calls before all
+            // its workers are up: it waits for one worker a CPU, and starts the rest while
+            // the first calls run (a crawl's pages wait on the network, not on CPUs).
+            builder = builder.wait_for_workers(n.min(procpool::cpu_count()).max(1));
+        }
     }
     let pool = builder.build()?;
     if let Some(remote) = remote() {
@@ -148,9 +154,14 @@ fn pool(processes: Option<usize>, show_pids: bool) -> Result<procpool::Pool> {
         return Ok(pool);
     }
     tracing::info!(
-        "started a pool of {} workers: pids {:?}",
+        "started a pool of {} workers: pids {:?}{}",
         pool.processes(),
-        pool.worker_pids()
+        pool.worker_pids(),
+        if pool.worker_pids().len() < pool.processes() {
+            " (the rest start while it runs)"
+        } else {
+            ""
+        }
     );
     Ok(pool)
 }

@@ -107,6 +107,7 @@ impl Host {
         let _ = crate::worker::HOST_NAME.set(name.clone());
         let backend = Backend::start(Config {
             processes,
+            wait_for_workers: processes,
             method,
             initializer: None,
             max_tasks_per_child: None,

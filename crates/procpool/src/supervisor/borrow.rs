@@ -296,6 +296,9 @@ impl Borrowed<'_> {
         for frame in frames {
             let outcome = match FromWorker::decode(&frame) {
                 Ok(FromWorker::Results(results)) => worker.complete_front(results, frame),
+                Ok(FromWorker::Bye { .. }) => {
+                    Err(Cause::Protocol("a BYE frame before SHUTDOWN".into()))
+                }
                 Ok(_) => Err(Cause::Protocol("a handshake frame after READY".into())),
                 Err(e) => Err(Cause::Protocol(e.to_string())),
             };

@@ -17,7 +17,7 @@ use crate::result::Batch;
 use crate::shared::Attached;
 use crate::start::{Process, Reaped};
 use crate::sys;
-use crate::wire::{FrameReader, MAX_FDS, Results};
+use crate::wire::{FrameReader, FromWorker, MAX_FDS, Results};
 
 /// A write to a worker that failed for good.
 #[derive(Debug)]
@@ -400,11 +400,30 @@ impl Worker {
         }
     }
 
-    /// The worker leaves its slot for good (it died, is retired, or the pool shuts down):
-    /// its peak memory, ready time and unfinished call's time go to the slot's insights.
+    /// The worker leaves its slot for good (it died, or the pool shuts down): its peak
+    /// memory, ready time and unfinished call's time go to the slot's insights.
     pub(super) fn leave_slot(&self) {
         self.read_peak();
+        self.retire_from_slot();
+    }
+
+    /// The worker leaves its slot to be told to stop: as [`Worker::leave_slot`], but its
+    /// peak memory comes in its BYE frame, read by [`Worker::read_bye`].
+    pub(super) fn retire_from_slot(&self) {
         self.recorder.left(self.info.index, Instant::now());
+    }
+
+    /// Reads what a worker told to stop still sends: its BYE frame, whose peak memory goes
+    /// to the slot's insights. False once its stream has ended (or failed).
+    pub(super) fn read_bye(&mut self) -> bool {
+        let recorder = Arc::clone(&self.recorder);
+        let index = self.info.index;
+        let more = self.read_frames(|frame| {
+            if let Ok(FromWorker::Bye { peak: Some(bytes) }) = FromWorker::decode(&frame) {
+                recorder.peak(index, bytes);
+            }
+        });
+        matches!(more, Ok(true))
     }
 }
 

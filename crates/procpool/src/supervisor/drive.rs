@@ -30,6 +30,9 @@ pub(super) struct Supervisor {
     pub(super) away: Vec<Option<Away>>,
     /// Workers told to shut down, waited for until they exit.
     pub(super) retiring: Vec<Worker>,
+    /// The slots whose first worker is started after the pool is ready
+    /// (`Builder::wait_for_workers`): one a turn of the loop, while the pool runs.
+    pub(super) unstarted: std::ops::Range<usize>,
     /// Present until every first worker is ready (or one failed).
     pub(super) startup: Option<Sender<Result<(), BuildError>>>,
     pub(super) start_failures: u32,
@@ -67,7 +70,7 @@ impl Supervisor {
         // thread that started it ends, not its process, so workers cannot be started side
         // by side from threads that end sooner than the pool.
         self.starter.expect(self.config.processes);
-        for index in 0..self.config.processes {
+        for index in 0..self.config.wait_for_workers {
             if let Err(error) = self.start(index) {
                 self.fail_startup(BuildError::spawn(error));
                 break;
@@ -79,6 +82,7 @@ impl Supervisor {
             if !self.turn() {
                 break;
             }
+            self.start_next_first();
             fds.clear();
             owners.clear();
             fds.push(PollFd::new(self.wake_rx.as_raw_fd(), false));
@@ -114,9 +118,13 @@ impl Supervisor {
                     owners.push(Owner::AwayExit(index, away.pid));
                 }
             }
-            let timeout = self
-                .next_deadline()
-                .map(|deadline| deadline.saturating_duration_since(Instant::now()));
+            let timeout = match self.unstarted.is_empty() {
+                true => self
+                    .next_deadline()
+                    .map(|deadline| deadline.saturating_duration_since(Instant::now())),
+                // More first workers to start: look at the sockets and go on.
+                false => Some(std::time::Duration::ZERO),
+            };
             if let Err(error) = sys::poll(&mut fds, timeout) {
                 // poll fails only on bad arguments or a lack of kernel memory; neither gets
                 // better by spinning, so stop as if terminated.
@@ -231,6 +239,18 @@ impl Supervisor {
         true
     }
 
+    /// Starts the next first worker that the pool did not wait for, while it runs; once it
+    /// is closed, those not started yet never are.
+    fn start_next_first(&mut self) {
+        if !matches!(self.shared.lock().phase, Phase::Running) {
+            self.unstarted = 0..0;
+            return;
+        }
+        if let Some(index) = self.unstarted.next() {
+            self.replace(index);
+        }
+    }
+
     /// The nearest deadline: of a running job, or of a retiring worker's exit.
     pub(super) fn next_deadline(&self) -> Option<Instant> {
         let jobs = self
@@ -257,7 +277,16 @@ impl Supervisor {
     pub(super) fn dispatch(&mut self, state: &mut State) {
         let now = Instant::now();
         let workers = self.slots.iter().flatten().count();
-        for depth in 0..DEPTH {
+        // While workers are starting, a job waits for one of them rather than behind
+        // another job: a second job may wait a whole job for a worker that will be ready
+        // in a millisecond.
+        let starting = !self.unstarted.is_empty()
+            || self
+                .slots
+                .iter()
+                .any(|slot| slot.as_ref().is_none_or(|w| !w.ready));
+        let depths = if starting { 1 } else { DEPTH };
+        for depth in 0..depths {
             for worker in self.slots.iter_mut().flatten() {
                 if state.queue.is_empty() {
                     return;
@@ -521,7 +550,8 @@ impl Supervisor {
                     .events
                     .emit(|| crate::Event::WorkerReady(ready));
                 self.start_failures = 0;
-                if self.slots.iter().flatten().all(|w| w.ready)
+                let ready_now = self.slots.iter().flatten().filter(|w| w.ready).count();
+                if ready_now >= self.config.wait_for_workers
                     && let Some(ready) = self.startup.take()
                 {
                     // `worker_pids` must show every worker as soon as `build` returns, and
@@ -563,6 +593,7 @@ impl Supervisor {
                 self.retire_if_spent(index);
                 Ok(())
             }
+            FromWorker::Bye { .. } => Err(Cause::Protocol("a BYE frame before SHUTDOWN".into())),
         }
     }
 }

@@ -80,6 +80,9 @@ const EXIT_GRACE: Duration = Duration::from_secs(5);
 #[derive(Debug, Clone)]
 pub(crate) struct Config {
     pub(crate) processes: usize,
+    /// How many workers are started and ready before the pool is: the rest start after,
+    /// one a turn of the supervisor's loop.
+    pub(crate) wait_for_workers: usize,
     pub(crate) method: StartMethod,
     /// The initializer's registered name and encoded arguments.
     pub(crate) initializer: Option<(&'static str, Vec<u8>)>,
@@ -143,6 +146,7 @@ pub(crate) fn launch(
         slots: (0..config.processes).map(|_| None).collect(),
         away: vec![None; config.processes],
         retiring: Vec::new(),
+        unstarted: config.wait_for_workers..config.processes,
         starter: Starter::new(config.method),
         config,
         shared: Arc::clone(&shared),

@@ -79,7 +79,7 @@ impl Supervisor {
                     .counters
                     .events
                     .emit(|| Event::WorkerRecycled(info));
-                worker.leave_slot();
+                worker.retire_from_slot();
                 worker.control.push_back(wire::shutdown_frame());
                 worker.exit_by = Some(Instant::now() + EXIT_GRACE);
                 let _ = worker.flush();
@@ -115,7 +115,7 @@ impl Supervisor {
             .events
             .emit(|| Event::WorkerRecycled(worker.info));
         self.pids_changed = true;
-        worker.leave_slot();
+        worker.retire_from_slot();
         worker.control.push_back(wire::shutdown_frame());
         worker.exit_by = Some(Instant::now() + EXIT_GRACE);
         let _ = worker.flush();
@@ -131,8 +131,9 @@ impl Supervisor {
         if !fd.readable() {
             return false;
         }
-        // A retiring worker holds no jobs and has nothing left to say but its end of stream.
-        !matches!(worker.read_frames(|_| ()), Ok(true))
+        // A retiring worker holds no jobs and has nothing left to say but its BYE and its
+        // end of stream.
+        !worker.read_bye()
     }
 
     /// Ends the cancelled jobs the workers in the slots hold. A worker running one is killed

@@ -305,6 +305,20 @@ pub(crate) fn peak_resident(pid: u32) -> Option<u64> {
     Some(kib * 1024)
 }
 
+/// The most memory this process has held resident, in bytes, from `getrusage`: its
+/// `VmHWM` in a process that was forked and has not exec'd since. (After an exec, the count
+/// starts from the memory of the process that exec'd, which for a process spawned with
+/// `vfork` is the spawner's.)
+pub(crate) fn peak_resident_forked() -> Option<u64> {
+    // SAFETY: `rusage` is plain data for which all zeroes is a valid value.
+    let mut usage: libc::rusage = unsafe { std::mem::zeroed() };
+    // SAFETY: getrusage writes only into `usage`, which lives for the call.
+    if unsafe { libc::getrusage(libc::RUSAGE_SELF, &mut usage) } != 0 {
+        return None;
+    }
+    u64::try_from(usage.ru_maxrss).ok().map(|kib| kib * 1024)
+}
+
 /// Which side of a [`fork`] this is.
 pub(crate) enum Forked {
     /// The new process.

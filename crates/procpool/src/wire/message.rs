@@ -39,6 +39,14 @@ pub(crate) fn shutdown_frame() -> Vec<u8> {
     FrameWriter::new(TAG_SHUTDOWN).finish()
 }
 
+/// A worker's last words, after a SHUTDOWN: its peak resident memory in bytes (0 if it
+/// could not read it).
+pub(crate) fn bye_frame(peak: u64) -> Vec<u8> {
+    let mut frame = FrameWriter::new(TAG_BYE);
+    frame.u64(peak);
+    frame.finish()
+}
+
 pub(crate) fn ready_frame(pid: u32, fingerprint: u64) -> Vec<u8> {
     let mut frame = FrameWriter::new(TAG_READY);
     frame.u32(MAGIC).u16(VERSION).u32(pid).u64(fingerprint);
@@ -273,9 +281,16 @@ impl<'a> ToWorker<'a> {
 /// wanted: nothing is copied or allocated per result on the way.
 #[derive(Debug, PartialEq, Eq)]
 pub(crate) enum FromWorker {
-    Ready { pid: u32, fingerprint: u64 },
+    Ready {
+        pid: u32,
+        fingerprint: u64,
+    },
     InitFailed(TaskFailure),
     Results(Results),
+    /// The answer to a SHUTDOWN: the worker's peak resident memory, if it could read it.
+    Bye {
+        peak: Option<u64>,
+    },
 }
 
 /// What a RESULTS frame says of its job, once checked whole.
@@ -302,6 +317,9 @@ impl FromWorker {
                 }
             }
             TAG_INIT_FAILED => FromWorker::InitFailed(cursor.failure()?),
+            TAG_BYE => FromWorker::Bye {
+                peak: Some(cursor.u64()?).filter(|&peak| peak > 0),
+            },
             TAG_RESULTS => {
                 let job = cursor.u64()?;
                 let count = cursor.u32()? as usize;

@@ -42,7 +42,8 @@ use run::*;
 pub(crate) use frame::{FrameWriter, WireError};
 pub(crate) use items::Oversized;
 pub(crate) use message::{
-    FromWorker, Results, ToWorker, init_failed_frame, ready_frame, setup_frame, shutdown_frame,
+    FromWorker, Results, ToWorker, bye_frame, init_failed_frame, ready_frame, setup_frame,
+    shutdown_frame,
 };
 pub(crate) use read_items::{PackedItems, ResultItems, ResultsAt, RunItems};
 pub(crate) use reader::{FrameReader, read_frame};
@@ -104,6 +105,7 @@ const TAG_SHUTDOWN: u8 = 3;
 const TAG_READY: u8 = 10;
 const TAG_INIT_FAILED: u8 = 11;
 const TAG_RESULTS: u8 = 12;
+const TAG_BYE: u8 = 13;
 
 #[cfg(test)]
 mod tests {
@@ -528,6 +530,20 @@ mod tests {
         }
         assert_eq!(frames, vec![b"one".to_vec(), big, b"two".to_vec()]);
         assert!(!reader.read_from(|_| Ok(0), |_| unreachable!()).unwrap());
+    }
+
+    #[test]
+    fn bye_frames_carry_the_peak_or_nothing() {
+        assert_eq!(
+            FromWorker::decode(body(&bye_frame(5 << 20))).unwrap(),
+            FromWorker::Bye {
+                peak: Some(5 << 20)
+            }
+        );
+        assert_eq!(
+            FromWorker::decode(body(&bye_frame(0))).unwrap(),
+            FromWorker::Bye { peak: None }
+        );
     }
 
     #[test]

@@ -133,7 +133,7 @@ pub(super) fn serve(parent: u32) -> io::Result<()> {
                             .map(UnixStream::from);
                         // Exit handlers run, as in a spawned worker: a task may have
                         // registered one.
-                        std::process::exit(super::serve_on(socket));
+                        std::process::exit(super::serve_on(socket, true));
                     }
                     Ok(Forked::Parent(child)) => {
                         drop(socket);

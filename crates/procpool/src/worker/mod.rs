@@ -156,14 +156,14 @@ fn started_as(marker: &str) -> Option<u32> {
 fn run(socket: io::Result<UnixStream>) -> ! {
     // A forked worker has the hook from its server.
     registry::record_panic_locations();
-    std::process::exit(serve_on(socket));
+    std::process::exit(serve_on(socket, false));
 }
 
 /// The worker's exit code: 0 once it was told to stop or its parent went away, else (it
 /// could not talk to its parent) a code of its own, which its parent, if still there,
 /// reports.
-fn serve_on(socket: io::Result<UnixStream>) -> i32 {
-    match socket.and_then(serve) {
+fn serve_on(socket: io::Result<UnixStream>, forked: bool) -> i32 {
+    match socket.and_then(|socket| serve(socket, forked)) {
         Ok(()) => 0,
         Err(_) => EXIT_PROTOCOL,
     }
@@ -232,7 +232,8 @@ fn send_frame(socket: &UnixStream, frame: &[u8], fds: &[impl AsFd]) -> io::Resul
     Ok(())
 }
 
-fn serve(socket: UnixStream) -> io::Result<()> {
+/// Serves as a worker on `socket`; `forked` says that the forkserver forked this process.
+fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
     sys::raise_open_files_limit();
     let mut reader = BufReader::with_capacity(
         READ_BUFFER,
@@ -356,7 +357,17 @@ fn serve(socket: UnixStream) -> io::Result<()> {
                 send_frame(&socket, &out, &out_fds)?;
                 trim(&mut out);
             }
-            ToWorker::Shutdown => return Ok(()),
+            ToWorker::Shutdown => {
+                // Its peak memory, for the pool's insights: read here, where it costs the
+                // pool's supervisor nothing (and a forked worker, a system call).
+                let peak = match forked {
+                    true => sys::peak_resident_forked(),
+                    false => sys::peak_resident(pid),
+                };
+                let peak = peak.unwrap_or(0);
+                let _ = writer.write_all(&wire::bye_frame(peak));
+                return Ok(());
+            }
             ToWorker::Setup { .. } => {
                 return Err(io::Error::new(
                     io::ErrorKind::InvalidData,

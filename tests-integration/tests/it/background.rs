@@ -1,0 +1,137 @@
+//! `Builder::wait_for_workers`: a pool that is ready before all its first workers are, and
+//! starts the rest while it runs calls.
+
+use std::time::Duration;
+
+use procpool::{BuildErrorKind, Pool};
+use tests_integration::{Rendezvous, assert_no_children, finish, meet, serial};
+
+use crate::tasks::{hold, square, wait_for};
+
+#[procpool::task]
+fn refuse(fail: bool) {
+    assert!(!fail, "the initializer refuses");
+}
+
+/// How long a test waits for a task to arrive: an upper bound, never a pace.
+const ARRIVAL: Duration = Duration::from_secs(30);
+
+#[test]
+fn the_rest_of_the_workers_start_while_the_pool_runs() {
+    let _serial = serial();
+    let pool = Pool::builder()
+        .processes(6)
+        .wait_for_workers(1)
+        .build()
+        .unwrap();
+    assert!(!pool.worker_pids().is_empty());
+    assert_eq!(pool.apply(square, (7,)).unwrap(), 49);
+    wait_for("all six workers have started", || {
+        pool.worker_pids().len() == 6
+    });
+    assert_eq!(
+        pool.map(square, 0..60u64).unwrap(),
+        (0..60u64).map(|x| x * x).collect::<Vec<_>>()
+    );
+    assert_eq!(pool.stats().worker_starts, 6);
+    finish(pool);
+}
+
+/// An initializer that holds every worker but the first at `path` until released.
+#[procpool::task]
+fn gate(path: String) {
+    if procpool::current_worker().is_some_and(|w| w.index != 0) {
+        meet(&path);
+    }
+}
+
+#[test]
+fn a_call_waits_for_a_starting_worker_rather_than_behind_another_call() {
+    let _serial = serial();
+    let gates = Rendezvous::new();
+    let pool = Pool::builder()
+        .processes(2)
+        .wait_for_workers(1)
+        .initializer(gate, (gates.path(),))
+        .build()
+        .unwrap();
+    // Worker 0 is ready; worker 1 is held in its initializer.
+    let calls = Rendezvous::new();
+    let first = pool.apply_async(hold, (calls.path(),)).unwrap();
+    let second = pool.apply_async(hold, (calls.path(),)).unwrap();
+    let running = calls.arrive_within(ARRIVAL).expect("the first call runs");
+    // The second call must not be queued on worker 0 behind the first, which waits to be
+    // released: once worker 1 is ready, it runs there.
+    let gate = gates
+        .arrive_within(ARRIVAL)
+        .expect("worker 1 is in its initializer");
+    drop(gate);
+    let also_running = calls
+        .arrive_within(ARRIVAL)
+        .expect("the second call runs on worker 1 while the first still runs");
+    assert_ne!(running.pid, also_running.pid);
+    drop((running, also_running));
+    assert_eq!(first.get().unwrap(), 0, "released by the hang-up");
+    assert_eq!(second.get().unwrap(), 0, "released by the hang-up");
+    finish(pool);
+}
+
+#[test]
+fn a_pool_closed_before_its_workers_started_leaves_nothing() {
+    let _serial = serial();
+    let pool = Pool::builder()
+        .processes(32)
+        .wait_for_workers(1)
+        .build()
+        .unwrap();
+    assert_eq!(pool.apply(square, (3,)).unwrap(), 9);
+    pool.close();
+    pool.join().unwrap();
+    assert!(pool.stats().worker_starts <= 32);
+    drop(pool);
+    assert_no_children();
+}
+
+#[test]
+fn an_initializer_that_fails_in_the_first_worker_still_fails_build() {
+    let _serial = serial();
+    let error = Pool::builder()
+        .processes(4)
+        .wait_for_workers(1)
+        .initializer(refuse, (true,))
+        .build()
+        .unwrap_err();
+    assert_eq!(error.kind(), BuildErrorKind::Initializer, "{error}");
+    assert_no_children();
+    // One that passes: every worker runs it, the late ones too.
+    let pool = Pool::builder()
+        .processes(4)
+        .wait_for_workers(2)
+        .initializer(refuse, (false,))
+        .build()
+        .unwrap();
+    assert_eq!(
+        pool.map(square, 0..8u64).unwrap(),
+        (0..8u64).map(|x| x * x).collect::<Vec<_>>()
+    );
+    finish(pool);
+}
+
+#[test]
+fn waiting_for_no_worker_or_more_than_the_pool_has_is_refused() {
+    let _serial = serial();
+    for n in [0, 5] {
+        let error = Pool::builder()
+            .processes(4)
+            .wait_for_workers(n)
+            .build()
+            .unwrap_err();
+        assert_eq!(error.kind(), BuildErrorKind::InvalidInput, "{error}");
+        assert!(error.to_string().contains("wait_for_workers"), "{error}");
+    }
+    assert_no_children();
+    // A pool built with the default waits for every worker.
+    let pool = Pool::builder().processes(3).build().unwrap();
+    assert_eq!(pool.worker_pids().len(), 3);
+    finish(pool);
+}
