@@ -111,7 +111,10 @@ impl Builder {
     /// then [`Pool::worker_pids`] lists them all as soon as `build` returns.
     ///
     /// With fewer, a large pool takes its first calls sooner, as Python's `Pool` does (its
-    /// constructor starts processes and does not wait for them). `build` still fails if the
+    /// constructor starts processes and does not wait for them). While workers are still
+    /// starting, each call waits for a worker of its own rather than queue behind another;
+    /// once the pool is [closed](Pool::close), workers not started yet are started only for
+    /// the calls still queued. `build` still fails if the
     /// initializer fails in one of the workers it waits for; if it fails in a worker started
     /// later, the pool stops taking work and says why, as for a replacement. `build` refuses
     /// zero and more than [`processes`](Builder::processes).
@@ -1151,6 +1154,10 @@ impl Pool {
 
     /// Stops the pool from taking new work; queued work still runs. Then
     /// [`join`](Pool::join) waits for it.
+    ///
+    /// As in Python's pool, a worker with nothing left to run exits at once, while the
+    /// others finish their calls; and of the workers a pool had not started yet (see
+    /// [`Builder::wait_for_workers`]), only those the queued calls need are started.
     ///
     /// An [`Imap`] that is still pulling its input can submit no more after `close`: its
     /// next call not yet submitted ends with [`ErrorKind::Closed`], and the iterator ends.

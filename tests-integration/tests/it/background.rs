@@ -77,6 +77,38 @@ fn a_call_waits_for_a_starting_worker_rather_than_behind_another_call() {
 }
 
 #[test]
+fn calls_queued_at_close_still_get_the_workers_not_started_yet() {
+    let _serial = serial();
+    let pool = Pool::builder()
+        .processes(16)
+        .wait_for_workers(1)
+        .build()
+        .unwrap();
+    // Sixteen calls that each wait to be released, and a close at once, as Python's
+    // tutorial does: the workers not started yet are still started for them.
+    let rendezvous = Rendezvous::new();
+    let held: Vec<_> = (0..16)
+        .map(|_| pool.apply_async(hold, (rendezvous.path(),)).unwrap())
+        .collect();
+    pool.close();
+    let arrivals: Vec<_> = (0..16)
+        .map(|n| {
+            rendezvous
+                .arrive_within(ARRIVAL)
+                .unwrap_or_else(|| panic!("call {n} of 16 never started"))
+        })
+        .collect();
+    drop(arrivals);
+    for call in held {
+        assert_eq!(call.get().unwrap(), 0, "released by the hang-up");
+    }
+    pool.join().unwrap();
+    assert_eq!(pool.stats().worker_starts, 16);
+    drop(pool);
+    assert_no_children();
+}
+
+#[test]
 fn a_pool_closed_before_its_workers_started_leaves_nothing() {
     let _serial = serial();
     let pool = Pool::builder()

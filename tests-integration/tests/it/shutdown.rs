@@ -1,7 +1,7 @@
 //! close, join, terminate and drop: nothing hangs, nothing is left behind.
 
 use procpool::{ErrorKind, Pool};
-use tests_integration::{Rendezvous, assert_no_children, serial};
+use tests_integration::{Rendezvous, assert_no_children, serial, workers_of};
 
 use crate::tasks::{hold, square};
 
@@ -28,6 +28,25 @@ fn close_lets_queued_work_finish_then_join_reaps() {
     assert_eq!(mapped.get().unwrap()[999], 999 * 999);
     assert!(pool.worker_pids().is_empty());
     pool.join().expect("a second join returns at once");
+}
+
+#[test]
+fn after_close_idle_workers_exit_while_a_busy_one_finishes() {
+    let _serial = serial();
+    let pool = Pool::builder().processes(3).build().unwrap();
+    let rendezvous = Rendezvous::new();
+    let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let busy = rendezvous.arrive();
+    pool.close();
+    // The two idle workers have nothing left to run: they go now, as in Python's pool,
+    // not when the busy one is done.
+    crate::tasks::wait_for("only the busy worker is left", || {
+        workers_of(std::process::id()) == [busy.pid]
+    });
+    drop(busy);
+    assert_eq!(held.get().unwrap(), 0, "released by the hang-up");
+    pool.join().unwrap();
+    assert_no_children();
 }
 
 #[test]

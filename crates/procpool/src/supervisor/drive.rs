@@ -239,10 +239,22 @@ impl Supervisor {
         true
     }
 
-    /// Starts the next first worker that the pool did not wait for, while it runs; once it
-    /// is closed, those not started yet never are.
+    /// Starts the next first worker that the pool did not wait for, while it runs or has
+    /// queued jobs to run; once it is closed with nothing queued (or terminated, or
+    /// broken), those not started yet never are.
     fn start_next_first(&mut self) {
-        if !matches!(self.shared.lock().phase, Phase::Running) {
+        if self.unstarted.is_empty() {
+            return;
+        }
+        let wanted = {
+            let state = self.shared.lock();
+            match state.phase {
+                Phase::Running => true,
+                Phase::Closed => !state.queue.is_empty(),
+                Phase::Terminating | Phase::Broken(_) => false,
+            }
+        };
+        if !wanted {
             self.unstarted = 0..0;
             return;
         }

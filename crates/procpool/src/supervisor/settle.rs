@@ -64,14 +64,21 @@ impl Supervisor {
         }
     }
 
-    /// With no new work coming: once no worker holds a job (and no blocking call runs on
-    /// borrowed workers), tell them all to exit; returns false once every worker has exited
-    /// and been reaped.
+    /// With no new work coming (the pool is closed and nothing is queued) and no blocking
+    /// call running on borrowed workers: tells each worker that holds no job to exit, at
+    /// once, as Python's pool does, and each of the others once its jobs are done. (A job
+    /// whose worker dies may still run again, on the replacement that death starts.)
+    /// Returns false once every worker has exited and been reaped.
     pub(super) fn wind_down(&mut self, borrowers: usize) -> bool {
-        if borrowers > 0 || self.slots.iter().flatten().any(|w| !w.in_flight.is_empty()) {
+        if borrowers > 0 {
             return true;
         }
+        let mut busy = false;
         for slot in &mut self.slots {
+            if slot.as_ref().is_some_and(|w| !w.in_flight.is_empty()) {
+                busy = true;
+                continue;
+            }
             if let Some(mut worker) = slot.take() {
                 self.pids_changed = true;
                 let info = worker.info;
@@ -86,7 +93,7 @@ impl Supervisor {
                 self.retiring.push(worker);
             }
         }
-        !self.retiring.is_empty()
+        busy || !self.retiring.is_empty()
     }
 
     /// Retires the worker in slot `index` once it has run its `max_tasks_per_child` jobs and
