@@ -63,7 +63,10 @@
 //! - Each connection carries one request and is closed after the response
 //!   (`Connection: close`); each is served on its own thread, so the latency of concurrent
 //!   requests overlaps instead of adding up.
-//! - A page waits out the latency before it is sent; an error is answered at once.
+//! - A page is sent once the latency has passed since its request arrived (its body is
+//!   built meanwhile, so a page costs the latency however long building it takes, as a
+//!   remote server's own work is part of the latency it is measured by); an error is
+//!   answered at once.
 //! - A connection must send its whole request head within [`HEAD_DEADLINE`], however it
 //!   spreads the bytes out; then it is closed without an answer.
 //! - At most [`ServerConfig::max_connections`] connections are served at once (one thread
@@ -83,7 +86,7 @@ use std::net::{Ipv4Addr, Shutdown, SocketAddr, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use http::Incoming;
 use timeline::{ApiError, Policy, Usage};
@@ -137,8 +140,8 @@ const ACCEPT_BACKOFF: Duration = Duration::from_millis(20);
 pub struct ServerConfig {
     /// The port to listen on, on `127.0.0.1`; 0 (the default) picks a free one.
     pub port: u16,
-    /// How long each page waits before it is sent (default [`DEFAULT_LATENCY`]); errors are
-    /// answered at once.
+    /// How long after its request each page is sent (default [`DEFAULT_LATENCY`]); errors
+    /// are answered at once.
     pub latency: Duration,
     /// The tokens the server accepts (default: [`DEFAULT_TOKEN`] alone).
     pub tokens: Vec<String>,
@@ -362,20 +365,24 @@ impl Shared {
         let _ = stream.shutdown(Shutdown::Both);
     }
 
-    /// Reads one request from `stream`, waits the latency (for a page, not an error) and
-    /// answers.
+    /// Reads one request from `stream`, waits until the latency has passed since it arrived
+    /// (for a page, not an error) and answers.
     fn answer(&self, stream: &mut TcpStream) {
         let _ = stream.set_write_timeout(Some(WRITE_TIMEOUT));
         let policy = Policy {
             tokens: &self.config.tokens,
             rate_limit: self.config.rate_limit,
         };
-        let reply = match http::read_request(stream, self.config.head_deadline) {
-            Ok(Incoming::Request(request)) => timeline::answer(&request, policy, &self.usage),
-            Ok(Incoming::Malformed) => ApiError::IllegalRequest.reply(""),
+        let (reply, arrived) = match http::read_request(stream, self.config.head_deadline) {
+            Ok(Incoming::Request(request)) => {
+                let arrived = Instant::now();
+                (timeline::answer(&request, policy, &self.usage), arrived)
+            }
+            Ok(Incoming::Malformed) => (ApiError::IllegalRequest.reply(""), Instant::now()),
             Ok(Incoming::Closed) | Err(_) => return,
         };
-        if reply.status == 200 && !self.wait_unless_stopping(self.config.latency) {
+        let left = self.config.latency.saturating_sub(arrived.elapsed());
+        if reply.status == 200 && !self.wait_unless_stopping(left) {
             return;
         }
         self.served.fetch_add(1, Ordering::SeqCst);
