@@ -56,6 +56,11 @@ pub struct Job<'a> {
     pub seen: HashSet<u64>,
     /// Whether SIGINT and SIGTERM stop the crawl (instead of ending the process).
     pub catch_signals: bool,
+    /// Whether the pool is the crawl's own, to close once its last page is asked for, as the
+    /// tutorial does (`apply_async` for each page, then `close`): the workers no page
+    /// needs then exit while the pages come. Only `apply_async` and `map_async` close it
+    /// early; the caller joins it.
+    pub close_pool: bool,
 }
 
 /// Why a crawl stopped before its last page.
@@ -120,7 +125,8 @@ enum Event {
 /// order, as soon as the pages before it are in; `on_page` is told of each page written,
 /// with the last page once known.
 ///
-/// On a stop the pool is terminated; on success it is left running for the caller to close.
+/// On a stop the pool is terminated; on success it is left for the caller to close (if
+/// `close_pool` has not closed it already) and join.
 pub fn crawl(
     job: Job<'_>,
     mut on_page: impl FnMut(u32, u32),
@@ -133,12 +139,25 @@ pub fn crawl(
         .flatten();
     let fetcher = {
         let pool = job.pool.clone();
-        let (method, plan, template, first) =
-            (job.method, job.plan, job.template.clone(), job.first_page);
+        let (method, plan, template, first, close) = (
+            job.method,
+            job.plan,
+            job.template.clone(),
+            job.first_page,
+            job.close_pool,
+        );
         thread::Builder::new()
             .name("crawl-fetch".to_owned())
             .spawn(move || {
-                fetch(pool.as_deref(), method, plan, &template, first, &events);
+                fetch(
+                    pool.as_deref(),
+                    method,
+                    plan,
+                    &template,
+                    first,
+                    close,
+                    &events,
+                );
                 let _ = events.send(Event::Finished);
             })
     };
@@ -290,17 +309,24 @@ fn fetch(
     plan: Plan,
     template: &PageRequest,
     first: u32,
+    close_pool: bool,
     events: &Sender<Event>,
 ) {
     match plan {
         Plan::AllAtOnce => {
             let requests = (1..=MAX_PAGES).map(|p| template.with_page(p)).collect();
-            batch(pool, method, requests, events);
+            batch(pool, method, requests, close_pool, events);
         }
         Plan::TotalFirst => {
             // The first page alone, through the same method, to learn the total.
             let (first_events, first_received) = mpsc::channel();
-            batch(pool, method, vec![template.with_page(first)], &first_events);
+            batch(
+                pool,
+                method,
+                vec![template.with_page(first)],
+                false,
+                &first_events,
+            );
             drop(first_events);
             let mut total = None;
             for event in first_received {
@@ -317,15 +343,22 @@ fn fetch(
                 .filter(|request| request.page > first)
                 .collect();
             if !rest.is_empty() {
-                batch(pool, method, rest, events);
+                batch(pool, method, rest, close_pool, events);
             }
         }
     }
 }
 
 /// Runs `requests` with `method`, sending what each came to as the method delivers it. Stops
-/// early once nobody receives.
-fn batch(pool: Option<&Pool>, method: Method, requests: Vec<PageRequest>, events: &Sender<Event>) {
+/// early once nobody receives. With `close`, an asynchronous method closes the pool once
+/// every request is submitted.
+fn batch(
+    pool: Option<&Pool>,
+    method: Method,
+    requests: Vec<PageRequest>,
+    close: bool,
+    events: &Sender<Event>,
+) {
     let page = |result| events.send(Event::Page(result)).is_ok();
     let failed = |error| {
         let _ = events.send(Event::Pool(error));
@@ -365,6 +398,9 @@ fn batch(pool: Option<&Pool>, method: Method, requests: Vec<PageRequest>, events
                     Err(error) => return failed(error),
                 }
             }
+            if close {
+                pool.close();
+            }
             // One waiter a page, so that each page is handed on the moment it is done.
             thread::scope(|scope| {
                 for result in &pending {
@@ -384,7 +420,12 @@ fn batch(pool: Option<&Pool>, method: Method, requests: Vec<PageRequest>, events
                 pool.map_with(get_repost_page, requests, one_a_chunk)
             } else {
                 pool.map_async_with(get_repost_page, requests, one_a_chunk)
-                    .and_then(|pending| pending.get())
+                    .and_then(|pending| {
+                        if close {
+                            pool.close();
+                        }
+                        pending.get()
+                    })
             };
             match all {
                 Ok(pages) => {

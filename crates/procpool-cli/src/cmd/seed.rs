@@ -103,6 +103,7 @@ fn crawl_all(
         first_page: 1,
         seen: HashSet::new(),
         catch_signals: false,
+        close_pool: true,
     };
     let mut outcome = pages::crawl(job, |_, _| {}, |_| Ok(()));
     match outcome.stop.take() {
@@ -425,7 +426,10 @@ fn repost_table(
             out,
             "\"all 10 at once\" is the tutorial's way: every page is asked for before page 1 tells the total, \
              so a post with fewer reposts still costs 10 requests. `procpool reposts` asks for page 1 first \
-             and then only the pages the total calls for (--all-at-once for the tutorial's way)."
+             and then only the pages the total calls for (--all-at-once for the tutorial's way). \
+             A pool larger than the machine is ready once it has one worker a CPU and starts the rest \
+             while the pages come; the asynchronous rows close it once every page is asked for, as the \
+             tutorial does, and a closed pool starts only the workers its queued pages need."
         )?;
     }
     Ok(rows)
