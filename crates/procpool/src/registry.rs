@@ -129,10 +129,16 @@ thread_local! {
     static PANIC_BACKTRACE: RefCell<Option<String>> = const { RefCell::new(None) };
 }
 
-/// Makes every panic in this process record where it was raised, for the [`TaskFailure`]
-/// that [`run`] makes of it. Only a worker installs it.
+/// Makes every panic in a worker record where it was raised, for the [`TaskFailure`] that
+/// [`run`] makes of it. Workers install it, and the forkserver for the workers it forks.
 pub(crate) fn record_panic_locations() {
-    std::panic::set_hook(Box::new(|info| {
+    // The forkserver installs it too, for the workers it forks; a panic outside a worker
+    // (in the server itself) is reported as the default hook reports it.
+    let default = std::panic::take_hook();
+    std::panic::set_hook(Box::new(move |info| {
+        if crate::worker::current_worker().is_none() {
+            return default(info);
+        }
         let location = info
             .location()
             .map(|l| format!("{}:{}:{}", l.file(), l.line(), l.column()));

@@ -3,7 +3,7 @@
 
 use std::time::Duration;
 
-use procpool::{BuildErrorKind, Pool};
+use procpool::{BuildErrorKind, ErrorKind, Pool};
 use tests_integration::{Rendezvous, assert_no_children, finish, meet, serial};
 
 use crate::tasks::{hold, square, wait_for};
@@ -165,5 +165,92 @@ fn waiting_for_no_worker_or_more_than_the_pool_has_is_refused() {
     // A pool built with the default waits for every worker.
     let pool = Pool::builder().processes(3).build().unwrap();
     assert_eq!(pool.worker_pids().len(), 3);
+    finish(pool);
+}
+
+/// How long a test waits for a late worker that must not have started yet: long enough for
+/// one to arrive if it had been started, far from any bound a passing run depends on.
+const NOT_YET: Duration = Duration::from_secs(3);
+
+/// Worker 0 waits at `first` before it is ready; every later worker waits at `late` and then
+/// refuses.
+#[procpool::task]
+fn first_slow_late_refuses(first: String, late: String) {
+    let index = procpool::current_worker().map(|w| w.index).unwrap();
+    if index == 0 {
+        meet(&first);
+    } else {
+        meet(&late);
+        panic!("late worker {index} refuses");
+    }
+}
+
+#[test]
+fn an_initializer_failing_in_a_late_worker_breaks_the_pool_not_build() {
+    let _serial = serial();
+    let first = Rendezvous::new();
+    let late = Rendezvous::new();
+    let (first_path, late_path) = (first.path(), late.path());
+    let build = std::thread::spawn(move || {
+        Pool::builder()
+            .processes(2)
+            .wait_for_workers(1)
+            .initializer(first_slow_late_refuses, (first_path, late_path))
+            .build()
+    });
+    // Worker 0, the one build waits for, is held in its initializer; worker 1 must not start
+    // before build returns.
+    let worker0 = first.arrive();
+    assert!(
+        late.arrive_within(NOT_YET).is_none(),
+        "worker 1 started while build waited"
+    );
+    drop(worker0);
+    let pool = build.join().unwrap().expect("build returns");
+    drop(
+        late.arrive_within(ARRIVAL)
+            .expect("worker 1 starts after build"),
+    );
+    // As documented: the pool stops taking work and says why.
+    wait_for("the pool is broken", || {
+        pool.apply(square, (3,))
+            .is_err_and(|e| e.kind() == ErrorKind::PoolBroken)
+    });
+    finish(pool);
+}
+
+/// Every worker waits at `path` in its initializer.
+#[procpool::task]
+fn hold_all(path: String) {
+    meet(&path);
+}
+
+#[test]
+fn the_workers_not_waited_for_start_only_once_build_has_returned() {
+    let _serial = serial();
+    let gate = Rendezvous::new();
+    let path = gate.path();
+    let build = std::thread::spawn(move || {
+        Pool::builder()
+            .processes(8)
+            .wait_for_workers(1)
+            .initializer(hold_all, (path,))
+            .build()
+    });
+    let first = gate.arrive();
+    // No worker is ready, so build has not returned: the 7 others are not started yet.
+    let early = gate.arrive_within(NOT_YET).map(|a| a.pid);
+    assert!(!build.is_finished());
+    assert!(
+        early.is_none(),
+        "worker {early:?} started before build returned"
+    );
+    drop(first);
+    let pool = build.join().unwrap().unwrap();
+    // The others start now, each held at the gate until released.
+    for _ in 1..8 {
+        drop(gate.arrive_within(ARRIVAL).expect("a late worker starts"));
+    }
+    wait_for("all eight workers are up", || pool.worker_pids().len() == 8);
     finish(pool);
 }

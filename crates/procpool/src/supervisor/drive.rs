@@ -118,7 +118,7 @@ impl Supervisor {
                     owners.push(Owner::AwayExit(index, away.pid));
                 }
             }
-            let timeout = match self.unstarted.is_empty() {
+            let timeout = match self.unstarted.is_empty() || self.startup.is_some() {
                 true => self
                     .next_deadline()
                     .map(|deadline| deadline.saturating_duration_since(Instant::now())),
@@ -243,7 +243,9 @@ impl Supervisor {
     /// queued jobs to run; once it is closed with nothing queued (or terminated, or
     /// broken), those not started yet never are.
     fn start_next_first(&mut self) {
-        if self.unstarted.is_empty() {
+        // Only once `build` has returned: until then, a worker's failure fails `build`, and
+        // the workers it waits for have the CPUs to themselves.
+        if self.unstarted.is_empty() || self.startup.is_some() {
             return;
         }
         let wanted = {
@@ -292,11 +294,7 @@ impl Supervisor {
         // While workers are starting, a job waits for one of them rather than behind
         // another job: a second job may wait a whole job for a worker that will be ready
         // in a millisecond.
-        let starting = !self.unstarted.is_empty()
-            || self
-                .slots
-                .iter()
-                .any(|slot| slot.as_ref().is_none_or(|w| !w.ready));
+        let starting = !self.unstarted.is_empty() || self.slots.iter().flatten().any(|w| !w.ready);
         let depths = if starting { 1 } else { DEPTH };
         for depth in 0..depths {
             for worker in self.slots.iter_mut().flatten() {
