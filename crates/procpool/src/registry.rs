@@ -130,13 +130,13 @@ thread_local! {
 }
 
 /// Makes every panic in a worker record where it was raised, for the [`TaskFailure`] that
-/// [`run`] makes of it. Workers install it, and the forkserver for the workers it forks.
-pub(crate) fn record_panic_locations() {
-    // The forkserver installs it too, for the workers it forks; a panic outside a worker
-    // (in the server itself) is reported as the default hook reports it.
+/// [`run`] makes of it; `in_worker` says whether this process serves as a worker yet.
+/// Workers install it, and the forkserver for the workers it forks: a panic outside a
+/// worker (in the server itself) is reported as the default hook reports it.
+pub(crate) fn record_panic_locations(in_worker: fn() -> bool) {
     let default = std::panic::take_hook();
     std::panic::set_hook(Box::new(move |info| {
-        if crate::worker::current_worker().is_none() {
+        if !in_worker() {
             return default(info);
         }
         let location = info

@@ -108,7 +108,7 @@ pub(super) fn serve(parent: u32) -> io::Result<()> {
     let server = std::process::id();
     // Built once here, and shared by every worker forked after.
     crate::registry::build_index();
-    crate::registry::record_panic_locations();
+    crate::registry::record_panic_locations(|| super::current_worker().is_some());
     let mut fds = VecDeque::new();
     while let Some((op, pid)) = read_message(&control, &mut fds)? {
         match op {

@@ -155,7 +155,7 @@ fn started_as(marker: &str) -> Option<u32> {
 /// Serves as a worker on `socket`, and exits.
 fn run(socket: io::Result<UnixStream>) -> ! {
     // A forked worker has the hook from its server.
-    registry::record_panic_locations();
+    registry::record_panic_locations(|| current_worker().is_some());
     std::process::exit(serve_on(socket, false));
 }
 
