@@ -152,6 +152,12 @@ impl Starter {
         }
     }
 
+    /// Ends the server, if there is one and nothing else holds it (no worker of it is left):
+    /// it is reaped here, and a later start would start another.
+    pub(crate) fn stop(&mut self) {
+        self.server = None;
+    }
+
     /// The server, started if there is none yet or the last one broke.
     fn server(&mut self) -> io::Result<Arc<forkserver::Server>> {
         match &self.server {

@@ -483,6 +483,10 @@ impl Supervisor {
         for pid in self.shared.lock().pids.iter_mut() {
             *pid = None;
         }
+        // The forkserver, if any, goes before the pool says it has finished: it reaps the
+        // workers it was asked to reap, then exits (up to a second when it is stuck), so a
+        // `join_timeout` that sees the pool finished does not wait for it past its timeout.
+        self.starter.stop();
         self.finished = true;
         self.shared.mark_finished();
     }
