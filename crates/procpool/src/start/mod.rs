@@ -39,12 +39,13 @@ pub enum StartMethod {
     /// for up to 10 seconds, then is replaced; its workers end with it.
     ///
     /// The default, because it is as safe as spawn (no worker is a copy of a process with
-    /// other threads) and faster wherever many workers are started: on a 2-core VM, a pool
-    /// of 100 and a first map in 20–25 ms (spawn 65–80 ms), a replacement after a death in
-    /// 0.24–0.26 ms (0.9–1.2 ms), and `max_tasks_per_child(1)` at 2,130–2,257 tasks a
-    /// second (about 1,050), in two runs of `bench/compare`. A pool of 2 starts in about
-    /// the same time either way (1.55 and 2.13 ms, spawn 1.75 and 1.72 ms): the server's
-    /// exec takes the place of the workers'. `BENCHMARKS.md` has the latest run.
+    /// other threads) and faster wherever many workers are started: on a 2-core VM, in the
+    /// latest run of `bench/compare`, a pool of 100 and a first map in 17.9 ms (spawn
+    /// 59.9 ms), a replacement after a death in 0.17 ms (0.84 ms), and
+    /// `max_tasks_per_child(1)` at 4,262 tasks a second (1,335). A pool of 2 starts in
+    /// about the same time either way (1.62 ms, spawn 1.49 ms; 2.13 and 1.72 ms in the run
+    /// before): the server's exec takes the place of the workers'. `BENCHMARKS.md` has the
+    /// figures.
     #[default]
     Forkserver,
 }
