@@ -308,3 +308,21 @@ fn a_cancelled_chunk_that_kills_its_worker_ends_once() {
     );
     finish(pool);
 }
+
+#[test]
+fn a_call_cancelled_after_close_ends_cancelled() {
+    let _serial = serial();
+    let pool = pool(2);
+    let rendezvous = Rendezvous::new();
+    let running = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let arrival = rendezvous.arrive();
+    pool.close();
+    running.cancel();
+    // The call is held until released: only the cancel can end it. The bound is generous,
+    // never a pace.
+    let outcome = running.get_timeout(std::time::Duration::from_secs(30));
+    drop(arrival);
+    let error = outcome.expect_err("a cancelled call ends");
+    assert_eq!(error.kind(), ErrorKind::Cancelled, "{error}");
+    finish(pool);
+}

@@ -10,11 +10,12 @@
 
 use std::collections::VecDeque;
 use std::io;
-use std::os::fd::{AsFd, OwnedFd};
+use std::os::fd::{AsFd, AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use super::process::ADOPTED_EXIT;
 use super::{Process, Started, spawn};
 use crate::error::WorkerExit;
 use crate::sys;
@@ -282,7 +283,10 @@ impl Drop for Server {
         while !conn.asked.is_empty() && conn.take_answer().is_ok() {}
         for forked in std::mem::take(&mut conn.answered).into_iter().flatten() {
             let _ = sys::pidfd_signal(forked.pidfd.as_fd(), sys::SIGKILL);
-            let _ = conn.call(WAIT, forked.pid);
+            if conn.call(WAIT, forked.pid).is_err() {
+                // The server stopped answering: reaped below, once it is gone.
+                conn.unconfirmed.push_back((u64::MAX, forked.pidfd));
+            }
         }
         let _ = conn.socket.shutdown(std::net::Shutdown::Write);
         if let Some(process) = conn.process.take() {
@@ -294,8 +298,12 @@ impl Drop for Server {
             process.reap_within(grace);
         }
         // Those the server did not reap before it ended are orphans now: this process's own
-        // if it adopts orphans (PID 1, or a child subreaper), and then it reaps them.
+        // if it adopts orphans (PID 1, or a child subreaper), and then it reaps them. Each
+        // has exited or been killed (by this drop, or with its server): its exit shows at
+        // once or within moments.
         for (_, pidfd) in conn.unconfirmed.drain(..) {
+            let mut fds = [sys::PollFd::new(pidfd.as_raw_fd(), false)];
+            let _ = sys::poll(&mut fds, Some(ADOPTED_EXIT));
             let _ = sys::reap_adopted(&pidfd);
         }
     }

@@ -202,7 +202,7 @@ impl Process {
 }
 
 /// How long a forked worker killed after its server died may take to exit.
-const ADOPTED_EXIT: Duration = Duration::from_secs(1);
+pub(super) const ADOPTED_EXIT: Duration = Duration::from_secs(1);
 
 /// How the exited worker `pid` of `server` ended: as its server says, or, if its server
 /// died first (it died with it) and this process adopted it (PID 1, or a child subreaper),

@@ -199,15 +199,13 @@ impl Supervisor {
                 }
                 return self.wind_down(borrowers);
             }
-            Phase::Closed if state.queue.is_empty() => {
-                drop(state);
-                return self.wind_down(borrowers);
-            }
             Phase::Running | Phase::Closed => {}
         }
         if self.startup.is_some() {
             return true;
         }
+        // Before a closed pool winds down: a call cancelled while it runs after `close` ends
+        // as cancelled, its worker killed, as before `close`.
         if self.shared.cancels.swap(false, Ordering::SeqCst) {
             let (cancelled, kept): (VecDeque<Job>, VecDeque<Job>) =
                 state.queue.drain(..).partition(Job::is_cancelled);
@@ -219,6 +217,10 @@ impl Supervisor {
             }
             self.cancel_running();
             state = shared.lock();
+        }
+        if matches!(state.phase, Phase::Closed) && state.queue.is_empty() {
+            drop(state);
+            return self.wind_down(borrowers);
         }
         // Work queued since `take_back_lent` finds the idle workers here.
         for worker in std::mem::take(&mut state.idle) {
