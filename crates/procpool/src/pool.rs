@@ -114,10 +114,10 @@ impl Builder {
     /// constructor starts processes and does not wait for them). While workers are still
     /// starting, each call waits for a worker of its own rather than queue behind another;
     /// once the pool is [closed](Pool::close), workers not started yet are started only for
-    /// the calls still queued. `build` still fails if the
-    /// initializer fails in one of the workers it waits for; if it fails in a worker started
-    /// later, the pool stops taking work and says why, as for a replacement. `build` refuses
-    /// zero and more than [`processes`](Builder::processes).
+    /// the calls still queued. `build` still fails if the initializer fails in one of the
+    /// workers it waits for; if it fails in a worker started later, the pool stops taking
+    /// work and says why, as for a replacement. `build` refuses zero and more than
+    /// [`processes`](Builder::processes).
     ///
     /// ```
     /// # #[procpool::task] fn double(x: u64) -> u64 { 2 * x }

@@ -373,12 +373,11 @@ impl Shared {
             tokens: &self.config.tokens,
             rate_limit: self.config.rate_limit,
         };
-        let (reply, arrived) = match http::read_request(stream, self.config.head_deadline) {
-            Ok(Incoming::Request(request)) => {
-                let arrived = Instant::now();
-                (timeline::answer(&request, policy, &self.usage), arrived)
-            }
-            Ok(Incoming::Malformed) => (ApiError::IllegalRequest.reply(""), Instant::now()),
+        let incoming = http::read_request(stream, self.config.head_deadline);
+        let arrived = Instant::now();
+        let reply = match incoming {
+            Ok(Incoming::Request(request)) => timeline::answer(&request, policy, &self.usage),
+            Ok(Incoming::Malformed) => ApiError::IllegalRequest.reply(""),
             Ok(Incoming::Closed) | Err(_) => return,
         };
         let left = self.config.latency.saturating_sub(arrived.elapsed());

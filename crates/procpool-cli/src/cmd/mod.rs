@@ -153,15 +153,15 @@ fn pool(processes: Option<usize>, show_pids: bool) -> Result<procpool::Pool> {
         tracing::info!("calls go to queue {:?} on Redis", remote.queue);
         return Ok(pool);
     }
+    let pids = pool.worker_pids();
+    let rest = if pids.len() < pool.processes() {
+        " (the rest start while it runs)"
+    } else {
+        ""
+    };
     tracing::info!(
-        "started a pool of {} workers: pids {:?}{}",
-        pool.processes(),
-        pool.worker_pids(),
-        if pool.worker_pids().len() < pool.processes() {
-            " (the rest start while it runs)"
-        } else {
-            ""
-        }
+        "started a pool of {} workers: pids {pids:?}{rest}",
+        pool.processes()
     );
     Ok(pool)
 }

@@ -175,10 +175,8 @@ impl Server {
     /// [`Server::reap_when_gone`]).
     pub(super) fn reap(&self, pid: u32, pidfd: OwnedFd) {
         let mut conn = self.lock();
-        match conn.send(REAP, pid) {
-            Ok(request) => conn.unconfirmed.push_back((request, pidfd)),
-            Err(_) => conn.unconfirmed.push_back((u64::MAX, pidfd)),
-        }
+        let request = conn.send(REAP, pid).unwrap_or(u64::MAX);
+        conn.unconfirmed.push_back((request, pidfd));
     }
 
     /// Keeps the pidfd of an exited worker that this server did not reap (it stopped

@@ -118,12 +118,12 @@ impl Supervisor {
                     owners.push(Owner::AwayExit(index, away.pid));
                 }
             }
-            let timeout = match self.unstarted.is_empty() || self.startup.is_some() {
-                true => self
-                    .next_deadline()
-                    .map(|deadline| deadline.saturating_duration_since(Instant::now())),
+            let timeout = if self.unstarted.is_empty() || self.startup.is_some() {
+                self.next_deadline()
+                    .map(|deadline| deadline.saturating_duration_since(Instant::now()))
+            } else {
                 // More first workers to start: look at the sockets and go on.
-                false => Some(std::time::Duration::ZERO),
+                Some(std::time::Duration::ZERO)
             };
             if let Err(error) = sys::poll(&mut fds, timeout) {
                 // poll fails only on bad arguments or a lack of kernel memory; neither gets

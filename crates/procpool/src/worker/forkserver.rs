@@ -17,7 +17,8 @@
 //!   without a round trip.
 //!
 //! The server dies with the thread that started it (`PR_SET_PDEATHSIG`), and its workers die
-//! with it; it exits when its socket ends, after the requests before the end. It names itself `pp-forkserver`.
+//! with it; it exits when its socket ends, after the requests before the end. It names
+//! itself `pp-forkserver`.
 
 use std::collections::VecDeque;
 use std::io;
@@ -108,7 +109,7 @@ pub(super) fn serve(parent: u32) -> io::Result<()> {
     let server = std::process::id();
     // Built once here, and shared by every worker forked after.
     crate::registry::build_index();
-    crate::registry::record_panic_locations(|| super::current_worker().is_some());
+    super::install_panic_hook();
     let mut fds = VecDeque::new();
     while let Some((op, pid)) = read_message(&control, &mut fds)? {
         match op {

@@ -155,8 +155,13 @@ fn started_as(marker: &str) -> Option<u32> {
 /// Serves as a worker on `socket`, and exits.
 fn run(socket: io::Result<UnixStream>) -> ! {
     // A forked worker has the hook from its server.
-    registry::record_panic_locations(|| current_worker().is_some());
+    install_panic_hook();
     std::process::exit(serve_on(socket, false));
+}
+
+/// Has panics in this process, once it serves as a worker, recorded for the calls they fail.
+fn install_panic_hook() {
+    registry::record_panic_locations(|| current_worker().is_some());
 }
 
 /// The worker's exit code: 0 once it was told to stop or its parent went away, else (it
@@ -360,9 +365,10 @@ fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
             ToWorker::Shutdown => {
                 // Its peak memory, for the pool's insights: read here, where it costs the
                 // pool's supervisor nothing (and a forked worker, a system call).
-                let peak = match forked {
-                    true => sys::peak_resident_forked(),
-                    false => sys::peak_resident(pid),
+                let peak = if forked {
+                    sys::peak_resident_forked()
+                } else {
+                    sys::peak_resident(pid)
                 };
                 let peak = peak.unwrap_or(0);
                 let _ = writer.write_all(&wire::bye_frame(peak));
