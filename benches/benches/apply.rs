@@ -7,6 +7,8 @@ use std::time::Duration;
 use criterion::{Criterion, criterion_group, criterion_main};
 use procpool_benches::{noop, pool};
 
+mod common;
+
 fn apply(c: &mut Criterion) {
     let pool = pool(2);
     c.bench_function("apply/noop_round_trip", |b| {
@@ -24,10 +26,7 @@ fn apply(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+    config = common::config(Duration::from_secs(2));
     targets = apply
 }
 criterion_main!(benches);

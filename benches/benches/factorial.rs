@@ -13,6 +13,8 @@ use criterion::{Criterion, criterion_group, criterion_main};
 use procpool::MapOptions;
 use procpool_benches::{factorial, factorials_serial, pool};
 
+mod common;
+
 fn light(c: &mut Criterion) {
     let mut group = c.benchmark_group("factorial_1_to_100");
     group.bench_function("serial", |b| b.iter(|| factorials_serial(100)));
@@ -59,10 +61,7 @@ fn heavy(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(3));
+    config = common::config(Duration::from_secs(3));
     targets = light, heavy
 }
 criterion_main!(benches);

@@ -10,6 +10,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use procpool::MapOptions;
 use procpool_benches::{noop, pool};
 
+mod common;
+
 const ITEMS: u64 = 10_000;
 
 fn imap(c: &mut Criterion) {
@@ -49,10 +51,7 @@ fn imap(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+    config = common::config(Duration::from_secs(2));
     targets = imap
 }
 criterion_main!(benches);

@@ -11,6 +11,8 @@ use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use procpool::MapOptions;
 use procpool_benches::{noop, pool};
 
+mod common;
+
 const AUTO_ITEMS: u64 = 100_000;
 const CHUNK_1_ITEMS: u64 = 10_000;
 
@@ -38,10 +40,7 @@ fn map(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(3));
+    config = common::config(Duration::from_secs(3));
     targets = map
 }
 criterion_main!(benches);

@@ -11,6 +11,8 @@ use std::time::Duration;
 use criterion::{Criterion, Throughput, criterion_group, criterion_main};
 use procpool_benches::{echo, echo_shared, payload, pool, shared_payload};
 
+mod common;
+
 fn round_trip(c: &mut Criterion) {
     let pool = pool(2);
     let mut group = c.benchmark_group("payload_round_trip");
@@ -46,10 +48,7 @@ fn round_trip(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+    config = common::config(Duration::from_secs(2));
     targets = round_trip
 }
 criterion_main!(benches);

@@ -11,6 +11,8 @@ use criterion::{BenchmarkId, Criterion, Throughput, criterion_group, criterion_m
 use procpool::StartMethod;
 use procpool_benches::{map_one_by_one, one_job_per_worker};
 
+mod common;
+
 const CALLS: u64 = 200;
 
 fn recycle(c: &mut Criterion) {
@@ -30,10 +32,7 @@ fn recycle(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(3));
+    config = common::config(Duration::from_secs(3));
     targets = recycle
 }
 criterion_main!(benches);

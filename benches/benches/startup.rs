@@ -14,6 +14,8 @@ use criterion::{BenchmarkId, Criterion, SamplingMode, criterion_group, criterion
 use procpool::{Pool, StartMethod};
 use procpool_benches::{start_and_first_map, start_and_first_result};
 
+mod common;
+
 const METHODS: [(&str, StartMethod); 2] = [
     ("forkserver", StartMethod::Forkserver),
     ("spawn", StartMethod::Spawn),
@@ -51,10 +53,7 @@ fn startup(c: &mut Criterion) {
 
 criterion_group! {
     name = benches;
-    config = Criterion::default()
-        .sample_size(10)
-        .warm_up_time(Duration::from_millis(300))
-        .measurement_time(Duration::from_secs(2));
+    config = common::config(Duration::from_secs(2));
     targets = startup
 }
 criterion_main!(benches);
