@@ -14,6 +14,9 @@ use crate::error::{ErrorKind, WorkerExit, WorkerInfo};
 /// `Queued` to `Finished` if it ended before it ran (cancelled, terminated). A job whose
 /// worker died and that runs again (retries) is `Started` again; a chunk whose worker died
 /// ends without `Finished`, and its calls are `Queued` again as jobs of one call each.
+/// A forked worker's first job may be sent with its handshake: then it is `Started` before
+/// the worker's `WorkerReady`, and `Started` again on another worker, had that one died
+/// before it was ready.
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {

@@ -260,6 +260,25 @@ pub mod test_hooks {
 
     /// How long a job must run for the pool to count it as long.
     pub const LONG_JOB: std::time::Duration = crate::supervisor::LONG_JOB;
+
+    /// The exit code of a worker that died before it was ready because
+    /// [`die_before_ready_file`] asked it to.
+    pub const DIED_BEFORE_READY: i32 = 97;
+
+    /// A file that, while it exists, makes the next worker of the pool in process `pool`
+    /// to read its SETUP exit before it is ready: that worker removes it, so one does.
+    pub fn die_before_ready_file(pool: u32) -> std::path::PathBuf {
+        std::env::temp_dir().join(format!("procpool-die-before-ready-{pool}"))
+    }
+
+    /// In a worker that has read its SETUP: exits if [`die_before_ready_file`] says so.
+    pub(crate) fn before_ready() {
+        if let Some(&pool) = crate::worker::POOL.get()
+            && std::fs::remove_file(die_before_ready_file(pool)).is_ok()
+        {
+            std::process::exit(DIED_BEFORE_READY);
+        }
+    }
 }
 
 #[doc(hidden)]

@@ -33,6 +33,8 @@ const AHEAD: usize = 16;
 /// A pool's forkserver.
 #[derive(Debug)]
 pub(crate) struct Server {
+    /// The pool's number for this server (see `Started::server`).
+    id: u64,
     conn: Mutex<Conn>,
 }
 
@@ -75,12 +77,13 @@ struct Forked {
 
 impl Server {
     /// Starts a server. It is ready when it answers its first request.
-    pub(super) fn start() -> io::Result<Arc<Server>> {
+    pub(super) fn start(id: u64) -> io::Result<Arc<Server>> {
         let (ours, theirs) = UnixStream::pair()?;
         let process = Process::spawned(spawn::command(protocol::ENV, theirs).spawn()?);
         ours.set_read_timeout(Some(REPLY_WAIT))?;
         ours.set_write_timeout(Some(REPLY_WAIT))?;
         Ok(Arc::new(Server {
+            id,
             conn: Mutex::new(Conn {
                 socket: ours,
                 process: Some(process),
@@ -158,6 +161,7 @@ impl Server {
         Ok(Started {
             process: Process::forked(forked.pid, forked.pidfd, Arc::clone(self)),
             socket: forked.socket,
+            server: Some(self.id),
         })
     }
 

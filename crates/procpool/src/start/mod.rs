@@ -86,6 +86,9 @@ const SPARES: usize = 2;
 pub(crate) struct Started {
     pub(crate) process: Process,
     pub(crate) socket: UnixStream,
+    /// Which forkserver forked it (numbered from 1 in the order the pool started them);
+    /// `None` for a spawned worker. Workers of one server are copies of one process.
+    pub(crate) server: Option<u64>,
 }
 
 /// What starts a pool's workers: for the forkserver, it holds the server, started with the
@@ -99,6 +102,8 @@ pub(crate) struct Starter {
     /// than the pool has workers).
     first: usize,
     started: usize,
+    /// Servers started so far.
+    servers: u64,
 }
 
 impl Starter {
@@ -108,6 +113,7 @@ impl Starter {
             server: None,
             first: 0,
             started: 0,
+            servers: 0,
         }
     }
 
@@ -164,7 +170,8 @@ impl Starter {
         match &self.server {
             Some(server) if !server.is_broken() => Ok(Arc::clone(server)),
             _ => {
-                let server = forkserver::Server::start()?;
+                let server = forkserver::Server::start(self.servers + 1)?;
+                self.servers += 1;
                 self.server = Some(Arc::clone(&server));
                 Ok(server)
             }

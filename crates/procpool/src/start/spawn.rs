@@ -16,6 +16,7 @@ pub(super) fn spawn() -> io::Result<Started> {
     Ok(Started {
         process: Process::spawned(child),
         socket: ours,
+        server: None,
     })
 }
 

@@ -70,6 +70,10 @@ pub(crate) struct Worker {
     /// How many of the descriptors of `in_flight[unsent]` have been sent.
     pub(super) fds_sent: usize,
     pub(super) ready: bool,
+    /// Whether its first job may be sent before it is ready, behind its SETUP (see
+    /// `Supervisor::start`); its server, for a forked worker.
+    pub(super) early: bool,
+    pub(super) server: Option<u64>,
     /// Jobs given to this worker so far, against `max_tasks_per_child`.
     pub(crate) assigned: u64,
     /// `max_memory_per_child`: the resident memory, in bytes, over which the worker is

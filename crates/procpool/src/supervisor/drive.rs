@@ -37,6 +37,9 @@ pub(super) struct Supervisor {
     pub(super) startup: Option<Sender<Result<(), BuildError>>>,
     pub(super) start_failures: u32,
     pub(super) fingerprint: u64,
+    /// The last forkserver one of whose workers was ready (with the task registry of this
+    /// process): its later workers are copies of that one.
+    pub(super) verified_server: Option<u64>,
     /// Whether a slot's worker changed since the pids were last published to callers.
     pub(super) pids_changed: bool,
     /// Set once `shut_down` has run; a supervisor dropped without it (a panic) cleans up in
@@ -304,7 +307,9 @@ impl Supervisor {
                     return;
                 }
                 let max = self.config.max_tasks_per_child;
-                if worker.ready
+                let early =
+                    worker.early && worker.assigned == 0 && state.queue[0].timeout.is_none();
+                if (worker.ready || early)
                     && worker.in_flight.len() == depth
                     && depth < worker.depth(state.queue.len(), workers)
                     && !worker.spent(max)
@@ -554,6 +559,9 @@ impl Supervisor {
                     )));
                 }
                 worker.ready = true;
+                if worker.server.is_some() {
+                    self.verified_server = worker.server;
+                }
                 worker.recorder.ready(index, worker.spawned, Instant::now());
                 crate::trace::debug!(worker = index, pid, "worker ready");
                 let ready = worker.info;

@@ -154,6 +154,7 @@ pub(crate) fn launch(
         startup: Some(ready),
         start_failures: 0,
         fingerprint: registry::registry_fingerprint(),
+        verified_server: None,
         pids_changed: true,
         finished: false,
     };

@@ -275,7 +275,11 @@ impl Supervisor {
                 && exit == WorkerExit::Code(EXIT_OUT_OF_MEMORY)
                 && matches!(cause, Cause::Gone | Cause::WriteFailed(_))
         });
-        if let Some(mut first) = held.pop_front() {
+        if !was_ready {
+            // Sent behind its SETUP (see `Worker::early`), a job never ran: the worker reads
+            // it only once it has sent its READY, which the pool reads before its end.
+            requeue.extend(held.drain(..).filter(|job| !job.has_ended()));
+        } else if let Some(mut first) = held.pop_front() {
             let died = matches!(
                 cause,
                 Cause::Gone | Cause::Protocol(_) | Cause::WriteFailed(_)
@@ -376,7 +380,11 @@ impl Supervisor {
 
     pub(super) fn start(&mut self, index: usize) -> io::Result<()> {
         let spawned = Instant::now();
-        let start::Started { process, socket } = self.starter.start()?;
+        let start::Started {
+            process,
+            socket,
+            server,
+        } = self.starter.start()?;
         self.shared.counters.worker_started();
         self.shared.recorder.started(index);
         trace::debug!(worker = index, pid = process.pid(), "worker started");
@@ -404,6 +412,16 @@ impl Supervisor {
         } else {
             Duration::ZERO
         };
+        // A worker forked by a server whose workers were ready before runs no code of the
+        // pool's between its SETUP and its READY, where no initializer is set: its first job
+        // goes out behind the SETUP, which saves a round trip on the way to it (each
+        // replacement's, with `max_tasks_per_child`). Should it die before it is ready, the
+        // job goes back to the queue. A job with a timeout waits for READY, so that no start
+        // counts against it.
+        let early = self.config.initializer.is_none()
+            && self.config.task_timeout.is_none()
+            && server.is_some()
+            && server == self.verified_server;
         let mut worker = Worker {
             info,
             process,
@@ -426,6 +444,8 @@ impl Supervisor {
             job_written: 0,
             fds_sent: 0,
             ready: false,
+            early,
+            server,
             assigned: 0,
             max_resident: self.config.memory.max_per_child,
             over_memory: false,

@@ -51,6 +51,10 @@ fn trim(buf: &mut Vec<u8>) {
 
 static CURRENT: OnceLock<WorkerInfo> = OnceLock::new();
 
+/// The pool's process: the parent of a spawned worker, or of the forkserver that forked it.
+#[cfg(feature = "test-hooks")]
+pub(crate) static POOL: OnceLock<u32> = OnceLock::new();
+
 /// The worker this code runs in, or `None` outside a worker.
 ///
 /// Inside a task (and inside an initializer) it tells the worker's index in its pool and its
@@ -119,6 +123,8 @@ pub(crate) fn keep_entry() {
 /// returns otherwise.
 pub(crate) fn enter_if_worker() {
     if let Some(parent) = started_as(forkserver::ENV) {
+        #[cfg(feature = "test-hooks")]
+        let _ = POOL.set(parent);
         let code = match forkserver::serve(parent) {
             Ok(()) => 0,
             Err(_) => EXIT_PROTOCOL,
@@ -126,6 +132,8 @@ pub(crate) fn enter_if_worker() {
         std::process::exit(code);
     }
     if let Some(parent) = started_as(ENV) {
+        #[cfg(feature = "test-hooks")]
+        let _ = POOL.set(parent);
         run(sys::adopt_socket(parent));
     }
 }
@@ -268,6 +276,8 @@ fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
             "expected a SETUP frame first",
         ));
     };
+    #[cfg(feature = "test-hooks")]
+    crate::test_hooks::before_ready();
     registry::capture_backtraces(backtraces);
     // Before the initializer: the limit bounds the whole worker, not only its tasks.
     if let Some(limit) = memory_limit {
