@@ -4,7 +4,7 @@
 
 use std::time::Duration;
 
-use procpool::{ErrorKind, Event, Pool, StartMethod, WorkerExit};
+use procpool::{ErrorKind, Pool, StartMethod};
 use tests_integration::{FORKSERVER_NAME, Rendezvous, children_of, finish, serial};
 
 use crate::tasks::{hold, pid, square};
@@ -181,78 +181,4 @@ fn a_stopped_server_holds_the_pool_for_one_reply_wait_and_nothing_hangs() {
     assert_eq!(pids.len(), 6);
     assert_ne!(servers(), stopped, "a new server");
     finish(pool);
-}
-
-#[test]
-fn a_first_job_sent_with_the_handshake_waits_again_when_its_worker_dies_before_ready() {
-    let _serial = serial();
-    adopt_orphans();
-    let pool = Pool::builder()
-        .processes(1)
-        .start_method(StartMethod::Forkserver)
-        .max_tasks_per_child(1)
-        .build()
-        .expect("the pool starts");
-    let events = pool.subscribe();
-    // After its first job the worker is replaced; the replacement's READY, like the first
-    // worker's, shows that the server's workers hold this program's tasks, so the next
-    // replacement is sent its first job together with its SETUP.
-    let first = pool.apply(pid, ()).unwrap();
-    let replacement = loop {
-        match events.next_timeout(Duration::from_secs(30)) {
-            Some(Event::WorkerReady(worker)) => break worker.pid,
-            Some(_) => {}
-            None => panic!("no replacement was ready"),
-        }
-    };
-    let die = procpool::test_hooks::die_before_ready_file(std::process::id());
-    std::fs::write(&die, b"").unwrap();
-    // One call runs on the replacement; the other goes to the next worker with its SETUP,
-    // and that worker exits before its READY: the call waits for the one after.
-    let pids: Vec<u32> = pool
-        .map_with(pid_of, 0..2u64, procpool::MapOptions::new().chunksize(1))
-        .unwrap();
-    assert!(!die.exists(), "a worker took the file and exited");
-    assert_eq!(pids[0], replacement);
-    assert!(!pids.contains(&first));
-    finish(pool);
-    let events: Vec<Event> = events.collect();
-    let died = events
-        .iter()
-        .find_map(|event| match event {
-            Event::WorkerExited {
-                worker,
-                exit: WorkerExit::Code(procpool::test_hooks::DIED_BEFORE_READY),
-                killed_by_pool: false,
-            } => Some(worker.pid),
-            _ => None,
-        })
-        .expect("the worker that took the file exited by itself");
-    // The job it was sent started there and again on the next worker, and finished once,
-    // with no failure.
-    let job = events
-        .iter()
-        .find_map(|event| match event {
-            Event::Started { job, worker } if worker.pid == died => Some(*job),
-            _ => None,
-        })
-        .expect("a job was sent to the worker before it was ready");
-    let started_on: Vec<u32> = events
-        .iter()
-        .filter_map(|event| match event {
-            Event::Started { job: j, worker } if *j == job => Some(worker.pid),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(started_on.len(), 2, "{events:?}");
-    assert_eq!(started_on[0], died);
-    assert_eq!(started_on[1], pids[1]);
-    let finished: Vec<usize> = events
-        .iter()
-        .filter_map(|event| match event {
-            Event::Finished { job: j, failed, .. } if *j == job => Some(*failed),
-            _ => None,
-        })
-        .collect();
-    assert_eq!(finished, [0], "{events:?}");
 }

@@ -10,6 +10,7 @@ mod cancel;
 mod crash_matrix;
 mod deadlines;
 mod docs;
+mod early_job;
 mod events;
 mod failures;
 mod forkserver;

@@ -157,7 +157,10 @@ impl Worker {
     pub(crate) fn assign(&mut self, job: Job, now: Instant) {
         if self.in_flight.is_empty() {
             self.front_since = Some(now);
-            self.recorder.busy_from(self.info.index, now);
+            // A job sent with the SETUP starts once the worker is ready (see `on_frame`).
+            if self.ready {
+                self.recorder.busy_from(self.info.index, now);
+            }
             job.started(self.info);
         }
         self.in_flight.push_back(job);

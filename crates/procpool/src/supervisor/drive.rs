@@ -291,8 +291,9 @@ impl Supervisor {
         jobs.chain(exits).chain(stopped).min()
     }
 
-    /// Gives queued jobs to ready workers: idle ones first, then a second job to each that
-    /// may hold one ([`Worker::depth`]).
+    /// Gives queued jobs to ready workers: idle ones first, then a first job to each
+    /// starting worker that may take one with its SETUP ([`Worker::early`]), then a second
+    /// job to each ready worker that may hold one ([`Worker::depth`]).
     pub(super) fn dispatch(&mut self, state: &mut State) {
         let now = Instant::now();
         let workers = self.slots.iter().flatten().count();
@@ -301,21 +302,32 @@ impl Supervisor {
         // in a millisecond.
         let starting = !self.unstarted.is_empty() || self.slots.iter().flatten().any(|w| !w.ready);
         let depths = if starting { 1 } else { DEPTH };
+        let max = self.config.max_tasks_per_child;
         for depth in 0..depths {
-            for worker in self.slots.iter_mut().flatten() {
-                if state.queue.is_empty() {
-                    return;
-                }
-                let max = self.config.max_tasks_per_child;
-                let early =
-                    worker.early && worker.assigned == 0 && state.queue[0].timeout.is_none();
-                if (worker.ready || early)
-                    && worker.in_flight.len() == depth
-                    && depth < worker.depth(state.queue.len(), workers)
-                    && !worker.spent(max)
-                {
-                    let job = state.queue.pop_front().expect("the queue is not empty");
-                    worker.assign(job, now);
+            for early in [false, true] {
+                for worker in self.slots.iter_mut().flatten() {
+                    let Some(job) = state.queue.front() else {
+                        return;
+                    };
+                    let may_take = if early {
+                        // The job must not be able to end the worker before its READY:
+                        // descriptors it carries could, and a timeout would count the start.
+                        !worker.ready
+                            && worker.early
+                            && worker.assigned == 0
+                            && job.timeout.is_none()
+                            && job.fds.as_slice().is_empty()
+                    } else {
+                        worker.ready
+                    };
+                    if may_take
+                        && worker.in_flight.len() == depth
+                        && depth < worker.depth(state.queue.len(), workers)
+                        && !worker.spent(max)
+                    {
+                        let job = state.queue.pop_front().expect("the queue is not empty");
+                        worker.assign(job, now);
+                    }
                 }
             }
         }
@@ -562,7 +574,13 @@ impl Supervisor {
                 if worker.server.is_some() {
                     self.verified_server = worker.server;
                 }
-                worker.recorder.ready(index, worker.spawned, Instant::now());
+                let now = Instant::now();
+                worker.recorder.ready(index, worker.spawned, now);
+                if !worker.in_flight.is_empty() {
+                    // Its first job came with its SETUP: it runs from now on.
+                    worker.front_since = Some(now);
+                    worker.recorder.busy_from(index, now);
+                }
                 crate::trace::debug!(worker = index, pid, "worker ready");
                 let ready = worker.info;
                 self.shared

@@ -275,9 +275,18 @@ impl Supervisor {
                 && exit == WorkerExit::Code(EXIT_OUT_OF_MEMORY)
                 && matches!(cause, Cause::Gone | Cause::WriteFailed(_))
         });
-        if !was_ready {
-            // Sent behind its SETUP (see `Worker::early`), a job never ran: the worker reads
-            // it only once it has sent its READY, which the pool reads before its end.
+        // A job sent behind the SETUP (see `Worker::early`) of a worker that ended its
+        // stream itself before its READY came never ran: the worker reads the job only once
+        // it has written its READY, and the pool reads what came before the end. Any other
+        // end (a frame lost to a failed read, a write of the job that failed) may have
+        // followed a READY, or come of the job: it is settled as any other.
+        let never_ran = !was_ready
+            && match &cause {
+                Cause::Gone => true,
+                Cause::WriteFailed(error) => error.peer_gone,
+                _ => false,
+            };
+        if never_ran {
             requeue.extend(held.drain(..).filter(|job| !job.has_ended()));
         } else if let Some(mut first) = held.pop_front() {
             let died = matches!(

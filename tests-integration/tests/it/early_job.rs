@@ -1,0 +1,399 @@
+//! A forked replacement's first job, sent with its SETUP before the worker is ready: it goes
+//! back to the queue only when it cannot have run, and a stopped worker holding one ends as
+//! any worker does. Forkserver only, as the early job is.
+
+use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::time::Duration;
+
+use procpool::{
+    ErrorKind, Event, Events, MapOptions, Pool, SharedBytes, StartMethod, WorkerExit, test_hooks,
+};
+use tests_integration::{
+    FORKSERVER_NAME, Rendezvous, assert_no_children, children_of, finish, serial,
+};
+
+use crate::tasks::{hold, pid, square, wait_for};
+
+/// The pid of the worker that ran it.
+#[procpool::task]
+fn pid_of(_call: u64) -> u32 {
+    std::process::id()
+}
+
+#[procpool::task]
+fn first_byte(bytes: SharedBytes) -> u8 {
+    bytes[0]
+}
+
+/// Appends a line to `path`, to count its runs, then returns `n` shared buffers.
+#[procpool::task]
+fn counted_shared(path: String, n: usize) -> Vec<SharedBytes> {
+    use std::io::Write;
+    let mut file = std::fs::OpenOptions::new()
+        .append(true)
+        .create(true)
+        .open(&path)
+        .unwrap();
+    file.write_all(b"ran\n").unwrap();
+    drop(file);
+    (0..n)
+        .map(|i| SharedBytes::copy_from_slice(&[i as u8]).unwrap())
+        .collect()
+}
+
+/// A pool of 1 whose worker is replaced after each job: from its second worker on, each
+/// replacement is forked by a server whose workers have been ready.
+fn recycling_pool_of_one() -> Pool {
+    Pool::builder()
+        .processes(1)
+        .start_method(StartMethod::Forkserver)
+        .max_tasks_per_child(1)
+        .build()
+        .expect("the pool starts")
+}
+
+/// Makes this process the reaper of its orphaned descendants: a worker whose server died
+/// before it then shows among this process's children instead of init's.
+fn adopt_orphans() {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
+    assert_eq!(
+        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
+        0
+    );
+}
+
+/// Puts this thread (and the threads and processes it starts, which inherit it) on one CPU
+/// under SCHED_FIFO where the process may: a woken worker then runs only once the
+/// supervisor waits, so the race these tests are about always goes the supervisor's way.
+/// Where it may not (no CAP_SYS_NICE), the tests run as they are and the race goes either
+/// way; what they assert holds both ways.
+fn one_cpu_fifo() {
+    // SAFETY: `cpu_set_t` is plain data, all zeroes valid; the calls read what they are
+    // given for their duration.
+    unsafe {
+        let mut set: libc::cpu_set_t = std::mem::zeroed();
+        libc::CPU_SET(0, &mut set);
+        libc::sched_setaffinity(0, size_of::<libc::cpu_set_t>(), &set);
+        let param = libc::sched_param { sched_priority: 1 };
+        libc::sched_setscheduler(0, libc::SCHED_FIFO, &param);
+    }
+}
+
+/// Sets the soft limit on open files; returns the one before.
+fn set_open_files_limit(soft: u64) -> u64 {
+    let mut limit = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit and setrlimit read and write only `limit`.
+    unsafe {
+        assert_eq!(libc::getrlimit(libc::RLIMIT_NOFILE, &mut limit), 0);
+        let before = limit.rlim_cur;
+        limit.rlim_cur = soft;
+        assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
+        before
+    }
+}
+
+/// Drops CAP_SYS_ADMIN and CAP_SYS_RESOURCE from this thread's effective set (the threads it
+/// starts inherit that): without them the kernel refuses descriptors in flight beyond the
+/// limit on open files (ETOOMANYREFS) to root too.
+fn drop_descriptor_capabilities() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy, Default)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const CAP_SYS_ADMIN: u32 = 21;
+    const CAP_SYS_RESOURCE: u32 = 24;
+    let mut header = Header {
+        version: 0x2008_0522,
+        pid: 0,
+    };
+    let mut data = [Data::default(); 2];
+    // SAFETY: capget and capset read and write the header and the two records given.
+    unsafe {
+        assert_eq!(
+            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
+            0
+        );
+        data[0].effective &= !((1 << CAP_SYS_ADMIN) | (1 << CAP_SYS_RESOURCE));
+        assert_eq!(
+            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
+            0
+        );
+    }
+}
+
+#[test]
+fn a_first_job_sent_with_the_handshake_waits_again_when_its_worker_dies_before_ready() {
+    let _serial = serial();
+    adopt_orphans();
+    let pool = recycling_pool_of_one();
+    let events = pool.subscribe();
+    // After its first job the worker is replaced; the replacement's READY, like the first
+    // worker's, shows that the server's workers hold this program's tasks, so the next
+    // replacement is sent its first job together with its SETUP.
+    let first = pool.apply(pid, ()).unwrap();
+    let replacement = loop {
+        match events.next_timeout(Duration::from_secs(30)) {
+            Some(Event::WorkerReady(worker)) => break worker.pid,
+            Some(_) => {}
+            None => panic!("no replacement was ready"),
+        }
+    };
+    let die = test_hooks::die_before_ready_file(std::process::id());
+    std::fs::write(&die, b"").unwrap();
+    // One call runs on the replacement; the other goes to the next worker with its SETUP,
+    // and that worker exits before its READY: the call waits for the one after.
+    let pids: Vec<u32> = pool
+        .map_with(pid_of, 0..2u64, MapOptions::new().chunksize(1))
+        .unwrap();
+    assert!(!die.exists(), "a worker took the file and exited");
+    assert_eq!(pids[0], replacement);
+    assert!(!pids.contains(&first));
+    finish(pool);
+    let events: Vec<Event> = events.collect();
+    let died = events
+        .iter()
+        .find_map(|event| match event {
+            Event::WorkerExited {
+                worker,
+                exit: WorkerExit::Code(test_hooks::DIED_BEFORE_READY),
+                killed_by_pool: false,
+            } => Some(worker.pid),
+            _ => None,
+        })
+        .expect("the worker that took the file exited by itself");
+    // The job it was sent started there and again on the next worker, and finished once,
+    // with no failure.
+    let job = events
+        .iter()
+        .find_map(|event| match event {
+            Event::Started { job, worker } if worker.pid == died => Some(*job),
+            _ => None,
+        })
+        .expect("a job was sent to the worker before it was ready");
+    let started_on: Vec<u32> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Started { job: j, worker } if *j == job => Some(worker.pid),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(started_on, [died, pids[1]], "{events:?}");
+    let finished: Vec<usize> = events
+        .iter()
+        .filter_map(|event| match event {
+            Event::Finished { job: j, failed, .. } if *j == job => Some(*failed),
+            _ => None,
+        })
+        .collect();
+    assert_eq!(finished, [0], "{events:?}");
+}
+
+/// Fills every free descriptor number below `limit`, then frees the `free` highest of them
+/// and sets the soft limit on open files to `limit`: this process can then take in only
+/// `free` more descriptors. Returns the placeholders and the limit before.
+fn leave_free_descriptors(limit: i32, free: i32) -> (Vec<OwnedFd>, u64) {
+    let mut placeholders = Vec::new();
+    loop {
+        // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor, which is owned from here on.
+        let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
+        assert!(fd >= 0);
+        // SAFETY: `fd` was just made and nothing else owns it.
+        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+        if fd.as_raw_fd() >= limit {
+            break;
+        }
+        placeholders.push(fd);
+    }
+    placeholders.retain(|fd| fd.as_raw_fd() < limit - free);
+    let before = set_open_files_limit(limit as u64);
+    (placeholders, before)
+}
+
+/// A worker that wrote READY, ran its first job and wrote its RESULTS, all before the pool
+/// read any of it: when the READY and the RESULTS come in one read, and that read fails (the
+/// pool's process has no room for the results' descriptors), the READY is lost with it. The
+/// job ran: it must not run again.
+#[test]
+fn a_first_job_that_ran_runs_once_when_its_ready_is_lost_with_a_failed_read() {
+    let _serial = serial();
+    one_cpu_fifo();
+    let pool = recycling_pool_of_one();
+    let runs = std::env::temp_dir().join(format!("procpool-early-runs-{}", std::process::id()));
+    let _ = std::fs::remove_file(&runs);
+    let rendezvous = Rendezvous::new();
+    let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let arrival = rendezvous.arrive();
+    // Queued behind the held job: it goes to the replacement with its SETUP.
+    let job = pool
+        .apply_async(counted_shared, (runs.to_string_lossy().into_owned(), 300))
+        .unwrap();
+    let (placeholders, before) = leave_free_descriptors(1000, 40);
+    arrival.release(1);
+    assert_eq!(held.get().unwrap(), 1);
+    let outcome = job.get();
+    drop(placeholders);
+    set_open_files_limit(before);
+    let ran = std::fs::read_to_string(&runs)
+        .unwrap_or_default()
+        .lines()
+        .count();
+    let _ = std::fs::remove_file(&runs);
+    assert_eq!(
+        ran, 1,
+        "the job, which has no retries, ran {ran} times: {outcome:?}"
+    );
+    assert_eq!(pool.apply(square, (3,)).unwrap(), 9, "the pool carries on");
+    finish(pool);
+}
+
+/// A chunk whose RUN cannot be written (more descriptors in flight than the limit on open
+/// files allows: ETOOMANYREFS) ends its worker, and its calls run again one by one: it must
+/// not go back whole to one replacement after another until the pool breaks.
+#[test]
+fn a_chunk_that_cannot_be_written_to_a_starting_worker_runs_call_by_call() {
+    let _serial = serial();
+    one_cpu_fifo();
+    drop_descriptor_capabilities();
+    let pool = recycling_pool_of_one();
+    // Low descriptor numbers kept free for what the pool opens once the limit is low.
+    let devnull = std::fs::File::open("/dev/null").unwrap();
+    let placeholders: Vec<OwnedFd> = (0..200)
+        .map(|_| devnull.as_fd().try_clone_to_owned().unwrap())
+        .collect();
+    // 2,000 descriptors in one job.
+    let items: Vec<SharedBytes> = (0..2000u32)
+        .map(|i| SharedBytes::copy_from_slice(&[i as u8 | 1]).unwrap())
+        .collect();
+    let rendezvous = Rendezvous::new();
+    // The first worker holds a job, and is spent after it: the chunk queued behind it goes
+    // to its replacement.
+    let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let arrival = rendezvous.arrive();
+    let chunk = pool
+        .map_async_with(first_byte, items.clone(), MapOptions::new().chunksize(2000))
+        .unwrap();
+    drop(placeholders);
+    let before = set_open_files_limit(150);
+    arrival.release(1);
+    assert_eq!(held.get().unwrap(), 1);
+    let outcome = chunk.get();
+    set_open_files_limit(before);
+    let values = outcome.unwrap_or_else(|error| panic!("{:?}: {error}", error.kind()));
+    let expected: Vec<u8> = items.iter().map(|bytes| bytes[0]).collect();
+    assert_eq!(values, expected);
+    assert_eq!(pool.apply(square, (3,)).unwrap(), 9, "the pool carries on");
+    finish(pool);
+}
+
+/// This process's forkserver.
+fn server() -> u32 {
+    let found: Vec<u32> = children_of(std::process::id())
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim_end() == FORKSERVER_NAME)
+        })
+        .collect();
+    assert_eq!(found.len(), 1, "{found:?}");
+    found[0]
+}
+
+fn signal(pid: u32, signal: i32) {
+    // SAFETY: kill has no memory effects; `pid` is a worker of this process's pool.
+    assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
+}
+
+/// A recycling pool of 1 whose next worker, a spare forked ahead, was stopped (SIGSTOP)
+/// before its SETUP, and a job that went to it with the SETUP (`Started` on it, and no
+/// READY from it). Returns the pool, its events, the spare and the job.
+fn early_job_on_a_stopped_spare<R: serde::de::DeserializeOwned + 'static>(
+    submit: impl FnOnce(&Pool) -> procpool::AsyncResult<R>,
+) -> (Pool, Events, u32, procpool::AsyncResult<R>) {
+    adopt_orphans();
+    let pool = recycling_pool_of_one();
+    let events = pool.subscribe();
+    let first = pool.apply(pid, ()).unwrap();
+    let server = server();
+    let rendezvous = Rendezvous::new();
+    let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let arrival = rendezvous.arrive();
+    let second = arrival.pid;
+    // The spare the server forked ahead when the second worker was taken.
+    let mut spare = 0;
+    wait_for("a spare is forked", || {
+        let others: Vec<u32> = children_of(server)
+            .into_iter()
+            .filter(|&p| p != first && p != second)
+            .collect();
+        match others[..] {
+            [one] => {
+                spare = one;
+                true
+            }
+            _ => false,
+        }
+    });
+    signal(spare, libc::SIGSTOP);
+    let job = submit(&pool);
+    arrival.release(1);
+    assert_eq!(held.get().unwrap(), 1);
+    loop {
+        match events
+            .next_timeout(Duration::from_secs(30))
+            .expect("an event")
+        {
+            Event::WorkerReady(worker) if worker.pid == spare => {
+                panic!("a stopped worker is ready")
+            }
+            Event::Started { worker, .. } if worker.pid == spare => break,
+            _ => {}
+        }
+    }
+    (pool, events, spare, job)
+}
+
+#[test]
+fn a_first_job_cancelled_before_its_worker_is_ready_ends_cancelled() {
+    let _serial = serial();
+    let (pool, _events, spare, job) =
+        early_job_on_a_stopped_spare(|pool| pool.apply_async(square, (7,)).unwrap());
+    job.cancel();
+    let error = job.get_timeout(Duration::from_secs(30)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Cancelled, "{error}");
+    wait_for("the stopped worker is gone", || {
+        std::fs::read_to_string(format!("/proc/{spare}/stat")).is_err()
+    });
+    assert_eq!(pool.apply(square, (3,)).unwrap(), 9);
+    finish(pool);
+}
+
+#[test]
+fn a_first_job_on_a_worker_not_ready_runs_after_close_and_ends_at_terminate() {
+    let _serial = serial();
+    let (pool, _events, spare, job) =
+        early_job_on_a_stopped_spare(|pool| pool.apply_async(pid, ()).unwrap());
+    pool.close();
+    signal(spare, libc::SIGCONT);
+    assert_eq!(job.get_timeout(Duration::from_secs(30)).unwrap(), spare);
+    pool.join().unwrap();
+    assert_no_children();
+
+    let (pool, _events, _spare, job) =
+        early_job_on_a_stopped_spare(|pool| pool.apply_async(pid, ()).unwrap());
+    pool.terminate();
+    let error = job.get_timeout(Duration::from_secs(30)).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::Terminated, "{error}");
+    pool.join().unwrap();
+    assert_no_children();
+}
