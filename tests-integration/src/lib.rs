@@ -101,6 +101,25 @@ fn processes() -> Vec<Proc> {
     found
 }
 
+/// Makes this process the reaper of its orphaned descendants: a worker whose forkserver died
+/// before it then shows among this process's children instead of init's.
+pub fn adopt_orphans() {
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
+    let adopted = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
+    assert_eq!(adopted, 0);
+}
+
+/// This process's forkservers, by the name they give themselves.
+pub fn forkservers() -> Vec<u32> {
+    children_of(std::process::id())
+        .into_iter()
+        .filter(|&pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|name| name.trim_end() == FORKSERVER_NAME)
+        })
+        .collect()
+}
+
 /// A pool of `processes` workers with every other setting at its default.
 pub fn pool(processes: usize) -> procpool::Pool {
     procpool::Pool::builder()

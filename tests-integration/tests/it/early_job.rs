@@ -9,16 +9,10 @@ use procpool::{
     ErrorKind, Event, Events, MapOptions, Pool, SharedBytes, StartMethod, WorkerExit, test_hooks,
 };
 use tests_integration::{
-    FORKSERVER_NAME, Rendezvous, assert_no_children, children_of, finish, serial,
+    Rendezvous, adopt_orphans, assert_no_children, children_of, finish, forkservers, serial,
 };
 
 use crate::tasks::{hold, pid, square, wait_for};
-
-/// The pid of the worker that ran it.
-#[procpool::task]
-fn pid_of(_call: u64) -> u32 {
-    std::process::id()
-}
 
 #[procpool::task]
 fn first_byte(bytes: SharedBytes) -> u8 {
@@ -50,16 +44,6 @@ fn recycling_pool_of_one() -> Pool {
         .max_tasks_per_child(1)
         .build()
         .expect("the pool starts")
-}
-
-/// Makes this process the reaper of its orphaned descendants: a worker whose server died
-/// before it then shows among this process's children instead of init's.
-fn adopt_orphans() {
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
-    assert_eq!(
-        unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) },
-        0
-    );
 }
 
 /// Puts this thread (and the threads and processes it starts, which inherit it) on one CPU
@@ -142,23 +126,23 @@ fn a_first_job_sent_with_the_handshake_waits_again_when_its_worker_dies_before_r
     // worker's, shows that the server's workers hold this program's tasks, so the next
     // replacement is sent its first job together with its SETUP.
     let first = pool.apply(pid, ()).unwrap();
-    let replacement = loop {
-        match events.next_timeout(Duration::from_secs(30)) {
-            Some(Event::WorkerReady(worker)) => break worker.pid,
-            Some(_) => {}
-            None => panic!("no replacement was ready"),
-        }
-    };
+    // The first worker's READY showed that the server's workers hold this program's tasks:
+    // from here on, a replacement gets its first job with its SETUP. The second worker holds
+    // a call at the rendezvous while the next call waits in the queue.
+    let rendezvous = Rendezvous::new();
+    let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let arrival = rendezvous.arrive();
+    let second = arrival.pid;
+    let queued = pool.apply_async(pid, ()).unwrap();
     let die = test_hooks::die_before_ready_file(std::process::id());
     std::fs::write(&die, b"").unwrap();
-    // One call runs on the replacement; the other goes to the next worker with its SETUP,
-    // and that worker exits before its READY: the call waits for the one after.
-    let pids: Vec<u32> = pool
-        .map_with(pid_of, 0..2u64, MapOptions::new().chunksize(1))
-        .unwrap();
+    // Released, the second worker is replaced; the replacement gets the queued call with its
+    // SETUP, takes the file and exits before its READY: the call waits for the worker after.
+    arrival.release(1);
+    assert_eq!(held.get().unwrap(), 1);
+    let ran_on = queued.get().unwrap();
     assert!(!die.exists(), "a worker took the file and exited");
-    assert_eq!(pids[0], replacement);
-    assert!(!pids.contains(&first));
+    assert!(![first, second].contains(&ran_on));
     finish(pool);
     let events: Vec<Event> = events.collect();
     let died = events
@@ -188,7 +172,7 @@ fn a_first_job_sent_with_the_handshake_waits_again_when_its_worker_dies_before_r
             _ => None,
         })
         .collect();
-    assert_eq!(started_on, [died, pids[1]], "{events:?}");
+    assert_eq!(started_on, [died, ran_on], "{events:?}");
     let finished: Vec<usize> = events
         .iter()
         .filter_map(|event| match event {
@@ -296,19 +280,6 @@ fn a_chunk_that_cannot_be_written_to_a_starting_worker_runs_call_by_call() {
     finish(pool);
 }
 
-/// This process's forkserver.
-fn server() -> u32 {
-    let found: Vec<u32> = children_of(std::process::id())
-        .into_iter()
-        .filter(|&pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|name| name.trim_end() == FORKSERVER_NAME)
-        })
-        .collect();
-    assert_eq!(found.len(), 1, "{found:?}");
-    found[0]
-}
-
 fn signal(pid: u32, signal: i32) {
     // SAFETY: kill has no memory effects; `pid` is a worker of this process's pool.
     assert_eq!(unsafe { libc::kill(pid as i32, signal) }, 0);
@@ -324,7 +295,9 @@ fn early_job_on_a_stopped_spare<R: serde::de::DeserializeOwned + 'static>(
     let pool = recycling_pool_of_one();
     let events = pool.subscribe();
     let first = pool.apply(pid, ()).unwrap();
-    let server = server();
+    let servers = forkservers();
+    assert_eq!(servers.len(), 1, "{servers:?}");
+    let server = servers[0];
     let rendezvous = Rendezvous::new();
     let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
     let arrival = rendezvous.arrive();

@@ -5,15 +5,11 @@
 use std::time::Duration;
 
 use procpool::{ErrorKind, Pool, StartMethod};
-use tests_integration::{FORKSERVER_NAME, Rendezvous, children_of, finish, serial};
+use tests_integration::{
+    FORKSERVER_NAME, Rendezvous, adopt_orphans, children_of, finish, forkservers, serial,
+};
 
-use crate::tasks::{hold, pid, square};
-
-/// The pid of the worker that ran it.
-#[procpool::task]
-fn pid_of(_call: u64) -> u32 {
-    std::process::id()
-}
+use crate::tasks::{hold, pid, pid_of, square};
 
 fn forkserver_pool(processes: usize) -> Pool {
     Pool::builder()
@@ -33,17 +29,6 @@ fn recycling_pool() -> Pool {
         .expect("the pool starts")
 }
 
-/// This process's forkservers, by the name they give themselves.
-fn servers() -> Vec<u32> {
-    children_of(std::process::id())
-        .into_iter()
-        .filter(|&pid| {
-            std::fs::read_to_string(format!("/proc/{pid}/comm"))
-                .is_ok_and(|name| name.trim_end() == FORKSERVER_NAME)
-        })
-        .collect()
-}
-
 fn parent_of(pid: u32) -> u32 {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).expect("the worker runs");
     let after = &stat[stat.rfind(')').expect("a command name") + 1..];
@@ -58,7 +43,7 @@ fn parent_of(pid: u32) -> u32 {
 fn workers_are_children_of_one_server_and_keep_the_programs_name() {
     let _serial = serial();
     let pool = forkserver_pool(3);
-    let server = servers();
+    let server = forkservers();
     assert_eq!(server.len(), 1, "one server for the pool: {server:?}");
     let mut pids = pool.worker_pids();
     pids.sort_unstable();
@@ -79,7 +64,10 @@ fn workers_are_children_of_one_server_and_keep_the_programs_name() {
     assert_eq!(ran, (1..=10u64).map(|x| x * x).collect::<Vec<_>>());
     assert!(pids.contains(&pool.apply(pid, ()).unwrap()));
     finish(pool);
-    assert!(servers().is_empty(), "the server is reaped with the pool");
+    assert!(
+        forkservers().is_empty(),
+        "the server is reaped with the pool"
+    );
 }
 
 #[test]
@@ -91,7 +79,7 @@ fn a_killed_server_takes_its_workers_and_the_pool_starts_another() {
     let rendezvous = Rendezvous::new();
     let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
     let arrival = rendezvous.arrive();
-    let first = servers();
+    let first = forkservers();
     assert_eq!(first.len(), 1);
     // SAFETY: kill has no memory effects; the server is this process's unreaped child.
     assert_eq!(unsafe { libc::kill(first[0] as i32, libc::SIGKILL) }, 0);
@@ -105,21 +93,13 @@ fn a_killed_server_takes_its_workers_and_the_pool_starts_another() {
         pool.map(square, 1..=20u64).unwrap(),
         (1..=20u64).map(|x| x * x).collect::<Vec<_>>()
     );
-    let second = servers();
+    let second = forkservers();
     assert_eq!(second.len(), 1, "{second:?}");
     assert_ne!(second, first, "a new server");
     for worker in pool.worker_pids() {
         assert_eq!(parent_of(worker), second[0]);
     }
     finish(pool);
-}
-
-/// Makes this process the reaper of its orphaned descendants: a worker whose server died
-/// before it then shows among this process's children instead of init's.
-fn adopt_orphans() {
-    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
-    let adopted = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1, 0, 0, 0) };
-    assert_eq!(adopted, 0);
 }
 
 #[test]
@@ -129,7 +109,7 @@ fn replacements_after_deaths_and_recycles_are_forked_from_the_same_server() {
     // reaped with the pool, not left to die with its server.
     adopt_orphans();
     let pool = recycling_pool();
-    let server = servers();
+    let server = forkservers();
     assert_eq!(server.len(), 1);
     let pids: Vec<u32> = pool
         .map_with(pid_of, 0..40u64, procpool::MapOptions::new().chunksize(1))
@@ -138,7 +118,7 @@ fn replacements_after_deaths_and_recycles_are_forked_from_the_same_server() {
     distinct.sort_unstable();
     distinct.dedup();
     assert_eq!(distinct.len(), 40, "every call had a fresh worker");
-    assert_eq!(servers(), server, "one server all along");
+    assert_eq!(forkservers(), server, "one server all along");
     let stats = pool.stats();
     assert!(stats.worker_starts >= 40, "{stats:?}");
     finish(pool);
@@ -151,7 +131,7 @@ fn workers_of_a_killed_server_are_reaped_by_the_pool_when_it_adopted_them() {
     adopt_orphans();
     let pool = forkserver_pool(2);
     let before = pool.worker_pids();
-    for server in servers() {
+    for server in forkservers() {
         // SAFETY: kill has no memory effects; the server is this process's unreaped child.
         unsafe { libc::kill(server as i32, libc::SIGKILL) };
     }
@@ -172,13 +152,13 @@ fn a_stopped_server_holds_the_pool_for_one_reply_wait_and_nothing_hangs() {
     let pool = recycling_pool();
     let options = procpool::MapOptions::new().chunksize(1);
     assert_eq!(pool.map_with(pid_of, 0..4u64, options).unwrap().len(), 4);
-    let stopped = servers();
+    let stopped = forkservers();
     // SAFETY: kill has no memory effects; the server is this process's unreaped child.
     assert_eq!(unsafe { libc::kill(stopped[0] as i32, libc::SIGSTOP) }, 0);
     // Replacements wait for the stopped server's answer, give up on it, and fork from a
     // new one: every call still ends with its value.
     let pids = pool.map_with(pid_of, 0..6u64, options).unwrap();
     assert_eq!(pids.len(), 6);
-    assert_ne!(servers(), stopped, "a new server");
+    assert_ne!(forkservers(), stopped, "a new server");
     finish(pool);
 }

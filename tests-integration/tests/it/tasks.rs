@@ -68,6 +68,12 @@ pub fn pid() -> u32 {
     std::process::id()
 }
 
+/// The pid of the worker that ran it, for a map.
+#[procpool::task]
+pub fn pid_of(_call: u64) -> u32 {
+    std::process::id()
+}
+
 /// Waits at the rendezvous at `path` until the test releases it; returns the byte it got.
 #[procpool::task]
 pub fn hold(path: String) -> u64 {
