@@ -2,22 +2,15 @@
 //! back to the queue only when it cannot have run, and a stopped worker holding one ends as
 //! any worker does. Forkserver only, as the early job is.
 
-use std::os::fd::{AsFd, AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use procpool::{
-    ErrorKind, Event, Events, MapOptions, Pool, SharedBytes, StartMethod, WorkerExit, test_hooks,
-};
+use procpool::{ErrorKind, Event, Events, Pool, SharedBytes, StartMethod, WorkerExit, test_hooks};
 use tests_integration::{
     Rendezvous, adopt_orphans, assert_no_children, children_of, finish, forkservers, serial,
 };
 
 use crate::tasks::{hold, pid, square, wait_for};
-
-#[procpool::task]
-fn first_byte(bytes: SharedBytes) -> u8 {
-    bytes[0]
-}
 
 /// Appends a line to `path`, to count its runs, then returns `n` shared buffers.
 #[procpool::task]
@@ -76,43 +69,6 @@ fn set_open_files_limit(soft: u64) -> u64 {
         limit.rlim_cur = soft;
         assert_eq!(libc::setrlimit(libc::RLIMIT_NOFILE, &limit), 0);
         before
-    }
-}
-
-/// Drops CAP_SYS_ADMIN and CAP_SYS_RESOURCE from this thread's effective set (the threads it
-/// starts inherit that): without them the kernel refuses descriptors in flight beyond the
-/// limit on open files (ETOOMANYREFS) to root too.
-fn drop_descriptor_capabilities() {
-    #[repr(C)]
-    struct Header {
-        version: u32,
-        pid: i32,
-    }
-    #[repr(C)]
-    #[derive(Clone, Copy, Default)]
-    struct Data {
-        effective: u32,
-        permitted: u32,
-        inheritable: u32,
-    }
-    const CAP_SYS_ADMIN: u32 = 21;
-    const CAP_SYS_RESOURCE: u32 = 24;
-    let mut header = Header {
-        version: 0x2008_0522,
-        pid: 0,
-    };
-    let mut data = [Data::default(); 2];
-    // SAFETY: capget and capset read and write the header and the two records given.
-    unsafe {
-        assert_eq!(
-            libc::syscall(libc::SYS_capget, &mut header, data.as_mut_ptr()),
-            0
-        );
-        data[0].effective &= !((1 << CAP_SYS_ADMIN) | (1 << CAP_SYS_RESOURCE));
-        assert_eq!(
-            libc::syscall(libc::SYS_capset, &mut header, data.as_ptr()),
-            0
-        );
     }
 }
 
@@ -237,45 +193,6 @@ fn a_first_job_that_ran_runs_once_when_its_ready_is_lost_with_a_failed_read() {
         ran, 1,
         "the job, which has no retries, ran {ran} times: {outcome:?}"
     );
-    assert_eq!(pool.apply(square, (3,)).unwrap(), 9, "the pool carries on");
-    finish(pool);
-}
-
-/// A chunk whose RUN cannot be written (more descriptors in flight than the limit on open
-/// files allows: ETOOMANYREFS) ends its worker, and its calls run again one by one: it must
-/// not go back whole to one replacement after another until the pool breaks.
-#[test]
-fn a_chunk_that_cannot_be_written_to_a_starting_worker_runs_call_by_call() {
-    let _serial = serial();
-    one_cpu_fifo();
-    drop_descriptor_capabilities();
-    let pool = recycling_pool_of_one();
-    // Low descriptor numbers kept free for what the pool opens once the limit is low.
-    let devnull = std::fs::File::open("/dev/null").unwrap();
-    let placeholders: Vec<OwnedFd> = (0..200)
-        .map(|_| devnull.as_fd().try_clone_to_owned().unwrap())
-        .collect();
-    // 2,000 descriptors in one job.
-    let items: Vec<SharedBytes> = (0..2000u32)
-        .map(|i| SharedBytes::copy_from_slice(&[i as u8 | 1]).unwrap())
-        .collect();
-    let rendezvous = Rendezvous::new();
-    // The first worker holds a job, and is spent after it: the chunk queued behind it goes
-    // to its replacement.
-    let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
-    let arrival = rendezvous.arrive();
-    let chunk = pool
-        .map_async_with(first_byte, items.clone(), MapOptions::new().chunksize(2000))
-        .unwrap();
-    drop(placeholders);
-    let before = set_open_files_limit(150);
-    arrival.release(1);
-    assert_eq!(held.get().unwrap(), 1);
-    let outcome = chunk.get();
-    set_open_files_limit(before);
-    let values = outcome.unwrap_or_else(|error| panic!("{:?}: {error}", error.kind()));
-    let expected: Vec<u8> = items.iter().map(|bytes| bytes[0]).collect();
-    assert_eq!(values, expected);
     assert_eq!(pool.apply(square, (3,)).unwrap(), 9, "the pool carries on");
     finish(pool);
 }
