@@ -15,8 +15,8 @@ use crate::error::{ErrorKind, WorkerExit, WorkerInfo};
 /// worker died and that runs again (retries) is `Started` again; a chunk whose worker died
 /// ends without `Finished`, and its calls are `Queued` again as jobs of one call each.
 /// A forked worker's first job may be sent with its handshake: then it is `Started` before
-/// the worker's `WorkerReady`, and `Started` again on another worker, had that one died
-/// before it was ready.
+/// the worker's `WorkerReady`, and `Started` again on another worker if that one ended its
+/// stream before it was ready (the job had not run).
 #[derive(Clone, Debug, PartialEq, Eq)]
 #[non_exhaustive]
 pub enum Event {

@@ -90,14 +90,14 @@ fn a_first_job_sent_with_the_handshake_waits_again_when_its_worker_dies_before_r
     let arrival = rendezvous.arrive();
     let second = arrival.pid;
     let queued = pool.apply_async(pid, ()).unwrap();
-    let die = test_hooks::die_before_ready_file(std::process::id());
-    std::fs::write(&die, b"").unwrap();
+    let die = Removed(test_hooks::die_before_ready_file(std::process::id()));
+    std::fs::write(&die.0, b"").unwrap();
     // Released, the second worker is replaced; the replacement gets the queued call with its
     // SETUP, takes the file and exits before its READY: the call waits for the worker after.
     arrival.release(1);
     assert_eq!(held.get().unwrap(), 1);
     let ran_on = queued.get().unwrap();
-    assert!(!die.exists(), "a worker took the file and exited");
+    assert!(!die.0.exists(), "a worker took the file and exited");
     assert!(![first, second].contains(&ran_on));
     finish(pool);
     let events: Vec<Event> = events.collect();
@@ -139,25 +139,51 @@ fn a_first_job_sent_with_the_handshake_waits_again_when_its_worker_dies_before_r
     assert_eq!(finished, [0], "{events:?}");
 }
 
-/// Fills every free descriptor number below `limit`, then frees the `free` highest of them
-/// and sets the soft limit on open files to `limit`: this process can then take in only
-/// `free` more descriptors. Returns the placeholders and the limit before.
-fn leave_free_descriptors(limit: i32, free: i32) -> (Vec<OwnedFd>, u64) {
-    let mut placeholders = Vec::new();
-    loop {
-        // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor, which is owned from here on.
-        let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
-        assert!(fd >= 0);
-        // SAFETY: `fd` was just made and nothing else owns it.
-        let fd = unsafe { OwnedFd::from_raw_fd(fd) };
-        if fd.as_raw_fd() >= limit {
-            break;
+/// Every free descriptor number below a limit taken, but for a few, and the soft limit on
+/// open files lowered to it: this process can take in only those few more descriptors until
+/// this is dropped, which gives them back and restores the limit (on a panic too).
+struct FewFreeDescriptors {
+    placeholders: Vec<OwnedFd>,
+    before: u64,
+}
+
+impl FewFreeDescriptors {
+    fn leave(limit: i32, free: i32) -> FewFreeDescriptors {
+        let mut placeholders = Vec::new();
+        loop {
+            // SAFETY: F_DUPFD_CLOEXEC makes a new descriptor, which is owned from here on.
+            let fd = unsafe { libc::fcntl(0, libc::F_DUPFD_CLOEXEC, 0) };
+            assert!(fd >= 0);
+            // SAFETY: `fd` was just made and nothing else owns it.
+            let fd = unsafe { OwnedFd::from_raw_fd(fd) };
+            if fd.as_raw_fd() >= limit {
+                break;
+            }
+            placeholders.push(fd);
         }
-        placeholders.push(fd);
+        placeholders.retain(|fd| fd.as_raw_fd() < limit - free);
+        let before = set_open_files_limit(limit as u64);
+        FewFreeDescriptors {
+            placeholders,
+            before,
+        }
     }
-    placeholders.retain(|fd| fd.as_raw_fd() < limit - free);
-    let before = set_open_files_limit(limit as u64);
-    (placeholders, before)
+}
+
+impl Drop for FewFreeDescriptors {
+    fn drop(&mut self) {
+        self.placeholders.clear();
+        set_open_files_limit(self.before);
+    }
+}
+
+/// A file removed when this is dropped, on a panic too.
+struct Removed(std::path::PathBuf);
+
+impl Drop for Removed {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.0);
+    }
 }
 
 /// A worker that wrote READY, ran its first job and wrote its RESULTS, all before the pool
@@ -168,27 +194,33 @@ fn leave_free_descriptors(limit: i32, free: i32) -> (Vec<OwnedFd>, u64) {
 fn a_first_job_that_ran_runs_once_when_its_ready_is_lost_with_a_failed_read() {
     let _serial = serial();
     one_cpu_fifo();
+    // The starved descriptors can break the pool's connection to its forkserver too (a
+    // worker's pidfd that does not come through), and the server is replaced; a spare the
+    // old one had forked, whose pidfd never came, dies with it. A process that adopts
+    // orphans (another test of this process, under `cargo test`) would be left to reap it.
+    // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
+    let unset = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) };
+    assert_eq!(unset, 0);
     let pool = recycling_pool_of_one();
-    let runs = std::env::temp_dir().join(format!("procpool-early-runs-{}", std::process::id()));
-    let _ = std::fs::remove_file(&runs);
+    let runs =
+        Removed(std::env::temp_dir().join(format!("procpool-early-runs-{}", std::process::id())));
+    let _ = std::fs::remove_file(&runs.0);
     let rendezvous = Rendezvous::new();
     let held = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
     let arrival = rendezvous.arrive();
     // Queued behind the held job: it goes to the replacement with its SETUP.
     let job = pool
-        .apply_async(counted_shared, (runs.to_string_lossy().into_owned(), 300))
+        .apply_async(counted_shared, (runs.0.to_string_lossy().into_owned(), 300))
         .unwrap();
-    let (placeholders, before) = leave_free_descriptors(1000, 40);
+    let starved = FewFreeDescriptors::leave(1000, 40);
     arrival.release(1);
     assert_eq!(held.get().unwrap(), 1);
     let outcome = job.get();
-    drop(placeholders);
-    set_open_files_limit(before);
-    let ran = std::fs::read_to_string(&runs)
+    drop(starved);
+    let ran = std::fs::read_to_string(&runs.0)
         .unwrap_or_default()
         .lines()
         .count();
-    let _ = std::fs::remove_file(&runs);
     assert_eq!(
         ran, 1,
         "the job, which has no retries, ran {ran} times: {outcome:?}"

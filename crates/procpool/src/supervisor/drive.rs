@@ -626,6 +626,10 @@ impl Supervisor {
                 }
                 Err(Cause::Gone)
             }
+            // A worker sent its first job with its SETUP runs it only after its READY.
+            FromWorker::Results(_) if !worker.ready => {
+                Err(Cause::Protocol("a RESULTS frame before READY".into()))
+            }
             FromWorker::Results(results) => {
                 worker.complete_front(results, frame)?;
                 self.retire_if_spent(index);
