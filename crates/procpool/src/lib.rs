@@ -265,8 +265,8 @@ pub mod test_hooks {
     /// [`die_before_ready_file`] asked it to.
     pub const DIED_BEFORE_READY: i32 = 97;
 
-    /// A file that, while it exists, makes the next worker of the pool in process `pool`
-    /// to read its SETUP exit before it is ready: that worker removes it, so one does.
+    /// A file whose presence makes the next worker of the pool in process `pool` that reads
+    /// its SETUP exit before it is ready; that worker removes it, so only one exits.
     pub fn die_before_ready_file(pool: u32) -> std::path::PathBuf {
         std::env::temp_dir().join(format!("procpool-die-before-ready-{pool}"))
     }

@@ -423,10 +423,11 @@ impl Supervisor {
         };
         // A worker forked by a server whose workers were ready before runs no code of the
         // pool's between its SETUP and its READY, where no initializer is set: its first job
-        // goes out behind the SETUP, which saves a round trip on the way to it (each
-        // replacement's, with `max_tasks_per_child`). Should it die before it is ready, the
-        // job goes back to the queue. A job with a timeout waits for READY, so that no start
-        // counts against it.
+        // may go out behind the SETUP (`dispatch` says which may), which saves a round trip
+        // on the way to it (each replacement's, with `max_tasks_per_child`). Should the
+        // worker end its own stream before it is ready, the job had not run, and goes back to
+        // the queue (`on_death`). With a task timeout, jobs wait for READY, so that no start
+        // counts against one.
         let early = self.config.initializer.is_none()
             && self.config.task_timeout.is_none()
             && server.is_some()
