@@ -128,6 +128,17 @@ pub fn pool(processes: usize) -> procpool::Pool {
         .expect("the pool starts")
 }
 
+/// A forkserver pool of `processes` workers that replaces each worker after its one job
+/// (`max_tasks_per_child(1)`).
+pub fn recycling_forkserver_pool(processes: usize) -> procpool::Pool {
+    procpool::Pool::builder()
+        .processes(processes)
+        .start_method(procpool::StartMethod::Forkserver)
+        .max_tasks_per_child(1)
+        .build()
+        .expect("the pool starts")
+}
+
 /// Closes and joins `pool`, then checks that no child is left.
 pub fn finish(pool: procpool::Pool) {
     pool.close();

@@ -5,9 +5,10 @@
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::time::Duration;
 
-use procpool::{ErrorKind, Event, Events, Pool, SharedBytes, StartMethod, WorkerExit, test_hooks};
+use procpool::{ErrorKind, Event, Events, Pool, SharedBytes, WorkerExit, test_hooks};
 use tests_integration::{
-    Rendezvous, adopt_orphans, assert_no_children, children_of, finish, forkservers, serial,
+    Rendezvous, adopt_orphans, assert_no_children, children_of, finish, forkservers,
+    recycling_forkserver_pool, serial,
 };
 
 use crate::tasks::{hold, pid, square, wait_for};
@@ -26,17 +27,6 @@ fn counted_shared(path: String, n: usize) -> Vec<SharedBytes> {
     (0..n)
         .map(|i| SharedBytes::copy_from_slice(&[i as u8]).unwrap())
         .collect()
-}
-
-/// A pool of 1 whose worker is replaced after each job: from its second worker on, each
-/// replacement is forked by a server whose workers have been ready.
-fn recycling_pool_of_one() -> Pool {
-    Pool::builder()
-        .processes(1)
-        .start_method(StartMethod::Forkserver)
-        .max_tasks_per_child(1)
-        .build()
-        .expect("the pool starts")
 }
 
 /// Puts this thread (and the threads and processes it starts, which inherit it) on one CPU
@@ -76,11 +66,8 @@ fn set_open_files_limit(soft: u64) -> u64 {
 fn a_first_job_sent_with_the_handshake_waits_again_when_its_worker_dies_before_ready() {
     let _serial = serial();
     adopt_orphans();
-    let pool = recycling_pool_of_one();
+    let pool = recycling_forkserver_pool(1);
     let events = pool.subscribe();
-    // After its first job the worker is replaced; the replacement's READY, like the first
-    // worker's, shows that the server's workers hold this program's tasks, so the next
-    // replacement is sent its first job together with its SETUP.
     let first = pool.apply(pid, ()).unwrap();
     // The first worker's READY showed that the server's workers hold this program's tasks:
     // from here on, a replacement gets its first job with its SETUP. The second worker holds
@@ -201,7 +188,7 @@ fn a_first_job_that_ran_runs_once_when_its_ready_is_lost_with_a_failed_read() {
     // SAFETY: prctl with PR_SET_CHILD_SUBREAPER takes an integer and touches no memory.
     let unset = unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 0, 0, 0, 0) };
     assert_eq!(unset, 0);
-    let pool = recycling_pool_of_one();
+    let pool = recycling_forkserver_pool(1);
     let runs =
         Removed(std::env::temp_dir().join(format!("procpool-early-runs-{}", std::process::id())));
     let _ = std::fs::remove_file(&runs.0);
@@ -241,7 +228,7 @@ fn early_job_on_a_stopped_spare<R: serde::de::DeserializeOwned + 'static>(
     submit: impl FnOnce(&Pool) -> procpool::AsyncResult<R>,
 ) -> (Pool, Events, u32, procpool::AsyncResult<R>) {
     adopt_orphans();
-    let pool = recycling_pool_of_one();
+    let pool = recycling_forkserver_pool(1);
     let events = pool.subscribe();
     let first = pool.apply(pid, ()).unwrap();
     let servers = forkservers();

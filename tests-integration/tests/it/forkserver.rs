@@ -6,7 +6,8 @@ use std::time::Duration;
 
 use procpool::{ErrorKind, Pool, StartMethod};
 use tests_integration::{
-    FORKSERVER_NAME, Rendezvous, adopt_orphans, children_of, finish, forkservers, serial,
+    FORKSERVER_NAME, Rendezvous, adopt_orphans, children_of, finish, forkservers,
+    recycling_forkserver_pool, serial,
 };
 
 use crate::tasks::{hold, pid, pid_of, square};
@@ -15,16 +16,6 @@ fn forkserver_pool(processes: usize) -> Pool {
     Pool::builder()
         .processes(processes)
         .start_method(StartMethod::Forkserver)
-        .build()
-        .expect("the pool starts")
-}
-
-/// A forkserver pool of 2 whose workers each run one job.
-fn recycling_pool() -> Pool {
-    Pool::builder()
-        .processes(2)
-        .start_method(StartMethod::Forkserver)
-        .max_tasks_per_child(1)
         .build()
         .expect("the pool starts")
 }
@@ -108,7 +99,7 @@ fn replacements_after_deaths_and_recycles_are_forked_from_the_same_server() {
     // The pool keeps a spare worker forked once it replaces workers: it must be ended and
     // reaped with the pool, not left to die with its server.
     adopt_orphans();
-    let pool = recycling_pool();
+    let pool = recycling_forkserver_pool(2);
     let server = forkservers();
     assert_eq!(server.len(), 1);
     let pids: Vec<u32> = pool
@@ -149,7 +140,7 @@ fn a_stopped_server_holds_the_pool_for_one_reply_wait_and_nothing_hangs() {
     // The workers the stopped server was asked to reap and never did come to this process
     // when the pool kills that server: the pool reaps them.
     adopt_orphans();
-    let pool = recycling_pool();
+    let pool = recycling_forkserver_pool(2);
     let options = procpool::MapOptions::new().chunksize(1);
     assert_eq!(pool.map_with(pid_of, 0..4u64, options).unwrap().len(), 4);
     let stopped = forkservers();
