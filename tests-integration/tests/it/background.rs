@@ -16,14 +16,19 @@ fn refuse(fail: bool) {
 /// How long a test waits for a task to arrive: an upper bound, never a pace.
 const ARRIVAL: Duration = Duration::from_secs(30);
 
+/// A pool of `processes` that is ready once one worker is.
+fn ready_with_one(processes: usize) -> Pool {
+    Pool::builder()
+        .processes(processes)
+        .wait_for_workers(1)
+        .build()
+        .unwrap()
+}
+
 #[test]
 fn the_rest_of_the_workers_start_while_the_pool_runs() {
     let _serial = serial();
-    let pool = Pool::builder()
-        .processes(6)
-        .wait_for_workers(1)
-        .build()
-        .unwrap();
+    let pool = ready_with_one(6);
     assert!(!pool.worker_pids().is_empty());
     assert_eq!(pool.apply(square, (7,)).unwrap(), 49);
     wait_for("all six workers have started", || {
@@ -79,11 +84,7 @@ fn a_call_waits_for_a_starting_worker_rather_than_behind_another_call() {
 #[test]
 fn calls_queued_at_close_still_get_the_workers_not_started_yet() {
     let _serial = serial();
-    let pool = Pool::builder()
-        .processes(16)
-        .wait_for_workers(1)
-        .build()
-        .unwrap();
+    let pool = ready_with_one(16);
     // Sixteen calls that each wait to be released, and a close at once, as Python's
     // tutorial does: the workers not started yet are still started for them.
     let rendezvous = Rendezvous::new();
@@ -111,11 +112,7 @@ fn calls_queued_at_close_still_get_the_workers_not_started_yet() {
 #[test]
 fn a_pool_closed_before_its_workers_started_leaves_nothing() {
     let _serial = serial();
-    let pool = Pool::builder()
-        .processes(32)
-        .wait_for_workers(1)
-        .build()
-        .unwrap();
+    let pool = ready_with_one(32);
     assert_eq!(pool.apply(square, (3,)).unwrap(), 9);
     pool.close();
     pool.join().unwrap();

@@ -70,9 +70,6 @@ pub(crate) struct Worker {
     /// How many of the descriptors of `in_flight[unsent]` have been sent.
     pub(super) fds_sent: usize,
     pub(super) ready: bool,
-    /// Whether its first job may be sent before it is ready, behind its SETUP (see
-    /// `Supervisor::start` and `Supervisor::dispatch`).
-    pub(super) early: bool,
     /// The forkserver that forked it, if one did (see `start::Started::server`).
     pub(super) server: Option<u64>,
     /// Jobs given to this worker so far, against `max_tasks_per_child`.

@@ -291,9 +291,9 @@ impl Supervisor {
         jobs.chain(exits).chain(stopped).min()
     }
 
-    /// Gives queued jobs to ready workers: idle ones first, then a first job to each
-    /// starting worker that may take one with its SETUP ([`Worker::early`]), then a second
-    /// job to each ready worker that may hold one ([`Worker::depth`]).
+    /// Gives queued jobs to ready workers: idle ones first, then a second job to each that
+    /// may hold one ([`Worker::depth`]); then, while workers are starting, a first job to
+    /// each starting worker that may take one with its SETUP.
     pub(super) fn dispatch(&mut self, state: &mut State) {
         let now = Instant::now();
         let workers = self.slots.iter().flatten().count();
@@ -304,31 +304,47 @@ impl Supervisor {
         let depths = if starting { 1 } else { DEPTH };
         let max = self.config.max_tasks_per_child;
         for depth in 0..depths {
-            for early in [false, true] {
-                for worker in self.slots.iter_mut().flatten() {
-                    let Some(job) = state.queue.front() else {
-                        return;
-                    };
-                    let may_take = if early {
-                        // The job must not be able to end the worker before its READY:
-                        // descriptors it carries could, and a timeout would count the start.
-                        !worker.ready
-                            && worker.early
-                            && worker.assigned == 0
-                            && job.timeout.is_none()
-                            && job.fds.as_slice().is_empty()
-                    } else {
-                        worker.ready
-                    };
-                    if may_take
-                        && worker.in_flight.len() == depth
-                        && depth < worker.depth(state.queue.len(), workers)
-                        && !worker.spent(max)
-                    {
-                        let job = state.queue.pop_front().expect("the queue is not empty");
-                        worker.assign(job, now);
-                    }
+            for worker in self.slots.iter_mut().flatten() {
+                if state.queue.is_empty() {
+                    return;
                 }
+                if worker.ready
+                    && worker.in_flight.len() == depth
+                    && depth < worker.depth(state.queue.len(), workers)
+                    && !worker.spent(max)
+                {
+                    let job = state.queue.pop_front().expect("the queue is not empty");
+                    worker.assign(job, now);
+                }
+            }
+        }
+        // A worker forked by a server one of whose workers was ready (so with this
+        // program's task registry) runs no code of the pool's between its SETUP and its
+        // READY when no initializer is set: its first job may go out behind the SETUP,
+        // which saves a round trip on the way to it (each replacement's, with
+        // `max_tasks_per_child`). It reads the job only after writing READY, so should it end
+        // its own stream before a READY came, the job had not run (`on_death`). The job must
+        // not be able to end the worker before its READY (descriptors it carries could), nor
+        // count its start against a timeout.
+        let early = starting
+            && self.verified_server.is_some()
+            && self.config.initializer.is_none()
+            && self.config.task_timeout.is_none();
+        if !early {
+            return;
+        }
+        for worker in self.slots.iter_mut().flatten() {
+            let Some(job) = state.queue.front() else {
+                return;
+            };
+            if !worker.ready
+                && worker.server == self.verified_server
+                && worker.assigned == 0
+                && job.timeout.is_none()
+                && job.fds.as_slice().is_empty()
+            {
+                let job = state.queue.pop_front().expect("the queue is not empty");
+                worker.assign(job, now);
             }
         }
     }

@@ -275,7 +275,7 @@ impl Supervisor {
                 && exit == WorkerExit::Code(EXIT_OUT_OF_MEMORY)
                 && matches!(cause, Cause::Gone | Cause::WriteFailed(_))
         });
-        // A job sent behind the SETUP (see `Worker::early`) of a worker that ended its
+        // A job sent behind the SETUP (see `Supervisor::dispatch`) of a worker that ended its
         // stream itself before its READY came never ran: the worker reads the job only once
         // it has written its READY, and the pool reads what came before the end. Any other
         // end (a frame lost to a failed read, a write of the job that failed) may have
@@ -421,17 +421,6 @@ impl Supervisor {
         } else {
             Duration::ZERO
         };
-        // A worker forked by a server whose workers were ready before runs no code of the
-        // pool's between its SETUP and its READY, where no initializer is set: its first job
-        // may go out behind the SETUP (`dispatch` says which may), which saves a round trip
-        // on the way to it (each replacement's, with `max_tasks_per_child`). Should the
-        // worker end its own stream before it is ready, the job had not run, and goes back to
-        // the queue (`on_death`). With a task timeout, jobs wait for READY, so that no start
-        // counts against one.
-        let early = self.config.initializer.is_none()
-            && self.config.task_timeout.is_none()
-            && server.is_some()
-            && server == self.verified_server;
         let mut worker = Worker {
             info,
             process,
@@ -454,7 +443,6 @@ impl Supervisor {
             job_written: 0,
             fds_sent: 0,
             ready: false,
-            early,
             server,
             assigned: 0,
             max_resident: self.config.memory.max_per_child,
