@@ -56,11 +56,6 @@ pub struct Job<'a> {
     pub seen: HashSet<u64>,
     /// Whether SIGINT and SIGTERM stop the crawl (instead of ending the process).
     pub catch_signals: bool,
-    /// Whether the pool is the crawl's own, to close once its last page is asked for, as the
-    /// tutorial does (`apply_async` for each page, then `close`): the workers no page
-    /// needs then exit while the pages come. Only `apply_async` and `map_async` close it
-    /// early; the caller joins it.
-    pub close_pool: bool,
 }
 
 /// Why a crawl stopped before its last page.
@@ -125,8 +120,10 @@ enum Event {
 /// order, as soon as the pages before it are in; `on_page` is told of each page written,
 /// with the last page once known.
 ///
-/// On a stop the pool is terminated; on success it is left for the caller to close (if
-/// `close_pool` has not closed it already) and join.
+/// The pool is the crawl's own: `apply_async` and `map_async` close it once the last page is
+/// asked for, as the tutorial does (`apply_async` for each page, then `close`), so that the
+/// workers no page needs exit while the pages come. On a stop the pool is terminated; on
+/// success it is left for the caller to close (if not closed already) and join.
 pub fn crawl(
     job: Job<'_>,
     mut on_page: impl FnMut(u32, u32),
@@ -139,25 +136,12 @@ pub fn crawl(
         .flatten();
     let fetcher = {
         let pool = job.pool.clone();
-        let (method, plan, template, first, close) = (
-            job.method,
-            job.plan,
-            job.template.clone(),
-            job.first_page,
-            job.close_pool,
-        );
+        let (method, plan, template, first) =
+            (job.method, job.plan, job.template.clone(), job.first_page);
         thread::Builder::new()
             .name("crawl-fetch".to_owned())
             .spawn(move || {
-                fetch(
-                    pool.as_deref(),
-                    method,
-                    plan,
-                    &template,
-                    first,
-                    close,
-                    &events,
-                );
+                fetch(pool.as_deref(), method, plan, &template, first, &events);
                 let _ = events.send(Event::Finished);
             })
     };
@@ -309,13 +293,12 @@ fn fetch(
     plan: Plan,
     template: &PageRequest,
     first: u32,
-    close_pool: bool,
     events: &Sender<Event>,
 ) {
     match plan {
         Plan::AllAtOnce => {
             let requests = (1..=MAX_PAGES).map(|p| template.with_page(p)).collect();
-            batch(pool, method, requests, close_pool, events);
+            batch(pool, method, requests, true, events);
         }
         Plan::TotalFirst => {
             // The first page alone, through the same method, to learn the total.
@@ -343,20 +326,20 @@ fn fetch(
                 .filter(|request| request.page > first)
                 .collect();
             if !rest.is_empty() {
-                batch(pool, method, rest, close_pool, events);
+                batch(pool, method, rest, true, events);
             }
         }
     }
 }
 
 /// Runs `requests` with `method`, sending what each came to as the method delivers it. Stops
-/// early once nobody receives. With `close`, an asynchronous method closes the pool once
-/// every request is submitted.
+/// early once nobody receives. With `last` (the crawl's last batch), an asynchronous method
+/// closes the pool once every request is submitted.
 fn batch(
     pool: Option<&Pool>,
     method: Method,
     requests: Vec<PageRequest>,
-    close: bool,
+    last: bool,
     events: &Sender<Event>,
 ) {
     let page = |result| events.send(Event::Page(result)).is_ok();
@@ -398,7 +381,7 @@ fn batch(
                     Err(error) => return failed(error),
                 }
             }
-            if close {
+            if last {
                 pool.close();
             }
             // One waiter a page, so that each page is handed on the moment it is done.
@@ -421,7 +404,7 @@ fn batch(
             } else {
                 pool.map_async_with(get_repost_page, requests, one_a_chunk)
                     .and_then(|pending| {
-                        if close {
+                        if last {
                             pool.close();
                         }
                         pending.get()

@@ -263,7 +263,6 @@ pub fn run(args: Args, show: Show) -> Result<()> {
         first_page,
         seen: resumed.ids,
         catch_signals: true,
-        close_pool: true,
     };
     let mut outcome = pages::crawl(
         job,

@@ -103,7 +103,6 @@ fn crawl_all(
         first_page: 1,
         seen: HashSet::new(),
         catch_signals: false,
-        close_pool: true,
     };
     let mut outcome = pages::crawl(job, |_, _| {}, |_| Ok(()));
     match outcome.stop.take() {
