@@ -99,6 +99,53 @@ fn no_bytes_take_no_descriptor() {
     finish(pool);
 }
 
+/// The bytes given, or, for none, `pattern(len, seed)` made in the worker.
+#[procpool::task]
+fn given_or_made(bytes: Option<SharedBytes>, len: usize, seed: u8) -> SharedBytes {
+    bytes.unwrap_or_else(|| SharedBytes::copy_from_slice(&pattern(len, seed)).unwrap())
+}
+
+/// The descriptors' handshake, where a worker holds more than the frame that starts it.
+/// A worker whose results are the first with descriptors offers them and waits for the
+/// parent's answer, keeping the job queued behind to run after; the parent offers the
+/// descriptors of a job's arguments and holds that job until the worker answers; when both
+/// offer at once, each answers the other while it waits. Each map is one worker's two jobs
+/// at a time, sent together before any result comes, so these orders are the ones that run.
+#[test]
+fn descriptors_wait_for_a_handshake_that_each_side_starts_once() {
+    let _serial = serial();
+    let fds = open_fds();
+    let one_by_one = || MapOptions::new().chunksize(1);
+    // Results with descriptors, a job queued behind each: the worker keeps it while it waits.
+    let pool = pool(1);
+    let made_here: Vec<SharedBytes> = pool
+        .starmap_with(
+            given_or_made,
+            (0..6).map(|i| (None, 1000 + i, i as u8)),
+            one_by_one(),
+        )
+        .unwrap();
+    for (i, bytes) in made_here.iter().enumerate() {
+        assert_eq!(&bytes[..], &pattern(1000 + i, i as u8)[..]);
+    }
+    assert_eq!(pool.stats().worker_deaths, 0);
+    finish(pool);
+    // A first job whose results have descriptors, then one whose arguments have some: the
+    // parent offers while the worker waits for the answer to its own offer.
+    let pool = tests_integration::pool(1);
+    let sent = SharedBytes::copy_from_slice(&pattern(3000, 9)).unwrap();
+    let calls = vec![(None, 2000, 4), (Some(sent.clone()), 0, 0), (None, 10, 1)];
+    let back: Vec<SharedBytes> = pool
+        .starmap_with(given_or_made, calls, one_by_one())
+        .unwrap();
+    assert_eq!(&back[0][..], &pattern(2000, 4)[..]);
+    assert_eq!(back[1], sent);
+    assert_eq!(&back[2][..], &pattern(10, 1)[..]);
+    assert_eq!(pool.stats().worker_deaths, 0);
+    drop((made_here, back, sent));
+    finish_with(pool, fds);
+}
+
 #[test]
 fn maps_carry_more_descriptors_than_one_message_holds() {
     let _serial = serial();

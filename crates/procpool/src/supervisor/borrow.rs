@@ -296,6 +296,7 @@ impl Borrowed<'_> {
         for frame in frames {
             let outcome = match FromWorker::decode(&frame) {
                 Ok(FromWorker::Results(results)) => worker.complete_front(results, frame),
+                Ok(FromWorker::Descriptors(message)) => worker.on_descriptors(message),
                 Ok(FromWorker::Bye { .. }) => {
                     Err(Cause::Protocol("a BYE frame before SHUTDOWN".into()))
                 }

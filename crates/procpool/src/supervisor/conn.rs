@@ -17,7 +17,7 @@ use crate::result::Batch;
 use crate::shared::Attached;
 use crate::start::{Process, Reaped};
 use crate::sys;
-use crate::wire::{FrameReader, FromWorker, MAX_FDS, Results};
+use crate::wire::{self, Descriptors, FrameReader, FromWorker, MAX_FDS, Results};
 
 /// A write to a worker that failed for good.
 #[derive(Debug)]
@@ -53,6 +53,12 @@ pub(crate) struct Worker {
     pub(crate) reader: FrameReader,
     /// Descriptors that came over the socket, not yet claimed by the frames they came with.
     pub(super) received: VecDeque<OwnedFd>,
+    /// The descriptors' handshake (see [`Descriptors`]): whether this end reads the socket
+    /// with `recvmsg` (the worker offered descriptors), whether the worker does (it may be
+    /// sent some), and whether this end has offered it some.
+    pub(super) reads_fds: bool,
+    pub(super) sends_fds: bool,
+    pub(super) offered_fds: bool,
     /// Control frames (SETUP, SHUTDOWN) to write before any job, and how much of the first
     /// is written.
     pub(super) control: VecDeque<Vec<u8>>,
@@ -219,6 +225,7 @@ impl Worker {
     pub(crate) fn read_frames(&mut self, on_frame: impl FnMut(Vec<u8>)) -> io::Result<bool> {
         let socket = &self.socket;
         let received = &mut self.received;
+        let reads_fds = self.reads_fds;
         self.reader.read_from(
             |buf| {
                 // Descriptors that no frame claims: a worker that sends them cannot make the
@@ -229,26 +236,70 @@ impl Worker {
                         "descriptors that no frame claims",
                     ));
                 }
-                sys::recv(socket, buf, received)
+                sys::recv(socket, buf, reads_fds.then_some(&mut *received))
             },
             on_frame,
         )
     }
 
+    /// Takes a frame of the descriptors' handshake: an OFFER makes this end read with
+    /// `recvmsg` from the next read on (the worker sends nothing more until it has the
+    /// answer) and queues the answer, TAKING; a TAKING lets the jobs with descriptors go.
+    pub(crate) fn on_descriptors(&mut self, message: Descriptors) -> Result<(), Cause> {
+        match message {
+            Descriptors::Offer if !self.reads_fds => {
+                self.reads_fds = true;
+                self.control
+                    .push_back(wire::descriptors_frame(Descriptors::Taking, true));
+                Ok(())
+            }
+            Descriptors::Taking if self.offered_fds && !self.sends_fds => {
+                self.sends_fds = true;
+                Ok(())
+            }
+            _ => Err(Cause::Protocol(format!(
+                "a descriptors frame out of turn ({message:?})"
+            ))),
+        }
+    }
+
+    /// Whether [`Worker::flush`] has something to write: a frame, or the OFFER of
+    /// descriptors a job waits for. A job that waits for the answer writes nothing.
     pub(crate) fn wants_write(&self) -> bool {
-        !self.control.is_empty() || self.unsent < self.in_flight.len()
+        !self.control.is_empty()
+            || (self.unsent < self.in_flight.len() && !(self.offered_fds && self.holds_fds()))
+    }
+
+    /// Whether the next job to write has descriptors that wait for the worker's TAKING.
+    fn holds_fds(&self) -> bool {
+        !self.sends_fds
+            && self
+                .in_flight
+                .get(self.unsent)
+                .is_some_and(|job| !job.fds.as_slice().is_empty())
     }
 
     /// Writes what the socket takes now. An error means the worker is gone; the caller
     /// finds out through the socket's end of stream.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         loop {
+            if self.job_written == 0 && self.holds_fds() && !self.offered_fds {
+                self.offered_fds = true;
+                self.control
+                    .push_back(wire::descriptors_frame(Descriptors::Offer, true));
+            }
             // Up to 8 frames in one writev, gathered on the stack: this runs for every job.
             let mut slices = [IoSlice::new(&[]); 8];
             let mut count = 0;
             let mut offered = 0;
             let mut written = self.control_written;
-            for frame in self.control.iter().take(slices.len()) {
+            // A control frame goes between jobs' frames, never into one.
+            let control = if self.job_written == 0 {
+                self.control.len()
+            } else {
+                0
+            };
+            for frame in self.control.iter().take(control.min(slices.len())) {
                 slices[count] = IoSlice::new(&frame[written..]);
                 offered += frame.len() - written;
                 count += 1;
@@ -258,14 +309,14 @@ impl Worker {
             // to send starts a message of its own, and a frame with more than one message
             // carries gets a byte per message until its last.
             let mut fds: &[Attached] = &[];
-            if self.control.is_empty() {
+            if control == 0 {
                 let mut written = self.job_written;
                 let mut fds_sent = self.fds_sent;
                 for job in self.in_flight.iter().skip(self.unsent).take(slices.len()) {
                     let fds_left = &job.fds.as_slice()[fds_sent..];
                     let frame = &job.frame[written..];
                     if !fds_left.is_empty() {
-                        if count > 0 {
+                        if count > 0 || !self.sends_fds {
                             break;
                         }
                         let Some((bytes, group)) = sys::next_message(frame, fds_left) else {
@@ -302,7 +353,7 @@ impl Worker {
             // when to go on, instead of a write that only says `EAGAIN`.
             let full = n < offered;
             while n > 0 {
-                if let Some(frame) = self.control.front() {
+                if let Some(frame) = self.control.front().filter(|_| control > 0) {
                     let left = frame.len() - self.control_written;
                     if n >= left {
                         n -= left;

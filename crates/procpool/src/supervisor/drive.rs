@@ -652,6 +652,10 @@ impl Supervisor {
                 Ok(())
             }
             FromWorker::Bye { .. } => Err(Cause::Protocol("a BYE frame before SHUTDOWN".into())),
+            FromWorker::Descriptors(_) if !worker.ready => {
+                Err(Cause::Protocol("a descriptors frame before READY".into()))
+            }
+            FromWorker::Descriptors(message) => worker.on_descriptors(message),
         }
     }
 }

@@ -427,6 +427,9 @@ impl Supervisor {
             socket,
             reader: FrameReader::default(),
             received: VecDeque::new(),
+            reads_fds: false,
+            sends_fds: false,
+            offered_fds: false,
             control: VecDeque::from([wire::setup_frame(
                 index as u32,
                 watch,

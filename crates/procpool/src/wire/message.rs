@@ -53,6 +53,30 @@ pub(crate) fn ready_frame(pid: u32, fingerprint: u64) -> Vec<u8> {
     frame.finish()
 }
 
+/// A frame of the descriptors' handshake (see `wire/README.md`, "Descriptors"), from the
+/// parent if `to_worker`, else from a worker.
+pub(crate) fn descriptors_frame(message: Descriptors, to_worker: bool) -> Vec<u8> {
+    let tag = match (message, to_worker) {
+        (Descriptors::Offer, true) => TAG_OFFER_FDS,
+        (Descriptors::Taking, true) => TAG_TAKING_FDS,
+        (Descriptors::Offer, false) => TAG_WORKER_OFFER_FDS,
+        (Descriptors::Taking, false) => TAG_WORKER_TAKING_FDS,
+    };
+    FrameWriter::new(tag).finish()
+}
+
+/// The descriptors' handshake. Each end reads its socket with plain reads, which drop any
+/// descriptor that comes, until the other end has descriptors for it: a side that has some
+/// sends OFFER and holds them; the other starts to read with `recvmsg` and answers TAKING;
+/// the descriptors go once TAKING has come. Each direction does this at most once.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(crate) enum Descriptors {
+    /// The sender has descriptors to send, once the receiver takes them.
+    Offer,
+    /// The sender reads with `recvmsg` from the byte after this frame on.
+    Taking,
+}
+
 pub(crate) fn init_failed_frame(failure: &TaskFailure) -> Vec<u8> {
     let mut frame = FrameWriter::new(TAG_INIT_FAILED);
     frame.failure(failure);
@@ -219,6 +243,7 @@ pub(crate) enum ToWorker<'a> {
         items: RunItems<'a>,
     },
     Shutdown,
+    Descriptors(Descriptors),
 }
 
 impl<'a> ToWorker<'a> {
@@ -269,6 +294,8 @@ impl<'a> ToWorker<'a> {
                 }
             }
             TAG_SHUTDOWN => ToWorker::Shutdown,
+            TAG_OFFER_FDS => ToWorker::Descriptors(Descriptors::Offer),
+            TAG_TAKING_FDS => ToWorker::Descriptors(Descriptors::Taking),
             tag => return Err(WireError::UnknownTag(tag)),
         };
         cursor.end()?;
@@ -291,6 +318,7 @@ pub(crate) enum FromWorker {
     Bye {
         peak: Option<u64>,
     },
+    Descriptors(Descriptors),
 }
 
 /// What a RESULTS frame says of its job, once checked whole.
@@ -320,6 +348,8 @@ impl FromWorker {
             TAG_BYE => FromWorker::Bye {
                 peak: Some(cursor.u64()?).filter(|&peak| peak > 0),
             },
+            TAG_WORKER_OFFER_FDS => FromWorker::Descriptors(Descriptors::Offer),
+            TAG_WORKER_TAKING_FDS => FromWorker::Descriptors(Descriptors::Taking),
             TAG_RESULTS => {
                 let job = cursor.u64()?;
                 let count = cursor.u32()? as usize;

@@ -42,8 +42,8 @@ use run::*;
 pub(crate) use frame::{FrameWriter, WireError};
 pub(crate) use items::Oversized;
 pub(crate) use message::{
-    FromWorker, Results, ToWorker, bye_frame, init_failed_frame, ready_frame, setup_frame,
-    shutdown_frame,
+    Descriptors, FromWorker, Results, ToWorker, bye_frame, descriptors_frame, init_failed_frame,
+    ready_frame, setup_frame, shutdown_frame,
 };
 pub(crate) use read_items::{PackedItems, ResultItems, ResultsAt, RunItems};
 pub(crate) use reader::{FrameReader, read_frame};
@@ -55,7 +55,7 @@ pub(crate) use run::adopt;
 /// "PPL" and a 1: the first four bytes of both sides' handshake frames.
 pub(crate) const MAGIC: u32 = u32::from_le_bytes(*b"PPL1");
 /// Bumped on every change of the frame layout.
-pub(crate) const VERSION: u16 = 7;
+pub(crate) const VERSION: u16 = 8;
 /// The bytes before a frame's body: its length, then a check of the length.
 pub(crate) const HEADER: usize = 8;
 
@@ -102,10 +102,14 @@ pub(crate) const MAX_FDS: usize = 1 << 16;
 const TAG_SETUP: u8 = 1;
 const TAG_RUN: u8 = 2;
 const TAG_SHUTDOWN: u8 = 3;
+const TAG_OFFER_FDS: u8 = 4;
+const TAG_TAKING_FDS: u8 = 5;
 const TAG_READY: u8 = 10;
 const TAG_INIT_FAILED: u8 = 11;
 const TAG_RESULTS: u8 = 12;
 const TAG_BYE: u8 = 13;
+const TAG_WORKER_OFFER_FDS: u8 = 14;
+const TAG_WORKER_TAKING_FDS: u8 = 15;
 
 #[cfg(test)]
 mod tests {
@@ -488,7 +492,7 @@ mod tests {
         let mut bad = frame.clone();
         bad[HEADER + 5] = 9; // the version's low byte
         let err = FromWorker::decode(body(&bad)).unwrap_err();
-        assert_eq!(err.to_string(), "expected protocol version 7, found 9");
+        assert_eq!(err.to_string(), "expected protocol version 8, found 9");
         let watch = std::time::Duration::from_micros(200);
         let setup = setup_frame(
             1,
@@ -530,6 +534,23 @@ mod tests {
         }
         assert_eq!(frames, vec![b"one".to_vec(), big, b"two".to_vec()]);
         assert!(!reader.read_from(|_| Ok(0), |_| unreachable!()).unwrap());
+    }
+
+    #[test]
+    fn descriptors_frames_name_their_message_in_each_direction() {
+        for message in [Descriptors::Offer, Descriptors::Taking] {
+            assert_eq!(
+                ToWorker::decode(body(&descriptors_frame(message, true))).unwrap(),
+                ToWorker::Descriptors(message)
+            );
+            assert_eq!(
+                FromWorker::decode(body(&descriptors_frame(message, false))).unwrap(),
+                FromWorker::Descriptors(message)
+            );
+            // A frame of one direction is not one of the other.
+            assert!(FromWorker::decode(body(&descriptors_frame(message, true))).is_err());
+            assert!(ToWorker::decode(body(&descriptors_frame(message, false))).is_err());
+        }
     }
 
     #[test]

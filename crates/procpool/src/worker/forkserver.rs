@@ -65,7 +65,7 @@ pub(crate) fn read_message(
     let mut buf = [0u8; 8];
     let mut read = 0;
     while read < buf.len() {
-        match sys::recv(socket, &mut buf[read..], fds) {
+        match sys::recv(socket, &mut buf[read..], Some(fds)) {
             Ok(0) if read == 0 => return Ok(None),
             Ok(0) => return Err(io::ErrorKind::UnexpectedEof.into()),
             Ok(n) => read += n,

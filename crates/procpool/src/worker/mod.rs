@@ -18,7 +18,7 @@ use crate::registry::{self, Calls};
 use crate::shared;
 use crate::sys;
 use crate::watch::{self, Watcher};
-use crate::wire::{self, ResultsFrame, ToWorker};
+use crate::wire::{self, Descriptors, ResultsFrame, ToWorker};
 
 pub(crate) mod forkserver;
 
@@ -182,20 +182,31 @@ fn serve_on(socket: io::Result<UnixStream>, forked: bool) -> i32 {
     }
 }
 
-/// The worker's socket as a reader that keeps the descriptors that come with the bytes.
+/// The worker's socket as a reader that, once the parent has descriptors for it, keeps the
+/// descriptors that come with the bytes.
 struct Incoming<'a> {
     socket: &'a UnixStream,
     fds: VecDeque<OwnedFd>,
+    /// Whether reads take descriptors (`recvmsg`): from the parent's OFFER on (see
+    /// [`wire::Descriptors`]).
+    takes_fds: bool,
     /// While the worker watches for its next job: reads do not wait.
     now: bool,
 }
 
+impl Incoming<'_> {
+    fn fds(&mut self) -> Option<&mut VecDeque<OwnedFd>> {
+        self.takes_fds.then_some(&mut self.fds)
+    }
+}
+
 impl Read for Incoming<'_> {
     fn read(&mut self, buf: &mut [u8]) -> io::Result<usize> {
+        let socket = self.socket;
         if self.now {
-            sys::recv_now(self.socket, buf, &mut self.fds)
+            sys::recv_now(socket, buf, self.fds())
         } else {
-            sys::recv(self.socket, buf, &mut self.fds)
+            sys::recv(socket, buf, self.fds())
         }
     }
 }
@@ -218,7 +229,8 @@ impl Incoming<'_> {
 fn read_frame(reader: &mut BufReader<Incoming<'_>>, body: &mut Vec<u8>) -> io::Result<Option<()>> {
     wire::read_frame(reader, body, |reader, body, max| {
         let incoming = reader.get_mut();
-        sys::recv_spare(incoming.socket, body, max, &mut incoming.fds)
+        let socket = incoming.socket;
+        sys::recv_spare(socket, body, max, incoming.fds())
     })
 }
 
@@ -245,6 +257,39 @@ fn send_frame(socket: &UnixStream, frame: &[u8], fds: &[impl AsFd]) -> io::Resul
     Ok(())
 }
 
+/// Sends the parent an OFFER of descriptors and reads until its TAKING: the results that
+/// hold descriptors go after it. Jobs that come meanwhile are kept in `stash`, in order, and
+/// the parent's own OFFER is answered at once (each side may be waiting for the other's
+/// answer). False if the stream ended first.
+fn offer_descriptors(
+    reader: &mut BufReader<Incoming<'_>>,
+    stash: &mut VecDeque<Vec<u8>>,
+) -> io::Result<bool> {
+    let socket = reader.get_ref().socket;
+    let mut writer = socket;
+    writer.write_all(&wire::descriptors_frame(Descriptors::Offer, false))?;
+    loop {
+        let mut body = Vec::new();
+        if read_frame(reader, &mut body)?.is_none() {
+            return Ok(false);
+        }
+        match ToWorker::decode(&body)? {
+            ToWorker::Descriptors(Descriptors::Taking) => return Ok(true),
+            ToWorker::Descriptors(Descriptors::Offer) if !reader.get_ref().takes_fds => {
+                reader.get_mut().takes_fds = true;
+                writer.write_all(&wire::descriptors_frame(Descriptors::Taking, false))?;
+            }
+            ToWorker::Descriptors(message) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a descriptors frame out of turn ({message:?})"),
+                ));
+            }
+            _ => stash.push_back(body),
+        }
+    }
+}
+
 /// Serves as a worker on `socket`; `forked` says that the forkserver forked this process.
 fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
     sys::raise_open_files_limit();
@@ -253,6 +298,7 @@ fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
         Incoming {
             socket: &socket,
             fds: VecDeque::new(),
+            takes_fds: false,
             now: false,
         },
     );
@@ -305,9 +351,15 @@ fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
     // RUN frames still to come, if the pool recycles workers: after the last, the next frame
     // is a SHUTDOWN, not worth a watch.
     let mut runs_left = jobs;
+    // Whether the parent reads descriptors (it answered this worker's OFFER), and the frames
+    // that came while the worker waited for that answer, to be taken first.
+    let mut parent_takes_fds = false;
+    let mut stash = VecDeque::new();
     loop {
         trim(&mut body);
-        if !window.is_zero()
+        if let Some(frame) = stash.pop_front() {
+            body = frame;
+        } else if !window.is_zero()
             && runs_left != Some(0)
             && reader.buffer().is_empty()
             && watcher.should_watch()
@@ -338,8 +390,10 @@ fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
             if let Some(error) = failed {
                 return Err(error);
             }
-        }
-        if read_frame(&mut reader, &mut body)?.is_none() {
+            if read_frame(&mut reader, &mut body)?.is_none() {
+                break;
+            }
+        } else if read_frame(&mut reader, &mut body)?.is_none() {
             break;
         }
         match ToWorker::decode(&body)? {
@@ -369,8 +423,24 @@ fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
                 drop(fds);
                 let out_fds;
                 (out, out_fds) = results.finish();
+                if !out_fds.is_empty() && !parent_takes_fds {
+                    if !offer_descriptors(&mut reader, &mut stash)? {
+                        break;
+                    }
+                    parent_takes_fds = true;
+                }
                 send_frame(&socket, &out, &out_fds)?;
                 trim(&mut out);
+            }
+            ToWorker::Descriptors(Descriptors::Offer) if !reader.get_ref().takes_fds => {
+                reader.get_mut().takes_fds = true;
+                writer.write_all(&wire::descriptors_frame(Descriptors::Taking, false))?;
+            }
+            ToWorker::Descriptors(message) => {
+                return Err(io::Error::new(
+                    io::ErrorKind::InvalidData,
+                    format!("a descriptors frame out of turn ({message:?})"),
+                ));
             }
             ToWorker::Shutdown => {
                 // Its peak memory, for the pool's insights: read here, where it costs the
