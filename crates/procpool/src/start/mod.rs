@@ -40,10 +40,10 @@ pub enum StartMethod {
     ///
     /// The default, because it is as safe as spawn (no worker is a copy of a process with
     /// other threads) and faster wherever many workers are started: on a 2-core VM, in the
-    /// latest run of `bench/compare`, a pool of 100 and a first map in 15.5 ms (spawn
-    /// 62.2 ms), a replacement after a death in 0.15 ms (0.83 ms), and
-    /// `max_tasks_per_child(1)` at 5,008 tasks a second (1,355). A pool of 2 starts in
-    /// about the same time either way (1.45 ms, spawn 1.34 ms; 1.58 and 1.40 ms in the run
+    /// latest run of `bench/compare`, a pool of 100 and a first map in 16.6 ms (spawn
+    /// 66.6 ms), a replacement after a death in 0.18 ms (0.86 ms), and
+    /// `max_tasks_per_child(1)` at 4,811 tasks a second (1,377). A pool of 2 starts in
+    /// about the same time either way (1.52 ms, spawn 1.22 ms; 1.45 and 1.34 ms in the run
     /// before): the server's exec takes the place of the workers'. `BENCHMARKS.md` has the
     /// figures.
     #[default]
