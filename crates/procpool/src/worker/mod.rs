@@ -265,8 +265,7 @@ fn offer_descriptors(
     reader: &mut BufReader<Incoming<'_>>,
     stash: &mut VecDeque<Vec<u8>>,
 ) -> io::Result<bool> {
-    let socket = reader.get_ref().socket;
-    let mut writer = socket;
+    let mut writer = reader.get_ref().socket;
     writer.write_all(&wire::descriptors_frame(Descriptors::Offer, false))?;
     loop {
         let mut body = Vec::new();
@@ -275,19 +274,24 @@ fn offer_descriptors(
         }
         match ToWorker::decode(&body)? {
             ToWorker::Descriptors(Descriptors::Taking) => return Ok(true),
-            ToWorker::Descriptors(Descriptors::Offer) if !reader.get_ref().takes_fds => {
-                reader.get_mut().takes_fds = true;
-                writer.write_all(&wire::descriptors_frame(Descriptors::Taking, false))?;
-            }
-            ToWorker::Descriptors(message) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("a descriptors frame out of turn ({message:?})"),
-                ));
-            }
+            ToWorker::Descriptors(message) => answer_offer(reader, message)?,
             _ => stash.push_back(body),
         }
     }
+}
+
+/// Takes the parent's OFFER of descriptors: reads take them from now on, and the parent is
+/// told so. Any other descriptors frame here is out of turn.
+fn answer_offer(reader: &mut BufReader<Incoming<'_>>, message: Descriptors) -> io::Result<()> {
+    if message != Descriptors::Offer || reader.get_ref().takes_fds {
+        return Err(io::Error::new(
+            io::ErrorKind::InvalidData,
+            format!("a descriptors frame out of turn ({message:?})"),
+        ));
+    }
+    reader.get_mut().takes_fds = true;
+    let mut writer = reader.get_ref().socket;
+    writer.write_all(&wire::descriptors_frame(Descriptors::Taking, false))
 }
 
 /// Serves as a worker on `socket`; `forked` says that the forkserver forked this process.
@@ -432,16 +436,7 @@ fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
                 send_frame(&socket, &out, &out_fds)?;
                 trim(&mut out);
             }
-            ToWorker::Descriptors(Descriptors::Offer) if !reader.get_ref().takes_fds => {
-                reader.get_mut().takes_fds = true;
-                writer.write_all(&wire::descriptors_frame(Descriptors::Taking, false))?;
-            }
-            ToWorker::Descriptors(message) => {
-                return Err(io::Error::new(
-                    io::ErrorKind::InvalidData,
-                    format!("a descriptors frame out of turn ({message:?})"),
-                ));
-            }
+            ToWorker::Descriptors(message) => answer_offer(&mut reader, message)?,
             ToWorker::Shutdown => {
                 // Its peak memory, for the pool's insights: read here, where it costs the
                 // pool's supervisor nothing (and a forked worker, a system call).
