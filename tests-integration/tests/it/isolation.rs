@@ -1,10 +1,11 @@
 //! What a hostile task cannot do: hang a call by writing on its worker's socket, steal a
-//! result through a forked copy of the pool, or be killed by the terminal's signals.
+//! result through a forked copy of the pool, make another call pay for what it wrote, or be
+//! killed by the terminal's signals.
 
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
-use procpool::{ApplyOptions, ErrorKind};
-use tests_integration::{finish, pool, serial};
+use procpool::{ApplyOptions, ErrorKind, SharedBytes};
+use tests_integration::{Rendezvous, finish, meet, pool, serial};
 
 use crate::tasks::{square, wait_for};
 
@@ -53,6 +54,115 @@ fn bytes_a_task_writes_on_its_socket_end_its_worker_at_once() {
     let stats = pool.stats();
     assert_eq!(stats.worker_deaths, 6);
     assert_eq!(stats.in_flight, 0);
+    finish(pool);
+}
+
+/// The worker's own socket, as a task finds it: the one descriptor from 3 on that is a
+/// socket.
+fn own_socket() -> i32 {
+    (3..256)
+        .find(|&fd| {
+            // SAFETY: `stat` is plain data; fstat writes only into it.
+            let mut stat: libc::stat = unsafe { std::mem::zeroed() };
+            // SAFETY: fstat on any number is safe; a closed one fails.
+            let open = unsafe { libc::fstat(fd, &mut stat) } == 0;
+            open && stat.st_mode & libc::S_IFMT == libc::S_IFSOCK
+        })
+        .expect("a worker has its socket")
+}
+
+/// Waits (up to 30 s) until at least `n` bytes the parent wrote wait on the worker's socket;
+/// returns how many do.
+fn wait_queued(n: usize) -> usize {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut queued: libc::c_int = 0;
+        // SAFETY: FIONREAD writes one int into `queued`, live for the call.
+        let asked = unsafe { libc::ioctl(own_socket(), libc::FIONREAD, &mut queued) };
+        assert_eq!(asked, 0, "FIONREAD on the worker's socket");
+        if queued as usize >= n {
+            return queued as usize;
+        }
+        assert!(Instant::now() < deadline, "{queued} bytes came, not {n}");
+        std::thread::yield_now();
+    }
+}
+
+/// Writes a whole frame of body `body` on the worker's socket, as a task that knows the wire
+/// (`src/wire/README.md`) could.
+fn forge(body: &[u8]) {
+    let len = body.len() as u32;
+    let magic = u32::from_le_bytes(*b"PPL1");
+    let check = (len ^ magic).wrapping_mul(0x9E37_79B9).rotate_left(15) ^ 0x5050_4C32;
+    let frame = [&len.to_le_bytes()[..], &check.to_le_bytes(), body].concat();
+    // SAFETY: write from a live buffer of the length given.
+    let n = unsafe { libc::write(own_socket(), frame.as_ptr().cast(), frame.len()) };
+    assert_eq!(n, frame.len() as isize, "the frame is written whole");
+}
+
+/// A handshake frame (tag, then a nonce) takes 17 bytes on the wire.
+const HANDSHAKE_FRAME: usize = 8 + 1 + 8;
+
+/// Forges its worker's OFFER of descriptors (tag 14), waits until the parent's answer has
+/// come, meets the test at `path`, and returns once the next job has come behind it.
+#[procpool::task]
+fn forge_offer(path: String) -> u64 {
+    forge(&[[14u8].as_slice(), &0u64.to_le_bytes()].concat());
+    let answered = wait_queued(HANDSHAKE_FRAME);
+    meet(&path);
+    wait_queued(answered + 1);
+    7
+}
+
+/// Meets the test at `path`; once the parent's OFFER of descriptors for the job queued behind
+/// has come, forges the worker's TAKING (tag 15) with a guessed nonce.
+#[procpool::task]
+fn forge_taking(path: String) -> u64 {
+    meet(&path);
+    wait_queued(HANDSHAKE_FRAME);
+    forge(&[[15u8].as_slice(), &0u64.to_le_bytes()].concat());
+    7
+}
+
+#[procpool::task]
+fn echo(bytes: SharedBytes) -> SharedBytes {
+    bytes
+}
+
+/// A task that forges its worker's half of the descriptors' handshake cannot make the next
+/// call on that worker pay for it: a forged OFFER is answered and taken as said (the parent
+/// reads descriptors from then on), and a forged TAKING, which cannot name the parent's
+/// random nonce, fails the forger's own call, not that of the caller whose descriptors the
+/// parent holds. Either way the other call runs.
+#[test]
+fn a_task_that_forges_the_descriptors_handshake_fails_nobody_else() {
+    let _serial = serial();
+    let pool = pool(1);
+    let bound = Duration::from_secs(60);
+    // A forged OFFER, and a call without descriptors behind it.
+    let rendezvous = Rendezvous::new();
+    let forger = pool.apply_async(forge_offer, (rendezvous.path(),)).unwrap();
+    let arrival = rendezvous.arrive();
+    let other = pool.apply_async(square, (5,)).unwrap();
+    arrival.release(1);
+    assert_eq!(forger.get_timeout(bound).unwrap(), 7);
+    assert_eq!(other.get_timeout(bound).unwrap(), 25);
+    assert_eq!(pool.stats().worker_deaths, 0);
+    // A forged TAKING while the parent holds another caller's descriptors.
+    let rendezvous = Rendezvous::new();
+    let forger = pool
+        .apply_async(forge_taking, (rendezvous.path(),))
+        .unwrap();
+    let arrival = rendezvous.arrive();
+    let sent = SharedBytes::copy_from_slice(&[9; 500]).unwrap();
+    let other = pool.apply_async(echo, (sent.clone(),)).unwrap();
+    arrival.release(1);
+    let error = forger.get_timeout(bound).unwrap_err();
+    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+    assert!(error.to_string().contains("out of turn"), "{error}");
+    assert_eq!(other.get_timeout(bound).unwrap(), sent);
+    assert_eq!(pool.stats().worker_deaths, 1);
+    drop(sent);
     finish(pool);
 }
 

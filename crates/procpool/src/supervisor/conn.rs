@@ -55,12 +55,12 @@ pub(crate) struct Worker {
     pub(super) received: VecDeque<OwnedFd>,
     /// The descriptors' handshake (see [`Descriptors`]): whether this end reads the socket
     /// with `recvmsg` (the worker offered descriptors), whether the worker does (it may be
-    /// sent some), and whether this end has offered it some.
+    /// sent some), and the nonce of this end's OFFER once it has offered some.
     pub(super) reads_fds: bool,
     pub(super) sends_fds: bool,
-    pub(super) offered_fds: bool,
-    /// Control frames (SETUP, SHUTDOWN) to write before any job, and how much of the first
-    /// is written.
+    pub(super) offered_fds: Option<u64>,
+    /// Control frames (SETUP, SHUTDOWN, the descriptors' handshake) to write before the next
+    /// job's frame, and how much of the first is written.
     pub(super) control: VecDeque<Vec<u8>>,
     pub(super) control_written: usize,
     /// Jobs sent or being sent, oldest first; `in_flight[unsent..]` are not fully written.
@@ -244,16 +244,19 @@ impl Worker {
 
     /// Takes a frame of the descriptors' handshake: an OFFER makes this end read with
     /// `recvmsg` from the next read on (the worker sends nothing more until it has the
-    /// answer) and queues the answer, TAKING; a TAKING lets the jobs with descriptors go.
+    /// answer) and queues the answer, TAKING; a TAKING that names this end's OFFER lets the
+    /// jobs with descriptors go. Any other is a protocol error, a TAKING that names another
+    /// nonce included: a task's forgery, which must not make the pool send descriptors to a
+    /// worker that reads without taking them.
     pub(crate) fn on_descriptors(&mut self, message: Descriptors) -> Result<(), Cause> {
         match message {
-            Descriptors::Offer if !self.reads_fds => {
+            Descriptors::Offer(nonce) if !self.reads_fds => {
                 self.reads_fds = true;
                 self.control
-                    .push_back(wire::descriptors_frame(Descriptors::Taking, true));
+                    .push_back(wire::descriptors_frame(Descriptors::Taking(nonce), true));
                 Ok(())
             }
-            Descriptors::Taking if self.offered_fds && !self.sends_fds => {
+            Descriptors::Taking(nonce) if self.offered_fds == Some(nonce) && !self.sends_fds => {
                 self.sends_fds = true;
                 Ok(())
             }
@@ -267,7 +270,8 @@ impl Worker {
     /// descriptors a job waits for. A job that waits for the answer writes nothing.
     pub(crate) fn wants_write(&self) -> bool {
         !self.control.is_empty()
-            || (self.unsent < self.in_flight.len() && !(self.offered_fds && self.holds_fds()))
+            || (self.unsent < self.in_flight.len()
+                && !(self.offered_fds.is_some() && self.holds_fds()))
     }
 
     /// Whether the next job to write has descriptors that wait for the worker's TAKING.
@@ -283,10 +287,11 @@ impl Worker {
     /// finds out through the socket's end of stream.
     pub(crate) fn flush(&mut self) -> io::Result<()> {
         loop {
-            if self.job_written == 0 && self.holds_fds() && !self.offered_fds {
-                self.offered_fds = true;
+            if self.job_written == 0 && self.holds_fds() && self.offered_fds.is_none() {
+                let nonce = sys::random_u64();
+                self.offered_fds = Some(nonce);
                 self.control
-                    .push_back(wire::descriptors_frame(Descriptors::Offer, true));
+                    .push_back(wire::descriptors_frame(Descriptors::Offer(nonce), true));
             }
             // Up to 8 frames in one writev, gathered on the stack: this runs for every job.
             let mut slices = [IoSlice::new(&[]); 8];

@@ -146,8 +146,8 @@ impl Supervisor {
     /// Ends the cancelled jobs the workers in the slots hold. A worker running one is killed
     /// (what it does is not wanted) and replaced, the job fails as cancelled, and the jobs
     /// behind it go back to the queue. A cancelled job waiting behind another on its worker
-    /// ends now; it still runs when its turn comes (it was written to the worker), and its
-    /// results are dropped. Not counted as a death.
+    /// ends now; it still runs when its turn comes (it was written to the worker, or is
+    /// held for the worker's TAKING and written then), and its results are dropped. Not counted as a death.
     pub(super) fn cancel_running(&mut self) {
         for index in 0..self.slots.len() {
             self.cancel_in(index);
@@ -429,7 +429,7 @@ impl Supervisor {
             received: VecDeque::new(),
             reads_fds: false,
             sends_fds: false,
-            offered_fds: false,
+            offered_fds: None,
             control: VecDeque::from([wire::setup_frame(
                 index as u32,
                 watch,

@@ -92,6 +92,23 @@ pub(crate) fn signal_child(child: &mut Child, signal: libc::c_int) -> bool {
 ///
 /// The caller must know that `pid` is its own unreaped child, or a process that cannot have
 /// exited and been reaped yet; the descriptor then names that process for good.
+/// Eight bytes from the kernel's random source, which nothing outside this process can
+/// guess.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`, live for the call.
+    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+    // Eight bytes never come short (requests up to 256 bytes are whole once the source is
+    // seeded); should it fail all the same, the time is the next best.
+    if n != bytes.len() as isize {
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+    }
+    u64::from_le_bytes(bytes)
+}
+
 pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     let pid = libc::pid_t::try_from(pid).ok()?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.

@@ -56,25 +56,32 @@ pub(crate) fn ready_frame(pid: u32, fingerprint: u64) -> Vec<u8> {
 /// A frame of the descriptors' handshake (see `wire/README.md`, "Descriptors"), from the
 /// parent if `to_worker`, else from a worker.
 pub(crate) fn descriptors_frame(message: Descriptors, to_worker: bool) -> Vec<u8> {
-    let tag = match (message, to_worker) {
-        (Descriptors::Offer, true) => TAG_OFFER_FDS,
-        (Descriptors::Taking, true) => TAG_TAKING_FDS,
-        (Descriptors::Offer, false) => TAG_WORKER_OFFER_FDS,
-        (Descriptors::Taking, false) => TAG_WORKER_TAKING_FDS,
+    let (tag, nonce) = match (message, to_worker) {
+        (Descriptors::Offer(nonce), true) => (TAG_OFFER_FDS, nonce),
+        (Descriptors::Taking(nonce), true) => (TAG_TAKING_FDS, nonce),
+        (Descriptors::Offer(nonce), false) => (TAG_WORKER_OFFER_FDS, nonce),
+        (Descriptors::Taking(nonce), false) => (TAG_WORKER_TAKING_FDS, nonce),
     };
-    FrameWriter::new(tag).finish()
+    let mut frame = FrameWriter::new(tag);
+    frame.u64(nonce);
+    frame.finish()
 }
 
 /// The descriptors' handshake. Each end reads its socket with plain reads, which drop any
 /// descriptor that comes, until the other end has descriptors for it: a side that has some
 /// sends OFFER and holds them; the other starts to read with `recvmsg` and answers TAKING;
 /// the descriptors go once TAKING has come. Each direction does this at most once.
+///
+/// An OFFER carries a nonce and a TAKING the nonce of the OFFER it answers. The parent's is
+/// random and checked: a task can write frames on its worker's end of the socket, but
+/// cannot answer for the worker without reading what the parent sent it. A worker's is 0
+/// and not checked: nothing but the parent writes what a worker reads.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Descriptors {
     /// The sender has descriptors to send, once the receiver takes them.
-    Offer,
+    Offer(u64),
     /// The sender reads with `recvmsg` from the byte after this frame on.
-    Taking,
+    Taking(u64),
 }
 
 pub(crate) fn init_failed_frame(failure: &TaskFailure) -> Vec<u8> {
@@ -294,8 +301,8 @@ impl<'a> ToWorker<'a> {
                 }
             }
             TAG_SHUTDOWN => ToWorker::Shutdown,
-            TAG_OFFER_FDS => ToWorker::Descriptors(Descriptors::Offer),
-            TAG_TAKING_FDS => ToWorker::Descriptors(Descriptors::Taking),
+            TAG_OFFER_FDS => ToWorker::Descriptors(Descriptors::Offer(cursor.u64()?)),
+            TAG_TAKING_FDS => ToWorker::Descriptors(Descriptors::Taking(cursor.u64()?)),
             tag => return Err(WireError::UnknownTag(tag)),
         };
         cursor.end()?;
@@ -348,8 +355,8 @@ impl FromWorker {
             TAG_BYE => FromWorker::Bye {
                 peak: Some(cursor.u64()?).filter(|&peak| peak > 0),
             },
-            TAG_WORKER_OFFER_FDS => FromWorker::Descriptors(Descriptors::Offer),
-            TAG_WORKER_TAKING_FDS => FromWorker::Descriptors(Descriptors::Taking),
+            TAG_WORKER_OFFER_FDS => FromWorker::Descriptors(Descriptors::Offer(cursor.u64()?)),
+            TAG_WORKER_TAKING_FDS => FromWorker::Descriptors(Descriptors::Taking(cursor.u64()?)),
             TAG_RESULTS => {
                 let job = cursor.u64()?;
                 let count = cursor.u32()? as usize;

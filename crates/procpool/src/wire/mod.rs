@@ -538,7 +538,7 @@ mod tests {
 
     #[test]
     fn descriptors_frames_name_their_message_in_each_direction() {
-        for message in [Descriptors::Offer, Descriptors::Taking] {
+        for message in [Descriptors::Offer(7), Descriptors::Taking(u64::MAX)] {
             assert_eq!(
                 ToWorker::decode(body(&descriptors_frame(message, true))).unwrap(),
                 ToWorker::Descriptors(message)

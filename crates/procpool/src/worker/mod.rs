@@ -266,14 +266,17 @@ fn offer_descriptors(
     stash: &mut VecDeque<Vec<u8>>,
 ) -> io::Result<bool> {
     let mut writer = reader.get_ref().socket;
-    writer.write_all(&wire::descriptors_frame(Descriptors::Offer, false))?;
+    writer.write_all(&wire::descriptors_frame(Descriptors::Offer(0), false))?;
     loop {
         let mut body = Vec::new();
         if read_frame(reader, &mut body)?.is_none() {
             return Ok(false);
         }
         match ToWorker::decode(&body)? {
-            ToWorker::Descriptors(Descriptors::Taking) => return Ok(true),
+            // The answer; or the answer to an OFFER a task forged before this one, which says
+            // as much (the parent reads with `recvmsg` already), and the parent then finds
+            // this one out of turn.
+            ToWorker::Descriptors(Descriptors::Taking(_)) => return Ok(true),
             ToWorker::Descriptors(message) => answer_offer(reader, message)?,
             _ => stash.push_back(body),
         }
@@ -281,17 +284,24 @@ fn offer_descriptors(
 }
 
 /// Takes the parent's OFFER of descriptors: reads take them from now on, and the parent is
-/// told so. Any other descriptors frame here is out of turn.
+/// told so, with the OFFER's nonce. Any other descriptors frame here is out of turn.
 fn answer_offer(reader: &mut BufReader<Incoming<'_>>, message: Descriptors) -> io::Result<()> {
-    if message != Descriptors::Offer || reader.get_ref().takes_fds {
-        return Err(io::Error::new(
-            io::ErrorKind::InvalidData,
-            format!("a descriptors frame out of turn ({message:?})"),
-        ));
+    let Descriptors::Offer(nonce) = message else {
+        return Err(out_of_turn(message));
+    };
+    if reader.get_ref().takes_fds {
+        return Err(out_of_turn(message));
     }
     reader.get_mut().takes_fds = true;
     let mut writer = reader.get_ref().socket;
-    writer.write_all(&wire::descriptors_frame(Descriptors::Taking, false))
+    writer.write_all(&wire::descriptors_frame(Descriptors::Taking(nonce), false))
+}
+
+fn out_of_turn(message: Descriptors) -> io::Error {
+    io::Error::new(
+        io::ErrorKind::InvalidData,
+        format!("a descriptors frame out of turn ({message:?})"),
+    )
 }
 
 /// Serves as a worker on `socket`; `forked` says that the forkserver forked this process.
@@ -435,6 +445,13 @@ fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
                 }
                 send_frame(&socket, &out, &out_fds)?;
                 trim(&mut out);
+            }
+            // The answer to an OFFER that a task forged on this worker's socket: the parent
+            // reads with `recvmsg` from then on, so results with descriptors may go as they
+            // are. (Refused, the worker would end under the next caller's job, not the
+            // forger's.)
+            ToWorker::Descriptors(Descriptors::Taking(_)) if !parent_takes_fds => {
+                parent_takes_fds = true;
             }
             ToWorker::Descriptors(message) => answer_offer(&mut reader, message)?,
             ToWorker::Shutdown => {
