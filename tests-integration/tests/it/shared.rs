@@ -1,8 +1,10 @@
 //! `SharedBytes`: bytes in shared memory that go to a worker and back without being copied,
 //! with their descriptors passed over the worker's socket.
 
-use procpool::{ErrorKind, MapOptions, SharedBytes};
-use tests_integration::{finish, pool, serial};
+use procpool::{ErrorKind, MapOptions, Pool, SharedBytes};
+use tests_integration::{Rendezvous, finish, pool, recycling_forkserver_pool, serial};
+
+use crate::tasks::{hold, square};
 
 /// Bytes that differ from one offset to the next, so that a wrong offset shows.
 fn pattern(len: usize, seed: u8) -> Vec<u8> {
@@ -144,6 +146,93 @@ fn descriptors_wait_for_a_handshake_that_each_side_starts_once() {
     assert_eq!(pool.stats().worker_deaths, 0);
     drop((made_here, back, sent));
     finish_with(pool, fds);
+}
+
+/// A pool of `processes` workers, each replaced after `jobs` jobs, by the default start
+/// method.
+fn recycling_pool(processes: usize, jobs: usize) -> Pool {
+    Pool::builder()
+        .processes(processes)
+        .max_tasks_per_child(jobs)
+        .build()
+        .unwrap()
+}
+
+/// Every worker of a recycling pool shakes hands anew, in each direction, through both
+/// drivers: a blocking map on borrowed workers and calls from three threads through the
+/// supervisor; with the forkserver's workers taking their first job with their SETUP.
+#[test]
+fn recycled_workers_shake_hands_each_time() {
+    let _serial = serial();
+    let pools: [fn() -> Pool; 3] = [
+        || recycling_forkserver_pool(2),
+        || recycling_pool(1, 2),
+        || recycling_pool(2, 3),
+    ];
+    let fds = open_fds();
+    for make in pools {
+        let pool = make();
+        let sent = SharedBytes::copy_from_slice(&pattern(777, 3)).unwrap();
+        // Results with descriptors, arguments with descriptors, neither, in turn.
+        let call = |i: usize| match i % 3 {
+            0 => (None, 100 + i, i as u8),
+            1 => (Some(sent.clone()), 0, 0),
+            _ => (None, 0, 0),
+        };
+        let check = |i: usize, back: &SharedBytes| match i % 3 {
+            0 => assert_eq!(&back[..], &pattern(100 + i, i as u8)[..]),
+            1 => assert_eq!(*back, sent),
+            _ => assert!(back.is_empty()),
+        };
+        let back = pool
+            .starmap_with(
+                given_or_made,
+                (0..60).map(call),
+                MapOptions::new().chunksize(1),
+            )
+            .unwrap();
+        for (i, back) in back.iter().enumerate() {
+            check(i, back);
+        }
+        std::thread::scope(|scope| {
+            for thread in 0..3 {
+                let (pool, call, check) = (&pool, &call, &check);
+                scope.spawn(move || {
+                    for i in (thread..60).step_by(3) {
+                        let back = pool.apply_async(given_or_made, call(i)).unwrap();
+                        check(i, &back.get().unwrap());
+                    }
+                });
+            }
+        });
+        assert_eq!(pool.stats().worker_deaths, 0);
+        drop((back, sent));
+        finish_with(pool, fds);
+    }
+}
+
+/// A job with descriptors held behind a running job, for its worker's TAKING, goes to the
+/// next worker when that worker dies; so does the job behind it.
+#[test]
+fn a_job_held_for_its_workers_answer_outlives_that_worker() {
+    let _serial = serial();
+    let pool = pool(1);
+    let sent = SharedBytes::copy_from_slice(&pattern(500, 1)).unwrap();
+    let rendezvous = Rendezvous::new();
+    let first = pool.apply_async(hold, (rendezvous.path(),)).unwrap();
+    let arrival = rendezvous.arrive();
+    let second = pool.apply_async(echo, (sent.clone(),)).unwrap();
+    let third = pool.apply_async(square, (7,)).unwrap();
+    // SAFETY: kill sends a signal to the worker that runs `first`, which the rendezvous
+    // holds alive.
+    assert_eq!(unsafe { libc::kill(arrival.pid as i32, libc::SIGKILL) }, 0);
+    drop(arrival);
+    assert_eq!(first.get().unwrap_err().kind(), ErrorKind::WorkerDied);
+    assert_eq!(second.get().unwrap(), sent);
+    assert_eq!(third.get().unwrap(), 49);
+    assert_eq!(pool.stats().worker_deaths, 1);
+    drop(sent);
+    finish(pool);
 }
 
 #[test]
