@@ -103,24 +103,48 @@ fn forge(body: &[u8]) {
 /// A handshake frame (tag, then a nonce) takes 17 bytes on the wire.
 const HANDSHAKE_FRAME: usize = 8 + 1 + 8;
 
-/// Forges its worker's OFFER of descriptors (tag 14), waits until the parent's answer has
-/// come, meets the test at `path`, and returns once the next job has come behind it.
+/// The tags of the worker's OFFER and TAKING (`src/wire/README.md`).
+const WORKER_OFFER: u8 = 14;
+const WORKER_TAKING: u8 = 15;
+
+/// Forges a handshake frame of the worker's: `tag`, then `nonce`.
+fn forge_handshake(tag: u8, nonce: &[u8]) {
+    forge(&[&[tag][..], nonce].concat());
+}
+
+/// Meets the test at `path`; once the next call's job has come on the socket behind this
+/// one, forges the worker's OFFER of descriptors, without reading anything, and returns.
 #[procpool::task]
 fn forge_offer(path: String) -> u64 {
-    forge(&[[14u8].as_slice(), &0u64.to_le_bytes()].concat());
-    let answered = wait_queued(HANDSHAKE_FRAME);
     meet(&path);
-    wait_queued(answered + 1);
+    wait_queued(1);
+    forge_handshake(WORKER_OFFER, &0u64.to_le_bytes());
     7
 }
 
-/// Meets the test at `path`; once the parent's OFFER of descriptors for the job queued behind
-/// has come, forges the worker's TAKING (tag 15) with a guessed nonce.
+/// Meets the test at `path`; once the parent's OFFER of descriptors for the job held behind
+/// this one has come, forges the worker's TAKING: with a guessed nonce, or, if `peek`, with
+/// the OFFER's own, read off the socket and left there.
 #[procpool::task]
-fn forge_taking(path: String) -> u64 {
+fn forge_taking(path: String, peek: bool) -> u64 {
     meet(&path);
     wait_queued(HANDSHAKE_FRAME);
-    forge(&[[15u8].as_slice(), &0u64.to_le_bytes()].concat());
+    let mut offer = [0u8; HANDSHAKE_FRAME];
+    if peek {
+        // SAFETY: recv writes at most `offer.len()` bytes into `offer`, live for the call;
+        // MSG_PEEK leaves them for the worker.
+        let n = unsafe {
+            libc::recv(
+                own_socket(),
+                offer.as_mut_ptr().cast(),
+                offer.len(),
+                libc::MSG_PEEK,
+            )
+        };
+        assert_eq!(n, HANDSHAKE_FRAME as isize, "the parent's OFFER, whole");
+        assert_eq!(offer[8], 4, "the parent's OFFER comes first");
+    }
+    forge_handshake(WORKER_TAKING, &offer[9..]);
     7
 }
 
@@ -129,41 +153,72 @@ fn echo(bytes: SharedBytes) -> SharedBytes {
     bytes
 }
 
-/// A task that forges its worker's half of the descriptors' handshake cannot make the next
-/// call on that worker pay for it: a forged OFFER is answered and taken as said (the parent
-/// reads descriptors from then on), and a forged TAKING, which cannot name the parent's
-/// random nonce, fails the forger's own call, not that of the caller whose descriptors the
-/// parent holds. Either way the other call runs.
+/// Bytes made in the worker: results with descriptors, from arguments without.
+#[procpool::task]
+fn made(len: usize) -> SharedBytes {
+    SharedBytes::copy_from_slice(&vec![5; len]).unwrap()
+}
+
+/// A task that forges its worker's OFFER of descriptors costs no call anything: the parent
+/// answers it and reads descriptors from then on. The worker takes the answer as its own:
+/// unasked, when the next call returns no descriptors (and the one after returns some at
+/// once); or as the answer to its own OFFER, which the parent then lets be, when the next
+/// call's results are the first with descriptors.
 #[test]
-fn a_task_that_forges_the_descriptors_handshake_fails_nobody_else() {
+fn a_task_that_forges_an_offer_of_descriptors_costs_no_call() {
     let _serial = serial();
-    let pool = pool(1);
     let bound = Duration::from_secs(60);
-    // A forged OFFER, and a call without descriptors behind it.
-    let rendezvous = Rendezvous::new();
-    let forger = pool.apply_async(forge_offer, (rendezvous.path(),)).unwrap();
-    let arrival = rendezvous.arrive();
-    let other = pool.apply_async(square, (5,)).unwrap();
-    arrival.release(1);
-    assert_eq!(forger.get_timeout(bound).unwrap(), 7);
-    assert_eq!(other.get_timeout(bound).unwrap(), 25);
-    assert_eq!(pool.stats().worker_deaths, 0);
-    // A forged TAKING while the parent holds another caller's descriptors.
-    let rendezvous = Rendezvous::new();
-    let forger = pool
-        .apply_async(forge_taking, (rendezvous.path(),))
-        .unwrap();
-    let arrival = rendezvous.arrive();
-    let sent = SharedBytes::copy_from_slice(&[9; 500]).unwrap();
-    let other = pool.apply_async(echo, (sent.clone(),)).unwrap();
-    arrival.release(1);
-    let error = forger.get_timeout(bound).unwrap_err();
-    assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
-    assert!(error.to_string().contains("out of turn"), "{error}");
-    assert_eq!(other.get_timeout(bound).unwrap(), sent);
-    assert_eq!(pool.stats().worker_deaths, 1);
-    drop(sent);
-    finish(pool);
+    for results_with_descriptors_next in [false, true] {
+        let pool = pool(1);
+        let rendezvous = Rendezvous::new();
+        let forger = pool.apply_async(forge_offer, (rendezvous.path(),)).unwrap();
+        let arrival = rendezvous.arrive();
+        let (plain, with_descriptors) = if results_with_descriptors_next {
+            (None, pool.apply_async(made, (300,)).unwrap())
+        } else {
+            let plain = pool.apply_async(square, (5,)).unwrap();
+            (Some(plain), pool.apply_async(made, (300,)).unwrap())
+        };
+        arrival.release(1);
+        assert_eq!(forger.get_timeout(bound).unwrap(), 7);
+        if let Some(plain) = plain {
+            assert_eq!(plain.get_timeout(bound).unwrap(), 25);
+        }
+        assert_eq!(
+            &with_descriptors.get_timeout(bound).unwrap()[..],
+            &[5; 300][..]
+        );
+        assert_eq!(pool.stats().worker_deaths, 0);
+        finish(pool);
+    }
+}
+
+/// A task that forges its worker's TAKING while the parent holds another call's descriptors
+/// for that worker fails its own call, whether it guessed the nonce of the parent's OFFER
+/// or read it off the socket: a TAKING that comes before the results of the jobs written
+/// ahead of the OFFER is not the worker's. The held call runs on the next worker.
+#[test]
+fn a_task_that_forges_a_taking_of_descriptors_fails_its_own_call() {
+    let _serial = serial();
+    let bound = Duration::from_secs(60);
+    for peek in [false, true] {
+        // A fresh worker, which has never taken descriptors.
+        let pool = pool(1);
+        let rendezvous = Rendezvous::new();
+        let forger = pool
+            .apply_async(forge_taking, (rendezvous.path(), peek))
+            .unwrap();
+        let arrival = rendezvous.arrive();
+        let sent = SharedBytes::copy_from_slice(&[9; 500]).unwrap();
+        let other = pool.apply_async(echo, (sent.clone(),)).unwrap();
+        arrival.release(1);
+        let error = forger.get_timeout(bound).unwrap_err();
+        assert_eq!(error.kind(), ErrorKind::WorkerDied, "{error}");
+        assert!(error.to_string().contains("out of turn"), "{error}");
+        assert_eq!(other.get_timeout(bound).unwrap(), sent);
+        assert_eq!(pool.stats().worker_deaths, 1);
+        finish(pool);
+    }
 }
 
 /// Runs `child` in a forked child of this process and returns its exit code: each check it

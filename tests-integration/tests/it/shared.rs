@@ -111,8 +111,9 @@ fn given_or_made(bytes: Option<SharedBytes>, len: usize, seed: u8) -> SharedByte
 /// A worker whose results are the first with descriptors offers them and waits for the
 /// parent's answer, keeping the job queued behind to run after; the parent offers the
 /// descriptors of a job's arguments and holds that job until the worker answers; when both
-/// offer at once, each answers the other while it waits. Each map is one worker's two jobs
-/// at a time, sent together before any result comes, so these orders are the ones that run.
+/// offer at once, the parent answers at once and the worker in its turn, after the results
+/// it was holding. Each map is one worker's two jobs at a time, sent together before any
+/// result comes, so these orders are the ones that run.
 #[test]
 fn descriptors_wait_for_a_handshake_that_each_side_starts_once() {
     let _serial = serial();

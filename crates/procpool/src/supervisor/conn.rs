@@ -242,12 +242,18 @@ impl Worker {
         )
     }
 
-    /// Takes a frame of the descriptors' handshake: an OFFER makes this end read with
-    /// `recvmsg` from the next read on (the worker sends nothing more until it has the
-    /// answer) and queues the answer, TAKING; a TAKING that names this end's OFFER lets the
-    /// jobs with descriptors go. Any other is a protocol error, a TAKING that names another
-    /// nonce included: a task's forgery, which must not make the pool send descriptors to a
-    /// worker that reads without taking them.
+    /// Takes a frame of the descriptors' handshake (see [`Descriptors`]).
+    ///
+    /// An OFFER makes this end read with `recvmsg` from the next read on (the worker sends
+    /// nothing with descriptors until it has the answer) and queues the answer, TAKING. A
+    /// second OFFER is let be: a worker offers only until it reads a TAKING, and this end
+    /// sends one, which is on its way, so the first was a task's forgery and its answer
+    /// serves the worker.
+    ///
+    /// A TAKING lets the jobs with descriptors go if it names this end's OFFER and every job
+    /// written before that OFFER has its results: the worker answers the OFFER in its turn,
+    /// after those. One that comes sooner, or names another nonce, is a task's forgery and a
+    /// protocol error, which the task's own call pays, its job being the one that runs.
     pub(crate) fn on_descriptors(&mut self, message: Descriptors) -> Result<(), Cause> {
         match message {
             Descriptors::Offer(nonce) if !self.reads_fds => {
@@ -256,14 +262,21 @@ impl Worker {
                     .push_back(wire::descriptors_frame(Descriptors::Taking(nonce), true));
                 Ok(())
             }
-            Descriptors::Taking(nonce) if self.offered_fds == Some(nonce) && !self.sends_fds => {
+            Descriptors::Offer(_) => Ok(()),
+            Descriptors::Taking(nonce) if self.waits_for_taking() && self.unsent == 0 => {
+                if self.offered_fds != Some(nonce) {
+                    return Err(out_of_turn(message));
+                }
                 self.sends_fds = true;
                 Ok(())
             }
-            _ => Err(Cause::Protocol(format!(
-                "a descriptors frame out of turn ({message:?})"
-            ))),
+            Descriptors::Taking(_) => Err(out_of_turn(message)),
         }
+    }
+
+    /// Whether this end has offered the worker descriptors and waits for its answer.
+    fn waits_for_taking(&self) -> bool {
+        self.offered_fds.is_some() && !self.sends_fds
     }
 
     /// Whether [`Worker::flush`] has something to write: a frame, or the OFFER of
@@ -271,7 +284,7 @@ impl Worker {
     pub(crate) fn wants_write(&self) -> bool {
         !self.control.is_empty()
             || (self.unsent < self.in_flight.len()
-                && !(self.offered_fds.is_some() && self.holds_fds()))
+                && !(self.waits_for_taking() && self.holds_fds()))
     }
 
     /// Whether the next job to write has descriptors that wait for the worker's TAKING.
@@ -486,6 +499,10 @@ impl Worker {
         });
         matches!(more, Ok(true))
     }
+}
+
+fn out_of_turn(message: Descriptors) -> Cause {
+    Cause::Protocol(format!("a descriptors frame out of turn ({message:?})"))
 }
 
 /// Kills (if needed) and reaps a worker whose end says nothing the pool needs.

@@ -147,7 +147,8 @@ impl Supervisor {
     /// (what it does is not wanted) and replaced, the job fails as cancelled, and the jobs
     /// behind it go back to the queue. A cancelled job waiting behind another on its worker
     /// ends now; it still runs when its turn comes (it was written to the worker, or is
-    /// held for the worker's TAKING and written then), and its results are dropped. Not counted as a death.
+    /// held for the worker's TAKING and written then), and its results are dropped. Not
+    /// counted as a death.
     pub(super) fn cancel_running(&mut self) {
         for index in 0..self.slots.len() {
             self.cancel_in(index);

@@ -86,29 +86,37 @@ pub(crate) fn signal_child(child: &mut Child, signal: libc::c_int) -> bool {
     unsafe { libc::kill(pid, signal) == 0 }
 }
 
+/// Eight bytes from the kernel's random source, which nothing outside this process can
+/// guess.
+pub(crate) fn random_u64() -> u64 {
+    let mut bytes = [0u8; 8];
+    loop {
+        // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`, live for the
+        // call.
+        let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
+        if n == bytes.len() as isize {
+            return u64::from_le_bytes(bytes);
+        }
+        // Eight bytes never come short once the source is seeded; a signal may interrupt
+        // the wait for the seeding at boot. Any other failure (no getrandom, before Linux
+        // 3.17) falls back to the time, which is guessable, and so only as good as the
+        // nonce's other defences (see `wire::Descriptors`).
+        if n < 0 && io::Error::last_os_error().kind() == io::ErrorKind::Interrupted {
+            continue;
+        }
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default();
+        return now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32);
+    }
+}
+
 /// A descriptor that refers to the process `pid` (Linux 5.3 and later): it becomes readable
 /// when the process exits, and signals sent through it can reach no other process, even once
 /// the pid is reused. `None` where the kernel has no `pidfd_open` or no such process runs.
 ///
 /// The caller must know that `pid` is its own unreaped child, or a process that cannot have
 /// exited and been reaped yet; the descriptor then names that process for good.
-/// Eight bytes from the kernel's random source, which nothing outside this process can
-/// guess.
-pub(crate) fn random_u64() -> u64 {
-    let mut bytes = [0u8; 8];
-    // SAFETY: getrandom writes at most `bytes.len()` bytes into `bytes`, live for the call.
-    let n = unsafe { libc::getrandom(bytes.as_mut_ptr().cast(), bytes.len(), 0) };
-    // Eight bytes never come short (requests up to 256 bytes are whole once the source is
-    // seeded); should it fail all the same, the time is the next best.
-    if n != bytes.len() as isize {
-        let now = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .unwrap_or_default();
-        return now.as_nanos() as u64 ^ u64::from(std::process::id()).rotate_left(32);
-    }
-    u64::from_le_bytes(bytes)
-}
-
 pub(crate) fn pidfd_open(pid: u32) -> Option<OwnedFd> {
     let pid = libc::pid_t::try_from(pid).ok()?;
     // SAFETY: pidfd_open takes a pid and flags and returns a new descriptor or -1.

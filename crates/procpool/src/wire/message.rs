@@ -73,14 +73,15 @@ pub(crate) fn descriptors_frame(message: Descriptors, to_worker: bool) -> Vec<u8
 /// the descriptors go once TAKING has come. Each direction does this at most once.
 ///
 /// An OFFER carries a nonce and a TAKING the nonce of the OFFER it answers. The parent's is
-/// random and checked: a task can write frames on its worker's end of the socket, but
-/// cannot answer for the worker without reading what the parent sent it. A worker's is 0
-/// and not checked: nothing but the parent writes what a worker reads.
+/// random and checked, against a task that writes frames on its worker's end of the socket
+/// without reading it; a worker's is 0 and not checked: nothing but the parent writes what a
+/// worker reads. (`wire/README.md` has what a forging task can and cannot do.)
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub(crate) enum Descriptors {
     /// The sender has descriptors to send, once the receiver takes them.
     Offer(u64),
-    /// The sender reads with `recvmsg` from the byte after this frame on.
+    /// The sender reads with `recvmsg` already: what comes after this frame may carry
+    /// descriptors.
     Taking(u64),
 }
 

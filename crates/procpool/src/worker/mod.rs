@@ -258,9 +258,11 @@ fn send_frame(socket: &UnixStream, frame: &[u8], fds: &[impl AsFd]) -> io::Resul
 }
 
 /// Sends the parent an OFFER of descriptors and reads until its TAKING: the results that
-/// hold descriptors go after it. Jobs that come meanwhile are kept in `stash`, in order, and
-/// the parent's own OFFER is answered at once (each side may be waiting for the other's
-/// answer). False if the stream ended first.
+/// hold descriptors go after it. The frames that come meanwhile are kept in `stash`, in
+/// order, the parent's own OFFER among them: it is answered in its turn, after the results
+/// of the jobs ahead of it, as the parent expects (see `Worker::on_descriptors`); the
+/// parent answers this worker's OFFER without waiting for its own. False if the stream
+/// ended first.
 fn offer_descriptors(
     reader: &mut BufReader<Incoming<'_>>,
     stash: &mut VecDeque<Vec<u8>>,
@@ -273,11 +275,9 @@ fn offer_descriptors(
             return Ok(false);
         }
         match ToWorker::decode(&body)? {
-            // The answer; or the answer to an OFFER a task forged before this one, which says
-            // as much (the parent reads with `recvmsg` already), and the parent then finds
-            // this one out of turn.
+            // Whichever OFFER it answers (one may have been a task's), the parent reads with
+            // `recvmsg`.
             ToWorker::Descriptors(Descriptors::Taking(_)) => return Ok(true),
-            ToWorker::Descriptors(message) => answer_offer(reader, message)?,
             _ => stash.push_back(body),
         }
     }
@@ -446,10 +446,8 @@ fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
                 send_frame(&socket, &out, &out_fds)?;
                 trim(&mut out);
             }
-            // The answer to an OFFER that a task forged on this worker's socket: the parent
-            // reads with `recvmsg` from then on, so results with descriptors may go as they
-            // are. (Refused, the worker would end under the next caller's job, not the
-            // forger's.)
+            // A TAKING this worker did not ask for answers an OFFER a task forged on its
+            // socket: the parent reads with `recvmsg` from then on, as after its own.
             ToWorker::Descriptors(Descriptors::Taking(_)) if !parent_takes_fds => {
                 parent_takes_fds = true;
             }
