@@ -38,6 +38,11 @@ use crate::sys::{self, Mapping};
 /// program that keeps many thousands of them alive at once needs a limit on open files
 /// (`ulimit -n`) to match.
 ///
+/// The first call that sends a `SharedBytes` to a worker, and the first whose results bring
+/// one back from it, each cost one round trip more: until then the pool and the worker read
+/// their socket without taking descriptors, which is cheaper on every call that passes none
+/// (the "Descriptors" section of the wire protocol's README says how they agree).
+///
 /// A `SharedBytes` encodes only as part of a task's arguments or result; encoding one
 /// anywhere else (to a file, or as an initializer's argument) fails with a serde error.
 ///
