@@ -296,3 +296,73 @@ fn workers_told_to_exit_are_given_time_to_exit_cleanly() {
     std::fs::remove_dir_all(&dir).unwrap();
     assert_no_children();
 }
+
+/// After `close`, a worker recycled after its job is replaced only while calls are still
+/// queued: a pool that recycles after every job starts one worker for each call, and none
+/// that would only be told to stop. Under both start methods.
+#[test]
+fn after_close_a_recycled_worker_is_replaced_only_for_queued_calls() {
+    let _serial = serial();
+    let pool = Pool::builder()
+        .processes(1)
+        .max_tasks_per_child(1)
+        .build()
+        .unwrap();
+    let calls: Vec<_> = (0..5u64)
+        .map(|x| pool.apply_async(square, (x,)).unwrap())
+        .collect();
+    pool.close();
+    for (x, call) in (0u64..).zip(calls) {
+        assert_eq!(call.get().unwrap(), x * x);
+    }
+    pool.join().unwrap();
+    let stats = pool.stats();
+    assert_eq!((stats.worker_starts, stats.worker_deaths), (5, 0));
+    assert_no_children();
+}
+
+/// Meets the test at `path` if `x` is 0; returns `x`.
+#[procpool::task]
+fn hold_if_first(path: String, x: u64) -> u64 {
+    if x == 0 {
+        tests_integration::meet(&path);
+    }
+    x
+}
+
+/// A blocking map whose worker recycles after one job, on a pool closed while the map runs:
+/// the borrowed worker goes back spent and the rest of the map goes through the queue. The
+/// supervisor may take the worker back before those calls are queued, and then leaves its
+/// slot empty, the pool being closed with nothing queued; it fills the slot once they are.
+/// The map ends either way.
+#[test]
+fn a_closed_pool_starts_a_worker_again_for_calls_a_blocking_map_hands_back() {
+    let _serial = serial();
+    for _ in 0..5 {
+        let pool = Pool::builder()
+            .processes(1)
+            .max_tasks_per_child(1)
+            .build()
+            .unwrap();
+        let rendezvous = Rendezvous::new();
+        let path = rendezvous.path();
+        std::thread::scope(|scope| {
+            let pool = &pool;
+            let map = scope.spawn(move || {
+                let calls = (0..4u64).map(|x| (path.clone(), x));
+                pool.starmap_with(
+                    hold_if_first,
+                    calls,
+                    procpool::MapOptions::new().chunksize(1),
+                )
+            });
+            let arrival = rendezvous.arrive();
+            pool.close();
+            arrival.release(1);
+            assert_eq!(map.join().unwrap().unwrap(), [0, 1, 2, 3]);
+        });
+        pool.join().unwrap();
+        assert_eq!(pool.stats().worker_deaths, 0);
+        assert_no_children();
+    }
+}

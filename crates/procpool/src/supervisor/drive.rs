@@ -232,7 +232,11 @@ impl Supervisor {
         self.dispatch(&mut state);
         self.lend_idle(&mut state);
         self.publish_pids(&mut state);
+        let queued = !state.queue.is_empty();
         drop(state);
+        if queued {
+            self.refill_vacant();
+        }
         for index in 0..self.slots.len() {
             if let Some(worker) = &mut self.slots[index]
                 && worker.wants_write()
@@ -253,20 +257,37 @@ impl Supervisor {
         if self.unstarted.is_empty() || self.startup.is_some() {
             return;
         }
-        let wanted = {
-            let state = self.shared.lock();
-            match state.phase {
-                Phase::Running => true,
-                Phase::Closed => !state.queue.is_empty(),
-                Phase::Terminating | Phase::Broken(_) => false,
-            }
-        };
-        if !wanted {
+        if !self.wants_workers() {
             self.unstarted = 0..0;
             return;
         }
         if let Some(index) = self.unstarted.next() {
             self.replace(index);
+        }
+    }
+
+    /// Whether the pool wants workers started: while it runs, and once it is closed, only
+    /// while calls are queued (it winds down once none are).
+    pub(super) fn wants_workers(&self) -> bool {
+        let state = self.shared.lock();
+        match state.phase {
+            Phase::Running => true,
+            Phase::Closed => !state.queue.is_empty(),
+            Phase::Terminating | Phase::Broken(_) => false,
+        }
+    }
+
+    /// Starts a worker in each slot left empty when a closed pool had nothing queued (see
+    /// [`replace`](Supervisor::replace)), now that calls are queued again: jobs a blocking
+    /// call hands back, or a retry.
+    fn refill_vacant(&mut self) {
+        for index in 0..self.slots.len() {
+            if self.slots[index].is_none()
+                && self.away[index].is_none()
+                && !self.unstarted.contains(&index)
+            {
+                self.replace(index);
+            }
         }
     }
 

@@ -373,10 +373,11 @@ impl Supervisor {
         self.replace(index);
     }
 
-    /// Starts a worker in slot `index` unless the pool is winding down.
+    /// Starts a worker in slot `index` if the pool wants one (see
+    /// [`wants_workers`](Supervisor::wants_workers)): a closed pool with nothing queued
+    /// leaves the slot empty, to be filled if calls are queued again.
     pub(super) fn replace(&mut self, index: usize) {
-        let running = matches!(self.shared.lock().phase, Phase::Running | Phase::Closed);
-        if !running {
+        if !self.wants_workers() {
             return;
         }
         if let Err(error) = self.start(index) {
