@@ -366,3 +366,47 @@ fn a_closed_pool_starts_a_worker_again_for_calls_a_blocking_map_hands_back() {
         assert_no_children();
     }
 }
+
+/// Meets the test at `path`; then, the first time it runs (no file at `path.died` yet),
+/// exits its worker.
+#[procpool::task]
+fn meet_then_die_once(path: String) -> u64 {
+    tests_integration::meet(&path);
+    if std::fs::File::create_new(format!("{path}.died")).is_ok() {
+        std::process::exit(3);
+    }
+    7
+}
+
+/// A closed pool whose idle worker has exited, and whose busy worker then dies with a call
+/// to run again, starts one worker for that call: in the dead worker's slot, not also in
+/// the one the idle worker left.
+#[test]
+fn a_retry_after_close_starts_one_worker() {
+    let _serial = serial();
+    let pool = Pool::builder()
+        .processes(2)
+        .retries(1)
+        // A job with a timeout waits for its worker's READY (no first job with the SETUP),
+        // under the forkserver as under spawn: the retry stays queued while its worker starts.
+        .task_timeout(std::time::Duration::from_secs(600))
+        .build()
+        .unwrap();
+    let rendezvous = Rendezvous::new();
+    let call = pool
+        .apply_async(meet_then_die_once, (rendezvous.path(),))
+        .unwrap();
+    let busy = rendezvous.arrive();
+    pool.close();
+    crate::tasks::wait_for("the idle worker to exit", || {
+        workers_of(std::process::id()) == [busy.pid]
+    });
+    busy.release(1);
+    rendezvous.arrive().release(1);
+    assert_eq!(call.get().unwrap(), 7);
+    pool.join().unwrap();
+    let _ = std::fs::remove_file(format!("{}.died", rendezvous.path()));
+    let stats = pool.stats();
+    assert_eq!((stats.worker_starts, stats.worker_deaths), (3, 1));
+    assert_no_children();
+}

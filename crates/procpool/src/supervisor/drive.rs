@@ -33,6 +33,10 @@ pub(super) struct Supervisor {
     /// The slots whose first worker is started after the pool is ready
     /// (`Builder::wait_for_workers`): one a turn of the loop, while the pool runs.
     pub(super) unstarted: std::ops::Range<usize>,
+    /// The slots whose worker died or was retired while the pool was closed with nothing
+    /// queued, and so was not replaced (see [`Supervisor::replace`]): filled again if calls
+    /// are queued later. (A slot emptied by `wind_down` stays empty.)
+    pub(super) vacant: Vec<bool>,
     /// Present until every first worker is ready (or one failed).
     pub(super) startup: Option<Sender<Result<(), BuildError>>>,
     pub(super) start_failures: u32,
@@ -232,10 +236,11 @@ impl Supervisor {
         self.dispatch(&mut state);
         self.lend_idle(&mut state);
         self.publish_pids(&mut state);
-        let queued = !state.queue.is_empty();
+        // Calls that no worker took: the most workers worth starting for them.
+        let queued = state.queue.len();
         drop(state);
-        if queued {
-            self.refill_vacant();
+        if queued > 0 {
+            self.refill_vacant(queued);
         }
         for index in 0..self.slots.len() {
             if let Some(worker) = &mut self.slots[index]
@@ -277,16 +282,18 @@ impl Supervisor {
         }
     }
 
-    /// Starts a worker in each slot left empty when a closed pool had nothing queued (see
-    /// [`replace`](Supervisor::replace)), now that calls are queued again: jobs a blocking
-    /// call hands back, or a retry.
-    fn refill_vacant(&mut self) {
+    /// Starts a worker, up to `wanted`, in each [`vacant`](Supervisor::vacant) slot, now
+    /// that calls are queued again: jobs a blocking call hands back after its worker came
+    /// back spent, or a retry.
+    fn refill_vacant(&mut self, wanted: usize) {
+        let mut started = 0;
         for index in 0..self.slots.len() {
-            if self.slots[index].is_none()
-                && self.away[index].is_none()
-                && !self.unstarted.contains(&index)
-            {
+            if started == wanted {
+                break;
+            }
+            if self.vacant[index] && self.slots[index].is_none() && self.away[index].is_none() {
                 self.replace(index);
+                started += usize::from(self.slots[index].is_some());
             }
         }
     }

@@ -145,6 +145,7 @@ pub(crate) fn launch(
     let supervisor = Supervisor {
         slots: (0..config.processes).map(|_| None).collect(),
         away: vec![None; config.processes],
+        vacant: vec![false; config.processes],
         retiring: Vec::new(),
         unstarted: config.wait_for_workers..config.processes,
         starter: Starter::new(config.method),

@@ -375,9 +375,11 @@ impl Supervisor {
 
     /// Starts a worker in slot `index` if the pool wants one (see
     /// [`wants_workers`](Supervisor::wants_workers)): a closed pool with nothing queued
-    /// leaves the slot empty, to be filled if calls are queued again.
+    /// leaves the slot [`vacant`](Supervisor::vacant), to be filled if calls are queued
+    /// again.
     pub(super) fn replace(&mut self, index: usize) {
-        if !self.wants_workers() {
+        self.vacant[index] = !self.wants_workers();
+        if self.vacant[index] {
             return;
         }
         if let Err(error) = self.start(index) {
