@@ -128,6 +128,16 @@ pub fn pool(processes: usize) -> procpool::Pool {
         .expect("the pool starts")
 }
 
+/// A pool of `processes` workers, each replaced after `jobs` jobs (`max_tasks_per_child`), by
+/// the default start method.
+pub fn recycling_pool(processes: usize, jobs: usize) -> procpool::Pool {
+    procpool::Pool::builder()
+        .processes(processes)
+        .max_tasks_per_child(jobs)
+        .build()
+        .expect("the pool starts")
+}
+
 /// A forkserver pool of `processes` workers that replaces each worker after its one job
 /// (`max_tasks_per_child(1)`).
 pub fn recycling_forkserver_pool(processes: usize) -> procpool::Pool {

@@ -2,7 +2,9 @@
 //! with their descriptors passed over the worker's socket.
 
 use procpool::{ErrorKind, MapOptions, Pool, SharedBytes};
-use tests_integration::{Rendezvous, finish, pool, recycling_forkserver_pool, serial};
+use tests_integration::{
+    Rendezvous, finish, pool, recycling_forkserver_pool, recycling_pool, serial,
+};
 
 use crate::tasks::{hold, square};
 
@@ -147,16 +149,6 @@ fn descriptors_wait_for_a_handshake_that_each_side_starts_once() {
     assert_eq!(pool.stats().worker_deaths, 0);
     drop((made_here, back, sent));
     finish_with(pool, fds);
-}
-
-/// A pool of `processes` workers, each replaced after `jobs` jobs, by the default start
-/// method.
-fn recycling_pool(processes: usize, jobs: usize) -> Pool {
-    Pool::builder()
-        .processes(processes)
-        .max_tasks_per_child(jobs)
-        .build()
-        .unwrap()
 }
 
 /// Every worker of a recycling pool shakes hands anew, in each direction, through both

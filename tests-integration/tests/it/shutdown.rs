@@ -1,7 +1,7 @@
 //! close, join, terminate and drop: nothing hangs, nothing is left behind.
 
 use procpool::{ErrorKind, Pool};
-use tests_integration::{Rendezvous, assert_no_children, serial, workers_of};
+use tests_integration::{Rendezvous, assert_no_children, recycling_pool, serial, workers_of};
 
 use crate::tasks::{hold, square};
 
@@ -303,11 +303,7 @@ fn workers_told_to_exit_are_given_time_to_exit_cleanly() {
 #[test]
 fn after_close_a_recycled_worker_is_replaced_only_for_queued_calls() {
     let _serial = serial();
-    let pool = Pool::builder()
-        .processes(1)
-        .max_tasks_per_child(1)
-        .build()
-        .unwrap();
+    let pool = recycling_pool(1, 1);
     let calls: Vec<_> = (0..5u64)
         .map(|x| pool.apply_async(square, (x,)).unwrap())
         .collect();
@@ -339,11 +335,7 @@ fn hold_if_first(path: String, x: u64) -> u64 {
 fn a_closed_pool_starts_a_worker_again_for_calls_a_blocking_map_hands_back() {
     let _serial = serial();
     for _ in 0..5 {
-        let pool = Pool::builder()
-            .processes(1)
-            .max_tasks_per_child(1)
-            .build()
-            .unwrap();
+        let pool = recycling_pool(1, 1);
         let rendezvous = Rendezvous::new();
         let path = rendezvous.path();
         std::thread::scope(|scope| {
