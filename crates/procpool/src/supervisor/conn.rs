@@ -263,10 +263,11 @@ impl Worker {
                 Ok(())
             }
             Descriptors::Offer(_) => Ok(()),
-            Descriptors::Taking(nonce) if self.waits_for_taking() && self.unsent == 0 => {
-                if self.offered_fds != Some(nonce) {
-                    return Err(out_of_turn(message));
-                }
+            Descriptors::Taking(nonce)
+                if self.waits_for_taking()
+                    && self.unsent == 0
+                    && self.offered_fds == Some(nonce) =>
+            {
                 self.sends_fds = true;
                 Ok(())
             }

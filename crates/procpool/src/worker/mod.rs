@@ -304,6 +304,38 @@ fn out_of_turn(message: Descriptors) -> io::Error {
     )
 }
 
+/// Watches the socket for the next frame for up to `window` (see `watch`) before the read
+/// that waits for it. Each look is a read that does not wait, into the reader's buffer: what
+/// comes is read by the look that sees it, and so is an end of stream, which the read after
+/// meets again. An error is not met again (a read that lost a frame's descriptors has taken
+/// its bytes): it is returned here, to end the worker as it would there.
+fn watch_for_frame(
+    reader: &mut BufReader<Incoming<'_>>,
+    window: std::time::Duration,
+    watcher: &mut Watcher,
+) -> io::Result<()> {
+    reader.get_mut().now = true;
+    let mut failed = None;
+    let watched = watch::watch_by(window, || match reader.fill_buf() {
+        Ok(_) => true,
+        Err(e)
+            if matches!(
+                e.kind(),
+                io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
+            ) =>
+        {
+            false
+        }
+        Err(e) => {
+            failed = Some(e);
+            true
+        }
+    });
+    reader.get_mut().now = false;
+    watcher.record(watched.paid_off);
+    failed.map_or(Ok(()), Err)
+}
+
 /// Serves as a worker on `socket`; `forked` says that the forkserver forked this process.
 fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
     sys::raise_open_files_limit();
@@ -373,42 +405,17 @@ fn serve(socket: UnixStream, forked: bool) -> io::Result<()> {
         trim(&mut body);
         if let Some(frame) = stash.pop_front() {
             body = frame;
-        } else if !window.is_zero()
-            && runs_left != Some(0)
-            && reader.buffer().is_empty()
-            && watcher.should_watch()
-        {
-            // Each look is a read that does not wait, into the reader's buffer: what comes
-            // is read by the look that sees it, and so is an end of stream, which the read
-            // below meets again. An error is not met again (a read that lost a frame's
-            // descriptors has taken its bytes): it ends the worker here, as it would below.
-            reader.get_mut().now = true;
-            let mut failed = None;
-            let watched = watch::watch_by(window, || match reader.fill_buf() {
-                Ok(_) => true,
-                Err(e)
-                    if matches!(
-                        e.kind(),
-                        io::ErrorKind::WouldBlock | io::ErrorKind::Interrupted
-                    ) =>
-                {
-                    false
-                }
-                Err(e) => {
-                    failed = Some(e);
-                    true
-                }
-            });
-            reader.get_mut().now = false;
-            watcher.record(watched.paid_off);
-            if let Some(error) = failed {
-                return Err(error);
+        } else {
+            if !window.is_zero()
+                && runs_left != Some(0)
+                && reader.buffer().is_empty()
+                && watcher.should_watch()
+            {
+                watch_for_frame(&mut reader, window, &mut watcher)?;
             }
             if read_frame(&mut reader, &mut body)?.is_none() {
                 break;
             }
-        } else if read_frame(&mut reader, &mut body)?.is_none() {
-            break;
         }
         match ToWorker::decode(&body)? {
             ToWorker::Run {
